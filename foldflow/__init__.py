@@ -1,0 +1,1 @@
+"""Foldflow's shared kernel: settings, topology, observability, resilience and the CLI."""

@@ -1,0 +1,63 @@
+"""The topology in one place: topic names, their specs, consumer groups.
+
+DESIGN §3. Runners and poll loops live elsewhere; they ask this module for names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from foldflow.settings import Settings
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+COMMANDS = "wf.commands"
+RESULTS = "wf.results"
+EVENTS = "wf.events"
+DEFINITIONS = "wf.definitions"
+DLQ = "wf.dlq"
+TASKS_PREFIX = "wf.tasks."
+WORKER_GROUP_PREFIX = "wf.worker."
+
+#: Topics that must share one partition count so a workflow lives on one partition of each.
+CO_PARTITIONED = (COMMANDS, RESULTS, EVENTS)
+
+
+def task_topic(task_type: str, *, prefix: str = "") -> str:
+    """The topic that carries ``task.execute.v1`` commands for one task type."""
+    return f"{prefix}{TASKS_PREFIX}{task_type}"
+
+
+def worker_group(task_type: str, *, prefix: str = "") -> str:
+    """The consumer group of the workers that serve one task type."""
+    return f"{prefix}{WORKER_GROUP_PREFIX}{task_type}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What `foldflow topics ensure` creates or checks."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list[TopicSpec]:
+    """Every topic of DESIGN §3 (plus one per given task type) with its partitions and cleanup."""
+    p, rf, prefix = settings.partitions, settings.replication_factor, settings.topic_prefix
+    isr = str(settings.min_insync_replicas)
+
+    def delete(days: int) -> dict[str, str]:
+        retention = "-1" if days < 0 else str(days * DAY_MS)
+        return {"cleanup.policy": "delete", "retention.ms": retention, "min.insync.replicas": isr}
+
+    specs = [
+        TopicSpec(prefix + COMMANDS, p, rf, delete(7)),
+        TopicSpec(prefix + RESULTS, p, rf, delete(7)),
+        TopicSpec(prefix + EVENTS, p, rf, delete(-1)),
+        TopicSpec(prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", "min.insync.replicas": isr}),
+        TopicSpec(prefix + DLQ, p, rf, delete(30)),
+    ]
+    specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]
+    return specs
