@@ -1,0 +1,487 @@
+"""The message catalog: every command and event Foldflow puts on Kafka.
+
+Each payload is a frozen dataclass whose name is its Avro record name (namespace
+``foldflow``) and whose fields are the record's fields, in order. ``MESSAGE_TYPES`` maps
+the versioned ``event_type`` to the class. The Avro files in ``schemas/avro`` are the
+source of truth on the wire; a contract test keeps these classes equal to the newest one.
+
+Arbitrary JSON (workflow input, step outputs, signal data) travels as a JSON string in
+``*_json`` fields, written with :func:`dump_json` so equal values give equal bytes.
+
+Names: commands are imperative (``workflow.start.v1``), events past tense
+(``workflow.started.v1``). Task ids are deterministic (:func:`task_id`) so handlers can use
+them as idempotency keys; event ids are deterministic from workflow id + sequence
+(:func:`event_id_for`), so a re-emitted event keeps its id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "TYPE_NAMES",
+    "ChildFinished",
+    "ChildWorkflowRequested",
+    "CompensationAttemptFailed",
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationScheduled",
+    "DefinitionRegistered",
+    "Envelope",
+    "ExecuteTask",
+    "FireTimer",
+    "CancelWorkflow",
+    "PauseWorkflow",
+    "Payload",
+    "ResumeWorkflow",
+    "SignalReceived",
+    "SignalWorkflow",
+    "StartWorkflow",
+    "StepAttemptFailed",
+    "StepCompleted",
+    "StepFailed",
+    "StepScheduled",
+    "StepSkipped",
+    "StepWaiting",
+    "TaskFailed",
+    "TaskSucceeded",
+    "TerminateWorkflow",
+    "WorkflowCancelled",
+    "WorkflowCompensated",
+    "WorkflowCompensating",
+    "WorkflowCompensationFailed",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowPaused",
+    "WorkflowResumed",
+    "WorkflowStarted",
+    "WorkflowTerminated",
+    "dump_json",
+    "event_id_for",
+    "kind_of",
+    "derived_id",
+    "task_id",
+]
+
+_NAMESPACE = uuid.UUID("6f0c3d3e-6a52-4d8e-9d1c-5f0a1b2c3d4e")
+
+
+def dump_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, so equal values are equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_id_for(workflow_id: str, sequence: int) -> str:
+    """The deterministic id of a workflow's event number ``sequence``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{workflow_id}#{sequence}"))
+
+
+def derived_id(parent_id: str, index: int) -> str:
+    """A deterministic id for the ``index``-th message derived from message ``parent_id``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{parent_id}/{index}"))
+
+
+def task_id(workflow_id: str, step_id: str, attempt: int, *, compensation: bool = False) -> str:
+    """The deterministic id of one attempt of a step (or of its compensation)."""
+    kind = "compensate" if compensation else "run"
+    return f"{workflow_id}:{step_id}:{kind}:{attempt}"
+
+
+# --- commands on wf.commands (key: workflow id) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartWorkflow:
+    """Start workflow ``workflow_id`` of a definition; a no-op if that id exists."""
+
+    definition_name: str
+    definition_version: int | None  # None: the latest registered version
+    input_json: str
+    tenant: str = "default"
+    parent_workflow_id: str | None = None
+    parent_step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PauseWorkflow:
+    """Stop dispatching new tasks; running ones may finish."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumeWorkflow:
+    """Dispatch again after a pause."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelWorkflow:
+    """Compensate the completed steps, then end ``cancelled``."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TerminateWorkflow:
+    """End ``terminated`` at once, without compensation."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalWorkflow:
+    """Deliver named data to a workflow (a ``signal`` step waits for it)."""
+
+    name: str
+    data_json: str = "null"
+
+
+@dataclass(frozen=True)
+class FireTimer:
+    """A timer of the workflow's state is due (sent by the orchestrator's timer loop)."""
+
+    timer_id: str
+    due_at: int  # ms since the epoch
+
+
+# --- results on wf.results (key: workflow id) ---------------------------------------------
+
+TaskKind = Literal["step", "compensation"]
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    """A worker finished one attempt of a task."""
+
+    task_id: str
+    step_id: str
+    attempt: int
+    kind: str  # TaskKind
+    output_json: str = "null"
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A worker's attempt failed; ``retryable`` says whether another attempt may succeed."""
+
+    task_id: str
+    step_id: str
+    attempt: int
+    kind: str  # TaskKind
+    error: str
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class ChildFinished:
+    """A child workflow reached a terminal state (sent to its parent by the orchestrator)."""
+
+    child_workflow_id: str
+    step_id: str
+    status: str
+    output_json: str | None = None
+    error: str | None = None
+
+
+# --- task commands on wf.tasks.<task-type> (key: workflow id) -----------------------------
+
+
+@dataclass(frozen=True)
+class ExecuteTask:
+    """Run one attempt of a step's task (or of its compensation) and report the result."""
+
+    task_id: str
+    task_type: str
+    step_id: str
+    attempt: int
+    kind: str  # TaskKind
+    input_json: str
+    timeout_ms: int
+
+
+# --- definitions on wf.definitions (key: "name:version") ----------------------------------
+
+
+@dataclass(frozen=True)
+class DefinitionRegistered:
+    """A workflow definition version was registered (the definition as validated JSON)."""
+
+    name: str
+    version: int
+    tenant: str
+    definition_json: str
+
+
+# --- events on wf.events (key: workflow id) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkflowStarted:
+    """A workflow started; it carries its whole definition so the log is self-contained."""
+
+    definition_name: str
+    definition_version: int
+    definition_json: str
+    input_json: str
+    tenant: str = "default"
+    parent_workflow_id: str | None = None
+    parent_step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowPaused:
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowResumed:
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowCompleted:
+    output_json: str = "null"
+
+
+@dataclass(frozen=True)
+class WorkflowFailed:
+    """Terminal: a step failed (or the workflow timed out) and there was nothing to undo."""
+
+    error: str
+    failed_step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowCompensating:
+    """Compensation of the completed steps began; ``cause`` is failure, cancel or timeout."""
+
+    cause: str
+    reason: str
+    failed_step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowCompensated:
+    """Terminal: a failure (or timeout) was compensated."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class WorkflowCompensationFailed:
+    """Terminal: a compensation failed for good; someone has to look."""
+
+    error: str
+    step_id: str
+
+
+@dataclass(frozen=True)
+class WorkflowCancelled:
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowTerminated:
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepScheduled:
+    """An attempt of a step was dispatched: an ``ExecuteTask`` follows from this event."""
+
+    step_id: str
+    attempt: int
+    task_id: str
+    task_type: str
+    input_json: str
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class StepCompleted:
+    step_id: str
+    attempt: int
+    output_json: str = "null"
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StepAttemptFailed:
+    """One attempt failed; ``retry_at`` (ms) is set when another attempt will follow."""
+
+    step_id: str
+    attempt: int
+    task_id: str
+    error: str
+    retryable: bool
+    timed_out: bool = False
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    """The step failed for good."""
+
+    step_id: str
+    attempt: int
+    error: str
+
+
+@dataclass(frozen=True)
+class StepSkipped:
+    step_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StepWaiting:
+    """A step waits: ``kind`` is sleep (until), signal (signal_name, optional until) or child."""
+
+    step_id: str
+    kind: str
+    until: int | None = None
+    signal_name: str | None = None
+    child_workflow_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    """A signal arrived; ``step_id`` is the step it was delivered to (None: buffered)."""
+
+    name: str
+    data_json: str = "null"
+    step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildWorkflowRequested:
+    """A child-workflow step starts another workflow: a ``StartWorkflow`` follows."""
+
+    step_id: str
+    child_workflow_id: str
+    definition_name: str
+    definition_version: int | None
+    input_json: str
+
+
+@dataclass(frozen=True)
+class CompensationScheduled:
+    step_id: str
+    attempt: int
+    task_id: str
+    task_type: str
+    input_json: str
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class CompensationCompleted:
+    step_id: str
+    attempt: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class CompensationAttemptFailed:
+    step_id: str
+    attempt: int
+    task_id: str
+    error: str
+    timed_out: bool = False
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True)
+class CompensationFailed:
+    step_id: str
+    attempt: int
+    error: str
+
+
+Payload = (
+    StartWorkflow | PauseWorkflow | ResumeWorkflow | CancelWorkflow | TerminateWorkflow
+    | SignalWorkflow | FireTimer | TaskSucceeded | TaskFailed | ChildFinished | ExecuteTask
+    | DefinitionRegistered | WorkflowStarted | WorkflowPaused | WorkflowResumed
+    | WorkflowCompleted | WorkflowFailed | WorkflowCompensating | WorkflowCompensated
+    | WorkflowCompensationFailed | WorkflowCancelled | WorkflowTerminated | StepScheduled
+    | StepCompleted | StepAttemptFailed | StepFailed | StepSkipped | StepWaiting
+    | SignalReceived | ChildWorkflowRequested | CompensationScheduled | CompensationCompleted
+    | CompensationAttemptFailed | CompensationFailed
+)
+
+MessageKind = Literal["command", "result", "task", "definition", "event"]
+
+#: event_type -> (payload class, kind). The single registry of what may travel.
+MESSAGE_TYPES: dict[str, tuple[type, MessageKind]] = {
+    "workflow.start.v1": (StartWorkflow, "command"),
+    "workflow.pause.v1": (PauseWorkflow, "command"),
+    "workflow.resume.v1": (ResumeWorkflow, "command"),
+    "workflow.cancel.v1": (CancelWorkflow, "command"),
+    "workflow.terminate.v1": (TerminateWorkflow, "command"),
+    "workflow.signal.v1": (SignalWorkflow, "command"),
+    "timer.fire.v1": (FireTimer, "command"),
+    "task.succeeded.v1": (TaskSucceeded, "result"),
+    "task.failed.v1": (TaskFailed, "result"),
+    "child.finished.v1": (ChildFinished, "result"),
+    "task.execute.v1": (ExecuteTask, "task"),
+    "definition.registered.v1": (DefinitionRegistered, "definition"),
+    "workflow.started.v1": (WorkflowStarted, "event"),
+    "workflow.paused.v1": (WorkflowPaused, "event"),
+    "workflow.resumed.v1": (WorkflowResumed, "event"),
+    "workflow.completed.v1": (WorkflowCompleted, "event"),
+    "workflow.failed.v1": (WorkflowFailed, "event"),
+    "workflow.compensating.v1": (WorkflowCompensating, "event"),
+    "workflow.compensated.v1": (WorkflowCompensated, "event"),
+    "workflow.compensation_failed.v1": (WorkflowCompensationFailed, "event"),
+    "workflow.cancelled.v1": (WorkflowCancelled, "event"),
+    "workflow.terminated.v1": (WorkflowTerminated, "event"),
+    "step.scheduled.v1": (StepScheduled, "event"),
+    "step.completed.v1": (StepCompleted, "event"),
+    "step.attempt_failed.v1": (StepAttemptFailed, "event"),
+    "step.failed.v1": (StepFailed, "event"),
+    "step.skipped.v1": (StepSkipped, "event"),
+    "step.waiting.v1": (StepWaiting, "event"),
+    "signal.received.v1": (SignalReceived, "event"),
+    "child.requested.v1": (ChildWorkflowRequested, "event"),
+    "compensation.scheduled.v1": (CompensationScheduled, "event"),
+    "compensation.completed.v1": (CompensationCompleted, "event"),
+    "compensation.attempt_failed.v1": (CompensationAttemptFailed, "event"),
+    "compensation.failed.v1": (CompensationFailed, "event"),
+}
+
+#: payload class -> event_type
+TYPE_NAMES: dict[type, str] = {cls: name for name, (cls, _) in MESSAGE_TYPES.items()}
+
+
+def kind_of(payload: object) -> MessageKind:
+    """Whether a payload is a command, result, task command, definition or event."""
+    return MESSAGE_TYPES[TYPE_NAMES[type(payload)]][1]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every Kafka message value holds (DESIGN §4); ``event_type`` follows the payload.
+
+    ``workflow_id`` is the message key (for definitions: ``name:version``); ``sequence``
+    is set on events only (1, 2, 3… per workflow); ``causation_id`` is the id of the
+    message that caused this one.
+    """
+
+    event_id: str
+    timestamp: int  # ms since the epoch
+    source: str
+    correlation_id: str
+    workflow_id: str
+    payload: Payload
+    sequence: int | None = None
+    causation_id: str | None = None
+
+    @property
+    def event_type(self) -> str:
+        return TYPE_NAMES[type(self.payload)]
