@@ -19,6 +19,9 @@ DLQ = "wf.dlq"
 TASKS_PREFIX = "wf.tasks."
 WORKER_GROUP_PREFIX = "wf.worker."
 
+#: The task types the built-in demo workers serve; `foldflow topics ensure` creates their topics.
+BUILTIN_TASK_TYPES = ("builtin.echo", "builtin.sleep", "builtin.fail", "builtin.http")
+
 #: Topics that must share one partition count so a workflow lives on one partition of each.
 CO_PARTITIONED = (COMMANDS, RESULTS, EVENTS)
 
@@ -61,3 +64,40 @@ def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list
     ]
     specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]
     return specs
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The topic and group names of one deployment (every name carries ``topic_prefix``)."""
+
+    prefix: str = ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topology:
+        return cls(prefix=settings.topic_prefix)
+
+    @property
+    def commands(self) -> str:
+        return self.prefix + COMMANDS
+
+    @property
+    def results(self) -> str:
+        return self.prefix + RESULTS
+
+    @property
+    def events(self) -> str:
+        return self.prefix + EVENTS
+
+    @property
+    def definitions(self) -> str:
+        return self.prefix + DEFINITIONS
+
+    @property
+    def dlq(self) -> str:
+        return self.prefix + DLQ
+
+    def task(self, task_type: str) -> str:
+        return task_topic(task_type, prefix=self.prefix)
+
+    def worker_group(self, task_type: str) -> str:
+        return worker_group(task_type, prefix=self.prefix)
