@@ -1,0 +1,1 @@
+"""The ``foldflow`` command line; :mod:`foldflow.cli.main` registers each sub-command."""

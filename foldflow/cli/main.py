@@ -1,0 +1,24 @@
+"""The ``foldflow`` command: a thin list of sub-command registrations (DESIGN §12).
+
+Each sub-command lives in its own module of this package; add one line here per module.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from foldflow.cli import stack, topics
+
+app = typer.Typer(
+    name="foldflow",
+    help="Foldflow: workflows as Avro events on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+app.add_typer(stack.app, name="stack")
+app.add_typer(topics.app, name="topics")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,49 @@
+"""``foldflow stack up|down|status``: Kafka and PostgreSQL only (DESIGN §12)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from foldflow import stack as local_stack
+from foldflow.settings import get_settings
+
+app = typer.Typer(help="The local Kafka + PostgreSQL stack (no Docker needed).", no_args_is_help=True)
+console = Console()
+
+
+@app.command("up")
+def up() -> None:
+    """Start the local Kafka (KRaft) and PostgreSQL if they are not running."""
+    try:
+        local_stack.up(get_settings(), report=lambda line: console.print(line, highlight=False))
+    except local_stack.StackError as exc:
+        console.print(f"[red]stack up failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+@app.command("down")
+def down() -> None:
+    """Stop what `foldflow stack up` started from this checkout, nothing else."""
+    local_stack.down(get_settings(), report=lambda line: console.print(line, highlight=False))
+
+
+@app.command("status")
+def status() -> None:
+    """Show whether Kafka and PostgreSQL answer, and who started them."""
+    table = Table(title="Foldflow local stack")
+    for column in ("part", "address", "state", "managed here", "detail"):
+        table.add_column(column)
+    parts = local_stack.status(get_settings())
+    for part in parts:
+        table.add_row(
+            part.name,
+            part.address,
+            "[green]running[/green]" if part.running else "[red]down[/red]",
+            "yes" if part.managed else "no",
+            part.detail,
+        )
+    console.print(table)
+    if not all(p.running for p in parts):
+        raise typer.Exit(1)
