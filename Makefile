@@ -1,0 +1,44 @@
+# Foldflow: `make demo` and `make test` are the two commands (README.md).
+# Everything runs from .venv; `make setup` creates it from pyproject.toml + constraints.txt.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.foldflow-installed
+
+.PHONY: setup test lint demo stack-up stack-down stack-status constraints
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# The whole suite against real Kafka and PostgreSQL (the session fixture starts the
+# local stack when nothing answers on FOLDFLOW_KAFKA_BOOTSTRAP / FOLDFLOW_DATABASE_URL).
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(VENV)/bin/foldflow demo
+
+stack-up: setup
+	$(VENV)/bin/foldflow stack up
+
+stack-down: setup
+	$(VENV)/bin/foldflow stack down
+
+stack-status: setup
+	$(VENV)/bin/foldflow stack status
+
+# Re-pin after changing dependencies in pyproject.toml.
+constraints: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v -i '^foldflow' > constraints.txt.new
+	@{ echo '# Pinned versions of every dependency (pip freeze of a working .venv, foldflow excluded).'; \
+	   echo '# Regenerate with `make constraints` after changing pyproject.toml.'; \
+	   cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
