@@ -24,6 +24,7 @@ from typing import Any, Literal
 __all__ = [
     "MESSAGE_TYPES",
     "TYPE_NAMES",
+    "CancelWorkflow",
     "ChildFinished",
     "ChildWorkflowRequested",
     "CompensationAttemptFailed",
@@ -34,7 +35,6 @@ __all__ = [
     "Envelope",
     "ExecuteTask",
     "FireTimer",
-    "CancelWorkflow",
     "PauseWorkflow",
     "Payload",
     "ResumeWorkflow",
@@ -60,10 +60,10 @@ __all__ = [
     "WorkflowResumed",
     "WorkflowStarted",
     "WorkflowTerminated",
+    "derived_id",
     "dump_json",
     "event_id_for",
     "kind_of",
-    "derived_id",
     "task_id",
 ]
 
@@ -470,7 +470,8 @@ class Envelope:
 
     ``workflow_id`` is the message key (for definitions: ``name:version``); ``sequence``
     is set on events only (1, 2, 3… per workflow); ``causation_id`` is the id of the
-    message that caused this one.
+    message that caused this one; ``tenant`` (since envelope v2) is the tenant the message
+    belongs to, copied from cause to effect so every consumer can scope it.
     """
 
     event_id: str
@@ -481,6 +482,7 @@ class Envelope:
     payload: Payload
     sequence: int | None = None
     causation_id: str | None = None
+    tenant: str | None = None  # envelope v2: the caller's tenant; None on v1 messages
 
     @property
     def event_type(self) -> str:
