@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, CO_PARTITIONED, TopicSpec, topic_specs
@@ -43,6 +44,16 @@ def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
+def _wait_until_visible(admin: AdminClient, names: list[str], *, timeout: float) -> dict[str, int]:
+    """Poll metadata until ``names`` show up: the broker learns of new topics asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        existing = _existing_partitions(admin, timeout=timeout)
+        if all(name in existing for name in names) or time.monotonic() > deadline:
+            return existing
+        time.sleep(0.1)
+
+
 def _check_co_partitioned(settings: Settings, existing: dict[str, int]) -> None:
     wanted = settings.partitions
     bad = {
@@ -72,7 +83,8 @@ def ensure_topics(
 
     Idempotent. Raises :class:`PartitionMismatch` before creating anything when a
     co-partitioned topic exists with another partition count than ``settings.partitions``.
-    Other existing topics whose partition count differs are reported as ``"differs"``.
+    Existing topics whose partition count or ``cleanup.policy`` differs from the spec are
+    reported as ``"differs"`` (Kafka cannot change either safely in place).
     """
     admin = admin or admin_client(settings)
     specs = topic_specs(settings, task_types=task_types)
@@ -93,11 +105,31 @@ def ensure_topics(
                 # Another process created it between our listing and our request.
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
-        existing = _existing_partitions(admin, timeout=timeout)
+        existing = _wait_until_visible(admin, [s.name for s in missing], timeout=timeout)
         _check_co_partitioned(settings, existing)
 
-    return [_outcome(spec, existing.get(spec.name, spec.partitions), spec.name in created)
-            for spec in specs]
+    policies = _cleanup_policies(admin, [s.name for s in specs if s.name not in created], timeout)
+    return [
+        _outcome(
+            spec,
+            existing.get(spec.name, spec.partitions),
+            created=spec.name in created,
+            cleanup=policies.get(spec.name),
+        )
+        for spec in specs
+    ]
+
+
+def _cleanup_policies(admin: AdminClient, names: list[str], timeout: float) -> dict[str, str]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    policies = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = future.result().get("cleanup.policy")
+        if entry is not None and entry.value is not None:
+            policies[resource.name] = entry.value
+    return policies
 
 
 def _new_topic(spec: TopicSpec) -> NewTopic:
@@ -109,13 +141,19 @@ def _new_topic(spec: TopicSpec) -> NewTopic:
     )
 
 
-def _outcome(spec: TopicSpec, partitions: int, created: bool) -> TopicOutcome:
-    cleanup = spec.config.get("cleanup.policy", "delete")
+def _outcome(
+    spec: TopicSpec, partitions: int, *, created: bool, cleanup: str | None
+) -> TopicOutcome:
+    wanted = spec.config.get("cleanup.policy", "delete")
+    actual = cleanup or wanted
+    rf = spec.replication_factor
     if created:
-        return TopicOutcome(spec.name, partitions, spec.replication_factor, cleanup, "created")
+        return TopicOutcome(spec.name, partitions, rf, wanted, "created")
+    notes = []
     if partitions != spec.partitions:
-        return TopicOutcome(
-            spec.name, partitions, spec.replication_factor, cleanup, "differs",
-            f"expected {spec.partitions} partitions",
-        )  # fmt: skip
-    return TopicOutcome(spec.name, partitions, spec.replication_factor, cleanup, "ok")
+        notes.append(f"expected {spec.partitions} partitions")
+    if actual != wanted:
+        notes.append(f"expected cleanup.policy={wanted}")
+    if notes:
+        return TopicOutcome(spec.name, partitions, rf, actual, "differs", "; ".join(notes))
+    return TopicOutcome(spec.name, partitions, rf, actual, "ok")

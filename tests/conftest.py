@@ -1,0 +1,104 @@
+"""Shared fixtures: real Kafka and PostgreSQL for the whole session (DESIGN §12).
+
+``stack`` brings the local stack up (``foldflow.stack.up``) when nothing answers on the
+configured addresses, or starts testcontainers when ``FOLDFLOW_USE_TESTCONTAINERS=1``.
+Tests under ``tests/<kind>/`` get the ``<kind>`` marker automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from foldflow import stack as local_stack
+from foldflow.settings import Settings
+
+KINDS = ("unit", "integration", "contract", "e2e", "chaos")
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the kind of the directory it lives in (tests/unit → unit, ...)."""
+    for item in items:
+        try:
+            kind = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+def _testcontainers() -> Iterator[Settings]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with (
+        KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka,
+        PostgresContainer("postgres:16", driver="psycopg") as pg,
+    ):
+        os.environ["FOLDFLOW_KAFKA_BOOTSTRAP"] = kafka.get_bootstrap_server()
+        os.environ["FOLDFLOW_DATABASE_URL"] = pg.get_connection_url()
+        yield Settings()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """Settings whose Kafka and PostgreSQL answer; starts the local stack if needed."""
+    if os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") == "1":
+        yield from _testcontainers()
+        return
+    settings = Settings()
+    if not (local_stack.kafka_reachable(settings) and local_stack.postgres_reachable(settings)):
+        try:
+            local_stack.up(settings)
+        except local_stack.StackError as exc:
+            pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
+    missing = [
+        name
+        for name, ok in (
+            (f"Kafka at {settings.kafka_bootstrap}", local_stack.kafka_reachable(settings)),
+            (f"PostgreSQL at {settings.database_url}", local_stack.postgres_reachable(settings)),
+        )
+        if not ok
+    ]
+    if missing:
+        pytest.fail(f"not reachable: {', '.join(missing)}", pytrace=False)
+    yield settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: Settings) -> str:
+    """``host:port`` of a running Kafka broker."""
+    return stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: Settings) -> str:
+    """SQLAlchemy URL of a running PostgreSQL database."""
+    return stack.database_url
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap: str) -> AdminClient:
+    """A confluent-kafka admin client for the session's broker."""
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """A factory of names no other test uses: ``unique_name()`` → ``t-<test>-<uuid8>``.
+
+    ``unique_name("g")`` gives a consumer-group-style ``g-<test>-<uuid8>``.
+    """
+    test = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-")[:60]
+
+    def make(kind: str = "t") -> str:
+        return f"{kind}-{test}-{uuid.uuid4().hex[:8]}"
+
+    return make
