@@ -233,7 +233,11 @@ def render_server_properties(
 ) -> str:
     """The broker's ``server.properties`` for the bootstrap address in ``settings``."""
     host, port = kafka_address(settings)
-    text = template if template is not None else (DEPLOY_DIR / "server.properties.template").read_text()
+    text = (
+        template
+        if template is not None
+        else (DEPLOY_DIR / "server.properties.template").read_text()
+    )
     return Template(text).substitute(
         host=host,
         port=port,
@@ -269,9 +273,13 @@ def check_tools() -> None:
     problems = []
     major = java_major_version()
     if major is None:
-        problems.append("Java 17 or newer (Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless)")
+        problems.append(
+            "Java 17 or newer (Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless)"
+        )
     elif major < 17:
-        problems.append(f"Java 17 or newer (found Java {major}; apt-get install -y openjdk-17-jre-headless)")
+        problems.append(
+            f"Java 17 or newer (found Java {major}; apt-get install -y openjdk-17-jre-headless)"
+        )
     if shutil.which("mvn") is None:
         problems.append("Apache Maven (Debian/Ubuntu: apt-get install -y maven)")
     if problems:
@@ -416,8 +424,11 @@ def _terminate(pid: int, *, grace: float = 30.0) -> None:
 def _as_postgres(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
-        return [runuser, "-u", "postgres", "--", *cmd] if runuser else ["su", "postgres", "-c",
-                                                                          " ".join(cmd)]
+        return (
+            [runuser, "-u", "postgres", "--", *cmd]
+            if runuser
+            else ["su", "postgres", "-c", " ".join(cmd)]
+        )
     return ["sudo", "-n", "-u", "postgres", *cmd]
 
 
@@ -444,7 +455,10 @@ def ensure_postgres_installed(report: Report) -> None:
     report("Installing PostgreSQL (apt-get install -y postgresql) ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     proc = subprocess.run(
-        ["apt-get", "install", "-y", "postgresql"], capture_output=True, text=True, env=env,
+        ["apt-get", "install", "-y", "postgresql"],
+        capture_output=True,
+        text=True,
+        env=env,
         check=False,
     )
     if proc.returncode != 0:
@@ -584,8 +598,9 @@ def down(settings: Settings, *, report: Report = _say) -> list[str]:
         pg = state.pop("postgres", None)
         if pg:
             version, name = str(pg["version"]), str(pg["cluster"])
-            subprocess.run(["pg_ctlcluster", version, name, "stop"], check=False,
-                           capture_output=True)
+            subprocess.run(
+                ["pg_ctlcluster", version, name, "stop"], check=False, capture_output=True
+            )
             lines.append(f"PostgreSQL: stopped cluster {version}/{name}")
         else:
             lines.append("PostgreSQL: not started by `foldflow stack up` here; left alone")
@@ -602,7 +617,8 @@ def status(settings: Settings) -> list[PartStatus]:
     managed_kafka = isinstance(pid, int) and _pid_alive(pid) and _is_kafka_process(pid)
     kafka_up = kafka_reachable(settings)
     kafka_detail = (
-        f"pid {pid}, data {kafka_data_dir(settings)}" if managed_kafka
+        f"pid {pid}, data {kafka_data_dir(settings)}"
+        if managed_kafka
         else ("not started here" if kafka_up else "down")
     )
     if not is_local_kafka(settings):
@@ -610,8 +626,10 @@ def status(settings: Settings) -> list[PartStatus]:
 
     host, port = postgres_address(settings)
     pg_up = postgres_reachable(settings)
-    pg_detail = "cluster started here" if state.get("postgres") else (
-        "machine's server" if pg_up else "down"
+    pg_detail = (
+        "cluster started here"
+        if state.get("postgres")
+        else ("machine's server" if pg_up else "down")
     )
     if not is_local_postgres(settings):
         pg_detail = "external (not managed)"

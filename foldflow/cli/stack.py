@@ -9,7 +9,9 @@ from rich.table import Table
 from foldflow import stack as local_stack
 from foldflow.settings import get_settings
 
-app = typer.Typer(help="The local Kafka + PostgreSQL stack (no Docker needed).", no_args_is_help=True)
+app = typer.Typer(
+    help="The local Kafka + PostgreSQL stack (no Docker needed).", no_args_is_help=True
+)
 console = Console()
 
 
