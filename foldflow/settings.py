@@ -10,8 +10,30 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfiguredApiKey(BaseModel):
+    """A gateway API key given by settings (``FOLDFLOW_API_KEYS``, a JSON list of these).
+
+    Give either the key itself (``key``) or its hex SHA-256 (``sha256``), so a deployment
+    can keep plaintext keys out of its configuration.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str = Field(min_length=1, max_length=200)
+    scopes: tuple[str, ...]
+    name: str = "settings"
+    key: SecretStr | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ConfiguredApiKey:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of 'key' and 'sha256'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -48,6 +70,22 @@ class Settings(BaseSettings):
     metrics_port: int = 0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # Gateway (DESIGN §9): authentication, limits, timeouts
+    api_keys: tuple[ConfiguredApiKey, ...] = Field(
+        default=(), description="API keys besides the api_keys table (JSON list)"
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="HMAC key for JWTs (HS*)")
+    jwt_public_key: str | None = Field(default=None, description="PEM key for JWTs (RS*/ES*)")
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    gateway_rate_limit: str = Field(
+        default="100/second", description="per client, `limits` notation (moving window)"
+    )
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    gateway_kafka_timeout_s: float = Field(default=10.0, gt=0)
+    gateway_db_timeout_s: float = Field(default=5.0, gt=0)
+    gateway_max_wait_s: float = Field(default=60.0, gt=0, description="cap of ?wait_for")
 
 
 @lru_cache(maxsize=1)
