@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     min_insync_replicas: int = Field(default=1, ge=1)
     topic_prefix: str = Field(default="", description="prepended to every topic name")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    publish_timeout_ms: int = Field(
+        default=30_000, ge=1, description="how long a publish waits for the broker's ack"
+    )
     schema_registry_url: str | None = None
 
     # PostgreSQL
@@ -86,6 +89,18 @@ class Settings(BaseSettings):
     gateway_kafka_timeout_s: float = Field(default=10.0, gt=0)
     gateway_db_timeout_s: float = Field(default=5.0, gt=0)
     gateway_max_wait_s: float = Field(default=60.0, gt=0, description="cap of ?wait_for")
+
+    # `foldflow up`: the /metrics port each background service is started with
+    # (FOLDFLOW_METRICS_PORT of that process); the gateway serves /metrics on gateway_port.
+    orchestrator_metrics_port: int = 9101
+    worker_metrics_port: int = 9102
+    projector_metrics_port: int = 9103
+    service_ready_timeout: float = Field(
+        default=120.0, gt=0, description="how long `foldflow up` waits for each service"
+    )
+    service_stop_grace: float = Field(
+        default=20.0, ge=0, description="SIGTERM → SIGKILL grace period of `foldflow down`"
+    )
 
 
 @lru_cache(maxsize=1)

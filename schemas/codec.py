@@ -100,7 +100,6 @@ def _load_versions() -> tuple[SchemaVersion, ...]:
 
 _VERSIONS = _load_versions()
 _NEWEST = _VERSIONS[-1]
-_HEADER = MAGIC + _NEWEST.fingerprint
 _BY_FINGERPRINT = {v.fingerprint: v for v in _VERSIONS}
 #: writer fingerprint -> the reader schema fastavro should resolve to (None: same schema).
 _READER_FOR: dict[bytes, dict[str, Any] | None] = {
@@ -160,26 +159,47 @@ def _to_record(envelope: Envelope) -> dict[str, Any]:
     return record
 
 
-def encode(envelope: Envelope) -> bytes:
+def encode(envelope: Envelope, *, version: int | None = None) -> bytes:
     """Single-object encode ``envelope`` with the newest envelope schema.
 
+    ``version`` writes an older published version instead (recorded fixtures, readers
+    that only know that version); an envelope field that version lacks must be None.
     Raises :class:`SchemaViolationError` when a field does not fit its Avro type.
     """
+    target = _NEWEST if version is None else _by_version(version)
     out = io.BytesIO()
-    out.write(_HEADER)
+    out.write(MAGIC + target.fingerprint)
     try:
         record = _to_record(envelope)
-        fastavro.schemaless_writer(out, _NEWEST.schema, record)
+        if target is not _NEWEST:
+            _check_representable(record, target)
+        fastavro.schemaless_writer(out, target.schema, record)
     except SchemaViolationError as exc:
-        raise SchemaViolationError(f"{_describe(envelope)}: {exc}") from None
+        raise SchemaViolationError(f"{_describe(envelope, target)}: {exc}") from None
     except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-        raise SchemaViolationError(f"{_describe(envelope)}: {type(exc).__name__}: {exc}") from exc
+        raise SchemaViolationError(
+            f"{_describe(envelope, target)}: {type(exc).__name__}: {exc}"
+        ) from exc
     return out.getvalue()
 
 
-def _describe(envelope: Envelope) -> str:
+def _by_version(version: int) -> SchemaVersion:
+    for candidate in _VERSIONS:
+        if candidate.version == version:
+            return candidate
+    raise CodecError(f"no envelope version {version} (published: {[v.version for v in _VERSIONS]})")
+
+
+def _check_representable(record: dict[str, Any], target: SchemaVersion) -> None:
+    known = {f["name"] for f in target.schema["fields"]}
+    lost = sorted(name for name, value in record.items() if name not in known and value is not None)
+    if lost:
+        raise SchemaViolationError(f"envelope v{target.version} has no field for {lost}")
+
+
+def _describe(envelope: Envelope, target: SchemaVersion) -> str:
     event_type = TYPE_NAMES.get(type(envelope.payload), type(envelope.payload).__qualname__)
-    return f"{event_type} (event {envelope.event_id!r}) does not fit envelope v{_NEWEST.version}"
+    return f"{event_type} (event {envelope.event_id!r}) does not fit envelope v{target.version}"
 
 
 def decode(data: bytes) -> Envelope:

@@ -1,0 +1,149 @@
+"""Every Prometheus metric of DESIGN §10, declared once so all services share the names.
+
+Services import the metric objects from here and never declare their own: a name is a
+contract with the Grafana dashboards and alert rules in ``deploy/``. All live in the
+default registry, which :func:`start_metrics_server` and :func:`render_metrics` expose.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+__all__ = [
+    "ACTIVE_WORKFLOWS",
+    "CIRCUIT_BREAKER_STATE",
+    "CONSUMER_LAG",
+    "CONTENT_TYPE_LATEST",
+    "DLQ_MESSAGES",
+    "HTTP_REQUESTS",
+    "HTTP_REQUEST_DURATION",
+    "INPUTS_IGNORED",
+    "MESSAGES_HANDLED",
+    "MESSAGE_HANDLING_SECONDS",
+    "PROJECTION_BATCH_SECONDS",
+    "PROJECTION_BATCH_SIZE",
+    "PROJECTION_EVENTS_APPLIED",
+    "PROJECTION_GAPS",
+    "PROJECTION_LAG_SECONDS",
+    "PROJECTION_PARTITION_LAG_SECONDS",
+    "STEP_ATTEMPTS",
+    "STEP_DURATION_SECONDS",
+    "WORKFLOWS_FINISHED",
+    "WORKFLOWS_STARTED",
+    "render_metrics",
+    "start_metrics_server",
+]
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SLOW = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+# --- HTTP RED (gateway) -------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "foldflow_http_requests_total", "HTTP requests by route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "foldflow_http_request_duration_seconds", "HTTP request latency by route template.",
+    ["method", "route"], buckets=_FAST,
+)
+
+# --- message handling RED (every consumer) ------------------------------------------------
+MESSAGES_HANDLED = Counter(
+    "foldflow_messages_handled_total",
+    "Kafka messages handled; outcome is ok, error, skipped or dlq.",
+    ["topic", "handler", "outcome"],
+)
+MESSAGE_HANDLING_SECONDS = Histogram(
+    "foldflow_message_handling_seconds", "Time to handle one Kafka message.",
+    ["topic", "handler"], buckets=_FAST,
+)
+
+# --- workflows and steps (orchestrator, workers) ------------------------------------------
+WORKFLOWS_STARTED = Counter(
+    "foldflow_workflows_started_total", "Workflows started, by definition name.", ["definition"]
+)
+WORKFLOWS_FINISHED = Counter(
+    "foldflow_workflows_finished_total",
+    "Workflows that reached a terminal status (completed, failed, compensated, ...).",
+    ["definition", "status"],
+)
+ACTIVE_WORKFLOWS = Gauge(
+    "foldflow_active_workflows", "Workflows not yet terminal, on this instance's partitions."
+)
+STEP_DURATION_SECONDS = Histogram(
+    "foldflow_step_duration_seconds", "Duration of one task attempt, by task type.",
+    ["task_type"], buckets=_SLOW,
+)
+STEP_ATTEMPTS = Counter(
+    "foldflow_step_attempts_total", "Task attempts by task type and outcome.",
+    ["task_type", "outcome"],
+)
+INPUTS_IGNORED = Counter(
+    "foldflow_inputs_ignored_total",
+    "Orchestrator inputs that produced no events (duplicate, stale attempt, stale timer, ...).",
+    ["reason"],
+)
+
+# --- Kafka consumers ----------------------------------------------------------------------
+CONSUMER_LAG = Gauge(
+    "foldflow_consumer_lag", "Messages between a group's position and the log end.",
+    ["group", "topic", "partition"],
+)
+DLQ_MESSAGES = Counter(
+    "foldflow_dlq_messages_total", "Records sent to wf.dlq, by topic of origin and reason kind.",
+    ["topic", "reason_kind"],
+)
+
+# --- projections --------------------------------------------------------------------------
+PROJECTION_LAG_SECONDS = Histogram(
+    "foldflow_projection_lag_seconds", "Event timestamp to applied in PostgreSQL.",
+    buckets=(*_FAST, 30.0, 60.0, 300.0),
+)
+PROJECTION_PARTITION_LAG_SECONDS = Gauge(
+    "foldflow_projection_partition_lag_seconds",
+    "Age of the last event applied per partition of wf.events.",
+    ["partition"],
+)
+PROJECTION_EVENTS_APPLIED = Counter(
+    "foldflow_projection_events_applied_total", "Events applied to the projections."
+)
+PROJECTION_BATCH_SIZE = Histogram(
+    "foldflow_projection_batch_size", "Events per projector transaction.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+PROJECTION_BATCH_SECONDS = Histogram(
+    "foldflow_projection_batch_seconds", "Duration of one projector transaction.",
+    buckets=_FAST,
+)
+PROJECTION_GAPS = Counter(
+    "foldflow_projection_gaps_total", "Sequence gaps met by the projector (batch retried)."
+)
+
+# --- resilience ---------------------------------------------------------------------------
+CIRCUIT_BREAKER_STATE = Gauge(
+    "foldflow_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    ["name"],
+)
+
+
+def start_metrics_server(port: int, *, addr: str = "0.0.0.0") -> int:
+    """Serve ``/metrics`` of the default registry on a background thread; return the port.
+
+    ``port=0`` binds a free port (tests, several processes on one machine).
+    """
+    server, _thread = start_http_server(port, addr=addr)
+    return int(server.server_port)
+
+
+def render_metrics(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The exposition body and its content type, for a framework's own ``/metrics`` route."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
