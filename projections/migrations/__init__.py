@@ -1,0 +1,1 @@
+"""Alembic migrations of the projection tables (package data: works when installed)."""
