@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from foldflow.cli import stack, topics
+from foldflow.cli import services, stack, topics
 
 app = typer.Typer(
     name="foldflow",
@@ -18,6 +18,7 @@ app = typer.Typer(
 
 app.add_typer(stack.app, name="stack")
 app.add_typer(topics.app, name="topics")
+services.register(app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""``foldflow up|down|ps``: the whole system in the background on this machine (DESIGN §12).
+
+``up`` is idempotent: the local stack (Kafka, PostgreSQL), the topics (with the built-in
+task types), the database migrations (``foldflow db upgrade``), every service of
+:func:`foldflow.services.services` (a running one is left alone), and a local API key in
+``<state_dir>/api-key`` (kept while the gateway accepts it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from foldflow import services as svc
+from foldflow import stack as local_stack
+from foldflow.admin import ensure_topics
+from foldflow.cli.introspect import resolve
+from foldflow.settings import Settings, get_settings
+from foldflow.topics import BUILTIN_TASK_TYPES
+
+__all__ = ["bring_up", "register"]
+
+console = Console()
+
+LOCAL_TENANT = "default"
+
+
+def _say(line: str) -> None:
+    console.print(line, highlight=False)
+
+
+def _run_cli(settings: Settings, *argv: str, timeout: float = 300.0) -> None:
+    """Run a one-shot ``foldflow`` command with these settings; raise with its output."""
+    if resolve(argv) is None:
+        raise svc.ServiceError(f"`foldflow {' '.join(argv)}` does not exist (yet)")
+    proc = subprocess.run(
+        [sys.executable, "-m", svc.CLI_MODULE, *argv],
+        env={**os.environ, **svc.settings_env(settings)},
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise svc.ServiceError(
+            f"`foldflow {' '.join(argv)}` failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+
+
+def key_path(settings: Settings) -> Path:
+    """``<state_dir>/api-key``."""
+    return settings.state_dir.expanduser().resolve() / "api-key"
+
+
+def ensure_api_key(settings: Settings, *, report: svc.Report) -> None:
+    """Keep ``<state_dir>/api-key`` if it is a stored key of tenant "default" with every
+    scope; otherwise create one (``gateway.keys.create_api_key``) and write it there (0600).
+    """
+    from sqlalchemy import create_engine
+
+    from gateway.keys import SCOPES, create_api_key, find_key, hash_key  # lazy: composition root
+
+    path = key_path(settings)
+    existing = path.read_text().strip() if path.exists() else ""
+    engine = create_engine(settings.database_url)
+    try:
+        stored = find_key(engine, hash_key(existing)) if existing else None
+        if stored and stored.tenant == LOCAL_TENANT and stored.scopes >= set(SCOPES):
+            report(f"API key: kept {path}")
+            return
+        key = create_api_key(engine, LOCAL_TENANT, SCOPES, f"foldflow up {secrets.token_hex(4)}")
+    finally:
+        engine.dispose()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(f"{key}\n")
+    tmp.replace(path)
+    report(f"API key: created {path} (tenant {LOCAL_TENANT!r}, all scopes)")
+
+
+def bring_up(settings: Settings, *, report: svc.Report = _say) -> None:
+    """Everything ``foldflow up`` does, in order; raises ``ServiceError``/``StackError``."""
+    specs = svc.services(settings)
+    missing = [f"`foldflow {' '.join(s.argv)}`" for s in specs if resolve(s.argv) is None]
+    if missing:
+        raise svc.ServiceError("not available (yet): " + ", ".join(missing))
+
+    local_stack.up(settings, report=report)
+    outcomes = ensure_topics(settings, task_types=BUILTIN_TASK_TYPES)
+    created = sum(o.outcome == "created" for o in outcomes)
+    report(f"Topics: {len(outcomes)} ensured ({created} created)")
+    _run_cli(settings, "db", "upgrade")
+    report("Database: migrations applied")
+    ensure_api_key(settings, report=report)
+
+    started: list[tuple[svc.ServiceSpec, int]] = []
+    for spec in specs:
+        pid, fresh = svc.start(settings, spec)
+        report(f"{spec.name}: {'started' if fresh else 'already running'} (pid {pid})")
+        started.append((spec, pid))
+    for spec, pid in started:
+        svc.wait_ready(settings, spec, pid)
+        report(f"{spec.name}: ready at {spec.ready_url}")
+
+
+def up() -> None:
+    """Bring Kafka, PostgreSQL, topics, migrations and every service up (idempotent)."""
+    settings = get_settings()
+    try:
+        bring_up(settings)
+    except (svc.ServiceError, local_stack.StackError) as exc:
+        console.print(f"[red]up failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(f"[green]Foldflow is up.[/green] Gateway: http://127.0.0.1:{settings.gateway_port}"
+                  f"  API key: {key_path(settings)}", highlight=False)
+
+
+def down(
+    stack: bool = typer.Option(
+        False, "--stack", help="Also stop Kafka/PostgreSQL if `foldflow stack up` started them."
+    ),
+) -> None:
+    """Stop the services `foldflow up` started (SIGTERM, then SIGKILL after a grace period)."""
+    settings = get_settings()
+    svc.stop(settings, tuple(reversed(svc.services(settings))), report=_say)
+    if stack:
+        local_stack.down(settings, report=_say)
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def ps_table(rows: list[svc.ServiceStatus]) -> Table:
+    """The ``foldflow ps`` table."""
+    table = Table(title="Foldflow services")
+    for column in ("service", "pid", "state", "uptime", "port"):
+        table.add_column(column)
+    table.add_column("log", overflow="fold")
+    colours = {"ready": "green", "starting": "yellow", "stopped": "dim", "exited": "red"}
+    for r in rows:
+        table.add_row(r.name, str(r.pid) if r.pid else "-", f"[{colours[r.state]}]{r.state}[/]",
+                      _uptime(r.uptime_s), str(r.port), _short(r.log))
+    return table
+
+
+def ps() -> None:
+    """Show each background service: pid, state, uptime, port and log file."""
+    settings = get_settings()
+    rows = svc.status(settings, svc.services(settings))
+    console.print(ps_table(rows))
+    if not all(r.state == "ready" for r in rows):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``up``, ``down`` and ``ps`` to the root ``foldflow`` app."""
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("ps")(ps)
+

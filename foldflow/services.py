@@ -1,0 +1,297 @@
+"""The background services of ``foldflow up|down|ps`` (DESIGN §12).
+
+``up`` starts each service of :func:`services` as a detached ``foldflow run <svc>``
+process (its own session, so it outlives the shell), with its log in
+``<state_dir>/logs/<svc>.log`` and its pid in ``<state_dir>/pids/<svc>.pid``.
+
+Readiness contract: every service is started with ``FOLDFLOW_SERVICE_NAME=<svc>`` and
+``FOLDFLOW_METRICS_PORT=<port>`` (the per-service port settings) and is *ready* when
+``GET http://127.0.0.1:<port><ready_path>`` answers 200 — ``/metrics`` for the
+orchestrator, worker and projector, ``/readyz`` on the gateway's port for the gateway.
+A process that exits, or is not ready in ``settings.service_ready_timeout``, makes ``up``
+fail with the tail of its log.
+
+``down`` stops only what ``up`` started (pid file + a command-line check against pid
+reuse): SIGTERM to the process group, SIGKILL after ``settings.service_stop_grace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import SecretStr
+
+from foldflow.settings import Settings
+from foldflow.topics import BUILTIN_TASK_TYPES
+
+__all__ = [
+    "ServiceError",
+    "ServiceSpec",
+    "ServiceStatus",
+    "log_path",
+    "pid_path",
+    "services",
+    "settings_env",
+    "start",
+    "status",
+    "stop",
+    "wait_ready",
+]
+
+Report = Callable[[str], None]
+State = Literal["ready", "starting", "stopped", "exited"]
+
+#: The module every service process runs (``python -m foldflow.cli.main run <svc>``).
+CLI_MODULE = "foldflow.cli.main"
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or did not become ready."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One background service: its name, its ``foldflow`` arguments and where it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+    ready_path: str = "/metrics"
+    metrics_port: int | None = None  # None: the service's own port (gateway)
+
+    @property
+    def ready_url(self) -> str:
+        """The URL that answers 200 once the service is ready."""
+        return f"http://127.0.0.1:{self.port}{self.ready_path}"
+
+
+def services(settings: Settings) -> tuple[ServiceSpec, ...]:
+    """What ``foldflow up`` runs, in start order; one line per service."""
+    builtin = tuple(arg for t in BUILTIN_TASK_TYPES for arg in ("--task-type", t))
+    return (
+        ServiceSpec("orchestrator", ("run", "orchestrator"), settings.orchestrator_metrics_port),
+        ServiceSpec("worker", ("run", "worker", *builtin), settings.worker_metrics_port),
+        ServiceSpec("projector", ("run", "projector"), settings.projector_metrics_port),
+        ServiceSpec("gateway", ("run", "gateway"), settings.gateway_port, "/readyz", 0),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of ``foldflow ps``."""
+
+    name: str
+    pid: int | None
+    state: State
+    uptime_s: float | None
+    port: int
+    log: Path
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _dir(settings: Settings, sub: str) -> Path:
+    return (settings.state_dir.expanduser().resolve() / sub)
+
+
+def pid_path(settings: Settings, name: str) -> Path:
+    """``<state_dir>/pids/<name>.pid``."""
+    return _dir(settings, "pids") / f"{name}.pid"
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    """``<state_dir>/logs/<name>.log``."""
+    return _dir(settings, "logs") / f"{name}.log"
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file (or a note that there is none)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own child (tests start and stop in one process)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _is_ours(pid: int, spec: ServiceSpec) -> bool:
+    """True when ``pid`` runs ``foldflow run <spec.name>`` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in cmdline]
+    return CLI_MODULE in args and args[args.index(CLI_MODULE) + 1 :][:2] == list(spec.argv[:2])
+
+
+def running_pid(settings: Settings, spec: ServiceSpec) -> int | None:
+    """The pid of this service if ``up`` started it and it is still running."""
+    try:
+        pid = int(pid_path(settings, spec.name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and _is_ours(pid, spec) else None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings given explicitly (environment, ``.env`` or arguments) as ``FOLDFLOW_*``
+    variables, plus the absolute ``state_dir``, so a child process sees the same settings.
+    """
+    dumped = settings.model_dump(mode="json")
+    env: dict[str, str] = {}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, Path):
+            text = str(value.expanduser().resolve())
+        elif isinstance(value, str | int | float | bool):
+            text = str(value)
+        else:
+            text = json.dumps(dumped[name])
+        env[f"FOLDFLOW_{name.upper()}"] = text
+    env["FOLDFLOW_STATE_DIR"] = str(settings.state_dir.expanduser().resolve())
+    return env
+
+
+def service_env(settings: Settings, spec: ServiceSpec, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment a service starts with: ``base`` + the settings + its name and port."""
+    env = {**base, **settings_env(settings)}
+    env["FOLDFLOW_SERVICE_NAME"] = spec.name
+    port = spec.port if spec.metrics_port is None else spec.metrics_port
+    env["FOLDFLOW_METRICS_PORT"] = str(port)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start(settings: Settings, spec: ServiceSpec) -> tuple[int, bool]:
+    """Start ``spec`` detached unless it already runs; return ``(pid, started_now)``."""
+    pid = running_pid(settings, spec)
+    if pid is not None:
+        return pid, False
+    log = log_path(settings, spec.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid_file = pid_path(settings, spec.name)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", CLI_MODULE, *spec.argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=service_env(settings, spec, os.environ),
+            start_new_session=True,
+            close_fds=True,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid, True
+
+
+def is_ready(spec: ServiceSpec, *, timeout: float = 2.0) -> bool:
+    """True when the service's readiness URL answers 200."""
+    try:
+        return httpx.get(spec.ready_url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(settings: Settings, spec: ServiceSpec, pid: int) -> None:
+    """Wait until ``spec`` is ready; raise :class:`ServiceError` with its log tail if not."""
+    log = log_path(settings, spec.name)
+    deadline = time.monotonic() + settings.service_ready_timeout
+    while True:
+        if not _alive(pid):
+            raise ServiceError(
+                f"{spec.name} (pid {pid}) exited before it was ready. Log tail ({log}):\n"
+                f"{log_tail(log)}"
+            )
+        if is_ready(spec):
+            return
+        if time.monotonic() >= deadline:
+            raise ServiceError(
+                f"{spec.name} (pid {pid}) was not ready at {spec.ready_url} within "
+                f"{settings.service_ready_timeout:.0f}s. Log tail ({log}):\n{log_tail(log)}"
+            )
+        time.sleep(0.5)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the service is its own session leader: its group is its pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def stop(settings: Settings, specs: tuple[ServiceSpec, ...], *, report: Report) -> list[str]:
+    """SIGTERM every running service of ``specs`` at once, SIGKILL the ones left after grace."""
+    running: dict[str, int] = {}
+    for spec in specs:
+        pid = running_pid(settings, spec)
+        if pid is None:
+            report(f"{spec.name}: not running")
+        else:
+            _signal_group(pid, signal.SIGTERM)
+            running[spec.name] = pid
+    deadline = time.monotonic() + settings.service_stop_grace
+    while any(_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped: list[str] = []
+    for name, pid in running.items():
+        if _alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            report(f"{name}: killed (pid {pid}, still running after "
+                   f"{settings.service_stop_grace:.0f}s)")
+        else:
+            report(f"{name}: stopped (pid {pid})")
+        stopped.append(name)
+    for spec in specs:
+        pid_path(settings, spec.name).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings, specs: tuple[ServiceSpec, ...]) -> list[ServiceStatus]:
+    """The state of each service: ready, starting (alive, not ready), exited or stopped."""
+    rows: list[ServiceStatus] = []
+    for spec in specs:
+        pid_file = pid_path(settings, spec.name)
+        pid = running_pid(settings, spec)
+        if pid is not None:
+            uptime = max(0.0, time.time() - pid_file.stat().st_mtime)
+            state: State = "ready" if is_ready(spec, timeout=1.0) else "starting"
+        else:
+            uptime = None
+            state = "exited" if pid_file.exists() else "stopped"
+        rows.append(ServiceStatus(spec.name, pid, state, uptime, spec.port,
+                                  log_path(settings, spec.name)))
+    return rows
