@@ -1,0 +1,451 @@
+"""Workflow definitions: the validated model, loaded from YAML or JSON (DESIGN §6).
+
+Shared by the CLI, the gateway, the orchestrator and the projector, so it lives in the
+kernel. ``Definition.load`` refuses a bad definition with one :class:`DefinitionError`
+listing every problem with its path (schema problems from pydantic plus graph checks:
+duplicate ids, unknown step references, references to steps that are not ancestors,
+cycles, bad expressions). ``canonical_json`` is the stable form that travels in
+``DefinitionRegistered`` and ``WorkflowStarted``; ``from_json`` reads it back.
+The language is documented in docs/definitions.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+from foldflow.expressions import (
+    ExpressionError,
+    Reference,
+    condition_references,
+    mapping_references,
+    parse_condition,
+)
+from schemas.messages import dump_json
+
+__all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT_MS",
+    "Compensation",
+    "Definition",
+    "DefinitionError",
+    "Problem",
+    "RetryPolicy",
+    "Step",
+    "StepKind",
+    "parse_duration",
+]
+
+DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_ID_RE = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+
+
+def parse_duration(value: Any) -> int:
+    """A duration in ms from ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if isinstance(value, int | float):
+        ms = round(value * 1000)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match:
+            raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
+        ms = round(float(match.group(1)) * _UNITS_MS[match.group(2)])
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if ms < 0:
+        raise ValueError("a duration cannot be negative")
+    return ms
+
+
+#: A duration, held in ms, written back as ``"<n>ms"`` so the canonical form round-trips.
+Duration = Annotated[
+    int, BeforeValidator(parse_duration), PlainSerializer(lambda ms: f"{ms}ms", return_type=str)
+]
+
+StepKind = Literal["task", "sleep", "signal", "child"]
+
+
+def _check_when(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | bool):
+        raise ValueError('a condition is a string (e.g. "input.x > 1") or a boolean')
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Model):
+    """How often and how fast a failed attempt is retried (backoff = initial·multiplier^n)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    initial_backoff: Duration = 1000
+    max_backoff: Duration = 60_000
+    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    def backoff_ms(self, failed_attempt: int, fraction: float) -> int:
+        """The delay before the attempt after ``failed_attempt`` (1-based); fraction ∈ [0,1)."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (failed_attempt - 1))
+        spread = 1.0 - self.jitter + 2.0 * self.jitter * fraction
+        return max(0, min(self.max_backoff, round(base * spread)))
+
+
+class Compensation(_Model):
+    """The task that undoes a completed step (saga)."""
+
+    task: str = Field(min_length=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration | None = None
+
+
+class Step(_Model):
+    """One node of the workflow DAG; ``kind`` is inferred from task/sleep/signal/workflow."""
+
+    id: str = Field(pattern=_ID_RE, max_length=100)
+    kind: StepKind = "task"
+    task: str | None = Field(default=None, min_length=1)
+    sleep: Duration | None = None
+    signal: str | None = Field(default=None, pattern=_ID_RE)
+    workflow: str | None = Field(default=None, min_length=1)
+    version: int | None = Field(default=None, ge=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+    after: list[str] = Field(default_factory=list)
+    when: Annotated[str | bool | None, BeforeValidator(_check_when)] = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout: Duration | None = None
+    compensate: Compensation | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data:
+            for field, kind in (("sleep", "sleep"), ("signal", "signal"), ("workflow", "child")):
+                if field in data:
+                    return {**data, "kind": kind}
+        return data
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Step:
+        required = {"task": "task", "sleep": "sleep", "signal": "signal", "child": "workflow"}
+        needed = required[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"a {self.kind} step needs '{needed}'")
+        for field in required.values():
+            if field != needed and getattr(self, field) is not None:
+                raise ValueError(f"a {self.kind} step cannot have '{field}'")
+        if self.version is not None and self.kind != "child":
+            raise ValueError("'version' belongs to child steps")
+        if self.kind == "sleep" and self.timeout is not None:
+            raise ValueError("a sleep step has no 'timeout'")
+        return self
+
+    @property
+    def attempt_timeout_ms(self) -> int:
+        """The per-attempt timeout of a task step (default 30 s)."""
+        return self.timeout if self.timeout is not None else DEFAULT_ATTEMPT_TIMEOUT_MS
+
+
+class Problem(BaseModel):
+    """One thing wrong with a definition: where (dotted path) and what."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<definition>'}: {self.message}"
+
+
+class DefinitionError(ValueError):
+    """A definition was refused; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid workflow definition ({len(problems)} problem(s)):\n{lines}")
+
+
+class Definition(_Model):
+    """A workflow definition: a DAG of steps plus input schema, timeout and output."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=200)
+    version: int = Field(default=1, ge=1)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    timeout: Duration | None = None
+    steps: list[Step] = Field(min_length=1)
+    output: Any = None
+
+    # --- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, source: str | Path) -> Definition:
+        """Load from a YAML/JSON file path or text; raises :class:`DefinitionError`."""
+        text = source
+        if isinstance(source, Path) or ("\n" not in source and Path(source).is_file()):
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise DefinitionError([Problem(path="", message=str(exc))]) from exc
+        try:
+            data = yaml.safe_load(str(text))
+        except yaml.YAMLError as exc:
+            raise DefinitionError([Problem(path="", message=f"not YAML/JSON: {exc}")]) from exc
+        return cls.from_data(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Definition:
+        """Read a definition back from its JSON (e.g. :meth:`canonical_json`)."""
+        return _from_json_cached(text)
+
+    @classmethod
+    def from_data(cls, data: Any) -> Definition:
+        """Validate parsed data; raises :class:`DefinitionError` with every problem."""
+        if not isinstance(data, dict):
+            raise DefinitionError([Problem(path="", message="a definition is a mapping")])
+        problems: list[Problem] = []
+        model: Definition | None = None
+        try:
+            model = cls.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc))
+        problems.extend(p for p in _graph_problems(data) if p not in problems)
+        if problems or model is None:
+            raise DefinitionError(problems)
+        return model
+
+    def canonical_json(self) -> str:
+        """The stable JSON form (sorted keys, defaults explicit, durations as ``"<n>ms"``)."""
+        return dump_json(self.model_dump(mode="json"))
+
+    # --- queries ------------------------------------------------------------------------
+
+    def step(self, step_id: str) -> Step:
+        """The step with id ``step_id`` (KeyError if none)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def key(self) -> str:
+        """``name:version``, the key on ``wf.definitions``."""
+        return f"{self.name}:{self.version}"
+
+
+@lru_cache(maxsize=512)
+def _from_json_cached(text: str) -> Definition:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DefinitionError([Problem(path="", message=f"not JSON: {exc}")]) from exc
+    return Definition.from_data(data)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in (
+            "function-after[_check_kind(), Step]",
+            "function-before[_infer_kind(), Step]",
+        ):
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _pydantic_problems(exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in exc.errors():
+        loc = tuple(x for x in error["loc"] if not (isinstance(x, str) and "[" in x))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        problem = Problem(path=_path(loc), message=message)
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+# --- graph checks (on the raw data, so they run even when the schema check failed) ----
+
+
+def _raw_steps(data: dict[str, Any]) -> list[tuple[int, dict[str, Any], str | None]]:
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return []
+    out = []
+    for index, step in enumerate(steps):
+        if isinstance(step, dict):
+            sid = step.get("id")
+            out.append((index, step, sid if isinstance(sid, str) else None))
+    return out
+
+
+def _graph_problems(data: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    steps = _raw_steps(data)
+    ids: dict[str, int] = {}
+    for index, _, sid in steps:
+        if sid is None:
+            continue
+        if sid in ids:
+            problems.append(
+                Problem(path=f"steps[{index}].id", message=f"duplicate step id {sid!r}")
+            )
+        else:
+            ids[sid] = index
+    after: dict[str, list[str]] = {}
+    for index, step, sid in steps:
+        deps = step.get("after", [])
+        if isinstance(deps, str):
+            deps = [deps]
+        if not isinstance(deps, list):
+            continue
+        for j, dep in enumerate(deps):
+            if isinstance(dep, str) and dep not in ids:
+                problems.append(
+                    Problem(path=f"steps[{index}].after[{j}]", message=f"unknown step {dep!r}")
+                )
+            elif dep == sid:
+                problems.append(
+                    Problem(
+                        path=f"steps[{index}].after[{j}]", message="a step cannot follow itself"
+                    )
+                )
+        if sid is not None and ids.get(sid) == index:
+            after[sid] = [d for d in deps if isinstance(d, str) and d in ids and d != sid]
+    problems.extend(_cycle_problems(after, ids))
+    ancestors = {sid: _ancestors(sid, after) for sid in after}
+    signal_steps = {
+        sid: step.get("signal")
+        for _, step, sid in steps
+        if sid and isinstance(step.get("signal"), str)
+    }
+    for index, step, sid in steps:
+        own = ancestors.get(sid, set()) if sid else set()
+        visible = own | ({sid} if sid else set())
+        where = f"steps[{index}]"
+        problems.extend(_refs_problems(f"{where}.input", step.get("input"), own, ids, signal_steps))
+        comp = step.get("compensate")
+        if isinstance(comp, dict):
+            problems.extend(
+                _refs_problems(
+                    f"{where}.compensate.input", comp.get("input"), visible, ids, signal_steps
+                )
+            )
+        when = step.get("when")
+        if isinstance(when, str):
+            try:
+                refs = condition_references(parse_condition(when))
+            except ExpressionError as exc:
+                problems.append(Problem(path=f"{where}.when", message=str(exc)))
+            else:
+                problems.extend(_check_refs(f"{where}.when", refs, own, ids, signal_steps))
+    problems.extend(_refs_problems("output", data.get("output"), set(ids), ids, signal_steps))
+    return problems
+
+
+def _refs_problems(
+    path: str, value: Any, visible: set[str], ids: dict[str, int], signals: dict[str, Any]
+) -> list[Problem]:
+    try:
+        refs = mapping_references(value)
+    except ExpressionError as exc:
+        return [Problem(path=path, message=str(exc))]
+    return _check_refs(path, refs, visible, ids, signals)
+
+
+def _check_refs(
+    path: str,
+    refs: list[Reference],
+    visible: set[str],
+    ids: dict[str, int],
+    signals: dict[str, Any],
+) -> list[Problem]:
+    problems = []
+    for ref in refs:
+        step_id = ref.step_id
+        if step_id is not None:
+            if step_id not in ids:
+                problems.append(Problem(path=path, message=f"{ref}: unknown step {step_id!r}"))
+            elif step_id not in visible:
+                problems.append(
+                    Problem(
+                        path=path,
+                        message=f"{ref}: step {step_id!r} is not an ancestor (add it to 'after')",
+                    )
+                )
+        name = ref.signal_name
+        if name is not None:
+            waiting = [s for s, n in signals.items() if n == name]
+            if not waiting:
+                problems.append(
+                    Problem(path=path, message=f"{ref}: no signal step waits for {name!r}")
+                )
+            elif not any(s in visible for s in waiting):
+                problems.append(
+                    Problem(
+                        path=path,
+                        message=f"{ref}: the step waiting for {name!r} is not an ancestor",
+                    )
+                )
+    return problems
+
+
+def _ancestors(sid: str, after: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(after.get(sid, []))
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(after.get(node, []))
+    return seen
+
+
+def _cycle_problems(after: dict[str, list[str]], ids: dict[str, int]) -> list[Problem]:
+    """One problem per cycle found by a depth-first search in definition order."""
+    problems = []
+    color: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        color[node] = 1
+        for dep in after.get(node, []):
+            if color.get(dep) == 1:
+                cycle = [*trail[trail.index(dep) :], dep] if dep in trail else [node, dep]
+                problems.append(
+                    Problem(
+                        path=f"steps[{ids[node]}].after",
+                        message="cycle: " + " -> ".join(reversed(cycle)),
+                    )
+                )
+            elif dep not in color:
+                visit(dep, [*trail, dep])
+        color[node] = 2
+
+    for sid in sorted(after, key=lambda s: ids[s]):
+        if sid not in color:
+            visit(sid, [sid])
+    return problems

@@ -1,0 +1,1 @@
+"""The orchestrator: the pure workflow decider, its state, the faust app and timers."""

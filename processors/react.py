@@ -1,0 +1,96 @@
+"""``react``: the messages that follow from an event (the orchestrator as a process).
+
+* ``StepScheduled`` / ``CompensationScheduled`` → ``ExecuteTask`` (to ``wf.tasks.<type>``)
+* ``ChildWorkflowRequested`` → ``StartWorkflow`` of the child (to ``wf.commands``, key child id)
+* a terminal event of a child workflow → ``ChildFinished`` (to ``wf.results``, key parent id)
+
+The target topic follows from the payload type; ids are ``derived_id(event.event_id, i)``.
+"""
+
+from __future__ import annotations
+
+from processors.decision import SOURCE
+from processors.state import WorkflowState
+from schemas.messages import (
+    ChildFinished,
+    ChildWorkflowRequested,
+    CompensationScheduled,
+    Envelope,
+    ExecuteTask,
+    Payload,
+    StartWorkflow,
+    StepScheduled,
+    WorkflowCancelled,
+    WorkflowCompensated,
+    WorkflowCompensationFailed,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowTerminated,
+    derived_id,
+)
+
+__all__ = ["react"]
+
+_TERMINAL_EVENTS: dict[type, str] = {
+    WorkflowCompleted: "completed",
+    WorkflowFailed: "failed",
+    WorkflowCompensated: "compensated",
+    WorkflowCompensationFailed: "compensation_failed",
+    WorkflowCancelled: "cancelled",
+    WorkflowTerminated: "terminated",
+}
+
+
+def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
+    """The commands that follow from ``event`` (``state``: the workflow's state after it)."""
+    p = event.payload
+    out: list[tuple[str, Payload]] = []
+    if isinstance(p, StepScheduled | CompensationScheduled):
+        kind = "step" if isinstance(p, StepScheduled) else "compensation"
+        task = ExecuteTask(
+            task_id=p.task_id,
+            task_type=p.task_type,
+            step_id=p.step_id,
+            attempt=p.attempt,
+            kind=kind,
+            input_json=p.input_json,
+            timeout_ms=p.timeout_ms,
+        )
+        out.append((event.workflow_id, task))
+    elif isinstance(p, ChildWorkflowRequested):
+        start = StartWorkflow(
+            definition_name=p.definition_name,
+            definition_version=p.definition_version,
+            input_json=p.input_json,
+            tenant=state.tenant,
+            parent_workflow_id=event.workflow_id,
+            parent_step_id=p.step_id,
+        )
+        out.append((p.child_workflow_id, start))
+    elif type(p) in _TERMINAL_EVENTS and state.parent_workflow_id and state.parent_step_id:
+        status = _TERMINAL_EVENTS[type(p)]
+        finished = ChildFinished(
+            child_workflow_id=event.workflow_id,
+            step_id=state.parent_step_id,
+            status=status,
+            output_json=p.output_json if isinstance(p, WorkflowCompleted) else None,
+            error=None if isinstance(p, WorkflowCompleted) else _error_of(p),
+        )
+        out.append((state.parent_workflow_id, finished))
+    return [
+        Envelope(
+            event_id=derived_id(event.event_id, i),
+            timestamp=event.timestamp,
+            source=SOURCE,
+            correlation_id=event.correlation_id,
+            workflow_id=key,
+            payload=payload,
+            causation_id=event.event_id,
+        )
+        for i, (key, payload) in enumerate(out)
+    ]
+
+
+def _error_of(p: Payload) -> str | None:
+    error = getattr(p, "error", None) or getattr(p, "reason", None)
+    return error if isinstance(error, str) else None
