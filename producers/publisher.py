@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from foldflow.observability.metrics import DLQ_MESSAGES
-from foldflow.observability.tracing import Header, inject_headers
+from foldflow.observability.tracing import Header, Headers, header_list, inject_headers
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas.codec import encode
@@ -289,7 +289,7 @@ class Publisher:
         topic_of_origin: str,
         key: bytes | str | None,
         value: bytes | None,
-        headers: Iterable[Header] | None,
+        headers: Headers | None,
         reason: str | BaseException,
         *,
         partition: int,
@@ -298,28 +298,26 @@ class Publisher:
     ) -> Message:
         """Park a record that could not be handled on ``wf.dlq`` and wait for the ack.
 
-        The original key, value and headers travel unchanged, plus ``dlq.reason``,
-        ``dlq.reason_kind``, ``dlq.topic``, ``dlq.partition``, ``dlq.offset`` and
-        ``dlq.timestamp`` (ms). ``reason`` may be the exception itself: its class name
-        becomes the ``reason_kind`` (and the metric label) unless one is given.
+        The original key, value and headers (trace context included) travel unchanged,
+        plus ``dlq.reason``, ``dlq.reason_kind``, ``dlq.topic``, ``dlq.partition``,
+        ``dlq.offset`` and ``dlq.timestamp`` (ms). ``reason`` may be the exception itself:
+        its class name becomes the ``reason_kind`` (and the metric label) unless one is given.
         """
         if isinstance(reason, BaseException):
             kind = reason_kind or type(reason).__name__
             text = str(reason) or type(reason).__name__
         else:
             kind, text = reason_kind or "other", reason
-        original = [h for h in headers or () if not h[0].startswith("dlq.")]
-        dlq_headers = inject_headers(
-            [
-                *original,
-                ("dlq.reason", text.encode()),
-                ("dlq.reason_kind", kind.encode()),
-                ("dlq.topic", topic_of_origin.encode()),
-                ("dlq.partition", str(partition).encode()),
-                ("dlq.offset", str(offset).encode()),
-                ("dlq.timestamp", str(int(time.time() * 1000)).encode()),
-            ]
-        )
+        original = [h for h in header_list(headers) if not h[0].startswith("dlq.")]
+        dlq_headers = [
+            *original,
+            ("dlq.reason", text.encode()),
+            ("dlq.reason_kind", kind.encode()),
+            ("dlq.topic", topic_of_origin.encode()),
+            ("dlq.partition", str(partition).encode()),
+            ("dlq.offset", str(offset).encode()),
+            ("dlq.timestamp", str(int(time.time() * 1000)).encode()),
+        ]
         key_bytes = _key_bytes(key)
         future = self._produce(self.topology.dlq, value, key=key_bytes, headers=dlq_headers)
         delivered = self._wait([_Pending(self.topology.dlq, key_bytes, future)])[0]

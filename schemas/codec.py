@@ -202,12 +202,15 @@ def _describe(envelope: Envelope, target: SchemaVersion) -> str:
     return f"{event_type} (event {envelope.event_id!r}) does not fit envelope v{target.version}"
 
 
-def decode(data: bytes) -> Envelope:
+def decode(data: bytes | bytearray | memoryview | None) -> Envelope:
     """Decode single-object encoded bytes of any published envelope version.
 
-    Raises :class:`NotAvroError`, :class:`UnknownSchemaError` or
-    :class:`MalformedMessageError`, all subclasses of :class:`CodecError`.
+    Takes a Kafka record value as the clients give it (None for a tombstone). Raises
+    :class:`NotAvroError`, :class:`UnknownSchemaError` or :class:`MalformedMessageError`,
+    all subclasses of :class:`CodecError`.
     """
+    if data is None:
+        raise NotAvroError("no value (a tombstone): expected an Avro single-object message")
     if not isinstance(data, bytes | bytearray | memoryview):
         raise NotAvroError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)

@@ -8,7 +8,7 @@ auto-instrumentation does not (it links consumer spans instead of parenting them
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,13 +24,35 @@ from foldflow.settings import Settings
 __all__ = [
     "TRACE_HEADERS",
     "Header",
+    "Headers",
     "configure_tracing",
     "extract_context",
+    "header_list",
     "inject_headers",
 ]
 
 #: A Kafka header as the clients give them; values may be missing (None) or already str.
 Header = tuple[str, bytes | str | None]
+#: Headers as confluent-kafka (list or dict) and aiokafka (list) give them.
+Headers = Iterable[Header] | Mapping[str, bytes | str | None]
+
+
+def _items(headers: Headers | None) -> Iterable[Header]:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    return headers
+
+
+def header_list(headers: Headers | None) -> list[tuple[str, bytes]]:
+    """Headers in any client's shape as a ``[(name, bytes)]`` list (None becomes ``b""``)."""
+    out: list[tuple[str, bytes]] = []
+    for name, value in _items(headers):
+        if value is None:
+            value = b""
+        out.append((name, value.encode() if isinstance(value, str) else value))
+    return out
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: The header names the W3C TraceContext propagator reads and writes.
@@ -69,7 +91,7 @@ def configure_tracing(settings: Settings, *, service: str) -> TracerProvider:
 
 
 def inject_headers(
-    headers: Iterable[Header] | None = None, *, context: Context | None = None
+    headers: Headers | None = None, *, context: Context | None = None
 ) -> list[tuple[str, bytes]]:
     """``headers`` plus ``traceparent``/``tracestate`` of the current (or given) context.
 
@@ -78,18 +100,12 @@ def inject_headers(
     """
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=context)
-    out: list[tuple[str, bytes]] = []
-    for name, value in headers or ():
-        if name in TRACE_HEADERS and carrier:
-            continue
-        if value is None:
-            value = b""
-        out.append((name, value.encode() if isinstance(value, str) else value))
+    out = [h for h in header_list(headers) if not (carrier and h[0] in TRACE_HEADERS)]
     out.extend((name, value.encode()) for name, value in carrier.items())
     return out
 
 
-def extract_context(headers: Sequence[Header] | None, *, context: Context | None = None) -> Context:
+def extract_context(headers: Headers | None, *, context: Context | None = None) -> Context:
     """The trace context carried by Kafka headers, on top of ``context`` (default: current).
 
     Use it as the parent of the span that handles the message::
@@ -98,7 +114,7 @@ def extract_context(headers: Sequence[Header] | None, *, context: Context | None
             ...
     """
     carrier: dict[str, str] = {}
-    for name, value in headers or ():
+    for name, value in _items(headers):
         if name in TRACE_HEADERS and value is not None:
             carrier[name] = value if isinstance(value, str) else value.decode("latin-1")
     base = context if context is not None else otel_context.get_current()
