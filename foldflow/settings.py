@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "foldflow"
     state_dir: Path = Path(".foldflow")
     kafka_heap: str = "512m"
+    kafka_data_dir: Path | None = Field(
+        default=None, description="the local broker's log dir; default cache_dir/kafka-data"
+    )
 
     # Services
     service_name: str = "foldflow"
@@ -73,6 +76,13 @@ class Settings(BaseSettings):
     metrics_port: int = 0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # Orchestrator (processors/)
+    orchestrator_store: str = Field(
+        default="memory://", description="faust table store: memory:// or rocksdb://"
+    )
+    orchestrator_session_timeout_s: float = Field(
+        default=10.0, gt=0, description="consumer group session timeout (failover time)"
+    )
     # Gateway (DESIGN §9): authentication, limits, timeouts
     api_keys: tuple[ConfiguredApiKey, ...] = Field(
         default=(), description="API keys besides the api_keys table (JSON list)"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from foldflow import stack as local_stack
 from foldflow.settings import Settings
@@ -46,3 +50,49 @@ def test_down_from_another_checkout_leaves_the_running_stack_alone(
     assert all("left alone" in line for line in lines)
     assert local_stack.kafka_reachable(stack)
     assert local_stack.postgres_reachable(stack)
+
+
+def _free_port_pair() -> int:
+    """A port p such that p (broker) and p + 1 (controller) are both free."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def test_a_cold_broker_starts_keeps_its_data_across_a_restart_and_stops(
+    stack: Settings, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """The path a fresh machine takes: format, start, restart, stop (on ports of its own)."""
+    own = stack.model_copy(
+        update={
+            "kafka_bootstrap": f"127.0.0.1:{_free_port_pair()}",
+            "state_dir": tmp_path / "state",
+            "kafka_data_dir": tmp_path / "data",
+            "kafka_heap": "256m",
+        }
+    )
+    topic = unique_name()
+    try:
+        assert local_stack.up(own)[0].startswith("Kafka: started")
+        assert (tmp_path / "data" / "meta.properties").exists()
+        admin = AdminClient({"bootstrap.servers": own.kafka_bootstrap})
+        for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
+            future.result()
+        assert local_stack.up(own)[0].startswith("Kafka: already up")
+
+        assert local_stack.down(own)[0].startswith("Kafka: stopped")
+        assert not local_stack.kafka_reachable(own, timeout=1)
+
+        assert local_stack.up(own)[0].startswith("Kafka: started")
+        assert topic in admin.list_topics(timeout=10).topics
+    finally:
+        local_stack.down(own)
+    assert local_stack.kafka_reachable(stack)

@@ -1,0 +1,215 @@
+"""The local stack without Docker: one Apache Kafka 4.x node (KRaft) and the machine's PostgreSQL.
+
+DESIGN §12. ``foldflow stack up|down|status`` and the test session fixture call
+:func:`up`, :func:`down` and :func:`status`. Kafka's jars come from Maven Central into
+``settings.cache_dir`` (outside the repo); the broker's data lives in
+``settings.cache_dir / "kafka-data"`` and survives restarts. What ``up`` started is
+recorded in ``settings.state_dir / "stack.json"`` so ``down`` stops only that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from foldflow.settings import Settings
+from foldflow.stack.common import (
+    DEPLOY_DIR,
+    Report,
+    StackError,
+    is_local_kafka,
+    is_local_postgres,
+    kafka_data_dir,
+    kafka_reachable,
+    postgres_address,
+    postgres_reachable,
+    resolved,
+    say_nothing,
+    split_host_port,
+    state_dir,
+)
+from foldflow.stack.kafka import (
+    check_tools,
+    is_kafka_process,
+    new_cluster_id,
+    pid_alive,
+    render_server_properties,
+    start_kafka,
+    terminate,
+)
+from foldflow.stack.postgres import ensure_role_and_database, start_postgres
+
+__all__ = [
+    "DEPLOY_DIR",
+    "PartStatus",
+    "Report",
+    "StackError",
+    "check_tools",
+    "down",
+    "kafka_reachable",
+    "new_cluster_id",
+    "postgres_reachable",
+    "render_server_properties",
+    "split_host_port",
+    "status",
+    "up",
+]
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One row of ``foldflow stack status``."""
+
+    name: str
+    address: str
+    running: bool
+    managed: bool
+    detail: str
+
+
+def _state_file(settings: Settings) -> Path:
+    return state_dir(settings) / "stack.json"
+
+
+def _load_state(settings: Settings) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(_state_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(settings: Settings, state: dict[str, dict[str, object]]) -> None:
+    path = _state_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _machine_lock(settings: Settings) -> Iterator[None]:
+    """Serialise ``up``/``down`` across processes (two test sessions starting at once)."""
+    lock_dir = resolved(settings.cache_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / "stack.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
+    """Bring Kafka and PostgreSQL up if they are local and not running; idempotent.
+
+    Returns one line per part saying what happened. Raises :class:`StackError`.
+    """
+    lines: list[str] = []
+    with _machine_lock(settings):
+        state = _load_state(settings)
+
+        if not is_local_kafka(settings):
+            lines.append(
+                f"Kafka: {settings.kafka_bootstrap} is not local; `foldflow stack` only manages "
+                "the local stack (leaving it alone)"
+            )
+        elif kafka_reachable(settings):
+            lines.append(f"Kafka: already up at {settings.kafka_bootstrap}")
+        else:
+            pid = start_kafka(settings, report)
+            state["kafka"] = {"pid": pid, "bootstrap": settings.kafka_bootstrap}
+            _save_state(settings, state)
+            lines.append(f"Kafka: started at {settings.kafka_bootstrap} (pid {pid})")
+        report(lines[-1])
+
+        host, port = postgres_address(settings)
+        if not is_local_postgres(settings):
+            lines.append(
+                f"PostgreSQL: {host}:{port} is not local; `foldflow stack` only manages the "
+                "local stack (leaving it alone)"
+            )
+        elif postgres_reachable(settings):
+            lines.append(f"PostgreSQL: already up at {host}:{port}")
+        else:
+            started = start_postgres(settings, report)
+            if started:
+                state["postgres"] = {"version": started[0], "cluster": started[1]}
+                _save_state(settings, state)
+            ensure_role_and_database(settings)
+            if not postgres_reachable(settings, timeout=10):
+                raise StackError(
+                    f"PostgreSQL at {host}:{port} still refuses the login of "
+                    f"{settings.database_url!r}; check pg_hba.conf"
+                )
+            verb = "started" if started else "was running; role and database ensured"
+            lines.append(f"PostgreSQL: {verb} at {host}:{port}")
+        report(lines[-1])
+    return lines
+
+
+def down(settings: Settings, *, report: Report = say_nothing) -> list[str]:
+    """Stop what :func:`up` started from this checkout (per the state file), nothing else."""
+    lines: list[str] = []
+    with _machine_lock(settings):
+        state = _load_state(settings)
+        kafka = state.pop("kafka", None)
+        if kafka and isinstance(kafka.get("pid"), int):
+            pid = int(kafka["pid"])  # type: ignore[call-overload]
+            if pid_alive(pid) and is_kafka_process(pid):
+                terminate(pid)
+                lines.append(f"Kafka: stopped (pid {pid})")
+            else:
+                lines.append("Kafka: was not running")
+            (state_dir(settings) / "kafka" / "kafka.pid").unlink(missing_ok=True)
+        else:
+            lines.append("Kafka: not started by `foldflow stack up` here; left alone")
+        report(lines[-1])
+
+        pg = state.pop("postgres", None)
+        if pg:
+            version, name = str(pg["version"]), str(pg["cluster"])
+            subprocess.run(
+                ["pg_ctlcluster", version, name, "stop"], check=False, capture_output=True
+            )
+            lines.append(f"PostgreSQL: stopped cluster {version}/{name}")
+        else:
+            lines.append("PostgreSQL: not started by `foldflow stack up` here; left alone")
+        report(lines[-1])
+        _save_state(settings, state)
+    return lines
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    """Whether each part answers, and whether this checkout's ``stack up`` started it."""
+    state = _load_state(settings)
+    kafka = state.get("kafka") or {}
+    pid = kafka.get("pid")
+    managed_kafka = isinstance(pid, int) and pid_alive(pid) and is_kafka_process(pid)
+    kafka_up = kafka_reachable(settings)
+    kafka_detail = (
+        f"pid {pid}, data {kafka_data_dir(settings)}"
+        if managed_kafka
+        else ("not started here" if kafka_up else "down")
+    )
+    if not is_local_kafka(settings):
+        kafka_detail = "external (not managed)"
+
+    host, port = postgres_address(settings)
+    pg_up = postgres_reachable(settings)
+    pg_detail = (
+        "cluster started here"
+        if state.get("postgres")
+        else ("machine's server" if pg_up else "down")
+    )
+    if not is_local_postgres(settings):
+        pg_detail = "external (not managed)"
+    return [
+        PartStatus("Kafka", settings.kafka_bootstrap, kafka_up, managed_kafka, kafka_detail),
+        PartStatus("PostgreSQL", f"{host}:{port}", pg_up, bool(state.get("postgres")), pg_detail),
+    ]

@@ -1,0 +1,242 @@
+"""The local Apache Kafka 4.x broker: jars from Maven Central, KRaft storage, the process."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from string import Template
+
+from foldflow.settings import Settings
+from foldflow.stack.common import (
+    DEPLOY_DIR,
+    Report,
+    StackError,
+    kafka_address,
+    kafka_data_dir,
+    kafka_home,
+    kafka_reachable,
+    state_dir,
+)
+
+KAFKA_MAIN = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def is_kafka_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return KAFKA_MAIN.encode() in cmdline
+
+
+def render_server_properties(
+    settings: Settings, *, data_dir: Path, template: str | None = None
+) -> str:
+    """The broker's ``server.properties`` for the bootstrap address in ``settings``."""
+    host, port = kafka_address(settings)
+    text = (
+        template
+        if template is not None
+        else (DEPLOY_DIR / "server.properties.template").read_text()
+    )
+    return Template(text).substitute(
+        host=host,
+        port=port,
+        controller_port=port + 1,
+        data_dir=str(data_dir),
+        partitions=settings.partitions,
+    )
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID, URL-safe base64 without padding (as Kafka's Uuid)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def java_major_version(java: str = "java") -> int | None:
+    """The major version of ``java`` on PATH, or None when it is missing."""
+    exe = shutil.which(java)
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def check_tools() -> None:
+    """Raise :class:`StackError` naming what to install when Java 17+ or Maven is missing."""
+    problems = []
+    major = java_major_version()
+    if major is None:
+        problems.append(
+            "Java 17 or newer (Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless)"
+        )
+    elif major < 17:
+        problems.append(
+            f"Java 17 or newer (found Java {major}; apt-get install -y openjdk-17-jre-headless)"
+        )
+    if shutil.which("mvn") is None:
+        problems.append("Apache Maven (Debian/Ubuntu: apt-get install -y maven)")
+    if problems:
+        raise StackError(
+            "The local Kafka needs: " + "; ".join(problems) + ". Or point "
+            "FOLDFLOW_KAFKA_BOOTSTRAP at a Kafka of your own."
+        )
+
+
+def resolve_jars(settings: Settings, report: Report) -> Path:
+    """Copy the broker's jars from Maven Central into the cache once; return the libs dir."""
+    libs = kafka_home(settings) / "libs"
+    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    report(f"Resolving Apache Kafka {settings.kafka_version} from Maven Central into {libs} ...")
+    tmp = libs.with_name("libs.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "mvn", "-B", "-q",
+        "-f", str(DEPLOY_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={settings.kafka_version}",
+        f"-Dlog4j.version={settings.log4j_version}",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise StackError(f"Maven could not resolve Kafka {settings.kafka_version}:\n{tail}")
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.replace(libs)
+    return libs
+
+
+def _java_cmd(settings: Settings, libs: Path, logs: Path, main: str, *args: str) -> list[str]:
+    return [
+        "java",
+        f"-Xmx{settings.kafka_heap}",
+        "-Xms128m",
+        "-server",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={logs}",
+        f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+        "-cp",
+        str(libs / "*"),
+        main,
+        *args,
+    ]
+
+
+def format_storage(settings: Settings, *, libs: Path, config: Path, logs: Path) -> bool:
+    """Format the data dir once (``--standalone``); return True if it formatted now."""
+    data = kafka_data_dir(settings)
+    if (data / "meta.properties").exists():
+        return False
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = _java_cmd(
+        settings, libs, logs, STORAGE_TOOL,
+        "format", "--standalone", "--ignore-formatted",
+        "-t", new_cluster_id(), "-c", str(config),
+    )  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise StackError(f"Formatting {data} failed:\n{proc.stdout}{proc.stderr}")
+    return True
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> int:
+    """Start the broker detached, wait until it answers metadata; return its pid."""
+    check_tools()
+    libs = resolve_jars(settings, report)
+    run = state_dir(settings) / "kafka"
+    logs = run / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    config = run / "server.properties"
+    config.write_text(render_server_properties(settings, data_dir=kafka_data_dir(settings)))
+    if format_storage(settings, libs=libs, config=config, logs=logs):
+        report(f"Formatted Kafka storage in {kafka_data_dir(settings)}")
+
+    console_log = logs / "console.log"
+    with console_log.open("ab") as out:
+        proc = subprocess.Popen(
+            _java_cmd(settings, libs, logs, KAFKA_MAIN, str(config)),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlive the shell or test session that started it
+            close_fds=True,
+        )
+    (run / "kafka.pid").write_text(f"{proc.pid}\n")
+    report(f"Started Kafka (pid {proc.pid}), waiting for {settings.kafka_bootstrap} ...")
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(
+                f"Kafka exited with code {proc.returncode}. Log tail ({logs}):\n"
+                f"{_log_tail(logs / 'server.log')}\n{_log_tail(console_log, 15)}"
+            )
+        if kafka_reachable(settings, timeout=2.0):
+            return proc.pid
+        time.sleep(0.5)
+    terminate(proc.pid)
+    raise StackError(
+        f"Kafka did not answer a metadata request within {wait:.0f}s. Log tail ({logs}):\n"
+        f"{_log_tail(logs / 'server.log')}\n{_log_tail(console_log, 15)}"
+    )
+
+
+def terminate(pid: int, *, grace: float = 30.0) -> None:
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        # Reap our own child if we are its parent (tests); otherwise just poll.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not pid_alive(pid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
