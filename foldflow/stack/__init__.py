@@ -158,9 +158,8 @@ def down(settings: Settings, *, report: Report = say_nothing) -> list[str]:
     lines: list[str] = []
     with _machine_lock(settings):
         state = _load_state(settings)
-        kafka = state.pop("kafka", None)
-        if kafka and isinstance(kafka.get("pid"), int):
-            pid = int(kafka["pid"])  # type: ignore[call-overload]
+        pid = (state.pop("kafka", None) or {}).get("pid")
+        if isinstance(pid, int):
             if pid_alive(pid) and is_kafka_process(pid):
                 terminate(pid)
                 lines.append(f"Kafka: stopped (pid {pid})")

@@ -31,6 +31,7 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 
 
 def pid_alive(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie awaiting its parent's wait() counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,6 +46,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_kafka_process(pid: int) -> bool:
+    """True when ``pid`` is a broker (``kafka.Kafka`` on its command line), not a reused pid."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -226,6 +228,7 @@ def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> in
 
 
 def terminate(pid: int, *, grace: float = 30.0) -> None:
+    """SIGTERM (the broker shuts down cleanly), then SIGKILL after ``grace`` seconds."""
     if not pid_alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
