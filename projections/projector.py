@@ -1,0 +1,268 @@
+"""The projector service: ``wf.events`` and ``wf.definitions`` folded into PostgreSQL.
+
+Loop: consume up to ``max_batch`` records (or whatever arrived in ``batch_timeout``),
+send the undecodable ones to ``wf.dlq``, then write the batch and the positions after it
+in ONE transaction (:func:`projections.store.write_batch`). Kafka offsets are never
+committed: on assignment the projector seeks to the positions stored in
+``projection_offsets`` (the beginning when none), so PostgreSQL holds exactly the events
+up to the stored positions — effectively once, across crashes and rebalances.
+
+Failures: PostgreSQL unreachable → the same batch is retried with exponential backoff
+until it commits. A sequence gap → rolled back, counted, logged, and the partitions are
+re-read from the stored positions after a backoff (with a larger batch, so a late event
+can join its predecessors); a gap is never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import Retrying, retry_if_exception, wait_exponential
+
+from foldflow.observability import metrics
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from projections.apply import ProjectionError
+from projections.store import BatchResult, Record, TopicPartition, read_offsets, write_batch
+from schemas.codec import CodecError, decode
+from schemas.messages import DefinitionRegistered, kind_of
+
+__all__ = ["PROJECTION", "Projector", "ProjectorOptions", "consumer_group", "decode_record"]
+
+log = logging.getLogger("foldflow.projector")
+
+#: The name under which the live projector stores its positions.
+PROJECTION = "projector"
+
+
+def consumer_group(settings: Settings) -> str:
+    """The projector's consumer group (carries the topic prefix, like every name)."""
+    return f"{settings.topic_prefix}foldflow.projector"
+
+
+@dataclass(frozen=True)
+class ProjectorOptions:
+    """Batching and backoff knobs (defaults suit production)."""
+
+    max_batch: int = 500
+    batch_timeout: float = 0.1
+    max_gap_batch: int = 20_000
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+class UnprojectableError(Exception):
+    """A record that decodes but does not belong on its topic (e.g. a command on wf.events)."""
+
+
+def decode_record(msg: Message, *, events_topic: str) -> Record:
+    """Decode one record, raising :class:`CodecError`/:class:`UnprojectableError` for the DLQ."""
+    env = decode(msg.value() or b"")
+    topic = msg.topic() or ""
+    if topic == events_topic:
+        if kind_of(env.payload) != "event":
+            raise UnprojectableError(f"{env.event_type} is not an event")
+        if env.sequence is None or env.sequence < 1:
+            raise UnprojectableError(f"{env.event_type} has no sequence")
+    elif not isinstance(env.payload, DefinitionRegistered):
+        raise UnprojectableError(f"{env.event_type} on {topic} is not a definition")
+    return Record(topic, msg.partition() or 0, msg.offset() or 0, env)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or type(exc.orig).__name__ in {"OperationalError",
+                                                                 "InterfaceError"}
+    )
+
+
+class Projector:
+    """One projector process: a consumer, an engine, a DLQ publisher.
+
+    ``dlq`` is called as ``dlq(msg, error)`` and must return only once the record is
+    safely parked (``Publisher.send_to_dlq``); the composition root wires it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        dlq: Callable[[Message, BaseException], None],
+        *,
+        options: ProjectorOptions | None = None,
+        projection: str = PROJECTION,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.dlq = dlq
+        self.options = options or ProjectorOptions()
+        self.projection = projection
+        self.topology = Topology.of(settings)
+        self.stopping = threading.Event()
+        self.positions: dict[TopicPartition, int | None] = {}
+        self._dlq_done: dict[TopicPartition, int] = {}
+        self._batch_size = self.options.max_batch
+        self._gap_backoff = self.options.backoff_initial
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": consumer_group(settings),
+                "client.id": f"foldflow-projector-{settings.instance_id or ''}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": 600_000,
+            }
+        )
+
+    # --- positions ---------------------------------------------------------------------
+
+    def _retrying(self) -> Retrying:
+        o = self.options
+        return Retrying(
+            retry=retry_if_exception(_is_connection_error),
+            wait=wait_exponential(multiplier=o.backoff_initial, max=o.backoff_max),
+            before_sleep=lambda rs: log.warning(
+                "PostgreSQL unavailable, retrying",
+                extra={"attempt": rs.attempt_number, "error": str(rs.outcome.exception())
+                       if rs.outcome else None},
+            ),
+            reraise=True,
+        )
+
+    def _stored_positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        for attempt in self._retrying():
+            with attempt, self.engine.connect() as conn:
+                return read_offsets(conn, self.projection, tps)
+        raise AssertionError("unreachable")
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        stored = self._stored_positions([(p.topic, p.partition) for p in partitions])
+        for p in partitions:
+            offset = stored.get((p.topic, p.partition))
+            self.positions[(p.topic, p.partition)] = offset
+            p.offset = OFFSET_BEGINNING if offset is None else offset
+        log.info("partitions assigned", extra={"positions": {f"{t}[{p}]": o for (t, p), o in
+                                                             sorted(stored.items())}})
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        for p in partitions:
+            self.positions.pop((p.topic, p.partition), None)
+        log.info("partitions revoked", extra={"count": len(partitions)})
+        consumer.unassign()
+
+    def _seek(self, tp: TopicPartition, offset: int | None) -> None:
+        if tp not in self.positions:
+            return  # revoked meanwhile
+        self.positions[tp] = offset
+        target = OFFSET_BEGINNING if offset is None else offset
+        self.consumer.seek(KafkaTopicPartition(tp[0], tp[1], target))
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume and apply until :meth:`stop`; closes the consumer at the end."""
+        self.consumer.subscribe(
+            [self.topology.events, self.topology.definitions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("projector started", extra={"group": consumer_group(self.settings)})
+        try:
+            while not self.stopping.is_set():
+                messages = self.consumer.consume(self._batch_size, self.options.batch_timeout)
+                if messages:
+                    self.handle(messages)
+        finally:
+            self.consumer.close()
+            log.info("projector stopped")
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch and return."""
+        self.stopping.set()
+
+    def _records(self, messages: Sequence[Message]) -> list[Record]:
+        records: list[Record] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra={"error": str(err)})
+                continue
+            tp = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            try:
+                records.append(decode_record(msg, events_topic=self.topology.events))
+            except (CodecError, UnprojectableError) as exc:
+                if self._dlq_done.get(tp, -1) < offset:
+                    log.warning("record to the DLQ", extra={"topic": tp[0], "partition": tp[1],
+                                                           "offset": offset, "reason": str(exc)})
+                    self.dlq(msg, exc)
+                    self._dlq_done[tp] = offset
+                records.append(Record(tp[0], tp[1], offset, None))
+        return records
+
+    def handle(self, messages: Sequence[Message]) -> BatchResult | None:
+        """Apply one consumed batch (public for tests and the rebuild's reuse of the loop)."""
+        records = [r for r in self._records(messages) if (r.topic, r.partition) in self.positions]
+        if not records:
+            return None
+        started = time.perf_counter()
+        try:
+            result = self._commit(records)
+        except ProjectionError as exc:
+            metrics.PROJECTION_GAPS.inc()
+            log.error("batch rolled back; retrying from the stored positions",
+                      extra={"error": str(exc), "backoff_s": self._gap_backoff})
+            self.stopping.wait(self._gap_backoff)
+            self._gap_backoff = min(self._gap_backoff * 2, self.options.backoff_max)
+            self._batch_size = min(self._batch_size * 2, self.options.max_gap_batch)
+            for tp in sorted({(r.topic, r.partition) for r in records}):
+                self._seek(tp, self.positions.get(tp))
+            return None
+        self._batch_size = self.options.max_batch
+        self._gap_backoff = self.options.backoff_initial
+        for tp, offset in result.moved.items():
+            log.warning("stored position moved; seeking",
+                        extra={"topic": tp[0], "partition": tp[1], "offset": offset})
+            self._seek(tp, offset)
+        for tp, offset in result.positions.items():
+            if tp in self.positions:
+                self.positions[tp] = offset
+        self._observe(result, time.perf_counter() - started)
+        return result
+
+    def _commit(self, records: list[Record]) -> BatchResult:
+        expected = dict(self.positions)
+        for attempt in self._retrying():
+            with attempt, self.engine.begin() as conn:
+                return write_batch(conn, projection=self.projection, records=records,
+                                   expected=expected)
+        raise AssertionError("unreachable")
+
+    def _observe(self, result: BatchResult, seconds: float) -> None:
+        now_ms = time.time() * 1000
+        metrics.PROJECTION_BATCH_SIZE.observe(result.events + result.definitions)
+        metrics.PROJECTION_BATCH_SECONDS.observe(seconds)
+        metrics.PROJECTION_EVENTS_APPLIED.inc(result.events)
+        for ts in result.timestamps:
+            metrics.PROJECTION_LAG_SECONDS.observe(max(0.0, (now_ms - ts) / 1000))
+        for (_, partition), ts in result.last_timestamps.items():
+            metrics.PROJECTION_PARTITION_LAG_SECONDS.labels(partition=str(partition)).set(
+                max(0.0, (now_ms - ts) / 1000)
+            )
+        if result.events or result.skipped:
+            log.debug("batch applied", extra={"events": result.events,
+                                              "skipped": result.skipped,
+                                              "definitions": result.definitions})

@@ -1,0 +1,164 @@
+"""One batch of records into PostgreSQL: one transaction, bulk statements, offsets included.
+
+:func:`write_batch` runs inside a transaction the caller opened. It locks the batch's
+rows of ``projection_offsets`` first, so two writers of one partition (a zombie consumer
+after a rebalance, the live projector meeting a freshly swapped-in rebuild) serialise,
+and a writer whose idea of the position differs from the stored one writes nothing for
+that partition and is told where to seek: the database, not Kafka, owns the positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+
+from projections.apply import InstanceRow, StepRow, definition_row, fold_batch
+from projections.models import (
+    projection_offsets,
+    step_executions,
+    workflow_definitions,
+    workflow_events,
+    workflow_instances,
+)
+from schemas import messages as m
+
+__all__ = ["BatchResult", "Record", "TopicPartition", "read_offsets", "write_batch"]
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A consumed Kafka record; ``envelope`` is None when it went to the DLQ (offset only)."""
+
+    topic: str
+    partition: int
+    offset: int
+    envelope: m.Envelope | None
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: counts, the new positions, and the partitions to re-seek."""
+
+    events: int = 0
+    skipped: int = 0
+    definitions: int = 0
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    moved: dict[TopicPartition, int | None] = field(default_factory=dict)
+    #: the last applied event timestamp (ms) per partition of the events topic
+    last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
+    timestamps: list[int] = field(default_factory=list)
+
+
+def read_offsets(
+    conn: Connection, projection: str, tps: Sequence[TopicPartition], *, lock: bool = False
+) -> dict[TopicPartition, int]:
+    """The stored next offsets of ``tps`` (absent: never stored)."""
+    if not tps:
+        return {}
+    t = projection_offsets
+    query = select(t.c.topic, t.c.partition, t.c.next_offset).where(
+        t.c.projection == projection, tuple_(t.c.topic, t.c.partition).in_(list(tps))
+    )
+    if lock:
+        query = query.with_for_update()
+    return {(r.topic, r.partition): r.next_offset for r in conn.execute(query)}
+
+
+def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    stmt = insert(table)
+    keys = {c.name for c in table.primary_key.columns}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+    )
+    conn.execute(stmt, list(rows))
+
+
+def _load(conn: Connection, workflow_ids: list[str]) -> tuple[
+    dict[str, InstanceRow], dict[tuple[str, str], StepRow]
+]:
+    wi, se = workflow_instances, step_executions
+    instances = {
+        r.id: InstanceRow(**r._asdict())
+        for r in conn.execute(select(wi).where(wi.c.id.in_(workflow_ids)))
+    }
+    steps = {
+        (r.workflow_id, r.step_id): StepRow(**r._asdict())
+        for r in conn.execute(select(se).where(se.c.workflow_id.in_(workflow_ids)))
+    }
+    return instances, steps
+
+
+def write_batch(
+    conn: Connection,
+    *,
+    projection: str,
+    records: Sequence[Record],
+    expected: Mapping[TopicPartition, int | None],
+    now: datetime | None = None,
+) -> BatchResult:
+    """Apply ``records`` and store the positions after them, in the caller's transaction.
+
+    ``expected`` is the writer's idea of each partition's stored next offset (None: none
+    stored). A partition whose stored offset differs is left out and reported in
+    ``moved``. Raises :class:`projections.apply.ProjectionError` (a gap): roll back.
+    """
+    result = BatchResult()
+    tps = sorted({(r.topic, r.partition) for r in records})
+    stored = read_offsets(conn, projection, tps, lock=True)
+    for tp in tps:
+        if stored.get(tp) != expected.get(tp):
+            result.moved[tp] = stored.get(tp)
+    kept = [
+        r for r in records
+        if (r.topic, r.partition) not in result.moved
+        and r.offset >= (stored.get((r.topic, r.partition)) or 0)
+    ]
+    events: list[m.Envelope] = []
+    definitions: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in kept:
+        tp = (r.topic, r.partition)
+        result.positions[tp] = max(result.positions.get(tp, 0), r.offset + 1)
+        env = r.envelope
+        if env is None:
+            continue
+        if isinstance(env.payload, m.DefinitionRegistered):
+            row = definition_row(env)
+            definitions[(row.tenant, row.name, row.version)] = asdict(row)
+        else:
+            events.append(env)
+            result.last_timestamps[tp] = max(result.last_timestamps.get(tp, 0), env.timestamp)
+
+    if events:
+        instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
+        fold = fold_batch(instances, steps, events)
+        _upsert(conn, workflow_instances, [asdict(i) for i in fold.instances.values()])
+        _upsert(conn, step_executions, [asdict(s) for s in fold.steps.values()])
+        if fold.events:
+            conn.execute(insert(workflow_events), [asdict(e) for e in fold.events])
+        result.events = len(fold.events)
+        result.skipped = fold.skipped
+        result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
+    _upsert(conn, workflow_definitions, list(definitions.values()))
+    result.definitions = len(definitions)
+
+    at = now or datetime.now(UTC)
+    _upsert(
+        conn,
+        projection_offsets,
+        [
+            {"projection": projection, "topic": t, "partition": p, "next_offset": o,
+             "updated_at": at}
+            for (t, p), o in sorted(result.positions.items())
+        ],
+    )
+    return result
