@@ -1,0 +1,59 @@
+"""The shared metric catalog: names of DESIGN §10, exposed over HTTP and as text."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from foldflow.observability import metrics
+from foldflow.observability.metrics import render_metrics, start_metrics_server
+
+EXPECTED = {
+    "foldflow_http_requests": {"method", "route", "status"},
+    "foldflow_http_request_duration_seconds": {"method", "route"},
+    "foldflow_messages_handled": {"topic", "handler", "outcome"},
+    "foldflow_message_handling_seconds": {"topic", "handler"},
+    "foldflow_workflows_started": {"definition"},
+    "foldflow_workflows_finished": {"definition", "status"},
+    "foldflow_active_workflows": set(),
+    "foldflow_step_duration_seconds": {"task_type"},
+    "foldflow_step_attempts": {"task_type", "outcome"},
+    "foldflow_consumer_lag": {"group", "topic", "partition"},
+    "foldflow_projection_lag_seconds": set(),
+    "foldflow_projection_partition_lag_seconds": {"partition"},
+    "foldflow_projection_events_applied": set(),
+    "foldflow_projection_batch_size": set(),
+    "foldflow_projection_batch_seconds": set(),
+    "foldflow_projection_gaps": set(),
+    "foldflow_dlq_messages": {"topic", "reason_kind"},
+    "foldflow_circuit_breaker_state": {"name"},
+    "foldflow_inputs_ignored": {"reason"},
+}
+
+
+def test_every_design_metric_is_declared_once_with_its_labels() -> None:
+    declared = {
+        m._name: set(m._labelnames)
+        for name in metrics.__all__
+        if hasattr(m := getattr(metrics, name), "_labelnames")
+    }
+    assert declared == EXPECTED
+
+
+def test_render_and_http_server_expose_samples() -> None:
+    metrics.WORKFLOWS_STARTED.labels(definition="render-test").inc()
+    body, content_type = render_metrics()
+    port = start_metrics_server(0, addr="127.0.0.1")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        served = response.read().decode()
+
+    assert content_type.startswith("text/plain")
+    for text in (body.decode(), served):
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = [s for s in families["foldflow_workflows_started"].samples if s.labels]
+        assert any(s.labels == {"definition": "render-test"} and s.value >= 1 for s in samples)
+    assert REGISTRY.get_sample_value(
+        "foldflow_workflows_started_total", {"definition": "render-test"}
+    ) == 1.0
