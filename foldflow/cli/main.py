@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from foldflow.cli import services, stack, topics
+from foldflow.cli import dlq, run, services, stack, topics, workflows
 
 app = typer.Typer(
     name="foldflow",
@@ -18,7 +18,10 @@ app = typer.Typer(
 
 app.add_typer(stack.app, name="stack")
 app.add_typer(topics.app, name="topics")
+app.add_typer(run.run_app, name="run")
 services.register(app)
+workflows.register(app)
+app.add_typer(dlq.app, name="dlq")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,423 @@
+"""One task type's consumer: poll ``wf.tasks.<type>``, run each command, publish its result,
+commit in order. Driven by :class:`workers.runtime.Worker`'s event loop.
+
+Every call on the confluent-kafka ``Consumer`` (poll, pause, commit, close, and the
+rebalance callbacks it runs) happens on one dedicated thread, so the consumer is never
+used from two threads at once; the offset trackers it shares with the loop sit behind a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from opentelemetry import trace
+
+from foldflow.observability.metrics import (
+    CONSUMER_LAG,
+    MESSAGE_HANDLING_SECONDS,
+    MESSAGES_HANDLED,
+    STEP_ATTEMPTS,
+    STEP_DURATION_SECONDS,
+)
+from foldflow.observability.tracing import Header, extract_context
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher, PublishError
+from schemas.codec import CodecError, decode
+from schemas.messages import Envelope, ExecuteTask
+from workers.execution import result_envelope, run_attempt
+from workers.offsets import PartitionOffsets
+from workers.registry import TaskRegistry
+
+__all__ = ["Slots", "TaskConsumer", "consumer_config"]
+
+log = logging.getLogger("foldflow.worker")
+tracer = trace.get_tracer("foldflow.worker")
+T = TypeVar("T")
+
+HANDLER = "worker"
+_MAX_BATCH = 500
+_LAG_EVERY_S = 5.0
+_RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
+
+
+@dataclass
+class Slots:
+    """The worker-wide concurrency budget: ``in_use`` of ``limit`` handlers are running.
+
+    Only the event loop thread touches it; the semaphore bounds execution and ``free``
+    bounds fetching.
+    """
+
+    limit: int
+    in_use: int = 0
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.limit)
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.in_use
+
+
+def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
+    """The librdkafka configuration of a task type's consumer (manual, in-order commits)."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": Topology.of(settings).worker_group(task_type),
+        "client.id": f"foldflow-worker-{task_type}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # A task command produced before the group first joined must still run.
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    }
+
+
+def _headers(msg: Message) -> list[Header]:
+    headers = msg.headers()
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+class TaskConsumer:
+    """Serves one task type for a :class:`~workers.runtime.Worker`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        task_type: str,
+        registry: TaskRegistry,
+        *,
+        publisher: Publisher,
+        pool: Executor,
+        slots: Slots,
+        stopping: asyncio.Event,
+        poll_timeout: float = 0.5,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        topology = Topology.of(settings)
+        self.task_type = task_type
+        self.topic = topology.task(task_type)
+        self.results_topic = topology.results
+        self.group = topology.worker_group(task_type)
+        self.registry = registry
+        self._publisher = publisher
+        self._pool = pool
+        self._slots = slots
+        self._stopping = stopping
+        self._poll_timeout = poll_timeout
+        self._consumer = Consumer(
+            {
+                **consumer_config(settings, task_type),
+                **(overrides or {}),
+                "on_commit": self._on_commit,
+            }
+        )
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{task_type}")
+        self._lock = threading.Lock()
+        self._offsets: dict[int, PartitionOffsets] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused = False
+        self._lag_at = 0.0
+        #: True once the group gave this consumer its (possibly empty) assignment.
+        self.assigned = False
+
+    # --- the consumer thread ------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _poll(self, free: int) -> list[Message]:
+        self._commit(asynchronous=True)
+        self._report_lag()
+        if free <= 0:
+            if not self._paused:
+                self._consumer.pause(self._consumer.assignment())
+                self._paused = True
+            first = self._consumer.poll(min(self._poll_timeout, 0.1))
+            return [] if first is None else [first]
+        if self._paused:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+        first = self._consumer.poll(self._poll_timeout)
+        if first is None:
+            return []
+        rest = self._consumer.consume(min(free, _MAX_BATCH) - 1, 0) if free > 1 else []
+        return [first, *rest]
+
+    def _commit(self, *, asynchronous: bool, partitions: list[int] | None = None) -> None:
+        with self._lock:
+            trackers = {
+                p: t for p, t in self._offsets.items() if partitions is None or p in partitions
+            }
+            points = {
+                p: (t.commit_point if not asynchronous else t.to_commit())
+                for p, t in trackers.items()
+            }
+        todo = [TopicPartition(self.topic, p, o) for p, o in points.items() if o is not None]
+        if not todo:
+            return
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=todo, asynchronous=True)
+                done = todo
+            else:
+                answered = self._consumer.commit(offsets=todo, asynchronous=False)
+                done = [tp for tp in answered if tp.error is None]
+        except KafkaException as exc:
+            log.warning(
+                "offset commit failed; uncommitted work will be redelivered",
+                extra={"topic": self.topic, "error": str(exc)},
+            )
+            return
+        with self._lock:
+            for tp in done:
+                trackers[tp.partition].committed(tp.offset)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning(
+                "async offset commit failed", extra={"topic": self.topic, "error": str(err)}
+            )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._offsets[tp.partition] = PartitionOffsets()
+        self._paused = False
+        self.assigned = True
+        log.info(
+            "partitions assigned",
+            extra={"topic": self.topic, "partitions": [tp.partition for tp in partitions]},
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [tp.partition for tp in partitions]
+        self._commit(asynchronous=False, partitions=revoked)
+        self._forget(revoked)
+        log.info("partitions revoked", extra={"topic": self.topic, "partitions": revoked})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = [tp.partition for tp in partitions]
+        self._forget(lost)
+        log.warning("partitions lost", extra={"topic": self.topic, "partitions": lost})
+
+    def _forget(self, partitions: list[int]) -> None:
+        # In-flight attempts of these partitions still publish their results, but their
+        # offsets are no longer ours to commit: the new owner gets them again.
+        with self._lock:
+            for p in partitions:
+                self._offsets.pop(p, None)
+                with contextlib.suppress(KeyError):
+                    CONSUMER_LAG.remove(self.group, self.topic, str(p))
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                if tp.offset == OFFSET_INVALID or tp.offset < 0:
+                    continue
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    lag = max(0, high - tp.offset)
+                    CONSUMER_LAG.labels(self.group, self.topic, str(tp.partition)).set(lag)
+        except KafkaException as exc:
+            log.debug("lag not available", extra={"error": str(exc)})
+
+    # --- the event loop -----------------------------------------------------------------
+
+    @property
+    def assignment_size(self) -> int:
+        """How many partitions this consumer owns now."""
+        with self._lock:
+            return len(self._offsets)
+
+    def in_flight_tasks(self) -> list[asyncio.Task[None]]:
+        """The attempts still running (or publishing)."""
+        return [t for t in self._tasks if not t.done()]
+
+    async def poll_loop(self) -> None:
+        """Fetch and dispatch until the worker stops; never fetches past the budget."""
+        await self._call(self._subscribe)
+        while not self._stopping.is_set():
+            for msg in await self._call(self._poll, self._slots.free):
+                self._dispatch(msg)
+
+    async def commit_finished(self, *, final: bool = False) -> None:
+        """Commit every partition's finished prefix (synchronously when ``final``)."""
+        await self._call(lambda: self._commit(asynchronous=not final))
+
+    async def close(self) -> None:
+        """Commit what finished, leave the group and release the consumer thread."""
+        try:
+            await self._call(self._consumer.close)
+        finally:
+            self._io.shutdown(wait=True)
+
+    def _dispatch(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer error", extra={"topic": self.topic, "error": str(err)})
+            return
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        with self._lock:
+            tracker = self._offsets.get(partition)
+            if tracker is None:
+                tracker = self._offsets[partition] = PartitionOffsets()
+            try:
+                tracker.start(offset)
+            except ValueError:  # the fetch position moved back (offset reset): start afresh
+                tracker = self._offsets[partition] = PartitionOffsets()
+                tracker.start(offset)
+        self._slots.in_use += 1
+        task = asyncio.create_task(self._handle(msg, tracker, offset))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Message, tracker: PartitionOffsets, offset: int) -> None:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            outcome = await self._process(msg)
+        except Exception:
+            # Not finished, so never committed: this partition's commits wait for a restart
+            # to redeliver it, which is the at-least-once promise.
+            log.exception(
+                "handling failed unexpectedly; the command stays uncommitted",
+                extra={"topic": self.topic, "partition": msg.partition(), "offset": offset},
+            )
+            return
+        finally:
+            self._slots.in_use -= 1
+            MESSAGES_HANDLED.labels(self.topic, HANDLER, outcome).inc()
+            MESSAGE_HANDLING_SECONDS.labels(self.topic, HANDLER).observe(time.monotonic() - started)
+        with self._lock:
+            tracker.finish(offset)
+
+    async def _process(self, msg: Message) -> str:
+        """Handle one record; returns the outcome label once its result (or DLQ copy) is acked."""
+        try:
+            command = decode(msg.value() or b"")
+        except CodecError as exc:
+            return await self._dead_letter(msg, exc)
+        task = command.payload
+        if not isinstance(task, ExecuteTask):
+            reason = f"expected task.execute.v1 on {self.topic}, got {command.event_type}"
+            return await self._dead_letter(msg, reason, kind="UnexpectedMessage")
+        spec = self.registry.get(task.task_type)
+        if spec is None or task.task_type != self.task_type:
+            reason = (
+                f"unknown task type {task.task_type!r} on {self.topic} "
+                f"(this consumer serves {self.task_type!r})"
+            )
+            return await self._dead_letter(msg, reason, kind="UnknownTaskType")
+        fields = {
+            "workflow_id": command.workflow_id,
+            "correlation_id": command.correlation_id,
+            "task_id": task.task_id,
+            "task_type": task.task_type,
+            "attempt": task.attempt,
+        }
+        async with self._slots.semaphore:
+            with tracer.start_as_current_span(
+                f"task {task.task_type}",
+                context=extract_context(_headers(msg)),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "foldflow.workflow_id": command.workflow_id,
+                    "foldflow.task_id": task.task_id,
+                    "foldflow.attempt": task.attempt,
+                },
+            ) as span:
+                log.info("task started", extra=fields)
+                outcome = await run_attempt(spec, command, pool=self._pool)
+                STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
+                STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()
+                span.set_attribute("foldflow.outcome", outcome.outcome)
+                error = getattr(outcome.result, "error", None)
+                log.info(
+                    "task %s",
+                    outcome.outcome,
+                    extra={**fields, "duration": round(outcome.duration, 6), "error": error},
+                )
+                result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
+                await self._publish_result(result, fields)
+        return "ok"
+
+    async def _publish_result(self, result: Envelope, fields: dict[str, Any]) -> None:
+        """Publish until acked: the offset is not committed before (only cancellation —
+        the grace period running out — gives up, and then the command is redelivered)."""
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await self._publisher.publish_async(self.results_topic, result)
+                return
+            except PublishError as exc:
+                log.error("result not acked; retrying", extra={**fields, "error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _dead_letter(
+        self, msg: Message, reason: str | BaseException, *, kind: str | None = None
+    ) -> str:
+        partition, offset = msg.partition(), msg.offset()
+        log.warning(
+            "message to DLQ",
+            extra={
+                "topic": self.topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": str(reason),
+            },
+        )
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self._publisher.send_to_dlq,
+                    self.topic,
+                    msg.key(),
+                    msg.value(),
+                    _headers(msg),
+                    reason,
+                    partition=partition or 0,
+                    offset=offset or 0,
+                    reason_kind=kind,
+                )
+                return "dlq"
+            except PublishError as exc:
+                log.error("DLQ publish not acked; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)

@@ -1,0 +1,113 @@
+"""Running one attempt: an ``ExecuteTask`` in, a ``TaskSucceeded`` or ``TaskFailed`` out.
+
+No Kafka here: :func:`run_attempt` calls the handler (async on the event loop, sync in a
+thread pool), enforces the attempt timeout and turns every outcome into a result payload;
+:func:`result_envelope` wraps it with the ids DESIGN §4 and docs/internals.md ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from schemas.messages import Envelope, ExecuteTask, TaskFailed, TaskSucceeded, derived_id, dump_json
+from workers.registry import NonRetryableError, TaskContext, TaskSpec
+
+__all__ = ["Outcome", "result_envelope", "run_attempt"]
+
+#: The ``source`` of every result a worker publishes.
+SOURCE = "worker"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt and how it went (for metrics and logs)."""
+
+    result: TaskSucceeded | TaskFailed
+    outcome: str  # "succeeded" | "failed" | "timed_out"
+    duration: float  # seconds the handler ran
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+async def run_attempt(
+    spec: TaskSpec, command: Envelope, *, pool: Executor, now: float | None = None
+) -> Outcome:
+    """Run ``spec``'s handler for the ``ExecuteTask`` in ``command``; never raises (except
+    :class:`asyncio.CancelledError`).
+
+    A handler that exceeds ``timeout_ms`` (when > 0) yields a retryable ``TaskFailed``
+    "timed out after … ms"; a sync handler cannot be interrupted, so its thread keeps
+    running until it returns, but its result is discarded.
+    """
+    task = command.payload
+    assert isinstance(task, ExecuteTask)
+    started = time.time() if now is None else now
+    timeout = task.timeout_ms / 1000 if task.timeout_ms > 0 else None
+    ctx = TaskContext(
+        task_id=task.task_id,
+        workflow_id=command.workflow_id,
+        step_id=task.step_id,
+        attempt=task.attempt,
+        kind=task.kind,
+        deadline=started + timeout if timeout is not None else None,
+        task_type=task.task_type,
+        correlation_id=command.correlation_id,
+    )
+
+    def failed(error: str, retryable: bool) -> TaskFailed:
+        return TaskFailed(task.task_id, task.step_id, task.attempt, task.kind, error, retryable)
+
+    clock = time.monotonic()
+    try:
+        value = json.loads(task.input_json)
+    except ValueError as exc:
+        return Outcome(failed(f"input_json is not valid JSON: {exc}", False), "failed", 0.0)
+    timer = asyncio.timeout(timeout)
+    try:
+        async with timer:
+            if spec.is_async:
+                output = await spec.handler(value, ctx)
+            else:
+                loop = asyncio.get_running_loop()
+                run = contextvars.copy_context().run
+                output = await loop.run_in_executor(pool, run, spec.handler, value, ctx)
+    except Exception as exc:  # any exception but NonRetryableError is retryable by contract
+        elapsed = time.monotonic() - clock
+        if isinstance(exc, TimeoutError) and timer.expired():
+            return Outcome(
+                failed(f"timed out after {task.timeout_ms} ms", True), "timed_out", elapsed
+            )
+        retryable = not isinstance(exc, NonRetryableError)
+        return Outcome(failed(_error_text(exc), retryable), "failed", elapsed)
+    duration = time.monotonic() - clock
+    try:
+        output_json = dump_json(output)
+    except (TypeError, ValueError) as exc:
+        error = f"output is not JSON-serialisable: {exc}"
+        return Outcome(failed(error, False), "failed", duration)
+    result = TaskSucceeded(task.task_id, task.step_id, task.attempt, task.kind, output_json)
+    return Outcome(result, "succeeded", duration)
+
+
+def result_envelope(
+    command: Envelope, result: TaskSucceeded | TaskFailed, *, timestamp: int
+) -> Envelope:
+    """The envelope of a result: same workflow and correlation as the command, caused by
+    it, with an id derived from the command's (a redelivered command gets the same id)."""
+    return Envelope(
+        event_id=derived_id(command.event_id, 0),
+        timestamp=timestamp,
+        source=SOURCE,
+        correlation_id=command.correlation_id,
+        workflow_id=command.workflow_id,
+        payload=result,
+        causation_id=command.event_id,
+    )
