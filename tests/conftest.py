@@ -20,6 +20,9 @@ from foldflow import stack as local_stack
 from foldflow.settings import Settings
 
 KINDS = ("unit", "integration", "contract", "e2e", "chaos")
+#: Kinds that always run against real services: the stack comes up even for a test that
+#: does not ask for a fixture (it may read FOLDFLOW_* settings itself).
+NEEDS_SERVICES = ("integration", "e2e", "chaos")
 TESTS_DIR = Path(__file__).resolve().parent
 
 
@@ -70,6 +73,12 @@ def stack() -> Iterator[Settings]:
     if missing:
         pytest.fail(f"not reachable: {', '.join(missing)}", pytrace=False)
     yield settings
+
+
+@pytest.fixture(autouse=True)
+def _services_for_service_tests(request: pytest.FixtureRequest) -> None:
+    if any(request.node.get_closest_marker(kind) for kind in NEEDS_SERVICES):
+        request.getfixturevalue("stack")
 
 
 @pytest.fixture(scope="session")
