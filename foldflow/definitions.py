@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import yaml
 from pydantic import (
     BaseModel,
@@ -303,8 +304,19 @@ def _raw_steps(data: dict[str, Any]) -> list[tuple[int, dict[str, Any], str | No
     return out
 
 
+def _schema_problems(data: dict[str, Any]) -> list[Problem]:
+    schema = data.get("input_schema")
+    if not isinstance(schema, dict):
+        return []
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return [Problem(path="input_schema", message=f"not a valid JSON Schema: {exc.message}")]
+    return []
+
+
 def _graph_problems(data: dict[str, Any]) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _schema_problems(data)
     steps = _raw_steps(data)
     ids: dict[str, int] = {}
     for index, _, sid in steps:
