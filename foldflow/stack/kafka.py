@@ -94,8 +94,11 @@ def java_major_version(java: str = "java") -> int | None:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def check_tools() -> None:
-    """Raise :class:`StackError` naming what to install when Java 17+ or Maven is missing."""
+def check_tools(*, need_maven: bool = True) -> None:
+    """Raise :class:`StackError` naming what to install when Java 17+ or Maven is missing.
+
+    Maven is only needed while the jars are not yet in the cache.
+    """
     problems = []
     major = java_major_version()
     if major is None:
@@ -106,7 +109,7 @@ def check_tools() -> None:
         problems.append(
             f"Java 17 or newer (found Java {major}; apt-get install -y openjdk-17-jre-headless)"
         )
-    if shutil.which("mvn") is None:
+    if need_maven and shutil.which("mvn") is None:
         problems.append("Apache Maven (Debian/Ubuntu: apt-get install -y maven)")
     if problems:
         raise StackError(
@@ -115,10 +118,16 @@ def check_tools() -> None:
         )
 
 
+def cached_libs(settings: Settings) -> Path | None:
+    """The libs dir of ``settings.kafka_version`` if its jars are already in the cache."""
+    libs = kafka_home(settings) / "libs"
+    return libs if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")) else None
+
+
 def resolve_jars(settings: Settings, report: Report) -> Path:
     """Copy the broker's jars from Maven Central into the cache once; return the libs dir."""
     libs = kafka_home(settings) / "libs"
-    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+    if cached_libs(settings):
         return libs
     report(f"Resolving Apache Kafka {settings.kafka_version} from Maven Central into {libs} ...")
     tmp = libs.with_name("libs.tmp")
@@ -187,7 +196,7 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> int:
     """Start the broker detached, wait until it answers metadata; return its pid."""
-    check_tools()
+    check_tools(need_maven=cached_libs(settings) is None)
     libs = resolve_jars(settings, report)
     run = state_dir(settings) / "kafka"
     logs = run / "logs"
