@@ -1,0 +1,262 @@
+"""Helpers shared by the projection tests (unit, integration, chaos).
+
+Scenarios are realistic event logs of each kind of workflow, built the way the
+orchestrator builds them (deterministic ids, sequences from 1, ``source="orchestrator"``).
+The service helpers give each test session its own PostgreSQL database and each test its
+own topics, so the tests never touch the shared ``foldflow`` database or default topics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Engine, make_url, text
+
+from schemas import messages as m
+
+T = TypeVar("T")
+
+START_MS = 1_780_000_000_000
+
+
+@dataclass
+class Script:
+    """The event log of one workflow, appended to like the orchestrator does."""
+
+    workflow_id: str
+    tenant: str = "default"
+    clock: int = START_MS
+    events: list[m.Envelope] = field(default_factory=list)
+
+    def add(self, payload: m.Payload, *, step_ms: int = 10) -> m.Envelope:
+        """Append the next event (sequence + 1, time + ``step_ms``)."""
+        self.clock += step_ms
+        seq = len(self.events) + 1
+        env = m.Envelope(
+            event_id=m.event_id_for(self.workflow_id, seq),
+            timestamp=self.clock,
+            source="orchestrator",
+            correlation_id=f"corr-{self.workflow_id}",
+            workflow_id=self.workflow_id,
+            payload=payload,
+            sequence=seq,
+            causation_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{self.workflow_id}/{seq}")),
+            tenant=self.tenant,
+        )
+        self.events.append(env)
+        return env
+
+    def start(self, definition: str = "order", *, input_: object = None) -> Script:
+        """Append ``workflow.started``."""
+        self.add(m.WorkflowStarted(
+            definition_name=definition, definition_version=1,
+            definition_json=m.dump_json({"name": definition, "version": 1}),
+            input_json=m.dump_json(input_ if input_ is not None else {"n": 1}),
+            tenant=self.tenant,
+        ))
+        return self
+
+    def run_step(self, step: str, *, attempt: int = 1, output: object = None,
+                 task_type: str = "builtin.echo") -> Script:
+        """Append ``step.scheduled`` + ``step.completed``."""
+        tid = m.task_id(self.workflow_id, step, attempt)
+        self.add(m.StepScheduled(step, attempt, tid, task_type, m.dump_json({"s": step}), 5000))
+        self.add(m.StepCompleted(step, attempt, m.dump_json(output if output is not None
+                                                            else {"done": step}), tid))
+        return self
+
+    def fail_attempt(self, step: str, attempt: int, *, retry: bool) -> Script:
+        """Append ``step.scheduled`` + ``step.attempt_failed`` (with ``retry_at`` if retry)."""
+        tid = m.task_id(self.workflow_id, step, attempt)
+        self.add(m.StepScheduled(step, attempt, tid, "builtin.fail", "{}", 5000))
+        self.add(m.StepAttemptFailed(step, attempt, tid, f"boom {attempt}", retryable=retry,
+                                     retry_at=self.clock + 100 if retry else None))
+        return self
+
+
+def completed(wid: str, tenant: str = "default") -> Script:
+    """Two steps in a row, then completed."""
+    s = Script(wid, tenant).start()
+    s.run_step("reserve", output={"reservation": "r-1"}).run_step("charge", output={"paid": 42})
+    s.add(m.WorkflowCompleted(m.dump_json({"paid": 42})))
+    return s
+
+
+def retried(wid: str, tenant: str = "default") -> Script:
+    """A step that fails twice with retries, then succeeds on attempt 3."""
+    s = Script(wid, tenant).start("flaky")
+    s.fail_attempt("call", 1, retry=True).fail_attempt("call", 2, retry=True)
+    s.run_step("call", attempt=3, output={"ok": True})
+    s.add(m.WorkflowCompleted(m.dump_json({"ok": True})))
+    return s
+
+
+def failed(wid: str, tenant: str = "default") -> Script:
+    """A non-retryable failure with nothing to compensate."""
+    s = Script(wid, tenant).start("fragile")
+    s.fail_attempt("call", 1, retry=False)
+    s.add(m.StepFailed("call", 1, "boom 1"))
+    s.add(m.WorkflowFailed("step call failed: boom 1", failed_step_id="call"))
+    return s
+
+
+def compensated(wid: str, tenant: str = "default") -> Script:
+    """A failure after a completed step; its compensation fails once, then succeeds."""
+    s = Script(wid, tenant).start("saga")
+    s.run_step("reserve", output={"reservation": "r-9"})
+    s.fail_attempt("charge", 1, retry=False)
+    s.add(m.StepFailed("charge", 1, "boom 1"))
+    s.add(m.WorkflowCompensating("failure", "step charge failed", failed_step_id="charge"))
+    for attempt in (1, 2):
+        tid = m.task_id(wid, "reserve", attempt, compensation=True)
+        s.add(m.CompensationScheduled("reserve", attempt, tid, "builtin.echo", "{}", 5000))
+        if attempt == 1:
+            s.add(m.CompensationAttemptFailed("reserve", 1, tid, "undo failed",
+                                              retry_at=s.clock + 50))
+        else:
+            s.add(m.CompensationCompleted("reserve", 2, tid))
+    s.add(m.WorkflowCompensated("step charge failed"))
+    return s
+
+
+def cancelled(wid: str, tenant: str = "default") -> Script:
+    """Paused, resumed, then cancelled: the completed step is compensated."""
+    s = Script(wid, tenant).start("saga")
+    s.run_step("reserve")
+    s.add(m.WorkflowPaused("ops"))
+    s.add(m.WorkflowResumed("ops"))
+    s.add(m.WorkflowCompensating("cancel", "customer changed their mind"))
+    tid = m.task_id(wid, "reserve", 1, compensation=True)
+    s.add(m.CompensationScheduled("reserve", 1, tid, "builtin.echo", "{}", 5000))
+    s.add(m.CompensationCompleted("reserve", 1, tid))
+    s.add(m.WorkflowCancelled("customer changed their mind"))
+    return s
+
+
+def signalled(wid: str, tenant: str = "default") -> Script:
+    """A signal step waits, the signal arrives, a later step is skipped by its condition."""
+    s = Script(wid, tenant).start("approval")
+    s.add(m.StepWaiting("approve", "signal", signal_name="approval"))
+    s.add(m.SignalReceived("approval", m.dump_json({"by": "alice"}), step_id="approve"))
+    s.add(m.StepCompleted("approve", 1, m.dump_json({"by": "alice"})))
+    s.add(m.StepSkipped("escalate", "when: approval.by == null"))
+    s.run_step("ship")
+    s.add(m.WorkflowCompleted(m.dump_json({"shipped": True})))
+    return s
+
+
+def terminated(wid: str, tenant: str = "default") -> Script:
+    """Terminated while a step runs."""
+    s = Script(wid, tenant).start("long")
+    tid = m.task_id(wid, "wait", 1)
+    s.add(m.StepScheduled("wait", 1, tid, "builtin.sleep", m.dump_json({"seconds": 60}), 90000))
+    s.add(m.WorkflowTerminated("stuck"))
+    return s
+
+
+SCENARIOS: dict[str, Callable[[str, str], Script]] = {
+    "completed": completed,
+    "retried": retried,
+    "failed": failed,
+    "compensated": compensated,
+    "cancelled": cancelled,
+    "signalled": signalled,
+    "terminated": terminated,
+}
+
+
+def definition_envelope(name: str, version: int, *, tenant: str = "default") -> m.Envelope:
+    """A ``definition.registered`` envelope as the CLI/gateway publish it."""
+    return m.Envelope(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{tenant}/{name}/{version}")),
+        timestamp=START_MS,
+        source="test",
+        correlation_id="corr-def",
+        workflow_id=f"{name}:{version}",
+        payload=m.DefinitionRegistered(name, version, tenant,
+                                       m.dump_json({"name": name, "version": version,
+                                                    "steps": [{"id": "a"}]})),
+        tenant=tenant,
+    )
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+def _admin_sql(base_url: str, statement: sql.Composable) -> None:
+    """Run a database-level statement as the app role, or as the postgres superuser."""
+    url = make_url(base_url)
+    conninfo = (f"host={url.host} port={url.port or 5432} user={url.username} "
+                f"password={url.password} dbname={url.database}")
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        with psycopg.connect(conninfo) as conn:
+            text_sql = statement.as_string(conn)
+        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1",
+                        "-qc", text_sql], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def scratch_database(base_url: str) -> Iterator[str]:
+    """A fresh database (owned by the app role) for one test session; dropped after."""
+    url = make_url(base_url)
+    name = f"foldflow_t_{uuid.uuid4().hex[:8]}"
+    _admin_sql(base_url, sql.SQL("CREATE DATABASE {} OWNER {}").format(
+        sql.Identifier(name), sql.Identifier(url.username or "foldflow")))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin_sql(base_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+TRUNCATE = ("TRUNCATE workflow_instances, step_executions, workflow_events, "
+            "workflow_definitions, projection_offsets")
+
+
+def reset_tables(engine: Engine) -> None:
+    """Empty every projection table (between tests of one session database)."""
+    with engine.begin() as conn:
+        conn.execute(text(TRUNCATE))
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2,
+               what: str = "condition") -> T:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def dump_tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Every projection table's rows, ordered: for equality between two projections."""
+    orders = {
+        "workflow_instances": "id",
+        "step_executions": "workflow_id, step_id",
+        "workflow_events": "workflow_id, sequence",
+        "workflow_definitions": "tenant, name, version",
+        "projection_offsets": "projection, topic, partition",
+    }
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with engine.connect() as conn:
+        for table, order in orders.items():
+            cols = "*" if table != "projection_offsets" else "projection, topic, partition, " \
+                "next_offset"
+            query = text(f"SELECT {cols} FROM {table} ORDER BY {order}")
+            out[table] = [tuple(r) for r in conn.execute(query)]
+    return out
