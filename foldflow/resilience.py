@@ -71,9 +71,8 @@ def retry(
         condition = condition & tenacity.retry_if_exception(when)
     decorator: Callable[[Callable[P, R]], Callable[P, R]] = tenacity.retry(
         stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential_jitter(
-            initial=initial, max=maximum, exp_base=multiplier, jitter=jitter
-        ),
+        wait=tenacity.wait_exponential(multiplier=initial, exp_base=multiplier, max=maximum)
+        + tenacity.wait_random(0, jitter),
         retry=condition,
         reraise=True,
     )
