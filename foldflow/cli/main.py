@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from foldflow.cli import db, dlq, projections, run, services, stack, topics, workflows
+from foldflow.cli import db, demo, dlq, projections, run, services, stack, topics, workflows
 
 app = typer.Typer(
     name="foldflow",
@@ -22,6 +22,7 @@ app.add_typer(run.run_app, name="run")
 services.register(app)
 workflows.register(app)
 app.add_typer(dlq.app, name="dlq")
+app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
 projections.register(app)
 

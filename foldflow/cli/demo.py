@@ -1,0 +1,89 @@
+"""``foldflow demo``: bring everything up, register the examples, run a batch, summarise."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from foldflow import services as svc
+from foldflow import stack as local_stack
+from foldflow.cli.services import bring_up
+from foldflow.cli.workflows import command_envelope
+from foldflow.demo import EXAMPLES_DIR, plan, run_batch, summary_table
+from foldflow.follow import EventFollower
+from foldflow.follow import Progress as WorkflowProgress
+from foldflow.settings import get_settings
+from foldflow.topics import Topology
+from schemas.messages import DefinitionRegistered
+
+__all__ = ["demo"]
+
+console = Console()
+
+
+def demo(
+    batch: int = typer.Option(20, "--batch", min=1, help="How many workflows to start."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the batch."),
+    examples: Path = typer.Option(EXAMPLES_DIR, "--examples", help="Definitions to register."),
+    skip_up: bool = typer.Option(False, "--no-up", help="Assume `foldflow up` already ran."),
+) -> None:
+    """Run the example workflows end to end and compare their outcomes with the expected ones.
+
+    Exits 1 when any workflow's outcome differs from the expected one.
+    """
+    from foldflow.definitions import Definition, DefinitionError
+    from producers import Publisher  # lazy: the CLI is the composition root
+
+    settings = get_settings()
+    if not skip_up:
+        try:
+            bring_up(settings, report=lambda line: console.print(line, highlight=False))
+        except (svc.ServiceError, local_stack.StackError) as exc:
+            console.print(f"[red]up failed:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+
+    topology = Topology.of(settings)
+    files = sorted(examples.glob("*.yaml")) + sorted(examples.glob("*.json"))
+    try:
+        definitions = [Definition.load(f) for f in files]
+    except DefinitionError as exc:
+        console.print(f"[red]an example is invalid:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    cases = plan(batch, run_id=uuid.uuid4().hex[:6], available=[d.name for d in definitions])
+    if not cases:
+        console.print(f"[red]no known example in {examples}[/red]")
+        raise typer.Exit(1)
+
+    with Publisher(settings, source="demo") as publisher, EventFollower(settings) as follower:
+        publisher.publish_many([
+            (topology.definitions, command_envelope(
+                d.key, DefinitionRegistered(d.name, d.version, "default", d.canonical_json()),
+                tenant="default"))
+            for d in definitions
+        ])  # fmt: skip
+        console.print(f"Registered {len(definitions)} definitions: "
+                      f"{', '.join(d.key for d in definitions)}", highlight=False)
+        columns = (TextColumn("[bold]workflows"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("starting", total=len(cases))
+
+            def show(progress: dict[str, WorkflowProgress]) -> None:
+                done = sum(p.terminal for p in progress.values())
+                waiting = sum(p.status == "running" for p in progress.values())
+                bar.update(task, completed=done, description=f"{waiting} running")
+
+            progress = run_batch(
+                cases, follower=follower, publisher=publisher, commands_topic=topology.commands,
+                envelope=command_envelope, timeout=timeout, on_progress=show,
+            )  # fmt: skip
+    console.print(summary_table(cases, progress))
+    wrong = [c for c in cases if progress[c.workflow_id].status != c.expected]
+    if wrong:
+        console.print(f"[red]{len(wrong)} workflow(s) did not end as expected[/red]")
+        raise typer.Exit(1)
+    console.print("[green]every workflow ended as expected[/green]")
