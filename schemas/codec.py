@@ -246,8 +246,8 @@ def decode(data: bytes | bytearray | memoryview | None) -> Envelope:
         ) from exc
     except Exception as exc:  # fastavro raises ValueError, UnicodeError, IndexError, ...
         raise MalformedMessageError(
-            f"body does not decode with envelope v{version.version}: "
-            f"{type(exc).__name__}: {exc}"
+            f"body of {len(data)} bytes does not decode with envelope v{version.version} "
+            f"(truncated or corrupt): {type(exc).__name__}: {exc}"
         ) from exc
     if body.tell() != len(data):
         raise MalformedMessageError(
