@@ -1,0 +1,112 @@
+"""`foldflow run worker` as a real process: SIGTERM and SIGKILL mid-task lose nothing.
+
+Either the task finishes within the grace period and its result is published and
+committed, or it stays uncommitted and a new worker in the same group gets it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from foldflow.settings import Settings
+from schemas.messages import TaskSucceeded
+from tests.integration.workers.conftest import WAIT_S, committed
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[Spawn]:
+    """``spawn_worker(*args)``: a `foldflow run worker` process on the test's topics."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"worker-{len(procs)}.log"
+        env = {
+            **os.environ,
+            "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
+            "FOLDFLOW_PARTITIONS": str(settings.partitions),
+            "FOLDFLOW_METRICS_PORT": "0",
+        }
+        cmd = [sys.executable, "-m", "foldflow.cli.main", "run", "worker",
+               "--session-timeout-ms", "6000", *args]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc.log = log  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_for_log(proc: subprocess.Popen[bytes], text: str) -> None:
+    """Until the process logged ``text`` (bounded; fails with the log otherwise)."""
+    log: Path = proc.log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    pytest.fail(f"worker never logged {text!r}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_sigterm_lets_the_running_task_finish_publish_and_commit(
+    settings, send, results, spawn_worker
+):
+    command = send("builtin.sleep", {"seconds": 2})
+    proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "30")
+    wait_for_log(proc, "task started")
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT_S) == 0
+
+    result = results.where(lambda e: e.causation_id == command.event_id)
+    assert result is not None and isinstance(result.payload, TaskSucceeded)
+    assert sum(o for o in committed(settings, "builtin.sleep").values() if o >= 0) == 1
+
+
+def test_sigterm_past_the_grace_period_hands_the_task_back(
+    settings, send, results, spawn_worker, start_worker
+):
+    command = send("builtin.sleep", {"seconds": 3})
+    proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "0.2")
+    wait_for_log(proc, "task started")
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT_S) == 0
+    assert all(o < 0 for o in committed(settings, "builtin.sleep").values())
+
+    start_worker(task_types=["builtin.sleep"])
+    result = results.where(lambda e: e.causation_id == command.event_id)
+    assert result is not None and isinstance(result.payload, TaskSucceeded)
+
+
+def test_sigkill_mid_task_the_group_redelivers_to_a_new_worker(
+    settings, send, results, spawn_worker, start_worker
+):
+    command = send("builtin.sleep", {"seconds": 3})
+    proc = spawn_worker("--types", "builtin.sleep")
+    wait_for_log(proc, "task started")
+
+    proc.kill()
+    proc.wait(WAIT_S)
+
+    start_worker(task_types=["builtin.sleep"])
+    result = results.where(lambda e: e.causation_id == command.event_id)
+    assert result is not None and isinstance(result.payload, TaskSucceeded)
+    assert result.payload.task_id == command.payload.task_id  # type: ignore[union-attr]
