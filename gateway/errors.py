@@ -28,6 +28,7 @@ __all__ = [
     "ProblemError",
     "install",
     "problem_response",
+    "problems",
 ]
 
 log = logging.getLogger("foldflow.gateway")
@@ -194,3 +195,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem answers for ``statuses``.
+
+    :func:`gateway.openapi.build_openapi` files them under ``application/problem+json``.
+    """
+    return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}

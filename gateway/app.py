@@ -1,0 +1,105 @@
+"""The gateway's composition root: :func:`create_app` wires settings, Kafka and PostgreSQL.
+
+Tests pass their own ``publisher`` or ``engine`` (real ones, on private topics and a
+private database); ``foldflow run gateway`` passes none and the app owns, and closes,
+what it creates. Middleware, outermost first: observability (request id, span, RED
+metrics, access log), rate limit, body size limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.middleware import Middleware
+
+from foldflow.observability.tracing import configure_tracing
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from gateway import errors
+from gateway.auth import Authenticator
+from gateway.bodylimit import BodyLimitMiddleware
+from gateway.commands import CommandSender, PublishesAsync
+from gateway.context import GatewayContext
+from gateway.db import make_engine
+from gateway.observe import ObserveMiddleware
+from gateway.openapi import build_openapi
+from gateway.ratelimit import RateLimitMiddleware
+from gateway.readiness import Readiness
+from gateway.reads import Reads
+from gateway.routes import definitions, health, workflows
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+Start and steer workflows (commands on Kafka, answered once the broker acked them) and
+read their state and history (PostgreSQL projections). Authenticate with an API key
+(`Authorization: Bearer KEY` or `X-API-Key: KEY`) or a JWT; every error is RFC 9457
+`application/problem+json`.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: PublishesAsync | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """Build the FastAPI app; owned resources (those not passed in) close at shutdown."""
+    configure_tracing(settings, service="gateway")
+    owned: list[Any] = []
+    if publisher is None:
+        from producers import Publisher
+
+        publisher = Publisher(settings, source="gateway")
+        owned.append(publisher)
+    if engine is None:
+        engine = make_engine(settings.database_url, timeout_s=settings.gateway_db_timeout_s)
+        owned.append(engine)
+    topology = Topology.of(settings)
+    context = GatewayContext(
+        settings=settings,
+        topology=topology,
+        commands=CommandSender(publisher, timeout_s=settings.gateway_kafka_timeout_s),
+        engine=engine,
+        authenticator=Authenticator(settings, engine=engine),
+        readiness=Readiness(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            commands_topic=topology.commands,
+            engine=engine,
+            timeout_s=min(settings.gateway_db_timeout_s, settings.gateway_kafka_timeout_s),
+        ),
+        reads=Reads(engine, timeout_s=settings.gateway_db_timeout_s),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for resource in owned:
+            if isinstance(resource, Engine):
+                resource.dispose()
+            else:
+                resource.close()
+
+    app = FastAPI(
+        title="Foldflow",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(ObserveMiddleware),
+            Middleware(RateLimitMiddleware, rate=settings.gateway_rate_limit),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
+        ],
+        redoc_url=None,
+    )
+    app.state.gateway = context
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(definitions.router, prefix="/v1")
+    app.include_router(workflows.router, prefix="/v1")
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,191 @@
+"""The read side as the API shows it: :mod:`projections.queries` results as public bodies.
+
+Every call of :class:`Reads` is timed (:func:`gateway.db.call_db`), tenant-scoped, and
+turns projection views into :mod:`gateway.schemas` models. Two tenant-blind lookups
+(``workflow_owner``, ``definition_owner``) exist only to refuse ids and definition keys
+another tenant already holds; they never return that tenant's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+
+from gateway.db import call_db
+from gateway.errors import FieldProblem, ProblemError
+from gateway.schemas import (
+    DefinitionPublic,
+    EventPublic,
+    StepPublic,
+    WorkflowPublic,
+    WorkflowSummary,
+)
+from projections import queries
+from projections.models import workflow_definitions, workflow_instances
+
+__all__ = ["Reads"]
+
+
+def _summary(view: queries.WorkflowSummary) -> WorkflowSummary:
+    return WorkflowSummary.model_validate(
+        {
+            "id": view.id,
+            "definition": view.definition,
+            "version": view.version,
+            "status": view.status,
+            "parent_workflow_id": getattr(view, "parent_workflow_id", None),
+            "created_at": view.created_at,
+            "updated_at": view.updated_at,
+            "completed_at": view.completed_at,
+        }
+    )
+
+
+def _detail(view: queries.WorkflowDetail) -> WorkflowPublic:
+    return WorkflowPublic(
+        **_summary(view).model_dump(),
+        input=view.input,
+        output=view.output,
+        error=view.error,
+        steps=[
+            StepPublic(
+                id=s.step_id,
+                status=s.status,
+                task_type=s.task_type,
+                attempts=s.attempts,
+                input=s.input,
+                output=s.output,
+                error=s.error,
+                started_at=s.started_at,
+                completed_at=s.completed_at,
+                compensation_status=s.compensation_status,
+            )
+            for s in view.steps
+        ],
+    )
+
+
+def _definition(view: queries.DefinitionView) -> DefinitionPublic:
+    body = view.definition if isinstance(view.definition, dict) else {}
+    return DefinitionPublic(
+        name=view.name, version=view.version, definition=body, registered_at=view.registered_at
+    )
+
+
+def _workflow_owner(engine: Engine, workflow_id: str) -> str | None:
+    wi = workflow_instances
+    with engine.connect() as conn:
+        owner: str | None = conn.execute(
+            select(wi.c.tenant).where(wi.c.id == workflow_id)
+        ).scalar_one_or_none()
+    return owner
+
+
+def _definition_owners(engine: Engine, name: str, version: int) -> list[str]:
+    wd = workflow_definitions
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(wd.c.tenant).where(wd.c.name == name, wd.c.version == version)
+        ).scalars()
+        return list(rows)
+
+
+
+class Reads:
+    """Timed, tenant-scoped reads of the projections (``engine`` is the gateway's)."""
+
+    def __init__(self, engine: Engine, *, timeout_s: float) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+
+    async def list_workflows(
+        self,
+        tenant: str,
+        *,
+        status: Collection[str] | None,
+        definition: str | None,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[WorkflowSummary], str | None]:
+        """A page of the tenant's workflows; an invalid cursor is a 422 problem."""
+        try:
+            views, next_cursor = await call_db(
+                self.timeout_s, queries.list_workflows, self.engine, tenant,
+                status=status or None, definition=definition, created_after=created_after,
+                created_before=created_before, limit=limit, cursor=cursor,
+            )  # fmt: skip
+        except queries.InvalidCursorError as exc:
+            raise ProblemError(
+                422, "invalid cursor", kind="invalid-request",
+                errors=[FieldProblem(location="query.cursor", message=str(exc), type="cursor")],
+            ) from exc  # fmt: skip
+        return [_summary(v) for v in views], next_cursor
+
+    async def get_workflow(self, tenant: str, workflow_id: str) -> WorkflowPublic | None:
+        """The tenant's workflow, or None."""
+        view = await call_db(
+            self.timeout_s, queries.get_workflow, self.engine, tenant, workflow_id
+        )
+        return None if view is None else _detail(view)
+
+    async def wait_for_workflow(
+        self, tenant: str, workflow_id: str, *, statuses: Collection[str], wait_s: float
+    ) -> WorkflowPublic | None:
+        """Poll until the workflow has one of ``statuses`` or ``wait_s`` passes.
+
+        The interval grows from 50 ms to 500 ms; the last state read is returned (or None).
+        """
+        deadline = time.monotonic() + wait_s
+        interval = 0.05
+        while True:
+            found = await self.get_workflow(tenant, workflow_id)
+            remaining = deadline - time.monotonic()
+            if (found is not None and found.status in statuses) or remaining <= 0:
+                return found
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.5)
+
+    async def get_history(
+        self, tenant: str, workflow_id: str, *, after_sequence: int, limit: int
+    ) -> list[EventPublic] | None:
+        """Events after ``after_sequence`` (None: no such workflow for this tenant)."""
+        views = await call_db(
+            self.timeout_s, queries.get_history, self.engine, tenant, workflow_id,
+            after_sequence=after_sequence, limit=limit,
+        )  # fmt: skip
+        if views is None:
+            return None
+        return [EventPublic.model_validate(v, from_attributes=True) for v in views]
+
+    async def list_definitions(
+        self, tenant: str, *, name: str | None = None
+    ) -> list[DefinitionPublic]:
+        """The tenant's definitions, every version, by name then version."""
+        views = await call_db(
+            self.timeout_s, queries.list_definitions, self.engine, tenant, name=name
+        )
+        return [_definition(v) for v in views]
+
+    async def get_definition(
+        self, tenant: str, name: str, version: int | None
+    ) -> DefinitionPublic | None:
+        """One version of the tenant's definition (None: latest), or None."""
+        view = await call_db(
+            self.timeout_s, queries.get_definition, self.engine, tenant, name, version
+        )
+        return None if view is None else _definition(view)
+
+    async def workflow_owner(self, workflow_id: str) -> str | None:
+        """The tenant that holds ``workflow_id`` (tenant-blind; only used to refuse reuse)."""
+        return await call_db(self.timeout_s, _workflow_owner, self.engine, workflow_id)
+
+    async def definition_owner(self, name: str, version: int, *, not_tenant: str) -> str | None:
+        """A tenant other than ``not_tenant`` that registered ``name`` ``version``, if any."""
+        owners = await call_db(self.timeout_s, _definition_owners, self.engine, name, version)
+        return next((o for o in owners if o != not_tenant), None)

@@ -1,0 +1,150 @@
+"""``/v1/definitions``: register workflow definitions and read the caller's tenant's ones.
+
+Registering validates with :mod:`foldflow.definitions` (every problem, with its path, in a
+422) and publishes ``definition.registered.v1`` to ``wf.definitions`` keyed
+``name:version``; the 201 follows the broker's ack. Re-registering identical content is
+a no-op (200); different content under an existing version is a 409, as is a
+``name:version`` another tenant already holds (the topic's key space is shared).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, Response
+
+from foldflow.definitions import Definition, DefinitionError
+from gateway.commands import envelope_for
+from gateway.deps import Ctx, DefinitionWriter, JsonBody, WorkflowReader
+from gateway.errors import FieldProblem, ProblemError, problems
+from gateway.schemas import NAME_PATTERN, DefinitionPage, DefinitionPublic
+from schemas.messages import DefinitionRegistered, dump_json
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/definitions", tags=["definitions"])
+
+NameParam = Annotated[str, Path(max_length=200, pattern=NAME_PATTERN)]
+VersionParam = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_READ_ERRORS = problems(401, 403, 422, 429, 503)
+
+
+def _location(path: str) -> str:
+    if not path:
+        return "body"
+    return "body." + path if not path.startswith("[") else "body" + path
+
+
+def _validated(body: dict[str, Any]) -> Definition:
+    try:
+        return Definition.from_data(body)
+    except DefinitionError as exc:
+        raise ProblemError(
+            422,
+            f"the definition has {len(exc.problems)} problem(s)",
+            kind="invalid-definition",
+            errors=[FieldProblem(location=_location(p.path), message=p.message)
+                    for p in exc.problems],
+        ) from exc  # fmt: skip
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DefinitionPublic,
+    summary="Register a definition version",
+    dependencies=[JsonBody],
+    responses={
+        200: {"model": DefinitionPublic, "description": "already registered, same content"},
+        201: {
+            "description": "registered (acked by Kafka)",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        **problems(401, 403, 409, 413, 415, 422, 429, 503),
+    },
+)
+async def register_definition(
+    body: Annotated[dict[str, Any], Body(description="the definition (DESIGN §6) as JSON")],
+    caller: DefinitionWriter,
+    ctx: Ctx,
+    request: Request,
+    response: Response,
+) -> DefinitionPublic:
+    """Validate a definition and publish it for the caller's tenant."""
+    definition = _validated(body)
+    name, version = definition.name, definition.version
+    canonical = definition.canonical_json()
+    existing = await ctx.reads.get_definition(caller.tenant, name, version)
+    if existing is not None:
+        if dump_json(existing.definition) != canonical:
+            raise ProblemError(
+                409, f"{name} version {version} is already registered with other content; "
+                "register a new version", kind="definition-exists",
+            )  # fmt: skip
+        response.status_code = 200
+        return existing
+    if await ctx.reads.definition_owner(name, version, not_tenant=caller.tenant):
+        raise ProblemError(
+            409, f"{name} version {version} is taken; choose another name or version",
+            kind="definition-exists",
+        )  # fmt: skip
+    envelope = envelope_for(
+        definition.key,
+        DefinitionRegistered(name=name, version=version, tenant=caller.tenant,
+                             definition_json=canonical),
+        tenant=caller.tenant,
+        correlation_id=request.state.request_id,
+    )  # fmt: skip
+    await ctx.commands.send(ctx.topology.definitions, envelope, key=definition.key)
+    response.headers["Location"] = f"/v1/definitions/{name}/{version}"
+    return DefinitionPublic(
+        name=name,
+        version=version,
+        definition=json.loads(canonical),
+        registered_at=datetime.fromtimestamp(envelope.timestamp / 1000, tz=UTC),
+    )
+
+
+@router.get(
+    "", response_model=DefinitionPage, summary="List definitions", responses=_READ_ERRORS
+)
+async def list_definitions(caller: WorkflowReader, ctx: Ctx) -> DefinitionPage:
+    """Every version of every definition of the caller's tenant, by name then version."""
+    return DefinitionPage(items=await ctx.reads.list_definitions(caller.tenant))
+
+
+@router.get(
+    "/{name}",
+    response_model=DefinitionPublic,
+    summary="The latest version of a definition",
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def get_latest_definition(
+    name: NameParam, caller: WorkflowReader, ctx: Ctx
+) -> DefinitionPublic:
+    """The highest registered version of ``name``."""
+    return _found(await ctx.reads.get_definition(caller.tenant, name, None), name)
+
+
+@router.get(
+    "/{name}/{version}",
+    response_model=DefinitionPublic,
+    summary="One version of a definition",
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def get_definition_version(
+    name: NameParam, version: VersionParam, caller: WorkflowReader, ctx: Ctx
+) -> DefinitionPublic:
+    """Version ``version`` of ``name``."""
+    return _found(await ctx.reads.get_definition(caller.tenant, name, version), name, version)
+
+
+def _found(
+    definition: DefinitionPublic | None, name: str, version: int | None = None
+) -> DefinitionPublic:
+    if definition is None:
+        which = f"{name} version {version}" if version is not None else name
+        raise ProblemError(404, f"no definition {which}", kind="not-found")
+    return definition

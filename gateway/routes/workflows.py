@@ -1,0 +1,310 @@
+"""``/v1/workflows``: start and steer workflows (commands on Kafka), read them (projections).
+
+A write answers 202 only after the broker acked its command. The workflow id of a start
+is the body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; a
+start whose id already exists is a no-op in the orchestrator, so a retried POST never
+starts a second workflow. Commands to a workflow check the projection first: unknown (or
+another tenant's) is 404, finished is 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.types import DecoratedCallable
+
+from gateway.commands import envelope_for, workflow_id_for_key
+from gateway.context import GatewayContext
+from gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
+from gateway.errors import FieldProblem, ProblemError, problems
+from gateway.schemas import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    TERMINAL_STATUSES,
+    CommandAccepted,
+    CommandCreate,
+    EventPage,
+    SignalCreate,
+    WorkflowAccepted,
+    WorkflowCreate,
+    WorkflowPage,
+    WorkflowPublic,
+    WorkflowStatus,
+)
+from schemas.messages import (
+    CancelWorkflow,
+    PauseWorkflow,
+    Payload,
+    ResumeWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    derived_id,
+    dump_json,
+)
+
+__all__ = ["parse_timeout", "router"]
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
+_DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_COMMAND_ERRORS = problems(401, 403, 404, 409, 413, 415, 422, 429, 503)
+_ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
+
+
+def parse_timeout(text: str) -> float:
+    """``"10s"``, ``"500ms"``, ``"2m"`` or ``"3"`` (seconds) as seconds; ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 500ms, 1m)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+async def _resolve_version(ctx: GatewayContext, tenant: str, body: WorkflowCreate) -> int:
+    """The caller's tenant's version to pin (waits briefly for a fresh registration)."""
+    deadline = time.monotonic() + min(_DEFINITION_WAIT_S, ctx.settings.gateway_max_wait_s)
+    found = await ctx.reads.get_definition(tenant, body.definition, body.version)
+    while found is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        found = await ctx.reads.get_definition(tenant, body.definition, body.version)
+    if found is None:
+        which = body.definition + (f" version {body.version}" if body.version else "")
+        raise ProblemError(
+            422, f"no definition {which} is registered", kind="unknown-definition",
+            errors=[FieldProblem(location="body.definition", message=f"unknown: {which}")],
+        )  # fmt: skip
+    return found.version
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=WorkflowAccepted,
+    summary="Start a workflow",
+    dependencies=[JsonBody],
+    responses={
+        202: {"description": "the start command was acked by Kafka", "headers": _ACCEPTED_HEADERS},
+        **problems(401, 403, 409, 413, 415, 422, 429, 503),
+    },
+)
+async def start_workflow(
+    body: WorkflowCreate,
+    caller: WorkflowWriter,
+    ctx: Ctx,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=200,
+               description="retries with the same key start the same (one) workflow"),
+    ] = None,
+) -> WorkflowAccepted:
+    """Publish ``workflow.start.v1`` for the caller's tenant; 202 once Kafka acked it."""
+    tenant = caller.tenant
+    if body.id is not None:
+        workflow_id = body.id
+    elif idempotency_key is not None:
+        workflow_id = workflow_id_for_key(tenant, idempotency_key)
+    else:
+        workflow_id = str(uuid.uuid4())
+    response.headers["Location"] = f"/v1/workflows/{workflow_id}"
+
+    owner = await ctx.reads.workflow_owner(workflow_id)
+    if owner is not None and owner != tenant:
+        raise ProblemError(409, f"the workflow id {workflow_id!r} is taken", kind="id-taken")
+    if owner == tenant:  # already started: a retry; the orchestrator would ignore it anyway
+        return WorkflowAccepted(id=workflow_id)
+
+    version = await _resolve_version(ctx, tenant, body)
+    command = StartWorkflow(
+        definition_name=body.definition,
+        definition_version=version,
+        input_json=dump_json(body.input),
+        tenant=tenant,
+    )
+    envelope = envelope_for(
+        workflow_id, command, tenant=tenant, correlation_id=request.state.request_id,
+        event_id=derived_id(workflow_id, 0),
+    )  # fmt: skip
+    await ctx.commands.send(ctx.topology.commands, envelope)
+    return WorkflowAccepted(id=workflow_id)
+
+
+@router.get(
+    "",
+    response_model=WorkflowPage,
+    summary="List workflows",
+    responses=problems(401, 403, 422, 429, 503),
+)
+async def list_workflows(
+    caller: WorkflowReader,
+    ctx: Ctx,
+    status: Annotated[list[WorkflowStatus] | None, Query(description="any of these")] = None,
+    definition: Annotated[str | None, Query(max_length=200, pattern=NAME_PATTERN)] = None,
+    created_after: Annotated[datetime | None, Query(description="inclusive")] = None,
+    created_before: Annotated[datetime | None, Query(description="exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor")] = None,
+) -> WorkflowPage:
+    """The caller's tenant's workflows, newest first, a page at a time."""
+    items, next_cursor = await ctx.reads.list_workflows(
+        caller.tenant, status=status, definition=definition,
+        created_after=_utc(created_after), created_before=_utc(created_before),
+        limit=limit, cursor=cursor,
+    )  # fmt: skip
+    return WorkflowPage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{workflow_id}",
+    response_model=WorkflowPublic,
+    summary="A workflow, optionally once it reaches a status",
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def get_workflow(
+    workflow_id: IdParam,
+    caller: WorkflowReader,
+    ctx: Ctx,
+    wait_for: Annotated[
+        Literal["terminal"] | WorkflowStatus | None,
+        Query(description="wait until the workflow is terminal or has this status"),
+    ] = None,
+    timeout: Annotated[
+        str,
+        Query(pattern=_DURATION.pattern, description="how long to wait (capped), e.g. 10s"),
+    ] = "10s",
+) -> WorkflowPublic:
+    """The workflow with its steps; with ``wait_for`` the answer waits (bounded) for it."""
+    if wait_for is None:
+        found = await ctx.reads.get_workflow(caller.tenant, workflow_id)
+    else:
+        wait_s = min(parse_timeout(timeout), ctx.settings.gateway_max_wait_s)
+        statuses = TERMINAL_STATUSES if wait_for == "terminal" else frozenset({wait_for})
+        found = await ctx.reads.wait_for_workflow(
+            caller.tenant, workflow_id, statuses=statuses, wait_s=wait_s
+        )
+    if found is None:
+        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
+    return found
+
+
+@router.get(
+    "/{workflow_id}/events",
+    response_model=EventPage,
+    summary="A workflow's history",
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def get_events(
+    workflow_id: IdParam,
+    caller: WorkflowReader,
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^\d{1,18}$", description="next_cursor of the last page")
+    ] = None,
+) -> EventPage:
+    """The workflow's events in sequence order, a page at a time."""
+    after = int(cursor) if cursor else 0
+    events = await ctx.reads.get_history(
+        caller.tenant, workflow_id, after_sequence=after, limit=limit
+    )
+    if events is None:
+        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
+    next_cursor = str(events[-1].sequence) if len(events) == limit else None
+    return EventPage(items=events, next_cursor=next_cursor)
+
+
+async def _command(
+    ctx: GatewayContext, caller_tenant: str, workflow_id: str, payload: Payload, request_id: str
+) -> CommandAccepted:
+    """Publish a command to an existing, unfinished workflow of the caller's tenant."""
+    found = await ctx.reads.get_workflow(caller_tenant, workflow_id)
+    if found is None:
+        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
+    if found.status in TERMINAL_STATUSES:
+        raise ProblemError(
+            409, f"workflow {workflow_id} is {found.status}", kind="workflow-finished"
+        )
+    envelope = envelope_for(
+        workflow_id, payload, tenant=caller_tenant, correlation_id=request_id
+    )
+    await ctx.commands.send(ctx.topology.commands, envelope)
+    return CommandAccepted(id=workflow_id, command=envelope.event_type)
+
+
+def _command_route(action: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    return router.post(
+        f"/{{workflow_id}}/{action}",
+        summary=summary,
+        status_code=202,
+        response_model=CommandAccepted,
+        dependencies=[JsonBody],
+        responses={202: {"description": "the command was acked by Kafka"}, **_COMMAND_ERRORS},
+    )
+
+
+@_command_route("cancel", "Cancel (compensate, then end)")
+async def cancel_workflow(
+    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    body: CommandCreate | None = None,
+) -> CommandAccepted:  # fmt: skip
+    """Compensate the completed steps, then end ``cancelled``."""
+    reason = body.reason if body else None
+    return await _command(ctx, caller.tenant, workflow_id, CancelWorkflow(reason=reason),
+                          request.state.request_id)  # fmt: skip
+
+
+@_command_route("pause", "Pause (dispatch no new tasks)")
+async def pause_workflow(
+    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    body: CommandCreate | None = None,
+) -> CommandAccepted:  # fmt: skip
+    """Stop dispatching new tasks; running ones may finish."""
+    reason = body.reason if body else None
+    return await _command(ctx, caller.tenant, workflow_id, PauseWorkflow(reason=reason),
+                          request.state.request_id)  # fmt: skip
+
+
+@_command_route("resume", "Resume after a pause")
+async def resume_workflow(
+    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    body: CommandCreate | None = None,
+) -> CommandAccepted:  # fmt: skip
+    """Dispatch again after a pause."""
+    reason = body.reason if body else None
+    return await _command(ctx, caller.tenant, workflow_id, ResumeWorkflow(reason=reason),
+                          request.state.request_id)  # fmt: skip
+
+
+@_command_route("terminate", "Terminate at once")
+async def terminate_workflow(
+    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    body: CommandCreate | None = None,
+) -> CommandAccepted:  # fmt: skip
+    """End ``terminated`` at once, without compensation."""
+    reason = body.reason if body else None
+    return await _command(ctx, caller.tenant, workflow_id, TerminateWorkflow(reason=reason),
+                          request.state.request_id)  # fmt: skip
+
+
+@_command_route("signals", "Send a signal")
+async def signal_workflow(
+    workflow_id: IdParam, body: SignalCreate, caller: WorkflowWriter, ctx: Ctx, request: Request
+) -> CommandAccepted:
+    """Deliver named data to the workflow (a ``signal`` step waits for it)."""
+    command = SignalWorkflow(name=body.name, data_json=dump_json(body.data))
+    return await _command(ctx, caller.tenant, workflow_id, command, request.state.request_id)
