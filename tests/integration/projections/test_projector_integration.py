@@ -1,0 +1,235 @@
+"""The projector against the real Kafka and PostgreSQL: scenarios, duplicates, gaps, DLQ."""
+
+from __future__ import annotations
+
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from conftest import RunProjector
+from projection_support import (
+    SCENARIOS,
+    Script,
+    completed,
+    definition_envelope,
+    dump_tables,
+    wait_until,
+)
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, func, select, text
+
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher
+from projections import queries
+from projections.models import workflow_events, workflow_instances
+from projections.projector import PROJECTION
+from schemas import messages as m
+
+TIMEOUT = 60.0
+
+
+def publish(publisher: Publisher, settings: Settings, scripts: list[Script]) -> int:
+    topic = Topology.of(settings).events
+    items = [(topic, e) for s in scripts for e in s.events]
+    publisher.publish_many(items)
+    return len(items)
+
+
+def event_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(workflow_events)).scalar_one())
+
+
+def wait_for_events(engine: Engine, n: int) -> None:
+    wait_until(lambda: event_count(engine) >= n, timeout=TIMEOUT, what=f"{n} events applied")
+    assert event_count(engine) == n
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    topo = Topology.of(settings)
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    try:
+        from confluent_kafka import TopicPartition
+
+        out = {}
+        for topic, parts in ((topo.events, settings.partitions), (topo.definitions, 1)):
+            for p in range(parts):
+                out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return out
+    finally:
+        c.close()
+
+
+def stored_offsets(engine: Engine) -> dict[tuple[str, int], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT topic, partition, next_offset FROM projection_offsets "
+                                 "WHERE projection = :p"), {"p": PROJECTION})
+        return {(r.topic, r.partition): r.next_offset for r in rows}
+
+
+def caught_up(engine: Engine, settings: Settings) -> bool:
+    stored = stored_offsets(engine)
+    return all(stored.get(tp, 0) >= end for tp, end in end_offsets(settings).items() if end)
+
+
+def test_every_kind_of_workflow_is_projected_as_its_events_say(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    scripts = {name: make(f"wf-{name}-{uuid.uuid4().hex[:6]}", "acme")
+               for name, make in SCENARIOS.items()}
+    defs = [definition_envelope("order", v, tenant="acme") for v in (1, 2)]
+    publisher.publish_many([(Topology.of(settings).definitions, d) for d in defs])
+    n = publish(publisher, settings, list(scripts.values()))
+    with run_projector():
+        wait_for_events(engine, n)
+        wait_until(lambda: queries.list_definitions(engine, "acme"), timeout=TIMEOUT,
+                   what="definitions")
+
+    expected_status = {"completed": "completed", "retried": "completed", "failed": "failed",
+                       "compensated": "compensated", "cancelled": "cancelled",
+                       "signalled": "completed", "terminated": "terminated"}
+    for name, script in scripts.items():
+        wid = script.workflow_id
+        detail = queries.get_workflow(engine, "acme", wid)
+        assert detail is not None, name
+        assert detail.status == expected_status[name], name
+        assert detail.last_sequence == len(script.events)
+        assert detail.created_at.timestamp() * 1000 == script.events[0].timestamp
+        history = queries.get_history(engine, "acme", wid, limit=1000)
+        assert history is not None
+        assert [(e.sequence, e.event_id, e.event_type) for e in history] == [
+            (e.sequence, e.event_id, e.event_type) for e in script.events]
+        assert queries.get_workflow(engine, "other-tenant", wid) is None
+        assert queries.get_history(engine, "other-tenant", wid) is None
+
+    done = queries.get_workflow(engine, "acme", scripts["completed"].workflow_id)
+    assert done is not None and done.terminal
+    assert done.output == {"paid": 42}
+    assert [(s.step_id, s.status, s.attempts, s.output) for s in done.steps] == [
+        ("reserve", "succeeded", 1, {"reservation": "r-1"}),
+        ("charge", "succeeded", 1, {"paid": 42}),
+    ]
+    retried = queries.get_workflow(engine, "acme", scripts["retried"].workflow_id)
+    assert retried is not None
+    assert [(s.step_id, s.attempts, s.error) for s in retried.steps] == [("call", 3, "boom 2")]
+    saga = queries.get_workflow(engine, "acme", scripts["compensated"].workflow_id)
+    assert saga is not None
+    assert {s.step_id: (s.status, s.compensation_status, s.compensation_attempts)
+            for s in saga.steps} == {"reserve": ("succeeded", "compensated", 2),
+                                     "charge": ("failed", None, 0)}
+    signalled = queries.get_workflow(engine, "acme", scripts["signalled"].workflow_id)
+    assert signalled is not None
+    assert [(s.step_id, s.status) for s in signalled.steps] == [
+        ("approve", "succeeded"), ("escalate", "skipped"), ("ship", "succeeded")]
+    page = queries.get_history(engine, "acme", scripts["signalled"].workflow_id,
+                               after_sequence=2, limit=2)
+    assert page is not None and [e.sequence for e in page] == [3, 4]
+    assert page[0].payload == {"name": "approval", "data": {"by": "alice"}, "step_id": "approve"}
+
+    assert [(d.name, d.version) for d in queries.list_definitions(engine, "acme")] == [
+        ("order", 1), ("order", 2)]
+    latest = queries.get_definition(engine, "acme", "order")
+    assert latest is not None and latest.version == 2
+    assert queries.get_definition(engine, "other-tenant", "order") is None
+    assert queries.wait_for_status(engine, "acme", scripts["failed"].workflow_id,
+                                   timeout=1).status == "failed"  # type: ignore[union-attr]
+
+
+def test_events_delivered_twice_change_nothing(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    scripts = [make(f"wf-dup-{name}-{uuid.uuid4().hex[:6]}", "default")
+               for name, make in SCENARIOS.items()]
+    n = publish(publisher, settings, scripts)
+    with run_projector():
+        wait_for_events(engine, n)
+        before = dump_tables(engine)
+        # the orchestrator re-emits after a crash: the same events (ids, sequences) again
+        publish(publisher, settings, scripts)
+        publish(publisher, settings, [Script(s.workflow_id, events=s.events[2:5]) for s in scripts])
+        wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at the end")
+    after = dump_tables(engine)
+    assert before["projection_offsets"] != after["projection_offsets"]  # it did consume them
+    for table in ("workflow_instances", "step_executions", "workflow_events"):
+        assert after[table] == before[table], table
+
+
+def test_a_gap_stops_the_batch_and_is_never_skipped(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    s = completed(f"wf-gap-{uuid.uuid4().hex[:6]}")
+    other = completed(f"wf-ok-{uuid.uuid4().hex[:6]}")
+    topic = Topology.of(settings).events
+    gaps_before = REGISTRY.get_sample_value("foldflow_projection_gaps_total") or 0.0
+    publisher.publish_many([(topic, e) for e in (s.events[0], s.events[1], s.events[3])])
+    with run_projector():
+        wait_until(lambda: (REGISTRY.get_sample_value("foldflow_projection_gaps_total") or 0)
+                   >= gaps_before + 2, timeout=TIMEOUT, what="the gap to be met (twice)")
+        with engine.connect() as conn:
+            seqs = conn.execute(select(workflow_events.c.sequence).where(
+                workflow_events.c.workflow_id == s.workflow_id)).scalars().all()
+        assert 4 not in seqs
+        assert set(seqs) <= {1, 2}
+        # the missing event arrives (late), then the rest
+        publisher.publish_many([(topic, s.events[2]), *((topic, e) for e in s.events[4:]),
+                                *((topic, e) for e in other.events)])
+        wait_for_events(engine, len(s.events) + len(other.events))
+    history = queries.get_history(engine, "default", s.workflow_id)
+    assert history is not None
+    assert [e.sequence for e in history] == [1, 2, 3, 4, 5, 6]
+    detail = queries.get_workflow(engine, "default", s.workflow_id)
+    assert detail is not None and detail.status == "completed"
+
+
+def test_undecodable_records_go_to_the_dlq_and_the_projector_moves_on(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    topo = Topology.of(settings)
+    s = completed(f"wf-dlq-{uuid.uuid4().hex[:6]}")
+    publisher.publish_many([(topo.events, e) for e in s.events[:3]])
+    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap,
+                    "partitioner": "murmur2_random"})
+    raw.produce(topo.events, key=s.workflow_id.encode(), value=b"\xc3\x01not avro at all")
+    command = m.Envelope(event_id=str(uuid.uuid4()), timestamp=1, source="x",
+                         correlation_id="c", workflow_id=s.workflow_id,
+                         payload=m.CancelWorkflow("wrong topic"))
+    assert raw.flush(10) == 0
+    publisher.publish(topo.events, command)
+    publisher.publish_many([(topo.events, e) for e in s.events[3:]])
+    with run_projector():
+        wait_for_events(engine, len(s.events))
+        wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
+
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": str(uuid.uuid4()),
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topo.dlq])
+    parked: list[dict[str, bytes]] = []
+    try:
+        def two() -> bool:
+            msg = c.poll(1.0)
+            if msg is not None and msg.error() is None:
+                parked.append(dict(msg.headers() or []))
+            return len(parked) >= 2
+        wait_until(two, timeout=TIMEOUT, interval=0, what="two DLQ records")
+    finally:
+        c.close()
+    reasons = sorted(h["dlq.reason_kind"].decode() for h in parked)
+    assert reasons == ["UnknownSchemaError", "UnprojectableError"]
+    assert all(h["dlq.topic"].decode() == topo.events for h in parked)
+
+
+def test_a_restarted_projector_continues_from_the_stored_positions(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    first = [completed(f"wf-a{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
+    n1 = publish(publisher, settings, first)
+    with run_projector():
+        wait_for_events(engine, n1)
+    second = [completed(f"wf-b{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
+    n2 = publish(publisher, settings, second)
+    with run_projector():
+        wait_for_events(engine, n1 + n2)
+        wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(workflow_instances).where(
+            workflow_instances.c.status == "completed")).scalar_one() == 40
