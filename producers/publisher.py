@@ -10,6 +10,7 @@ serves delivery reports, so :meth:`Publisher.publish` (threads) and
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from schemas.messages import Envelope
 
 __all__ = ["PublishError", "Publisher", "producer_config"]
 
+_log = logging.getLogger(__name__)
 _OutHeaders = list[tuple[str, str | bytes | None]]
 _EXTRA_WAIT_S = 5.0  # librdkafka fails a message after message.timeout.ms; wait a bit longer
 
@@ -138,7 +140,10 @@ class Publisher:
 
     def _serve_delivery_reports(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:  # a callback failed; the thread must keep serving the others
+                _log.exception("delivery report callback failed")
 
     def close(self) -> None:
         """Flush what is in flight and stop the delivery-report thread."""
@@ -175,6 +180,8 @@ class Publisher:
         future: Future[Message] = Future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if future.done():  # the waiter gave up (timeout, asyncio cancellation)
+                return
             if err is not None:
                 future.set_exception(
                     PublishError(_describe(topic, key, err), topic=topic, key=key, error=err)

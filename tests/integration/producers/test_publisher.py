@@ -118,6 +118,24 @@ async def test_publish_async_awaits_the_ack_without_blocking_the_loop(
     assert decode(read_all(topic, 21)[-1].value()) == last
 
 
+async def test_a_cancelled_async_publish_leaves_the_publisher_working(
+    publisher: Publisher, create_topic: CreateTopic, read_all: ReadAll
+) -> None:
+    topic = create_topic(partitions=1)
+    cancelled = asyncio.create_task(publisher.publish_async(topic, _start("wf-cancelled")))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    later = _start("wf-later")
+
+    acked = await publisher.publish_async(topic, later)
+
+    offset = acked.offset()
+    assert cancelled.cancelled()
+    assert offset in (0, 1)  # the cancelled one may still have been written first
+    received = await asyncio.to_thread(read_all, topic, offset + 1)
+    assert decode(received[-1].value()) == later
+
+
 def test_a_message_the_broker_refuses_raises_publish_error(
     publisher: Publisher, create_topic: CreateTopic
 ) -> None:
