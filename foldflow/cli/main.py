@@ -7,7 +7,19 @@ from __future__ import annotations
 
 import typer
 
-from foldflow.cli import db, demo, dlq, projections, run, services, stack, topics, workflows
+from foldflow.cli import (
+    db,
+    demo,
+    dlq,
+    gateway,
+    keys,
+    projections,
+    run,
+    services,
+    stack,
+    topics,
+    workflows,
+)
 
 app = typer.Typer(
     name="foldflow",
@@ -24,6 +36,8 @@ workflows.register(app)
 app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(gateway.app, name="gateway")
 projections.register(app)
 
 

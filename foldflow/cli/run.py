@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import typer
 
-from foldflow.cli import orchestrator, projector, worker
+from foldflow.cli import gateway, orchestrator, projector, worker
 
 run_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
 run_app.command("worker")(worker.run_worker)
 run_app.command("orchestrator")(orchestrator.run_orchestrator)
 run_app.command("projector")(projector.run_projector)
+run_app.command("gateway")(gateway.run_gateway)
