@@ -31,6 +31,7 @@ class Run:
         self.now = T0
         self.count = 0
         self.last_message: Envelope | None = None
+        self.outbox: list[Envelope] = []  # react's commands, in order
 
     def message(self, payload: Payload, *, event_id: str | None = None) -> Envelope:
         """An input envelope stamped with the current time."""
@@ -49,9 +50,10 @@ class Run:
         definition = self.definition if isinstance(message.payload, StartWorkflow) else None
         events = decide(self.state, message, message.timestamp, definition=definition)
         assert events == decide(self.state, message, message.timestamp, definition=definition)
-        for i, event in enumerate(events):
-            assert event.sequence == self.state.sequence + 1 or i > 0
+        for event in events:
+            assert event.sequence == self.state.sequence + 1
             self.state = evolve(self.state, event)
+            self.outbox.extend(react(self.state, event))
         assert [e.sequence for e in self.history + events] == list(
             range(1, len(self.history) + len(events) + 1)
         )

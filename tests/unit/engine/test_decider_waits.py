@@ -160,3 +160,13 @@ def test_a_finished_child_reports_to_its_parent() -> None:
     failing.fail("a", "bad", retryable=False)
     report = react(failing.state, failing.history[-1])[0].payload
     assert report == ChildFinished("wf-2/kid", "kid", "failed", None, "step a failed: bad")
+
+
+def test_a_child_that_does_not_finish_in_time_fails_the_step() -> None:
+    run = Run(PARENT)
+    run.start()
+    run.succeed("prep")
+    out = run.fire("child-timeout:kid")
+    assert types(out) == ["StepFailed", "WorkflowFailed"]
+    assert out[0].error == "timed out waiting for child workflow 'child-def'"
+    assert run.send(ChildFinished("wf-1/kid", "kid", "completed", "{}")) == []
