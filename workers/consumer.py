@@ -28,6 +28,7 @@ from confluent_kafka import (
 )
 from opentelemetry import trace
 
+from foldflow.observability.logging import bind
 from foldflow.observability.metrics import (
     CONSUMER_LAG,
     MESSAGE_HANDLING_SECONDS,
@@ -343,24 +344,22 @@ class TaskConsumer:
                 f"(this consumer serves {self.task_type!r})"
             )
             return await self._dead_letter(msg, reason, kind="UnknownTaskType")
-        fields = {
-            "workflow_id": command.workflow_id,
-            "correlation_id": command.correlation_id,
-            "task_id": task.task_id,
-            "task_type": task.task_type,
-            "attempt": task.attempt,
-        }
+        fields = {"task_id": task.task_id, "task_type": task.task_type, "attempt": task.attempt}
+        ids = {"workflow_id": command.workflow_id, "correlation_id": command.correlation_id}
         async with self._slots.semaphore:
-            with tracer.start_as_current_span(
-                f"task {task.task_type}",
-                context=extract_context(_headers(msg)),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "foldflow.workflow_id": command.workflow_id,
-                    "foldflow.task_id": task.task_id,
-                    "foldflow.attempt": task.attempt,
-                },
-            ) as span:
+            with (
+                bind(**ids),
+                tracer.start_as_current_span(
+                    f"task {task.task_type}",
+                    context=extract_context(_headers(msg)),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={
+                        "foldflow.workflow_id": command.workflow_id,
+                        "foldflow.task_id": task.task_id,
+                        "foldflow.attempt": task.attempt,
+                    },
+                ) as span,
+            ):
                 log.info("task started", extra=fields)
                 outcome = await run_attempt(spec, command, pool=self._pool)
                 STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)

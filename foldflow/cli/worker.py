@@ -16,7 +16,7 @@ import threading
 
 import typer
 
-from foldflow.settings import Settings, get_settings
+from foldflow.settings import get_settings
 
 __all__ = ["run_worker"]
 
@@ -50,6 +50,7 @@ def run_worker(
     ),
 ) -> None:
     """Run a worker in the foreground."""  # fmt: skip
+    from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
     from workers.builtin import registry as builtin_registry
@@ -57,7 +58,7 @@ def run_worker(
     from workers.runtime import Worker
 
     settings = get_settings()
-    _configure_logging(settings)
+    configure_logging(settings, service="worker")
     configure_tracing(settings, service="worker")
     sys.path.insert(0, os.getcwd())
     for name in module:
@@ -89,12 +90,3 @@ def run_worker(
         log.warning("exiting with %d sync handler(s) still running", len(stuck))
         logging.shutdown()
         os._exit(0)
-
-
-def _configure_logging(settings: Settings) -> None:
-    try:
-        from foldflow.observability.logging import configure_logging
-    except ImportError:  # pragma: no cover - the observability package always ships it
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-        return
-    configure_logging(settings, service="worker")
