@@ -23,6 +23,7 @@ from foldflow.stack.common import (
     kafka_data_dir,
     kafka_home,
     kafka_reachable,
+    port_open,
     state_dir,
 )
 
@@ -187,16 +188,28 @@ def format_storage(settings: Settings, *, libs: Path, config: Path, logs: Path) 
     return True
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
+def _log_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a log, after its last few ERROR / ``Caused by`` lines (the why)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
+    causes = [ln for ln in text if " ERROR " in ln or ln.startswith("Caused by")][-5:]
+    head = ["Errors:", *causes, "Tail:"] if causes else []
+    return "\n".join([*head, *text[-lines:]])
 
 
 def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> int:
     """Start the broker detached, wait until it answers metadata; return its pid."""
     check_tools(need_maven=cached_libs(settings) is None)
+    host, port = kafka_address(settings)
+    busy = [p for p in (port, port + 1) if port_open(host, p)]
+    if busy:
+        raise StackError(
+            f"Port(s) {', '.join(map(str, busy))} on {host} are taken by something that is not "
+            "a Kafka broker answering metadata requests; free them or set "
+            "FOLDFLOW_KAFKA_BOOTSTRAP to another port (the controller uses port + 1)."
+        )
     libs = resolve_jars(settings, report)
     run = state_dir(settings) / "kafka"
     logs = run / "logs"
