@@ -1,0 +1,60 @@
+"""``foldflow run orchestrator``: the faust orchestrator in the foreground (DESIGN §5, §12).
+
+Creates the topics it needs (idempotent), serves ``/metrics`` when
+``FOLDFLOW_METRICS_PORT`` is set, and runs the faust worker until SIGTERM/SIGINT, on
+which faust stops the agent, flushes the changelog, commits and leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from foldflow.settings import Settings, get_settings
+
+__all__ = ["run_orchestrator"]
+
+log = logging.getLogger("foldflow.orchestrator")
+
+
+def run_orchestrator() -> None:
+    """Run the orchestrator (the faust app) in the foreground."""
+    import faust
+    from confluent_kafka import KafkaException
+
+    from foldflow.admin import PartitionMismatch, ensure_topics
+    from foldflow.observability.metrics import start_metrics_server
+    from foldflow.observability.tracing import configure_tracing
+    from processors.app import create_app
+
+    settings = get_settings()
+    _configure_logging(settings)
+    configure_tracing(settings, service="orchestrator")
+    try:
+        ensure_topics(settings)
+    except (PartitionMismatch, KafkaException) as exc:
+        typer.echo(f"cannot prepare the topics: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if settings.metrics_port:
+        port = start_metrics_server(settings.metrics_port)
+        log.info("serving /metrics on port %d", port)
+    app = create_app(settings)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    worker.execute_from_commandline()
+
+
+def _configure_logging(settings: Settings) -> None:
+    try:
+        from foldflow.observability.logging import configure_logging
+    except ImportError:  # the observability package ships it; keep running without it
+        logging.basicConfig(level=settings.log_level, stream=sys.stdout)
+        return
+    configure_logging(settings, service="orchestrator")

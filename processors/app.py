@@ -1,0 +1,169 @@
+"""The orchestrator as a faust-streaming app (DESIGN §5, §13).
+
+:func:`create_app` builds everything from one :class:`Settings`; there are no module-level
+apps, so every test and process gets its own. One agent (``concurrency=1``, DESIGN §13)
+reads ``wf.commands`` and ``wf.results`` (co-partitioned) and keeps each workflow's state
+in the ``workflows`` table (raw bytes, changelog plain ``compact``). For each record the
+:class:`~processors.runner.Orchestrator` decides, produces and waits for the acks; only
+then is the new state assigned to the table. A timer fires due workflow timers through
+``wf.commands``; the timer index is rebuilt whenever table recovery completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from mode import Service
+
+from foldflow.observability.metrics import ACTIVE_WORKFLOWS
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from processors.definitions_cache import DefinitionsCache
+from processors.runner import InputRecord, Orchestrator
+from processors.state import ACTIVE_STATUSES, state_from_bytes
+from processors.timers import TimerIndex, partition_for
+from producers import Publisher
+
+__all__ = ["TABLE_NAME", "TIMER_INTERVAL_S", "Resources", "app_id", "create_app"]
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "workflows"
+TIMER_INTERVAL_S = 0.25
+GAUGE_INTERVAL_S = 5.0
+
+
+def app_id(settings: Settings) -> str:
+    """The faust app id: the consumer group and the changelog topics' prefix."""
+    return f"{settings.topic_prefix}foldflow-orchestrator"
+
+
+class Resources(Service):
+    """The clients the orchestrator owns besides faust's: started and stopped with the app."""
+
+    def __init__(self, *, definitions: DefinitionsCache, publisher: Publisher, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.definitions = definitions
+        self.publisher = publisher
+
+    async def on_start(self) -> None:
+        """Start reading ``wf.definitions``."""
+        await self.definitions.start()
+
+    async def on_stop(self) -> None:
+        """Stop the definitions reader, flush and close the publisher."""
+        await self.definitions.stop()
+        await asyncio.to_thread(self.publisher.close)
+
+
+def _brokers(settings: Settings) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | str | None]]:
+    if raw is None:
+        return []
+    items: Iterable[tuple[str, Any]] = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v) for k, v in items]
+
+
+def create_app(settings: Settings, *, publisher: Publisher | None = None) -> faust.App:
+    """Build the orchestrator app for ``settings`` (does not start it)."""
+    topology = Topology.of(settings)
+    app = faust.App(
+        app_id(settings),
+        broker=_brokers(settings),
+        store=settings.orchestrator_store,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.orchestrator_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.orchestrator_session_timeout_s / 4),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        topic_disable_leader=True,
+        web_enabled=False,
+    )
+    publisher = publisher or Publisher(settings, source="orchestrator")
+    definitions = DefinitionsCache(settings)
+    index = TimerIndex()
+    orchestrator = Orchestrator(
+        settings, publisher=publisher, definitions=definitions, index=index
+    )
+    app.add_dependency(Resources(definitions=definitions, publisher=publisher))
+
+    # bytes key/value types make faust pick the raw serializer for the table and its
+    # changelog (a Schema given to a Table is mutated to the types' serializers).
+    table = app.Table(
+        TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    inputs = app.topic(
+        topology.commands,
+        topology.results,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+    )
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topology.commands}
+
+    async def orchestrate(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            record = InputRecord(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                key=msg.key,
+                value=msg.value,
+                headers=_headers(msg.headers),
+            )
+            key = msg.key or b""
+            new_state = await orchestrator.handle(record, table.get(key))
+            if new_state is not None:
+                table[key] = new_state  # assigned, never mutated: the changelog sees it
+
+    app.agent(inputs, name="orchestrate", concurrency=1)(orchestrate)
+
+    async def rebuild_index() -> None:
+        owned = owned_partitions()
+        entries = []
+        for key, value in table.data.items():
+            partition = partition_for(key, settings.partitions)
+            if partition in owned and value:
+                state = state_from_bytes(value)
+                entries.append(
+                    (state.workflow_id, partition, state.timers, state.status in ACTIVE_STATUSES)
+                )
+        index.rebuild(entries)
+        ACTIVE_WORKFLOWS.set(index.active_count(owned))
+        log.info(
+            "recovered %d workflows on partitions %s, %d timers pending",
+            len(entries), sorted(owned), index.pending_count(),
+        )
+
+    table.on_recover(rebuild_index)
+
+    last_gauge = 0.0
+
+    async def fire_timers() -> None:
+        nonlocal last_gauge
+        if app.rebalancing:
+            return
+        owned = owned_partitions()
+        await orchestrator.fire_due_timers(owned, now_ms=int(time.time() * 1000))
+        if time.monotonic() - last_gauge >= GAUGE_INTERVAL_S:
+            last_gauge = time.monotonic()
+            ACTIVE_WORKFLOWS.set(index.active_count(owned))
+
+    app.timer(interval=TIMER_INTERVAL_S, name="fire_timers")(fire_timers)
+    return app

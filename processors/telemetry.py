@@ -1,0 +1,101 @@
+"""The orchestrator's metrics, derived from the events it emits (DESIGN §10).
+
+Workers count the attempts they run (``foldflow_step_attempts_total`` with outcome
+succeeded/failed/timed_out); the orchestrator adds only what a worker cannot see: an
+attempt whose result never came back (outcome ``lost``: the worker died or the command
+was lost) and the workflow lifecycle counters.
+"""
+
+from __future__ import annotations
+
+from foldflow.observability.metrics import (
+    INPUTS_IGNORED,
+    STEP_ATTEMPTS,
+    WORKFLOWS_FINISHED,
+    WORKFLOWS_STARTED,
+)
+from processors.plan import Plan
+from processors.state import WorkflowState
+from schemas.messages import (
+    ChildFinished,
+    CompensationAttemptFailed,
+    CompensationScheduled,
+    Envelope,
+    FireTimer,
+    StepAttemptFailed,
+    StepScheduled,
+    TaskFailed,
+    TaskSucceeded,
+    WorkflowCancelled,
+    WorkflowCompensated,
+    WorkflowCompensationFailed,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTerminated,
+)
+
+__all__ = ["TaskTypes", "ignored_reason", "record_ignored", "record_plan"]
+
+_FINISHED: dict[type, str] = {
+    WorkflowCompleted: "completed",
+    WorkflowFailed: "failed",
+    WorkflowCompensated: "compensated",
+    WorkflowCompensationFailed: "compensation_failed",
+    WorkflowCancelled: "cancelled",
+    WorkflowTerminated: "terminated",
+}
+
+
+class TaskTypes:
+    """Task id -> task type of the attempts scheduled by this process (bounded)."""
+
+    def __init__(self, *, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._types: dict[str, str] = {}
+
+    def scheduled(self, task_id: str, task_type: str) -> None:
+        """Remember the task type of a dispatched attempt."""
+        if len(self._types) >= self._limit:
+            self._types.pop(next(iter(self._types)))
+        self._types[task_id] = task_type
+
+    def finished(self, task_id: str) -> str:
+        """The task type of a finished attempt (``unknown`` if scheduled elsewhere)."""
+        return self._types.pop(task_id, "unknown")
+
+
+def record_plan(plan: Plan, task_types: TaskTypes) -> None:
+    """Count what the events of one applied input say happened."""
+    definition = plan.state.definition_name or "unknown"
+    for event in plan.events:
+        payload = event.payload
+        if isinstance(payload, WorkflowStarted):
+            WORKFLOWS_STARTED.labels(definition=payload.definition_name).inc()
+        elif type(payload) in _FINISHED:
+            WORKFLOWS_FINISHED.labels(definition=definition, status=_FINISHED[type(payload)]).inc()
+        elif isinstance(payload, StepScheduled | CompensationScheduled):
+            task_types.scheduled(payload.task_id, payload.task_type)
+        elif isinstance(payload, StepAttemptFailed | CompensationAttemptFailed):
+            task_type = task_types.finished(payload.task_id)
+            if payload.timed_out:
+                STEP_ATTEMPTS.labels(task_type=task_type, outcome="lost").inc()
+
+
+def ignored_reason(state: WorkflowState, message: Envelope) -> str:
+    """Why an input produced no events (a label of ``foldflow_inputs_ignored_total``)."""
+    if message.event_id in state.applied:
+        return "duplicate"
+    payload = message.payload
+    if state.status == "new":
+        return "unknown_workflow"
+    if isinstance(payload, FireTimer):
+        return "stale_timer"
+    if isinstance(payload, TaskSucceeded | TaskFailed | ChildFinished):
+        return "stale_result"
+    return "no_effect"
+
+
+def record_ignored(state: WorkflowState, message: Envelope) -> None:
+    """Count an input that produced no events."""
+    INPUTS_IGNORED.labels(reason=ignored_reason(state, message)).inc()

@@ -1,0 +1,258 @@
+"""Drive a private Foldflow deployment from a test: real processes, real Kafka.
+
+:class:`Deployment` publishes definitions and commands under one topic prefix and reads
+``wf.events`` back; :class:`Service` runs ``foldflow run orchestrator|worker`` as a
+subprocess (SIGTERM and SIGKILL reach the real process). Shared by the orchestrator
+integration tests and the chaos tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from foldflow.definitions import Definition
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher
+from schemas.codec import decode
+from schemas.messages import (
+    CancelWorkflow,
+    DefinitionRegistered,
+    Envelope,
+    PauseWorkflow,
+    Payload,
+    ResumeWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    dump_json,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+FOLDFLOW = REPO / ".venv" / "bin" / "foldflow"
+EXAMPLES = REPO / "examples"
+
+TERMINAL_EVENTS = {
+    "workflow.completed.v1": "completed",
+    "workflow.failed.v1": "failed",
+    "workflow.compensated.v1": "compensated",
+    "workflow.compensation_failed.v1": "compensation_failed",
+    "workflow.cancelled.v1": "cancelled",
+    "workflow.terminated.v1": "terminated",
+}
+
+__all__ = [
+    "EXAMPLES",
+    "TERMINAL_EVENTS",
+    "CancelWorkflow",
+    "Deployment",
+    "EventLog",
+    "PauseWorkflow",
+    "ResumeWorkflow",
+    "Service",
+    "SignalWorkflow",
+    "TerminateWorkflow",
+    "status_of",
+]
+
+
+def status_of(events: list[Envelope]) -> str | None:
+    """The terminal status an event history ends in (None: not finished)."""
+    for event in reversed(events):
+        if event.event_type in TERMINAL_EVENTS:
+            return TERMINAL_EVENTS[event.event_type]
+    return None
+
+
+class Service:
+    """A ``foldflow run <name>`` subprocess with its own environment and log file."""
+
+    def __init__(
+        self, name: str, settings: Settings, log_dir: Path, *, args: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.settings = settings
+        self.args = list(args)
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._offset = 0
+
+    def start(self) -> Service:
+        """Start the process (stdout and stderr go to :attr:`log_path`)."""
+        env = {
+            **os.environ,
+            "FOLDFLOW_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "FOLDFLOW_TOPIC_PREFIX": self.settings.topic_prefix,
+            "FOLDFLOW_PARTITIONS": str(self.settings.partitions),
+            "FOLDFLOW_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
+            "FOLDFLOW_METRICS_PORT": "0",
+            "FOLDFLOW_INSTANCE_ID": self.log_path.stem,
+            **self.extra_env,
+        }
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(FOLDFLOW), "run", *self.args],
+            env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        return self
+
+    def log_text(self) -> str:
+        """What the process logged since its last start."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._offset)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, pattern: str, *, timeout: float, count: int = 1) -> None:
+        """Wait until ``pattern`` (a regex) appears ``count`` times in the log since start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log_text())) >= count:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(
+            f"{self.name}: no {pattern!r} within {timeout}s "
+            f"(exit code {self.proc and self.proc.poll()}); log tail:\n{self.log_text()[-3000:]}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the process and reap it."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, *, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for the exit (SIGKILL after ``timeout``); return the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout}s") from None
+        finally:
+            if self._log is not None:
+                self._log.close()
+
+
+class EventLog:
+    """Reads ``wf.events`` of one deployment from the beginning, grouped by workflow."""
+
+    def __init__(self, settings: Settings) -> None:
+        topic = Topology.of(settings).events
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-events-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        })  # fmt: skip
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
+        )
+        self.by_workflow: dict[str, list[Envelope]] = defaultdict(list)
+
+    def poll(self, seconds: float = 0.5) -> None:
+        """Read whatever arrived within ``seconds``."""
+        for msg in self._consumer.consume(num_messages=1000, timeout=seconds):
+            if msg.error() is None:
+                event = decode(msg.value())
+                self.by_workflow[event.workflow_id].append(event)
+
+    def wait(
+        self, condition: Callable[[EventLog], bool], *, timeout: float, what: str = "condition"
+    ) -> None:
+        """Poll until ``condition(self)`` holds; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if condition(self):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not reached within {timeout}s: {self.summary()}")
+
+    def wait_finished(self, workflow_ids: Iterable[str], *, timeout: float) -> dict[str, str]:
+        """Wait until every workflow reached a terminal event; return their statuses."""
+        ids = list(workflow_ids)
+        self.wait(
+            lambda log: all(status_of(log.by_workflow.get(w, [])) for w in ids),
+            timeout=timeout, what=f"terminal state of {len(ids)} workflows",
+        )  # fmt: skip
+        return {w: status_of(self.by_workflow[w]) or "" for w in ids}
+
+    def types(self, workflow_id: str) -> list[str]:
+        """The event types of one workflow, in log order."""
+        return [e.event_type for e in self.by_workflow.get(workflow_id, [])]
+
+    def summary(self) -> str:
+        """One line per workflow: the last few event types (for failure messages)."""
+        return "; ".join(
+            f"{w}: {' '.join(t.rsplit('.', 1)[0] for t in self.types(w)[-4:])}"
+            for w in sorted(self.by_workflow)
+        )[-3000:]
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self._consumer.close()
+
+
+class Deployment:
+    """Publishes definitions and commands to one private topic set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topology = Topology.of(settings)
+        self.publisher = Publisher(settings, source="test")
+
+    def _envelope(self, workflow_id: str, payload: Payload) -> Envelope:
+        return Envelope(
+            event_id=str(uuid.uuid4()), timestamp=int(time.time() * 1000), source="test",
+            correlation_id=f"corr-{workflow_id}", workflow_id=workflow_id, payload=payload,
+            tenant="default",
+        )  # fmt: skip
+
+    def register(self, definition: Definition) -> None:
+        """Publish ``definition.registered.v1`` for one definition version."""
+        key = f"{definition.name}:{definition.version}"
+        payload = DefinitionRegistered(
+            name=definition.name, version=definition.version, tenant="default",
+            definition_json=definition.canonical_json(),
+        )  # fmt: skip
+        self.publisher.publish(self.topology.definitions, self._envelope(key, payload), key=key)
+
+    def start(
+        self, name: str, input: object, *, workflow_id: str | None = None,
+        version: int | None = None,
+    ) -> str:  # fmt: skip
+        """Send ``workflow.start.v1``; return the workflow id."""
+        wf = workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
+        payload = StartWorkflow(
+            definition_name=name, definition_version=version, input_json=dump_json(input)
+        )
+        self.publisher.publish(self.topology.commands, self._envelope(wf, payload))
+        return wf
+
+    def command(self, workflow_id: str, payload: Payload) -> None:
+        """Send any command to one workflow."""
+        self.publisher.publish(self.topology.commands, self._envelope(workflow_id, payload))
+
+    def close(self) -> None:
+        """Flush and close the publisher."""
+        self.publisher.close()
