@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from foldflow.definitions import Definition
@@ -104,7 +104,9 @@ _PENDING = StepState()
 
 def state_to_bytes(state: WorkflowState) -> bytes:
     """Serialise a state (canonical JSON); :func:`state_from_bytes` reverses it exactly."""
-    return dump_json(asdict(state)).encode("utf-8")
+    raw = dict(state.__dict__)
+    raw["steps"] = {k: v.__dict__ for k, v in state.steps.items()}
+    return dump_json(raw).encode("utf-8")
 
 
 def state_from_bytes(data: bytes) -> WorkflowState:
