@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, func, make_url, select, text
 
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher
+from projections.models import workflow_events
+from projections.projector import PROJECTION
 from schemas import messages as m
 
 T = TypeVar("T")
@@ -260,3 +266,75 @@ def dump_tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
             query = text(f"SELECT {cols} FROM {table} ORDER BY {order}")
             out[table] = [tuple(r) for r in conn.execute(query)]
     return out
+
+
+# --- Kafka + PostgreSQL probes ----------------------------------------------------------
+
+TIMEOUT = 60.0
+
+
+def publish(publisher: Publisher, settings: Settings, scripts: list[Script]) -> int:
+    """Publish every event of ``scripts`` to the events topic (acked); return how many."""
+    topic = Topology.of(settings).events
+    items = [(topic, e) for s in scripts for e in s.events]
+    publisher.publish_many(items)
+    return len(items)
+
+
+def event_count(engine: Engine) -> int:
+    """Rows of ``workflow_events``."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(workflow_events)).scalar_one())
+
+
+def wait_for_events(engine: Engine, n: int, *, timeout: float = TIMEOUT) -> None:
+    """Wait until ``n`` events are applied, then check there are not more."""
+    wait_until(lambda: event_count(engine) >= n, timeout=timeout, what=f"{n} events applied")
+    assert event_count(engine) == n
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of the events and definitions topics."""
+    topo = Topology.of(settings)
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    try:
+        out = {}
+        for topic, parts in ((topo.events, settings.partitions), (topo.definitions, 1)):
+            for p in range(parts):
+                out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return out
+    finally:
+        c.close()
+
+
+def stored_offsets(engine: Engine) -> dict[tuple[str, int], int]:
+    """The live projector's positions in ``projection_offsets``."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT topic, partition, next_offset FROM projection_offsets "
+                                 "WHERE projection = :p"), {"p": PROJECTION})
+        return {(r.topic, r.partition): r.next_offset for r in rows}
+
+
+def caught_up(engine: Engine, settings: Settings) -> bool:
+    """Whether the stored positions reached the end of every non-empty partition."""
+    stored = stored_offsets(engine)
+    return all(stored.get(tp, 0) >= end for tp, end in end_offsets(settings).items() if end)
+
+
+
+
+def inconsistencies(engine: Engine) -> list[tuple[object, ...]]:
+    """Workflows whose history is not exactly sequences 1..last_sequence (should be none)."""
+    query = text("""
+        SELECT wi.id, wi.last_sequence, e.n, e.lo, e.hi
+        FROM workflow_instances wi
+        LEFT JOIN (SELECT workflow_id, count(*) AS n, min(sequence) AS lo, max(sequence) AS hi
+                   FROM workflow_events GROUP BY workflow_id) e ON e.workflow_id = wi.id
+        WHERE e.n IS DISTINCT FROM wi.last_sequence OR e.lo <> 1 OR e.hi <> wi.last_sequence
+        UNION ALL
+        SELECT e.workflow_id, NULL, count(*), NULL, NULL FROM workflow_events e
+        WHERE NOT EXISTS (SELECT 1 FROM workflow_instances wi WHERE wi.id = e.workflow_id)
+        GROUP BY e.workflow_id
+    """)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query)]

@@ -5,71 +5,28 @@ from __future__ import annotations
 import uuid
 
 from confluent_kafka import Consumer, Producer
-from conftest import RunProjector
+from projection_fixtures import RunProjector
 from projection_support import (
     SCENARIOS,
+    TIMEOUT,
     Script,
+    caught_up,
     completed,
     definition_envelope,
     dump_tables,
+    publish,
+    wait_for_events,
     wait_until,
 )
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
 from projections import queries
 from projections.models import workflow_events, workflow_instances
-from projections.projector import PROJECTION
 from schemas import messages as m
-
-TIMEOUT = 60.0
-
-
-def publish(publisher: Publisher, settings: Settings, scripts: list[Script]) -> int:
-    topic = Topology.of(settings).events
-    items = [(topic, e) for s in scripts for e in s.events]
-    publisher.publish_many(items)
-    return len(items)
-
-
-def event_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(workflow_events)).scalar_one())
-
-
-def wait_for_events(engine: Engine, n: int) -> None:
-    wait_until(lambda: event_count(engine) >= n, timeout=TIMEOUT, what=f"{n} events applied")
-    assert event_count(engine) == n
-
-
-def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    topo = Topology.of(settings)
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
-    try:
-        from confluent_kafka import TopicPartition
-
-        out = {}
-        for topic, parts in ((topo.events, settings.partitions), (topo.definitions, 1)):
-            for p in range(parts):
-                out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return out
-    finally:
-        c.close()
-
-
-def stored_offsets(engine: Engine) -> dict[tuple[str, int], int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT topic, partition, next_offset FROM projection_offsets "
-                                 "WHERE projection = :p"), {"p": PROJECTION})
-        return {(r.topic, r.partition): r.next_offset for r in rows}
-
-
-def caught_up(engine: Engine, settings: Settings) -> bool:
-    stored = stored_offsets(engine)
-    return all(stored.get(tp, 0) >= end for tp, end in end_offsets(settings).items() if end)
 
 
 def test_every_kind_of_workflow_is_projected_as_its_events_say(

@@ -13,18 +13,22 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import RunProjector
+from projection_fixtures import RunProjector
 from projection_support import (
     SCENARIOS,
     START_MS,
+    TIMEOUT,
     Script,
+    caught_up,
     completed,
     dump_tables,
+    event_count,
+    publish,
     scratch_database,
+    wait_for_events,
     wait_until,
 )
 from sqlalchemy import Engine, create_engine, inspect, text
-from test_projector_integration import TIMEOUT, caught_up, event_count, publish, wait_for_events
 
 from foldflow.settings import Settings
 from producers import Publisher

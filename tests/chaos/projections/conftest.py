@@ -1,0 +1,9 @@
+"""Fixtures of the projection chaos tests (defined in ``tests/projection_fixtures``)."""
+
+from projection_fixtures import (  # noqa: F401
+    engine,
+    projection_db,
+    projector_process,
+    publisher,
+    settings,
+)
