@@ -10,22 +10,22 @@ serves delivery reports, so :meth:`Publisher.publish` (threads) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException, Message, Producer
 
 from foldflow.observability.metrics import DLQ_MESSAGES
-from foldflow.observability.tracing import Header, Headers, header_list, inject_headers
+from foldflow.observability.tracing import Headers, header_list, inject_headers
 from foldflow.settings import Settings
 from foldflow.topics import Topology
+from producers.delivery import DeliveryBatch, PublishError
 from schemas.codec import encode
 from schemas.messages import Envelope
 
@@ -34,23 +34,6 @@ __all__ = ["PublishError", "Publisher", "producer_config"]
 _log = logging.getLogger(__name__)
 _OutHeaders = list[tuple[str, str | bytes | None]]
 _EXTRA_WAIT_S = 5.0  # librdkafka fails a message after message.timeout.ms; wait a bit longer
-
-
-class PublishError(Exception):
-    """The broker did not ack a message (or it could not be produced at all)."""
-
-    def __init__(
-        self, message: str, *, topic: str, key: bytes | None, error: KafkaError | None = None
-    ) -> None:
-        super().__init__(message)
-        self.topic = topic
-        self.key = key
-        self.error = error
-
-    @property
-    def retriable(self) -> bool:
-        """Whether librdkafka deems the error transient (a later retry may succeed)."""
-        return bool(self.error is not None and self.error.retriable())
 
 
 def producer_config(settings: Settings, *, source: str) -> dict[str, Any]:
@@ -72,43 +55,6 @@ def producer_config(settings: Settings, *, source: str) -> dict[str, Any]:
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
-
-
-def _describe(topic: str, key: bytes | None, error: KafkaError | KafkaException | str) -> str:
-    return f"publish to {topic!r} (key {key!r}) failed: {error}"
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """One produced record waiting for its delivery report."""
-
-    topic: str
-    key: bytes | None
-    future: Future[Message]
-
-    def timed_out(self) -> PublishError:
-        return PublishError(
-            _describe(self.topic, self.key, "no delivery report in time"),
-            topic=self.topic,
-            key=self.key,
-        )
-
-
-def _delivered_or_raise(outcomes: Sequence[Message | BaseException]) -> list[Message]:
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    if not errors:
-        return [o for o in outcomes if not isinstance(o, BaseException)]
-    first = errors[0]
-    if not isinstance(first, PublishError):
-        raise first
-    if len(errors) == 1:
-        raise first
-    raise PublishError(
-        f"{first} (and {len(errors) - 1} more of {len(outcomes)} failed)",
-        topic=first.topic,
-        key=first.key,
-        error=first.error,
-    )
 
 
 class Publisher:
@@ -168,73 +114,58 @@ class Publisher:
 
     def _produce(
         self,
+        batch: DeliveryBatch,
         topic: str,
         value: bytes | None,
-        *,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
-    ) -> Future[Message]:
-        """Hand one record to librdkafka; the future resolves with its delivery report."""
+    ) -> None:
+        """Hand one record to librdkafka; its delivery report goes to ``batch``."""
         if self._closed.is_set():
-            raise PublishError(_describe(topic, key, "publisher is closed"), topic=topic, key=key)
-        future: Future[Message] = Future()
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if future.done():  # the waiter gave up (timeout, asyncio cancellation)
-                return
-            if err is not None:
-                future.set_exception(
-                    PublishError(_describe(topic, key, err), topic=topic, key=key, error=err)
-                )
-            else:
-                future.set_result(msg)
-
-        deadline = time.monotonic() + self._timeout_s
+            raise PublishError.of(topic, key, "publisher is closed")
+        on_delivery = batch.add(topic, key)
+        deadline: float | None = None
         while True:
             try:
                 self._producer.produce(
                     topic, value, key, on_delivery=on_delivery, headers=_OutHeaders(headers)
                 )
-                return future
+                return
             except BufferError:  # local queue full: the poll thread drains it
+                deadline = deadline or time.monotonic() + self._timeout_s
                 if time.monotonic() > deadline:
-                    raise PublishError(
-                        _describe(topic, key, "local producer queue stayed full"),
-                        topic=topic,
-                        key=key,
-                    ) from None
-                time.sleep(0.01)
+                    batch.withdraw()
+                    raise PublishError.of(topic, key, "local producer queue stayed full") from None
+                time.sleep(0.005)
             except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                raise PublishError(
-                    _describe(topic, key, exc), topic=topic, key=key, error=err
-                ) from exc
+                batch.withdraw()
+                raise PublishError.of(topic, key, exc) from exc
 
-    def _produce_envelope(
+    def _produce_envelopes(
         self,
-        topic: str,
-        envelope: Envelope,
+        items: Iterable[tuple[str, Envelope]],
         key: str | bytes | None = None,
-        headers: Iterable[Header] | None = None,
-    ) -> _Pending:
-        value = encode(envelope)
-        key_bytes = _key_bytes(key if key is not None else envelope.workflow_id)
-        base: list[Header] = [("event_type", envelope.event_type.encode())]
-        base.extend(h for h in headers or () if h[0] != "event_type")
-        hdrs = inject_headers(base)
-        return _Pending(topic, key_bytes, self._produce(topic, value, key=key_bytes, headers=hdrs))
+        headers: Headers | None = None,
+    ) -> DeliveryBatch:
+        batch = DeliveryBatch()
+        extra = [h for h in header_list(headers) if h[0] != "event_type"]
+        trace_headers = inject_headers()
+        for topic, envelope in items:
+            value = encode(envelope)
+            key_bytes = _key_bytes(key if key is not None else envelope.workflow_id)
+            hdrs = [("event_type", envelope.event_type.encode()), *extra, *trace_headers]
+            self._produce(batch, topic, value, key_bytes, hdrs)
+        batch.seal()
+        return batch
 
-    def _wait(self, pending: Sequence[_Pending]) -> list[Message]:
-        deadline = time.monotonic() + self._timeout_s
-        outcomes: list[Message | BaseException] = []
-        for p in pending:
-            try:
-                outcomes.append(p.future.result(timeout=max(0.0, deadline - time.monotonic())))
-            except FutureTimeout:
-                outcomes.append(p.timed_out())
-            except PublishError as exc:
-                outcomes.append(exc)
-        return _delivered_or_raise(outcomes)
+    def _wait(self, batch: DeliveryBatch) -> list[Message]:
+        with contextlib.suppress(FutureTimeout):
+            batch.done.result(timeout=self._timeout_s)
+        return batch.outcome()
+
+    async def _wait_async(self, batch: DeliveryBatch) -> list[Message]:
+        await asyncio.wait([asyncio.wrap_future(batch.done)], timeout=self._timeout_s)
+        return batch.outcome()
 
     def publish(
         self,
@@ -242,14 +173,15 @@ class Publisher:
         envelope: Envelope,
         *,
         key: str | bytes | None = None,
-        headers: Iterable[Header] | None = None,
+        headers: Headers | None = None,
     ) -> Message:
         """Encode ``envelope`` and produce it; return once the broker acked (the delivered
-        message: partition, offset). The key defaults to ``envelope.workflow_id``.
+        message: partition, offset). The key defaults to ``envelope.workflow_id``; headers
+        get ``event_type`` and, inside a span, ``traceparent``/``tracestate``.
 
         Raises :class:`PublishError` (not acked) or ``schemas.codec.SchemaViolationError``.
         """
-        return self._wait([self._produce_envelope(topic, envelope, key, headers)])[0]
+        return self._wait(self._produce_envelopes([(topic, envelope)], key, headers))[0]
 
     def publish_many(self, items: Iterable[tuple[str, Envelope]]) -> list[Message]:
         """Produce every ``(topic, envelope)`` (keyed by workflow id), then wait for all acks.
@@ -257,7 +189,7 @@ class Publisher:
         Order per partition is kept (idempotent producer). Raises :class:`PublishError`
         naming the first failure if any message was not acked.
         """
-        return self._wait([self._produce_envelope(topic, env) for topic, env in items])
+        return self._wait(self._produce_envelopes(items))
 
     async def publish_async(
         self,
@@ -265,29 +197,15 @@ class Publisher:
         envelope: Envelope,
         *,
         key: str | bytes | None = None,
-        headers: Iterable[Header] | None = None,
+        headers: Headers | None = None,
     ) -> Message:
         """:meth:`publish` for asyncio code: awaits the ack without blocking the loop."""
-        return (await self._wait_async([self._produce_envelope(topic, envelope, key, headers)]))[0]
+        batch = self._produce_envelopes([(topic, envelope)], key, headers)
+        return (await self._wait_async(batch))[0]
 
     async def publish_many_async(self, items: Iterable[tuple[str, Envelope]]) -> list[Message]:
         """:meth:`publish_many` for asyncio code: awaits every ack without blocking the loop."""
-        return await self._wait_async([self._produce_envelope(topic, env) for topic, env in items])
-
-    async def _wait_async(self, pending: Sequence[_Pending]) -> list[Message]:
-        waiters = [asyncio.wrap_future(p.future) for p in pending]
-        if not pending:
-            return []
-        _done, not_done = await asyncio.wait(waiters, timeout=self._timeout_s)
-        outcomes: list[Message | BaseException] = []
-        for p, waiter in zip(pending, waiters, strict=True):
-            if waiter in not_done:
-                waiter.cancel()
-                outcomes.append(p.timed_out())
-            else:
-                exc = waiter.exception()
-                outcomes.append(exc if exc is not None else waiter.result())
-        return _delivered_or_raise(outcomes)
+        return await self._wait_async(self._produce_envelopes(items))
 
     # --- dead letters ------------------------------------------------------------------
 
@@ -325,8 +243,9 @@ class Publisher:
             ("dlq.offset", str(offset).encode()),
             ("dlq.timestamp", str(int(time.time() * 1000)).encode()),
         ]
-        key_bytes = _key_bytes(key)
-        future = self._produce(self.topology.dlq, value, key=key_bytes, headers=dlq_headers)
-        delivered = self._wait([_Pending(self.topology.dlq, key_bytes, future)])[0]
+        batch = DeliveryBatch()
+        self._produce(batch, self.topology.dlq, value, _key_bytes(key), dlq_headers)
+        batch.seal()
+        delivered = self._wait(batch)[0]
         DLQ_MESSAGES.labels(topic=topic_of_origin, reason_kind=kind).inc()
         return delivered
