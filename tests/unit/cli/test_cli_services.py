@@ -1,0 +1,97 @@
+"""The service list, command resolution, child settings and the `ps` table (no services)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import SecretStr
+from rich.console import Console
+
+from foldflow import services as svc
+from foldflow.cli.introspect import resolve
+from foldflow.cli.services import ps_table
+from foldflow.settings import Settings
+
+
+def _settings(tmp_path: Path, **kwargs: object) -> Settings:
+    return Settings(state_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_up_runs_the_four_services_on_their_configured_ports(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, orchestrator_metrics_port=1, worker_metrics_port=2,
+                         projector_metrics_port=3, gateway_port=4)
+    specs = {s.name: s for s in svc.services(settings)}
+    assert list(specs) == ["orchestrator", "worker", "projector", "gateway"]
+    assert [specs[n].port for n in specs] == [1, 2, 3, 4]
+    assert specs["gateway"].ready_url == "http://127.0.0.1:4/readyz"
+    assert specs["worker"].ready_url == "http://127.0.0.1:2/metrics"
+    assert "builtin.fail" in specs["worker"].argv
+
+
+def test_every_service_command_exists_in_the_cli(tmp_path: Path) -> None:
+    missing = [s.argv for s in svc.services(_settings(tmp_path)) if resolve(s.argv) is None]
+    assert missing == []
+
+
+def test_resolve_refuses_unknown_commands_and_options() -> None:
+    assert resolve(["topics", "ensure", "--task-type", "x"]) is not None
+    assert resolve(["topics", "ensure", "--no-such-option"]) is None
+    assert resolve(["no-such-command"]) is None
+    assert resolve(["stack"]) is None  # a group is not a command
+    assert resolve(["start"]) is None  # missing NAME argument
+
+
+def test_children_see_the_same_settings(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, topic_prefix="p.", gateway_port=18080,
+                         jwt_secret=SecretStr("s3cret"), jwt_algorithms=("HS256", "HS512"))
+    env = svc.settings_env(settings)
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        child = Settings(_env_file=None)  # type: ignore[call-arg]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert child.topic_prefix == "p."
+    assert child.gateway_port == 18080
+    assert child.jwt_secret is not None and child.jwt_secret.get_secret_value() == "s3cret"
+    assert child.jwt_algorithms == ("HS256", "HS512")
+    assert child.state_dir == tmp_path.resolve()
+
+
+def test_each_service_gets_its_name_and_metrics_port(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, worker_metrics_port=19102, gateway_port=18080)
+    specs = {s.name: s for s in svc.services(settings)}
+    worker = svc.service_env(settings, specs["worker"], {"PATH": "/bin"})
+    gateway = svc.service_env(settings, specs["gateway"], {})
+    assert (worker["FOLDFLOW_SERVICE_NAME"], worker["FOLDFLOW_METRICS_PORT"]) == ("worker", "19102")
+    assert worker["PATH"] == "/bin"
+    # The gateway serves /metrics on its own port: no separate metrics server.
+    assert gateway["FOLDFLOW_METRICS_PORT"] == "0"
+
+
+def test_a_pid_file_of_another_process_is_not_taken_for_the_service(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    spec = svc.services(settings)[0]
+    path = svc.pid_path(settings, spec.name)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{os.getpid()}\n")  # alive, but it is pytest, not `foldflow run`
+    assert svc.running_pid(settings, spec) is None
+    [row] = svc.status(settings, (spec,))
+    assert (row.state, row.pid) == ("exited", None)
+    assert svc.stop(settings, (spec,), report=lambda _l: None) == []
+    assert not path.exists()
+
+
+def test_ps_table_shows_state_pid_port_and_log(tmp_path: Path) -> None:
+    rows = [
+        svc.ServiceStatus("orchestrator", 4242, "ready", 3725.0, 9101, tmp_path / "o.log"),
+        svc.ServiceStatus("gateway", None, "stopped", None, 8080, tmp_path / "g.log"),
+    ]
+    console = Console(record=True, width=200)
+    console.print(ps_table(rows))
+    text = console.export_text()
+    assert "orchestrator" in text and "4242" in text and "ready" in text and "1h02m" in text
+    assert "gateway" in text and "stopped" in text and "8080" in text
+    assert str(tmp_path / "o.log") in text
