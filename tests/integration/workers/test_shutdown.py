@@ -6,6 +6,7 @@ committed, or it stays uncommitted and a new worker in the same group gets it ag
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[Spawn]:
     """``spawn_worker(*args)``: a `foldflow run worker` process on the test's topics."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(*args: str) -> subprocess.Popen[bytes]:
+    def spawn(*args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         log = tmp_path / f"worker-{len(procs)}.log"
         env = {
             **os.environ,
@@ -40,7 +41,7 @@ def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[Spawn]:
         cmd = [sys.executable, "-m", "foldflow.cli.main", "run", "worker",
                "--session-timeout-ms", "6000", *args]  # fmt: skip
         with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         proc.log = log  # type: ignore[attr-defined]
         procs.append(proc)
         return proc
@@ -110,3 +111,27 @@ def test_sigkill_mid_task_the_group_redelivers_to_a_new_worker(
     result = results.where(lambda e: e.causation_id == command.event_id)
     assert result is not None and isinstance(result.payload, TaskSucceeded)
     assert result.payload.task_id == command.payload.task_id  # type: ignore[union-attr]
+
+
+def test_module_option_loads_user_tasks(settings, send, results, spawn_worker, tmp_path):
+    (tmp_path / "custom_tasks.py").write_text(
+        "from workers import task\n"
+        "\n"
+        "@task('test.custom')\n"
+        "async def custom(input, ctx):\n"
+        "    return {'custom': input, 'attempt': ctx.attempt}\n"
+    )
+    command = send("test.custom", {"x": 1}, attempt=3)
+    proc = spawn_worker("--module", "custom_tasks", "--types", "test.custom", cwd=tmp_path)
+
+    result = results.where(lambda e: e.causation_id == command.event_id)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT_S) == 0
+
+    assert result is not None and isinstance(result.payload, TaskSucceeded)
+    assert json.loads(result.payload.output_json) == {"custom": {"x": 1}, "attempt": 3}
+
+
+def test_unknown_types_or_modules_are_refused(spawn_worker):
+    assert spawn_worker("--types", "no.such.type").wait(WAIT_S) == 2
+    assert spawn_worker("--module", "no_such_module_here").wait(WAIT_S) == 2

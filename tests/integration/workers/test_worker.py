@@ -8,6 +8,7 @@ import json
 from confluent_kafka import Producer
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import REGISTRY
 
 from schemas.messages import ExecuteTask, TaskFailed, TaskSucceeded, derived_id
 from tests.integration.workers.conftest import committed
@@ -49,7 +50,13 @@ def test_echo_answers_with_task_succeeded_on_results(send, results, start_worker
     assert format(span_context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
+def attempts(outcome: str) -> float:
+    labels = {"task_type": "builtin.fail", "outcome": outcome}
+    return REGISTRY.get_sample_value("foldflow_step_attempts_total", labels) or 0.0
+
+
 def test_fail_once_then_succeed(send, results, start_worker):
+    before = attempts("failed"), attempts("succeeded")
     start_worker()
     wf = "wf-fail-once"
     send("builtin.fail", {"times": 1, "retryable": True}, attempt=1, workflow_id=wf)
@@ -63,6 +70,7 @@ def test_fail_once_then_succeed(send, results, start_worker):
     assert isinstance(second, TaskSucceeded)
     assert second.attempt == 2
     assert json.loads(second.output_json) == {"times": 1, "retryable": True}
+    assert (attempts("failed"), attempts("succeeded")) == (before[0] + 1, before[1] + 1)
 
 
 def test_non_retryable_failure_is_reported_as_such(send, results, start_worker):
@@ -150,5 +158,6 @@ def test_concurrency_is_bounded(send, results, start_worker, test_registry):
     envelopes = results.envelopes(9)
 
     assert len(envelopes) == 9
+    assert len({e.causation_id for e in envelopes}) == 9
     assert all(isinstance(e.payload, TaskSucceeded) for e in envelopes)
     assert test_registry.concurrency_state["max"] <= 3
