@@ -203,11 +203,12 @@ async def test_get_waits_for_a_terminal_status_and_shows_the_workflow(
 
     async def finish_later() -> None:
         await _projected(client, keys.acme, workflow_id, "running")
-        events.emit(workflow_id, StepScheduled(step_id="charge", attempt=1, task_id="t1",
-                                               task_type="builtin.echo", input_json='{"amount":5}',
-                                               timeout_ms=1000), tenant="acme")  # fmt: skip
-        events.emit(workflow_id, StepCompleted(step_id="charge", attempt=1,
-                                               output_json='{"amount":5}'), tenant="acme")  # fmt: skip
+        scheduled = StepScheduled(step_id="charge", attempt=1, task_id="t1",
+                                  task_type="builtin.echo", input_json='{"amount":5}',
+                                  timeout_ms=1000)  # fmt: skip
+        events.emit(workflow_id, scheduled, tenant="acme")
+        completed = StepCompleted(step_id="charge", attempt=1, output_json='{"amount":5}')
+        events.emit(workflow_id, completed, tenant="acme")
         events.emit(workflow_id, WorkflowCompleted(output_json='{"paid":5}'), tenant="acme")
 
     waiting = asyncio.create_task(client.get(
