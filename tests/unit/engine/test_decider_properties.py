@@ -8,6 +8,7 @@ phase answers everything and fires every timer until the workflow ends.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from engine_harness import Run
@@ -255,3 +256,11 @@ def test_random_worlds_keep_every_invariant(definition: Definition, data: st.Dat
     # once terminal, nothing changes any more
     for message in world.delivered[-5:]:
         world.redeliver(message, fresh_id=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(definition=definitions())
+def test_canonical_json_round_trips_random_definitions(definition: Definition) -> None:
+    text = definition.canonical_json()
+    again = Definition.from_data(json.loads(text))
+    assert again == definition and again.canonical_json() == text

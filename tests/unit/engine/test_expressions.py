@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foldflow.expressions import (
     ExpressionError,
@@ -108,3 +112,61 @@ def test_reference_properties() -> None:
     assert parse_reference("steps.charge.output.id").step_id == "charge"
     assert parse_reference("signals.approve.by").signal_name == "approve"
     assert parse_reference("input.a").step_id is None
+
+
+# --- property: printing a random condition and parsing it back evaluates the same ---------
+
+_REFS = ["input.amount", "input.name", "input.flag", "input.missing", "steps.charge.output.n"]
+_LEAVES = st.one_of(
+    st.sampled_from(_REFS).map(lambda r: (r, ("ref", r))),
+    st.integers(-5, 200).map(lambda n: (str(n), ("lit", n))),
+    st.sampled_from(["ana", "bo", "x y"]).map(lambda s: (f"'{s}'", ("lit", s))),
+    st.sampled_from([("true", True), ("false", False), ("null", None)]).map(
+        lambda kv: (kv[0], ("lit", kv[1]))
+    ),
+)
+
+
+def _combine(children: st.SearchStrategy[tuple[str, Any]]) -> st.SearchStrategy[tuple[str, Any]]:
+    return st.one_of(
+        st.tuples(st.sampled_from(["and", "or"]), children, children).map(
+            lambda t: (f"({t[1][0]} {t[0]} {t[2][0]})", (t[0], t[1][1], t[2][1]))
+        ),
+        children.map(lambda c: (f"not {c[0]}", ("not", c[1]))),
+        st.tuples(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), _LEAVES, _LEAVES).map(
+            lambda t: (f"{t[1][0]} {t[0]} {t[2][0]}", ("cmp", t[0], t[1][1], t[2][1]))
+        ),
+    )
+
+
+def _model(tree: Any) -> Any:
+    """A straightforward reference evaluation of the generated tree."""
+    kind = tree[0]
+    if kind == "lit":
+        return tree[1]
+    if kind == "ref":
+        return parse_reference(tree[1]).resolve(CTX)
+    if kind == "not":
+        return not _truth(_model(tree[1]))
+    if kind in ("and", "or"):
+        left, right = _truth(_model(tree[1])), _truth(_model(tree[2]))
+        return (left and right) if kind == "and" else (left or right)
+    op, a, b = tree[1], _model(tree[2]), _model(tree[3])
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if op in ("==", "!="):
+        equal = (numbers or type(a) is type(b)) and a == b
+        return equal if op == "==" else not equal
+    if not (numbers or (isinstance(a, str) and isinstance(b, str))):
+        return False
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def _truth(value: Any) -> bool:
+    return value not in (None, False, 0, "", [], {})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.recursive(_LEAVES, _combine, max_leaves=8))
+def test_printed_conditions_parse_back_and_evaluate_like_the_model(case: tuple[str, Any]) -> None:
+    text, tree = case
+    assert evaluate_condition(parse_condition(text), CTX) is _truth(_model(tree))
