@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
@@ -72,8 +72,18 @@ def _headers(raw: Any) -> list[tuple[str, bytes | str | None]]:
     return [(str(k), v) for k, v in items]
 
 
-def create_app(settings: Settings, *, publisher: Publisher | None = None) -> faust.App:
-    """Build the orchestrator app for ``settings`` (does not start it)."""
+def create_app(
+    settings: Settings,
+    *,
+    publisher: Publisher | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> faust.App:
+    """Build the orchestrator app for ``settings`` (does not start it).
+
+    ``on_ready`` runs once, when table recovery first completed and the agent is about to
+    consume (``foldflow run orchestrator`` starts its ``/metrics`` server there, which is
+    the readiness signal of ``foldflow up``).
+    """
     topology = Topology.of(settings)
     app = faust.App(
         app_id(settings),
@@ -134,6 +144,8 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> fau
 
     app.agent(inputs, name="orchestrate", concurrency=1)(orchestrate)
 
+    ready = False
+
     async def rebuild_index() -> None:
         owned = owned_partitions()
         entries = []
@@ -150,6 +162,11 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> fau
             "recovered %d workflows on partitions %s, %d timers pending",
             len(entries), sorted(owned), index.pending_count(),
         )
+        nonlocal ready
+        if not ready:
+            ready = True
+            if on_ready is not None:
+                on_ready()
 
     table.on_recover(rebuild_index)
 

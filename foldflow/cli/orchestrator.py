@@ -1,7 +1,8 @@
 """``foldflow run orchestrator``: the faust orchestrator in the foreground (DESIGN §5, §12).
 
 Creates the topics it needs (idempotent), serves ``/metrics`` when
-``FOLDFLOW_METRICS_PORT`` is set, and runs the faust worker until SIGTERM/SIGINT, on
+``FOLDFLOW_METRICS_PORT`` is set (from the moment its state is recovered, so an answering
+``/metrics`` means ready), and runs the faust worker until SIGTERM/SIGINT, on
 which faust stops the agent, flushes the changelog, commits and leaves the group.
 """
 
@@ -37,10 +38,13 @@ def run_orchestrator() -> None:
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc
-    if settings.metrics_port:
-        port = start_metrics_server(settings.metrics_port)
-        log.info("serving /metrics on port %d", port)
-    app = create_app(settings)
+
+    def serve_metrics() -> None:  # once recovered: /metrics answering means ready
+        if settings.metrics_port:
+            port = start_metrics_server(settings.metrics_port)
+            log.info("serving /metrics on port %d", port)
+
+    app = create_app(settings, on_ready=serve_metrics)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
