@@ -161,3 +161,19 @@ def test_concurrency_is_bounded(send, results, start_worker, test_registry):
     assert len({e.causation_id for e in envelopes}) == 9
     assert all(isinstance(e.payload, TaskSucceeded) for e in envelopes)
     assert test_registry.concurrency_state["max"] <= 3
+
+
+def test_two_workers_share_the_group_and_every_command_is_answered(send, results, start_worker):
+    first = start_worker(task_types=["builtin.echo"])
+    sent = [send("builtin.echo", {"i": i}) for i in range(5)]
+    start_worker(task_types=["builtin.echo"])  # joins: the group rebalances
+    sent += [send("builtin.echo", {"i": i}) for i in range(5, 10)]
+    first.stop()  # leaves: the other worker takes every partition
+    sent += [send("builtin.echo", {"i": i}) for i in range(10, 15)]
+
+    wanted = {c.event_id for c in sent}
+    answered: set[str] = set()
+    while answered != wanted:
+        found = results.where(lambda e: e.causation_id in wanted - answered)
+        assert found is not None, f"unanswered: {len(wanted - answered)}"
+        answered.add(found.causation_id or "")
