@@ -201,7 +201,7 @@ class Definition(_Model):
     def load(cls, source: str | Path) -> Definition:
         """Load from a YAML/JSON file path or text; raises :class:`DefinitionError`."""
         text = source
-        if isinstance(source, Path) or ("\n" not in source and Path(source).is_file()):
+        if isinstance(source, Path) or _looks_like_path(source):
             try:
                 text = Path(source).read_text(encoding="utf-8")
             except OSError as exc:
@@ -250,6 +250,18 @@ class Definition(_Model):
     def key(self) -> str:
         """``name:version``, the key on ``wf.definitions``."""
         return f"{self.name}:{self.version}"
+
+
+def _looks_like_path(text: str) -> bool:
+    """A one-line string naming an existing file or ending in .yaml/.yml/.json."""
+    if "\n" in text or len(text) > 4096:
+        return False
+    if text.endswith((".yaml", ".yml", ".json")):
+        return True
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
 
 
 @lru_cache(maxsize=512)

@@ -125,6 +125,11 @@ def test_each_kind_of_problem_has_a_path(snippet: str, path: str, fragment: str)
     assert any(p == path and fragment in m for p, m in problems), problems
 
 
+def test_a_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
+    problems = problems_of(str(tmp_path / "nope.yaml"))
+    assert len(problems) == 1 and "No such file" in problems[0][1]
+
+
 def test_top_level_problems() -> None:
     assert ("steps", "Field required") in problems_of("name: x")
     assert problems_of("- just a list")[0][1] == "a definition is a mapping"
