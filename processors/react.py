@@ -2,7 +2,8 @@
 
 * ``StepScheduled`` / ``CompensationScheduled`` → ``ExecuteTask`` (to ``wf.tasks.<type>``)
 * ``ChildWorkflowRequested`` → ``StartWorkflow`` of the child (to ``wf.commands``, key child id)
-* a terminal event of a child workflow → ``ChildFinished`` (to ``wf.results``, key parent id)
+* a terminal event of a child workflow → ``ChildFinished`` (to ``wf.results``, key parent id),
+  also when the child failed at once on an unknown definition
 
 The target topic follows from the payload type; ids are ``derived_id(event.event_id, i)``.
 """
@@ -67,16 +68,16 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
             parent_step_id=p.step_id,
         )
         out.append((p.child_workflow_id, start))
-    elif type(p) in _TERMINAL_EVENTS and state.parent_workflow_id and state.parent_step_id:
+    elif type(p) in _TERMINAL_EVENTS and (parent := _parent_of(state, event)) is not None:
         status = _TERMINAL_EVENTS[type(p)]
         finished = ChildFinished(
             child_workflow_id=event.workflow_id,
-            step_id=state.parent_step_id,
+            step_id=parent[1],
             status=status,
             output_json=p.output_json if isinstance(p, WorkflowCompleted) else None,
             error=None if isinstance(p, WorkflowCompleted) else _error_of(p),
         )
-        out.append((state.parent_workflow_id, finished))
+        out.append((parent[0], finished))
     return [
         Envelope(
             event_id=derived_id(event.event_id, i),
@@ -89,6 +90,22 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
         )
         for i, (key, payload) in enumerate(out)
     ]
+
+
+def _parent_of(state: WorkflowState, event: Envelope) -> tuple[str, str] | None:
+    """(parent id, parent step id) of a child workflow, else None.
+
+    A child whose definition is unknown fails before ``WorkflowStarted`` could record its
+    parent; its id (``<parent id>/<step id>``) still names it. A parent only accepts a
+    ``ChildFinished`` for the child id it requested, so a stray one is harmless.
+    """
+    if state.parent_workflow_id and state.parent_step_id:
+        return state.parent_workflow_id, state.parent_step_id
+    if state.definition_json is None and isinstance(event.payload, WorkflowFailed):
+        parent, _, step = event.workflow_id.rpartition("/")
+        if parent and step:
+            return parent, step
+    return None
 
 
 def _error_of(p: Payload) -> str | None:

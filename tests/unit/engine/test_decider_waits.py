@@ -170,3 +170,24 @@ def test_a_child_that_does_not_finish_in_time_fails_the_step() -> None:
     assert types(out) == ["StepFailed", "WorkflowFailed"]
     assert out[0].error == "timed out waiting for child workflow 'child-def'"
     assert run.send(ChildFinished("wf-1/kid", "kid", "completed", "{}")) == []
+
+
+def test_a_child_with_an_unknown_definition_still_reports_to_its_parent() -> None:
+    child = Run(None, workflow_id="wf-1/kid")
+    child.send(StartWorkflow("child-def", 2, "{}", "default", "wf-1", "kid"))
+    report = react(child.state, child.history[-1])
+    assert [(r.workflow_id, r.payload) for r in report] == [
+        (
+            "wf-1",
+            ChildFinished("wf-1/kid", "kid", "failed", None, "unknown definition child-def v2"),
+        )
+    ]
+    parent = Run(PARENT)
+    parent.start()
+    parent.succeed("prep")
+    out = parent.send(report[0].payload)
+    assert types(out) == ["StepFailed", "WorkflowFailed"]
+    # an ordinary workflow that fails to start reports to nobody
+    plain = Run(None, workflow_id="plain")
+    plain.send(StartWorkflow("x", 1, "{}"))
+    assert react(plain.state, plain.history[-1]) == []
