@@ -74,6 +74,7 @@ class Worker:
         self._consumer_config = dict(consumer_config or {})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._hurry = asyncio.Event()  # a second signal: do not wait for in-flight tasks
         self._stop_requested = threading.Event()
         #: Set once every consumer has been assigned partitions (or the worker stopped).
         self.ready = threading.Event()
@@ -96,6 +97,7 @@ class Worker:
         """Run the consumers until stopped, then shut down gracefully."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         if self._stop_requested.is_set():
             self._stopping.set()
         if install_signal_handlers:
@@ -137,6 +139,12 @@ class Worker:
             log.info("worker stopped")
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            log.warning(
+                "second signal: not waiting for in-flight tasks", extra={"signal": sig.name}
+            )
+            self._hurry.set()
+            return
         log.info("signal received, shutting down", extra={"signal": sig.name})
         self.stop()
 
@@ -172,7 +180,17 @@ class Worker:
                 extra={"in_flight": len(in_flight), "grace_period": self.grace_period},
             )
             started = time.monotonic()
-            _, pending = await asyncio.wait(in_flight, timeout=self.grace_period)
+            deadline = started + self.grace_period
+            pending: set[asyncio.Future[Any]] = set(in_flight)
+            hurry: asyncio.Future[Any] = asyncio.create_task(self._hurry.wait())
+            while pending and not self._hurry.is_set() and time.monotonic() < deadline:
+                _, pending = await asyncio.wait(
+                    {*pending, hurry},
+                    timeout=deadline - time.monotonic(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                pending.discard(hurry)
+            hurry.cancel()
             if pending:
                 log.warning(
                     "grace period over; leaving tasks uncommitted for redelivery",

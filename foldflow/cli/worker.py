@@ -50,6 +50,9 @@ def run_worker(
     ),
 ) -> None:
     """Run a worker in the foreground."""  # fmt: skip
+    from confluent_kafka import KafkaException
+
+    from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
@@ -80,6 +83,10 @@ def run_worker(
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    try:  # a user's task type needs its wf.tasks.<type> topic; idempotent
+        ensure_topics(settings, task_types=worker.task_types)
+    except (PartitionMismatch, KafkaException) as exc:
+        log.warning("could not ensure the topics: %s", exc)
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port)
     worker.run()

@@ -23,7 +23,7 @@ from workers.registry import TaskRegistry
 from workers.runtime import Worker
 
 #: Task types of the test registry (served besides the built-in ones).
-TEST_TYPES = ("test.slow", "test.custom")
+TEST_TYPES = ("test.slow",)
 WAIT_S = 60.0  # upper bound of every wait: a hang fails the test instead of blocking
 
 

@@ -113,7 +113,9 @@ def test_sigkill_mid_task_the_group_redelivers_to_a_new_worker(
     assert result.payload.task_id == command.payload.task_id  # type: ignore[union-attr]
 
 
-def test_module_option_loads_user_tasks(settings, send, results, spawn_worker, tmp_path):
+def test_module_option_loads_user_tasks_and_creates_their_topic(
+    settings, send, results, spawn_worker, tmp_path
+):
     (tmp_path / "custom_tasks.py").write_text(
         "from workers import task\n"
         "\n"
@@ -121,15 +123,31 @@ def test_module_option_loads_user_tasks(settings, send, results, spawn_worker, t
         "async def custom(input, ctx):\n"
         "    return {'custom': input, 'attempt': ctx.attempt}\n"
     )
-    command = send("test.custom", {"x": 1}, attempt=3)
     proc = spawn_worker("--module", "custom_tasks", "--types", "test.custom", cwd=tmp_path)
+    wait_for_log(proc, '"partitions": [0, 1]')  # its (new) topic exists and is assigned
 
+    command = send("test.custom", {"x": 1}, attempt=3)
     result = results.where(lambda e: e.causation_id == command.event_id)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(WAIT_S) == 0
 
     assert result is not None and isinstance(result.payload, TaskSucceeded)
     assert json.loads(result.payload.output_json) == {"custom": {"x": 1}, "attempt": 3}
+
+
+def test_a_second_sigterm_stops_without_waiting_and_hands_the_task_back(
+    settings, send, spawn_worker
+):
+    send("builtin.sleep", {"seconds": 300})
+    proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "300")
+    wait_for_log(proc, "task started")
+
+    proc.send_signal(signal.SIGTERM)
+    wait_for_log(proc, "waiting for in-flight tasks")
+    proc.send_signal(signal.SIGTERM)
+
+    assert proc.wait(WAIT_S) == 0  # well before the 300 s grace period
+    assert all(o < 0 for o in committed(settings, "builtin.sleep").values())
 
 
 def test_unknown_types_or_modules_are_refused(spawn_worker):
