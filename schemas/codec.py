@@ -76,6 +76,17 @@ class SchemaVersion:
     schema: dict[str, Any]
     fingerprint: bytes
 
+    @property
+    def envelope_fields(self) -> frozenset[str]:
+        """The names of the envelope record's fields in this version."""
+        return frozenset(f["name"] for f in self.schema["fields"])
+
+    @property
+    def payload_fields(self) -> dict[str, frozenset[str]]:
+        """Payload record name (``foldflow.X``) -> its field names, in this version."""
+        (union,) = [f["type"] for f in self.schema["fields"] if f["name"] == "payload"]
+        return {r["name"]: frozenset(f["name"] for f in r["fields"]) for r in union}
+
 
 def fingerprint_of(schema: dict[str, Any]) -> bytes:
     """The 8-byte little-endian CRC-64-AVRO fingerprint of a (parsed) schema."""
@@ -106,6 +117,13 @@ _READER_FOR: dict[bytes, dict[str, Any] | None] = {
     v.fingerprint: None if v is _NEWEST else _NEWEST.schema for v in _VERSIONS
 }
 _ENVELOPE_FIELDS = dataclasses.fields(Envelope)
+#: payload record name -> {field: dataclass default} (fields without a default are absent)
+_DEFAULTS = {
+    _NAMESPACE + cls.__name__: {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+    for cls in TYPE_NAMES
+}
 _CLASS_BY_RECORD = {_NAMESPACE + cls.__name__: cls for cls in TYPE_NAMES}
 
 
@@ -191,8 +209,18 @@ def _by_version(version: int) -> SchemaVersion:
 
 
 def _check_representable(record: dict[str, Any], target: SchemaVersion) -> None:
-    known = {f["name"] for f in target.schema["fields"]}
-    lost = sorted(name for name, value in record.items() if name not in known and value is not None)
+    """Refuse to write an older version that would silently drop a set value."""
+    lost = sorted(n for n, v in record.items() if n not in target.envelope_fields and v is not None)
+    name, payload = record["payload"]
+    known = target.payload_fields.get(name)
+    if known is None:
+        raise SchemaViolationError(f"envelope v{target.version} has no payload record {name}")
+    defaults = _DEFAULTS[name]
+    lost += sorted(
+        f"payload.{n}"
+        for n, v in payload.items()
+        if n not in known and (n not in defaults or v != defaults[n])
+    )
     if lost:
         raise SchemaViolationError(f"envelope v{target.version} has no field for {lost}")
 
