@@ -94,6 +94,12 @@ class RetryPolicy(_Model):
     multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)
 
+    @model_validator(mode="after")
+    def _check_bounds(self) -> RetryPolicy:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff is shorter than initial_backoff")
+        return self
+
     def backoff_ms(self, failed_attempt: int, fraction: float) -> int:
         """The delay before the attempt after ``failed_attempt`` (1-based); fraction ∈ [0,1)."""
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (failed_attempt - 1))

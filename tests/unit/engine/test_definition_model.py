@@ -114,6 +114,11 @@ steps:
         ("- {id: a, task: t, retry: {jitter: 2}}", "steps[0].retry.jitter", "less than or equal"),
         ("- {id: 'a b', task: t}", "steps[0].id", "should match pattern"),
         (
+            "- {id: a, task: t, retry: {initial_backoff: 1m, max_backoff: 1s}}",
+            "steps[0].retry",
+            "max_backoff is shorter",
+        ),
+        (
             "- {id: a, task: t, compensate: {input: {}}}",
             "steps[0].compensate.task",
             "Field required",
