@@ -17,10 +17,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -54,7 +55,9 @@ TERMINAL_EVENTS = {
 
 __all__ = [
     "EXAMPLES",
+    "STARTUP_S",
     "TERMINAL_EVENTS",
+    "TEST_DEFINITIONS",
     "CancelWorkflow",
     "Deployment",
     "EventLog",
@@ -63,6 +66,8 @@ __all__ = [
     "Service",
     "SignalWorkflow",
     "TerminateWorkflow",
+    "private_settings",
+    "register_all",
     "status_of",
 ]
 
@@ -256,3 +261,63 @@ class Deployment:
     def close(self) -> None:
         """Flush and close the publisher."""
         self.publisher.close()
+
+
+STARTUP_S = 90.0
+
+#: Definitions the lifecycle tests use besides the examples.
+TEST_DEFINITIONS: list[dict[str, Any]] = [
+    {
+        "name": "t-pause",
+        "steps": [
+            {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+            {"id": "nap", "sleep": "1500ms", "after": ["a"]},
+            {"id": "b", "task": "builtin.echo", "after": ["nap"], "input": {"n": 2}},
+        ],
+    },
+    {
+        "name": "t-wait",
+        "steps": [
+            {
+                "id": "reserve",
+                "task": "builtin.echo",
+                "input": {"what": "stock"},
+                "compensate": {"task": "builtin.echo", "input": {"undo": "stock"}},
+            },
+            {"id": "gate", "signal": "go", "after": ["reserve"], "timeout": "2m"},
+            {"id": "finish", "task": "builtin.echo", "after": ["gate"], "input": {"n": 3}},
+        ],
+    },
+    {
+        "name": "t-child",
+        "steps": [{"id": "only", "task": "builtin.echo", "input": {"child": "${input.x}"}}],
+        "output": "${steps.only.output}",
+    },
+    {
+        "name": "t-parent",
+        "steps": [
+            {"id": "prep", "task": "builtin.echo", "input": {"x": 7}},
+            {"id": "kid", "workflow": "t-child", "after": ["prep"], "input": {"x": 7}},
+            {"id": "done", "task": "builtin.echo", "after": ["kid"], "input": {"ok": True}},
+        ],
+    },
+]
+
+
+def private_settings(stack: Settings, *, partitions: int) -> Settings:
+    """Settings with a topic prefix of their own; every topic created."""
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        topic_prefix=f"t-{uuid.uuid4().hex[:8]}.",
+        partitions=partitions,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def register_all(deployment: Deployment) -> None:
+    """Register the examples and the test definitions."""
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        deployment.register(Definition.load(path))
+    for data in TEST_DEFINITIONS:
+        deployment.register(Definition.from_data(data))

@@ -1,0 +1,61 @@
+"""Fixtures for the chaos tests: a private deployment per test, processes to kill.
+
+The helpers (:mod:`orchestrator_harness`) live with the orchestrator integration tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "orchestrator"))
+
+from orchestrator_harness import Deployment, EventLog, Service, private_settings, register_all
+
+from foldflow.settings import Settings
+
+CHAOS_PARTITIONS = 4
+
+
+@pytest.fixture
+def settings(stack: Settings) -> Settings:
+    """The test's private topic set."""
+    return private_settings(stack, partitions=CHAOS_PARTITIONS)
+
+
+@pytest.fixture
+def deployment(settings: Settings) -> Iterator[Deployment]:
+    """Publishes to the test's topics; every shared test definition is registered."""
+    d = Deployment(settings)
+    register_all(d)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def events(settings: Settings) -> Iterator[EventLog]:
+    """A reader of the test's ``wf.events``."""
+    log = EventLog(settings)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def spawn(
+    settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., Service]]:
+    """Start ``foldflow run <args>`` processes; whatever is still alive is stopped after."""
+    started: list[Service] = []
+
+    def make(name: str, *args: str, env: dict[str, str] | None = None) -> Service:
+        service = Service(name, settings, tmp_path, args=args, env=env).start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        if service.proc is not None and service.proc.poll() is None:
+            service.stop()

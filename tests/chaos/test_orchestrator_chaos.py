@@ -1,0 +1,155 @@
+"""Kill -9 the orchestrator and the worker mid-run: every workflow still finishes, once.
+
+Real processes (``foldflow run orchestrator|worker``), real Kafka, SIGKILL via os.kill.
+Invariants checked on the raw ``wf.events`` log (duplicates included): per workflow the
+sequences are contiguous from 1, a re-emitted sequence is byte-identical to the first,
+each step completed exactly once and the workflow ended exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator_harness import STARTUP_S, TERMINAL_EVENTS, Deployment, EventLog, Service
+
+from foldflow.definitions import Definition
+from schemas.codec import encode
+from schemas.messages import StepCompleted
+
+WAIT_S = 120.0
+RECOVERED = "recovered \\d+ workflows"
+
+#: Five steps: tasks that take a while, a sleep timer in the middle.
+CHAIN = {
+    "name": "chaos-chain",
+    "steps": [
+        {"id": "s1", "task": "builtin.echo", "input": {"n": 1}},
+        {"id": "s2", "task": "builtin.sleep", "after": ["s1"], "input": {"seconds": 0.3}},
+        {"id": "s3", "sleep": "700ms", "after": ["s2"]},
+        {"id": "s4", "task": "builtin.sleep", "after": ["s3"], "input": {"seconds": 0.3}},
+        {"id": "s5", "task": "builtin.echo", "after": ["s4"], "input": {"n": 5}},
+    ],
+}
+
+#: A task slower than the worker survives, with a short attempt timeout and retries.
+SLOW = {
+    "name": "chaos-slow",
+    "steps": [
+        {
+            "id": "slow",
+            "task": "builtin.sleep",
+            "input": {"seconds": 3},
+            "timeout": "6s",
+            "retry": {"max_attempts": 5, "initial_backoff": "200ms", "max_backoff": "1s"},
+        },
+        {"id": "after", "task": "builtin.echo", "after": ["slow"], "input": {}},
+    ],
+}
+
+#: A retry backoff timer and a sleep timer, each long enough to kill the orchestrator in.
+TIMERS = {
+    "name": "chaos-timers",
+    "steps": [
+        {
+            "id": "flaky",
+            "task": "builtin.fail",
+            "input": {"times": 1, "retryable": True},
+            "retry": {"max_attempts": 2, "initial_backoff": "4s", "max_backoff": "4s",
+                      "jitter": 0},
+        },
+        {"id": "nap", "sleep": "4s", "after": ["flaky"]},
+        {"id": "end", "task": "builtin.echo", "after": ["nap"], "input": {}},
+    ],
+}
+
+
+def assert_log_invariants(events: EventLog, workflow_ids: list[str]) -> None:
+    """Sequences contiguous, duplicates identical, one completion per step, one ending."""
+    for wf in workflow_ids:
+        first: dict[int, bytes] = {}
+        for event in events.by_workflow[wf]:
+            assert event.sequence is not None
+            body = encode(event)
+            seen = first.setdefault(event.sequence, body)
+            assert seen == body, f"{wf}: sequence {event.sequence} emitted with two contents"
+        assert sorted(first) == list(range(1, len(first) + 1)), f"{wf}: gap in {sorted(first)}"
+        unique = {e.sequence: e for e in events.by_workflow[wf]}
+        completed = [
+            e.payload.step_id for e in unique.values() if isinstance(e.payload, StepCompleted)
+        ]
+        assert len(completed) == len(set(completed)), f"{wf}: a step completed twice"
+        endings = [e for e in unique.values() if e.event_type in TERMINAL_EVENTS]
+        assert len(endings) == 1, f"{wf}: {len(endings)} terminal events"
+
+
+def test_orchestrator_sigkill_while_sharing_partitions(
+    deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
+) -> None:
+    deployment.register(Definition.from_data(CHAIN))
+    first = spawn("orchestrator-a", "orchestrator")
+    first.wait_for_log(RECOVERED, timeout=STARTUP_S)
+    second = spawn("orchestrator-b", "orchestrator")
+    second.wait_for_log(r"recovered \d+ workflows on partitions \[\d", timeout=STARTUP_S)
+    spawn("worker", "worker", "--concurrency", "16")
+
+    ids = [deployment.start("chaos-chain", {"i": i}) for i in range(30)]
+    # kill the second orchestrator once the run is well under way, not finished
+    events.wait(
+        lambda log: sum(len(log.by_workflow.get(w, [])) for w in ids) >= 120,
+        timeout=WAIT_S, what="120 events of the 30 workflows",
+    )  # fmt: skip
+    assert second.proc is not None and second.proc.poll() is None
+    second.kill()
+
+    statuses = events.wait_finished(ids, timeout=WAIT_S)
+    assert set(statuses.values()) == {"completed"}
+    assert_log_invariants(events, ids)
+    # the survivor took over the dead one's partitions
+    first.wait_for_log(r"recovered \d+ workflows on partitions \[0, 1, 2, 3\]", timeout=10)
+
+
+def test_worker_sigkill_mid_task(
+    deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
+) -> None:
+    deployment.register(Definition.from_data(SLOW))
+    spawn("orchestrator", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
+    doomed = spawn("worker-1", "worker", "--session-timeout-ms", "6000")
+    wf = deployment.start("chaos-slow", {})
+    doomed.wait_for_log('"message": "task started"', timeout=WAIT_S)
+    doomed.kill()
+    spawn("worker-2", "worker", "--session-timeout-ms", "6000")
+
+    assert events.wait_finished([wf], timeout=WAIT_S) == {wf: "completed"}
+    assert_log_invariants(events, [wf])
+
+
+def test_timers_survive_orchestrator_restarts(
+    deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
+) -> None:
+    deployment.register(Definition.from_data(TIMERS))
+    first = spawn("orchestrator-1", "orchestrator")
+    first.wait_for_log(RECOVERED, timeout=STARTUP_S)
+    spawn("worker", "worker")
+    wf = deployment.start("chaos-timers", {})
+
+    # 1. the retry backoff timer is pending: kill, restart
+    events.wait(
+        lambda log: "step.attempt_failed.v1" in log.types(wf), timeout=WAIT_S, what="backoff"
+    )
+    first.kill()
+    second = spawn("orchestrator-2", "orchestrator")
+    second.wait_for_log(RECOVERED, timeout=STARTUP_S)
+    # 2. the sleep timer is pending: kill, restart
+    events.wait(lambda log: "step.waiting.v1" in log.types(wf), timeout=WAIT_S, what="sleep")
+    second.kill()
+    spawn("orchestrator-3", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
+
+    assert events.wait_finished([wf], timeout=WAIT_S) == {wf: "completed"}
+    assert_log_invariants(events, [wf])
+    completed = {
+        e.payload.step_id: e.payload.attempt
+        for e in events.by_workflow[wf]
+        if isinstance(e.payload, StepCompleted)
+    }
+    assert set(completed) == {"flaky", "nap", "end"}
+    assert completed["flaky"] == 2  # the retry after the backoff timer succeeded
