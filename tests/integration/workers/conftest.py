@@ -236,3 +236,9 @@ def committed(settings: Settings, task_type: str, partitions: int = 2) -> dict[i
         return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
     finally:
         consumer.close()
+
+
+@pytest.fixture
+def committed_offsets(settings: Settings) -> Callable[[str], dict[int, int]]:
+    """``committed_offsets(task_type)``: :func:`committed` for this test's topics."""
+    return lambda task_type: committed(settings, task_type, settings.partitions)

@@ -19,7 +19,8 @@ import pytest
 
 from foldflow.settings import Settings
 from schemas.messages import TaskSucceeded
-from tests.integration.workers.conftest import WAIT_S, committed
+
+WAIT_S = 60.0  # upper bound of every wait
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
@@ -67,7 +68,7 @@ def wait_for_log(proc: subprocess.Popen[bytes], text: str) -> None:
 
 
 def test_sigterm_lets_the_running_task_finish_publish_and_commit(
-    settings, send, results, spawn_worker
+    committed_offsets, settings, send, results, spawn_worker
 ):
     command = send("builtin.sleep", {"seconds": 2})
     proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "30")
@@ -78,11 +79,11 @@ def test_sigterm_lets_the_running_task_finish_publish_and_commit(
 
     result = results.where(lambda e: e.causation_id == command.event_id)
     assert result is not None and isinstance(result.payload, TaskSucceeded)
-    assert sum(o for o in committed(settings, "builtin.sleep").values() if o >= 0) == 1
+    assert sum(o for o in committed_offsets("builtin.sleep").values() if o >= 0) == 1
 
 
 def test_sigterm_past_the_grace_period_hands_the_task_back(
-    settings, send, results, spawn_worker, start_worker
+    committed_offsets, settings, send, results, spawn_worker, start_worker
 ):
     command = send("builtin.sleep", {"seconds": 3})
     proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "0.2")
@@ -90,7 +91,7 @@ def test_sigterm_past_the_grace_period_hands_the_task_back(
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(WAIT_S) == 0
-    assert all(o < 0 for o in committed(settings, "builtin.sleep").values())
+    assert all(o < 0 for o in committed_offsets("builtin.sleep").values())
 
     start_worker(task_types=["builtin.sleep"])
     result = results.where(lambda e: e.causation_id == command.event_id)
@@ -136,7 +137,7 @@ def test_module_option_loads_user_tasks_and_creates_their_topic(
 
 
 def test_a_second_sigterm_stops_without_waiting_and_hands_the_task_back(
-    settings, send, spawn_worker
+    committed_offsets, settings, send, spawn_worker
 ):
     send("builtin.sleep", {"seconds": 300})
     proc = spawn_worker("--types", "builtin.sleep", "--grace-period", "300")
@@ -147,7 +148,7 @@ def test_a_second_sigterm_stops_without_waiting_and_hands_the_task_back(
     proc.send_signal(signal.SIGTERM)
 
     assert proc.wait(WAIT_S) == 0  # well before the 300 s grace period
-    assert all(o < 0 for o in committed(settings, "builtin.sleep").values())
+    assert all(o < 0 for o in committed_offsets("builtin.sleep").values())
 
 
 def test_unknown_types_or_modules_are_refused(spawn_worker):

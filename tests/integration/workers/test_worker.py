@@ -11,7 +11,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import REGISTRY
 
 from schemas.messages import ExecuteTask, TaskFailed, TaskSucceeded, derived_id
-from tests.integration.workers.conftest import committed
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -96,7 +95,7 @@ def test_attempt_timeout_gives_retryable_failure(send, results, start_worker):
 
 
 def test_poison_message_goes_to_dlq_and_the_next_one_is_processed(
-    settings, publisher, topology, send, results, dlq, start_worker
+    committed_offsets, settings, publisher, topology, send, results, dlq, start_worker
 ):
     wf = "wf-poison"
     # Same key as the next command, so both land on one partition, poison first.
@@ -117,7 +116,7 @@ def test_poison_message_goes_to_dlq_and_the_next_one_is_processed(
     assert result.causation_id == command.event_id
     worker.stop()
     # Both records are committed: nothing is redelivered to the group.
-    assert sum(o for o in committed(settings, "builtin.echo").values() if o >= 0) == 2
+    assert sum(o for o in committed_offsets("builtin.echo").values() if o >= 0) == 2
 
 
 def test_unknown_task_type_goes_to_dlq(send, dlq, results, start_worker):
@@ -133,7 +132,9 @@ def test_unknown_task_type_goes_to_dlq(send, dlq, results, start_worker):
     assert result is not None and isinstance(result.payload, TaskSucceeded)
 
 
-def test_commit_never_passes_an_unfinished_message(settings, send, results, start_worker):
+def test_commit_never_passes_an_unfinished_message(
+    committed_offsets, settings, send, results, start_worker
+):
     worker = start_worker(task_types=["test.slow"], concurrency=4)
     wf = "wf-order"  # one key: one partition, slow command first
     slow = send("test.slow", {"seconds": 4}, workflow_id=wf, step_id="slow")
@@ -142,12 +143,12 @@ def test_commit_never_passes_an_unfinished_message(settings, send, results, star
     first = results.where(lambda e: e.causation_id == fast.event_id)
     assert first is not None
     # The fast one is done, the slow one (earlier offset) is not: nothing may be committed.
-    assert all(o < 0 for o in committed(settings, "test.slow").values())
+    assert all(o < 0 for o in committed_offsets("test.slow").values())
 
     second = results.where(lambda e: e.causation_id == slow.event_id)
     assert second is not None
     worker.stop()
-    assert sorted(committed(settings, "test.slow").values())[-1] == 2
+    assert sorted(committed_offsets("test.slow").values())[-1] == 2
 
 
 def test_concurrency_is_bounded(send, results, start_worker, test_registry):
