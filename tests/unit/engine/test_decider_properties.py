@@ -148,7 +148,7 @@ class World:
 
 def random_turn(world: World, data: st.DataObject) -> None:
     state = world.run.state
-    options = ["timer", "answer", "answer", "answer", "dup", "stale", "signal", "operator"]
+    options = ["timer", "answer", "answer", "answer", "dup", "stale", "bogus", "signal", "operator"]
     choice = data.draw(st.sampled_from(options))
     if choice == "answer" and world.open:
         command = data.draw(st.sampled_from(world.open))
@@ -165,6 +165,16 @@ def random_turn(world: World, data: st.DataObject) -> None:
         ]
         if stale:
             world.redeliver(data.draw(st.sampled_from(stale)), fresh_id=True)
+    elif choice == "bogus":
+        # a result for an attempt that was never dispatched, or for a different task id
+        definition = world.run.definition
+        assert definition is not None
+        step = data.draw(st.sampled_from([s.id for s in definition.steps]))
+        ss = state.steps.get(step)
+        attempt = (ss.attempt if ss else 0) + data.draw(st.sampled_from([1, 2]))
+        kind = data.draw(st.sampled_from(["step", "compensation"]))
+        fake = TaskSucceeded(f"wf-1:{step}:forged:{attempt}", step, attempt, kind, "{}")
+        assert decide(state, world.run.message(fake), world.run.now) == []
     elif choice == "signal":
         world.send(SignalWorkflow(data.draw(st.sampled_from(SIGNALS)), '{"n": 1}'))
     elif choice == "operator":
