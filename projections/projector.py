@@ -121,6 +121,9 @@ class Projector:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "max.poll.interval.ms": 600_000,
+                # a killed projector's partitions move on after 10 s, not the default 45 s
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
             }
         )
 
