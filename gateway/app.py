@@ -99,7 +99,7 @@ def create_app(
     app.state.gateway = context
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(definitions.router, prefix="/v1")
-    app.include_router(workflows.router, prefix="/v1")
+    app.include_router(definitions.router)
+    app.include_router(workflows.router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

@@ -24,7 +24,7 @@ from schemas.messages import DefinitionRegistered, dump_json
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/definitions", tags=["definitions"])
+router = APIRouter(prefix="/v1/definitions", tags=["definitions"])
 
 NameParam = Annotated[str, Path(max_length=200, pattern=NAME_PATTERN)]
 VersionParam = Annotated[int, Path(ge=1, le=2**31 - 1)]

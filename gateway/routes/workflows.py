@@ -52,7 +52,7 @@ from schemas.messages import (
 
 __all__ = ["parse_timeout", "router"]
 
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 
 IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 _DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
