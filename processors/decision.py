@@ -14,7 +14,7 @@ from foldflow.definitions import Definition
 from foldflow.expressions import render
 from processors.evolve import evolve
 from processors.state import WorkflowState
-from schemas.messages import Envelope, Payload, dump_json, event_id_for
+from schemas.messages import Envelope, Payload, StartWorkflow, dump_json, event_id_for
 
 __all__ = [
     "SOURCE",
@@ -38,6 +38,9 @@ class Decision:
         self.message = message
         self.now = now
         self.events: list[Envelope] = []
+        # Events belong to the workflow's tenant (set by its start), whoever sent the input.
+        payload = message.payload
+        self.tenant = payload.tenant if isinstance(payload, StartWorkflow) else state.tenant
 
     @property
     def definition(self) -> Definition:
@@ -58,6 +61,7 @@ class Decision:
             payload=payload,
             sequence=sequence,
             causation_id=self.message.event_id,
+            tenant=self.tenant,
         )
         self.events.append(event)
         self.state = evolve(self.state, event)

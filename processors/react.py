@@ -87,6 +87,7 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
             workflow_id=key,
             payload=payload,
             causation_id=event.event_id,
+            tenant=event.tenant,
         )
         for i, (key, payload) in enumerate(out)
     ]

@@ -209,3 +209,14 @@ def test_state_round_trips_through_bytes() -> None:
     data = state_to_bytes(run.state)
     assert state_from_bytes(data) == run.state
     assert state_to_bytes(state_from_bytes(data)) == data
+
+
+def test_events_and_commands_carry_the_workflows_tenant() -> None:
+    run = Run(DIAMOND)
+    run.start({"x": 1}, tenant="acme")
+    run.succeed("a")  # the result itself carries no tenant (e.g. a v1 message)
+    assert {e.tenant for e in run.history} == {"acme"}
+    assert {c.tenant for c in run.commands()} == {"acme"}
+    unknown = Run(None)
+    unknown.send(StartWorkflow("nope", 1, "{}", tenant="acme"))
+    assert unknown.history[0].tenant == "acme"
