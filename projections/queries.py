@@ -66,6 +66,7 @@ class WorkflowSummary:
     updated_at: datetime
     completed_at: datetime | None
     last_sequence: int
+    parent_workflow_id: str | None
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,6 @@ class WorkflowDetail(WorkflowSummary):
     input: Any
     output: Any
     error: str | None
-    parent_workflow_id: str | None
     parent_step_id: str | None
     steps: tuple[StepView, ...]
 
@@ -169,6 +169,7 @@ def _summary_fields(r: Row[Any]) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "completed_at": r.completed_at,
         "last_sequence": r.last_sequence,
+        "parent_workflow_id": r.parent_workflow_id,
     }
 
 
@@ -233,7 +234,6 @@ def get_workflow(bind: Bind, tenant: str, workflow_id: str) -> WorkflowDetail | 
         input=row.input,
         output=row.output,
         error=row.error,
-        parent_workflow_id=row.parent_workflow_id,
         parent_step_id=row.parent_step_id,
         steps=tuple(
             StepView(**{k: v for k, v in s._asdict().items()
