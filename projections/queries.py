@@ -36,6 +36,7 @@ __all__ = [
     "WorkflowDetail",
     "WorkflowSummary",
     "decode_cursor",
+    "definition_owners",
     "encode_cursor",
     "get_definition",
     "get_history",
@@ -43,6 +44,7 @@ __all__ = [
     "list_definitions",
     "list_workflows",
     "wait_for_status",
+    "workflow_owner",
 ]
 
 Bind = Connection | Engine
@@ -314,3 +316,23 @@ def wait_for_status(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
+
+
+def workflow_owner(bind: Bind, workflow_id: str) -> str | None:
+    """The tenant holding ``workflow_id`` (tenant-blind: only to refuse reusing an id)."""
+    wi = workflow_instances
+    with _connect(bind) as conn:
+        owner: str | None = conn.execute(
+            select(wi.c.tenant).where(wi.c.id == workflow_id)
+        ).scalar_one_or_none()
+    return owner
+
+
+def definition_owners(bind: Bind, name: str, version: int) -> list[str]:
+    """The tenants that registered ``name`` ``version`` (tenant-blind, as above)."""
+    wd = workflow_definitions
+    with _connect(bind) as conn:
+        return list(conn.execute(
+            select(wd.c.tenant).where(wd.c.name == name, wd.c.version == version)
+            .order_by(wd.c.tenant)
+        ).scalars())
