@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -26,55 +25,27 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from opentelemetry import trace
 
-from foldflow.observability.logging import bind
 from foldflow.observability.metrics import (
     CONSUMER_LAG,
     MESSAGE_HANDLING_SECONDS,
     MESSAGES_HANDLED,
-    STEP_ATTEMPTS,
-    STEP_DURATION_SECONDS,
 )
-from foldflow.observability.tracing import Header, extract_context
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher, PublishError
-from schemas.codec import CodecError, decode
-from schemas.messages import Envelope, ExecuteTask
-from workers.execution import result_envelope, run_attempt
+from producers import Publisher
+from workers.handling import RecordHandler, Slots
 from workers.offsets import PartitionOffsets
 from workers.registry import TaskRegistry
 
-__all__ = ["Slots", "TaskConsumer", "consumer_config"]
+__all__ = ["TaskConsumer", "consumer_config"]
 
 log = logging.getLogger("foldflow.worker")
-tracer = trace.get_tracer("foldflow.worker")
 T = TypeVar("T")
 
 HANDLER = "worker"
 _MAX_BATCH = 500
 _LAG_EVERY_S = 5.0
-_RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
-
-
-@dataclass
-class Slots:
-    """The worker-wide concurrency budget: ``in_use`` of ``limit`` handlers are running.
-
-    Only the event loop thread touches it; the semaphore bounds execution and ``free``
-    bounds fetching.
-    """
-
-    limit: int
-    in_use: int = 0
-
-    def __post_init__(self) -> None:
-        self.semaphore = asyncio.Semaphore(self.limit)
-
-    @property
-    def free(self) -> int:
-        return self.limit - self.in_use
 
 
 def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
@@ -89,13 +60,6 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
     }
-
-
-def _headers(msg: Message) -> list[Header]:
-    headers = msg.headers()
-    if headers is None:
-        return []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 class TaskConsumer:
@@ -119,10 +83,10 @@ class TaskConsumer:
         self.topic = topology.task(task_type)
         self.results_topic = topology.results
         self.group = topology.worker_group(task_type)
-        self.registry = registry
-        self._publisher = publisher
-        self._pool = pool
         self._slots = slots
+        self._handler = RecordHandler(
+            task_type, self.topic, self.results_topic, registry, publisher, pool, slots
+        )
         self._stopping = stopping
         self._poll_timeout = poll_timeout
         self._consumer = Consumer(
@@ -311,7 +275,7 @@ class TaskConsumer:
         started = time.monotonic()
         outcome = "error"
         try:
-            outcome = await self._process(msg)
+            outcome = await self._handler.handle(msg)
         except Exception:
             # Not finished, so never committed: this partition's commits wait for a restart
             # to redeliver it, which is the at-least-once promise.
@@ -326,97 +290,3 @@ class TaskConsumer:
             MESSAGE_HANDLING_SECONDS.labels(self.topic, HANDLER).observe(time.monotonic() - started)
         with self._lock:
             tracker.finish(offset)
-
-    async def _process(self, msg: Message) -> str:
-        """Handle one record; returns the outcome label once its result (or DLQ copy) is acked."""
-        try:
-            command = decode(msg.value() or b"")
-        except CodecError as exc:
-            return await self._dead_letter(msg, exc)
-        task = command.payload
-        if not isinstance(task, ExecuteTask):
-            reason = f"expected task.execute.v1 on {self.topic}, got {command.event_type}"
-            return await self._dead_letter(msg, reason, kind="UnexpectedMessage")
-        spec = self.registry.get(task.task_type)
-        if spec is None or task.task_type != self.task_type:
-            reason = (
-                f"unknown task type {task.task_type!r} on {self.topic} "
-                f"(this consumer serves {self.task_type!r})"
-            )
-            return await self._dead_letter(msg, reason, kind="UnknownTaskType")
-        fields = {"task_id": task.task_id, "task_type": task.task_type, "attempt": task.attempt}
-        ids = {"workflow_id": command.workflow_id, "correlation_id": command.correlation_id}
-        async with self._slots.semaphore:
-            with (
-                bind(**ids),
-                tracer.start_as_current_span(
-                    f"task {task.task_type}",
-                    context=extract_context(_headers(msg)),
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes={
-                        "foldflow.workflow_id": command.workflow_id,
-                        "foldflow.task_id": task.task_id,
-                        "foldflow.attempt": task.attempt,
-                    },
-                ) as span,
-            ):
-                log.info("task started", extra=fields)
-                outcome = await run_attempt(spec, command, pool=self._pool)
-                STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
-                STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()
-                span.set_attribute("foldflow.outcome", outcome.outcome)
-                error = getattr(outcome.result, "error", None)
-                log.info(
-                    "task %s",
-                    outcome.outcome,
-                    extra={**fields, "duration": round(outcome.duration, 6), "error": error},
-                )
-                result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
-                await self._publish_result(result, fields)
-        return "ok"
-
-    async def _publish_result(self, result: Envelope, fields: dict[str, Any]) -> None:
-        """Publish until acked: the offset is not committed before (only cancellation —
-        the grace period running out — gives up, and then the command is redelivered)."""
-        delay = _RETRY_MIN_S
-        while True:
-            try:
-                await self._publisher.publish_async(self.results_topic, result)
-                return
-            except PublishError as exc:
-                log.error("result not acked; retrying", extra={**fields, "error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-
-    async def _dead_letter(
-        self, msg: Message, reason: str | BaseException, *, kind: str | None = None
-    ) -> str:
-        partition, offset = msg.partition(), msg.offset()
-        log.warning(
-            "message to DLQ",
-            extra={
-                "topic": self.topic,
-                "partition": partition,
-                "offset": offset,
-                "reason": str(reason),
-            },
-        )
-        delay = _RETRY_MIN_S
-        while True:
-            try:
-                await asyncio.to_thread(
-                    self._publisher.send_to_dlq,
-                    self.topic,
-                    msg.key(),
-                    msg.value(),
-                    _headers(msg),
-                    reason,
-                    partition=partition or 0,
-                    offset=offset or 0,
-                    reason_kind=kind,
-                )
-                return "dlq"
-            except PublishError as exc:
-                log.error("DLQ publish not acked; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)

@@ -32,7 +32,8 @@ from typing import Any
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
-from workers.consumer import Slots, TaskConsumer
+from workers.consumer import TaskConsumer
+from workers.handling import Slots
 from workers.registry import TaskRegistry
 
 __all__ = ["Worker"]

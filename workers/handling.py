@@ -1,0 +1,169 @@
+"""What a worker does with one record of ``wf.tasks.<type>``: decode it, run the attempt
+in a span, publish the result (or park the record on ``wf.dlq``) and wait for the ack.
+
+Kafka consumption and offsets live in :mod:`workers.consumer`; this module never commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Message
+from opentelemetry import trace
+
+from foldflow.observability.logging import bind
+from foldflow.observability.metrics import STEP_ATTEMPTS, STEP_DURATION_SECONDS
+from foldflow.observability.tracing import Header, extract_context
+from producers import Publisher, PublishError
+from schemas.codec import CodecError, decode
+from schemas.messages import Envelope, ExecuteTask
+from workers.execution import result_envelope, run_attempt
+from workers.registry import TaskRegistry
+
+__all__ = ["RecordHandler", "Slots"]
+
+log = logging.getLogger("foldflow.worker")
+tracer = trace.get_tracer("foldflow.worker")
+
+_RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
+
+
+@dataclass
+class Slots:
+    """The worker-wide concurrency budget: ``in_use`` of ``limit`` handlers are running.
+
+    Only the event loop thread touches it; the semaphore bounds execution and ``free``
+    bounds fetching.
+    """
+
+    limit: int
+    in_use: int = 0
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.limit)
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.in_use
+
+
+def headers_of(msg: Message) -> list[Header]:
+    """A record's headers as a list of ``(name, value)``."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+@dataclass
+class RecordHandler:
+    """Handles the records of one task type's topic."""
+
+    task_type: str
+    topic: str
+    results_topic: str
+    registry: TaskRegistry
+    publisher: Publisher
+    pool: Executor
+    slots: Slots
+
+    async def handle(self, msg: Message) -> str:
+        """Handle one record; returns the outcome label (``ok`` or ``dlq``) once its result
+        (or DLQ copy) is acked."""
+        try:
+            command = decode(msg.value() or b"")
+        except CodecError as exc:
+            return await self.dead_letter(msg, exc)
+        task = command.payload
+        if not isinstance(task, ExecuteTask):
+            reason = f"expected task.execute.v1 on {self.topic}, got {command.event_type}"
+            return await self.dead_letter(msg, reason, kind="UnexpectedMessage")
+        spec = self.registry.get(task.task_type)
+        if spec is None or task.task_type != self.task_type:
+            reason = (
+                f"unknown task type {task.task_type!r} on {self.topic} "
+                f"(this consumer serves {self.task_type!r})"
+            )
+            return await self.dead_letter(msg, reason, kind="UnknownTaskType")
+        fields = {"task_id": task.task_id, "task_type": task.task_type, "attempt": task.attempt}
+        ids = {"workflow_id": command.workflow_id, "correlation_id": command.correlation_id}
+        async with self.slots.semaphore:
+            with (
+                bind(**ids),
+                tracer.start_as_current_span(
+                    f"task {task.task_type}",
+                    context=extract_context(headers_of(msg)),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={
+                        "foldflow.workflow_id": command.workflow_id,
+                        "foldflow.task_id": task.task_id,
+                        "foldflow.attempt": task.attempt,
+                    },
+                ) as span,
+            ):
+                log.info("task started", extra=fields)
+                outcome = await run_attempt(spec, command, pool=self.pool)
+                STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
+                STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()
+                span.set_attribute("foldflow.outcome", outcome.outcome)
+                error = getattr(outcome.result, "error", None)
+                log.info(
+                    "task %s",
+                    outcome.outcome,
+                    extra={**fields, "duration": round(outcome.duration, 6), "error": error},
+                )
+                result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
+                await self.publish_result(result, fields)
+        return "ok"
+
+    async def publish_result(self, result: Envelope, fields: dict[str, Any]) -> None:
+        """Publish until acked: the offset is not committed before (only cancellation —
+        the grace period running out — gives up, and then the command is redelivered)."""
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await self.publisher.publish_async(self.results_topic, result)
+                return
+            except PublishError as exc:
+                log.error("result not acked; retrying", extra={**fields, "error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def dead_letter(
+        self, msg: Message, reason: str | BaseException, *, kind: str | None = None
+    ) -> str:
+        """Park the record on ``wf.dlq`` with ``reason``, retrying until acked; ``"dlq"``."""
+        partition, offset = msg.partition(), msg.offset()
+        log.warning(
+            "message to DLQ",
+            extra={
+                "topic": self.topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": str(reason),
+            },
+        )
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self.publisher.send_to_dlq,
+                    self.topic,
+                    msg.key(),
+                    msg.value(),
+                    headers_of(msg),
+                    reason,
+                    partition=partition or 0,
+                    offset=offset or 0,
+                    reason_kind=kind,
+                )
+                return "dlq"
+            except PublishError as exc:
+                log.error("DLQ publish not acked; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
