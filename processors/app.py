@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
+from faust.types import TP
 from mode import Service
 
 from foldflow.observability.metrics import ACTIVE_WORKFLOWS
@@ -26,6 +27,7 @@ from foldflow.topics import Topology
 from processors.definitions_cache import DefinitionsCache
 from processors.runner import InputRecord, Orchestrator
 from processors.state import ACTIVE_STATUSES, state_from_bytes
+from processors.telemetry import LagGauge
 from processors.timers import TimerIndex, partition_for
 from producers import Publisher
 
@@ -123,6 +125,12 @@ def create_app(
         ),
     )
 
+    lag = LagGauge(app_id(settings))
+
+    def highwater(topic: str, partition: int) -> int | None:
+        hw = app.consumer.highwater(TP(topic, partition))
+        return int(hw) if hw is not None else None
+
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topology.commands}
 
@@ -139,6 +147,7 @@ def create_app(
             )
             key = msg.key or b""
             new_state = await orchestrator.handle(record, table.get(key))
+            lag.handled(msg.topic, msg.partition, msg.offset)
             if new_state is not None:
                 table[key] = new_state  # assigned, never mutated: the changelog sees it
 
@@ -181,6 +190,10 @@ def create_app(
         if time.monotonic() - last_gauge >= GAUGE_INTERVAL_S:
             last_gauge = time.monotonic()
             ACTIVE_WORKFLOWS.set(index.active_count(owned))
+            inputs_tps = {topology.commands, topology.results}
+            assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()
+                        if tp.topic in inputs_tps]  # fmt: skip
+            lag.publish(assigned, highwater)
 
     app.timer(interval=TIMER_INTERVAL_S, name="fire_timers")(fire_timers)
     return app

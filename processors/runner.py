@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
 from foldflow.observability.metrics import MESSAGE_HANDLING_SECONDS, MESSAGES_HANDLED
-from foldflow.observability.tracing import Header, extract_context
+from foldflow.observability.tracing import Header, extract_context, inject_headers
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.decider import initial_state
@@ -89,6 +89,7 @@ class Orchestrator:
         self.index = index
         self._task_types = TaskTypes()
         self._known_task_topics: set[str] = set()
+        self._timer_trace: dict[str, list[tuple[str, bytes]]] = {}
 
     async def handle(self, record: InputRecord, stored: bytes | None) -> bytes | None:
         """Apply one record; return the new state bytes to store, or None to store nothing.
@@ -138,6 +139,10 @@ class Orchestrator:
                 timers=plan.state.timers,
                 active=plan.state.status in ACTIVE_STATUSES,
             )
+            if plan.state.timers:  # a fired timer continues the trace that set it
+                self._timer_trace[message.workflow_id] = inject_headers()
+            else:
+                self._timer_trace.pop(message.workflow_id, None)
             log.debug(
                 "applied %s: %d events", message.event_type, len(plan.events),
                 extra={"workflow_id": message.workflow_id},
@@ -227,17 +232,26 @@ class Orchestrator:
         )
 
     async def fire_due_timers(self, owned: set[int], *, now_ms: int) -> int:
-        """Send ``timer.fire.v1`` for every due timer of the ``owned`` partitions."""
-        due = self.index.pop_due(now_ms, owned=owned)
-        if not due:
-            return 0
-        commands = [(self.topology.commands, fire_timer_command(d, now=now_ms)) for d in due]
-        with _tracer.start_as_current_span("orchestrator timers", kind=SpanKind.PRODUCER):
-            try:
-                await self.publisher.publish_many_async(commands)
-            except PublishError as exc:
-                # The timers were re-armed by pop_due: they fire again in refire_ms.
-                log.error("sending %d timer.fire.v1 failed: %s", len(commands), exc)
-                return 0
-        return len(due)
+        """Send ``timer.fire.v1`` for every due timer of the ``owned`` partitions.
 
+        Each is sent in a span under the trace of the input that set the timer (when this
+        process handled it), so one trace keeps following the workflow across its timers.
+        """
+        due = self.index.pop_due(now_ms, owned=owned)
+        outcomes = await asyncio.gather(
+            *(self._fire(d, now_ms=now_ms) for d in due), return_exceptions=True
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            # pop_due re-armed them: they fire again after its refire interval
+            log.error("sending %d timer.fire.v1 failed: %s", len(failed), failed[0])
+        return len(due) - len(failed)
+
+    async def _fire(self, due: DueTimer, *, now_ms: int) -> None:
+        parent = extract_context(self._timer_trace.get(due.workflow_id))
+        with _tracer.start_as_current_span(
+            "orchestrator timer", context=parent, kind=SpanKind.PRODUCER,
+            attributes={"foldflow.workflow_id": due.workflow_id, "foldflow.timer": due.timer_id},
+        ):  # fmt: skip
+            command = fire_timer_command(due, now=now_ms)
+            await self.publisher.publish_async(self.topology.commands, command)

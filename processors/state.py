@@ -102,16 +102,30 @@ class WorkflowState:
 _PENDING = StepState()
 
 
+_FORMAT = b"ffstate1\n"
+
+
 def state_to_bytes(state: WorkflowState) -> bytes:
-    """Serialise a state (canonical JSON); :func:`state_from_bytes` reverses it exactly."""
+    """Serialise a state; :func:`state_from_bytes` reverses it exactly.
+
+    Layout: a format line, the definition's canonical JSON as it is (it never contains a
+    raw newline, and copying it spares re-escaping it on every write), then the rest of
+    the state as canonical JSON.
+    """
     raw = dict(state.__dict__)
     raw["steps"] = {k: v.__dict__ for k, v in state.steps.items()}
-    return dump_json(raw).encode("utf-8")
+    definition = raw.pop("definition_json")
+    head = b"" if definition is None else definition.encode("utf-8")
+    return b"".join((_FORMAT, head, b"\n", dump_json(raw).encode("utf-8")))
 
 
 def state_from_bytes(data: bytes) -> WorkflowState:
     """Read a state written by :func:`state_to_bytes`."""
-    raw: dict[str, Any] = json.loads(data)
+    if not data.startswith(_FORMAT):
+        raise ValueError("not a workflow state written by state_to_bytes")
+    head, _, body = data[len(_FORMAT) :].partition(b"\n")
+    raw: dict[str, Any] = json.loads(body)
+    raw["definition_json"] = head.decode("utf-8") if head else None
     raw["steps"] = {k: StepState(**v) for k, v in raw["steps"].items()}
     raw["completion_order"] = tuple(raw["completion_order"])
     raw["buffered_signals"] = tuple((n, d) for n, d in raw["buffered_signals"])

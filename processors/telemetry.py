@@ -8,7 +8,10 @@ was lost) and the workflow lifecycle counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from foldflow.observability.metrics import (
+    CONSUMER_LAG,
     INPUTS_IGNORED,
     STEP_ATTEMPTS,
     WORKFLOWS_FINISHED,
@@ -35,7 +38,7 @@ from schemas.messages import (
     WorkflowTerminated,
 )
 
-__all__ = ["TaskTypes", "ignored_reason", "record_ignored", "record_plan"]
+__all__ = ["LagGauge", "TaskTypes", "ignored_reason", "record_ignored", "record_plan"]
 
 _FINISHED: dict[type, str] = {
     WorkflowCompleted: "completed",
@@ -99,3 +102,33 @@ def ignored_reason(state: WorkflowState, message: Envelope) -> str:
 def record_ignored(state: WorkflowState, message: Envelope) -> None:
     """Count an input that produced no events."""
     INPUTS_IGNORED.labels(reason=ignored_reason(state, message)).inc()
+
+
+class LagGauge:
+    """``foldflow_consumer_lag`` of the orchestrator's group: log end minus next to handle."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+        self._next: dict[tuple[str, int], int] = {}
+        self._labelled: set[tuple[str, int]] = set()
+
+    def handled(self, topic: str, partition: int, offset: int) -> None:
+        """Note that the record at ``offset`` was handled."""
+        self._next[(topic, partition)] = offset + 1
+
+    def publish(
+        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+    ) -> None:
+        """Set the gauge for the ``assigned`` partitions; drop the labels of revoked ones."""
+        current = set(assigned)
+        for topic, partition in self._labelled - current:
+            CONSUMER_LAG.remove(self._group, topic, str(partition))
+            self._next.pop((topic, partition), None)
+        self._labelled &= current
+        for topic, partition in current:
+            end = highwater(topic, partition)
+            if end is None or (topic, partition) not in self._next:
+                continue
+            lag = max(0, end - self._next[(topic, partition)])
+            CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag)
+            self._labelled.add((topic, partition))

@@ -6,6 +6,7 @@ are real subprocesses shared by the module's tests; each test uses its own workf
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,13 @@ from orchestrator_harness import (
 )
 
 from foldflow.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,8 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def orchestrator(settings: Settings, deployment: Deployment, log_dir: Path) -> Iterator[Service]:
     """``foldflow run orchestrator``, ready (its state recovered); must exit 0 on SIGTERM."""
-    service = Service("orchestrator", settings, log_dir, args=["orchestrator"]).start()
+    env = {"FOLDFLOW_METRICS_PORT": str(free_port())}
+    service = Service("orchestrator", settings, log_dir, args=["orchestrator"], env=env).start()
     service.wait_for_log("recovered \\d+ workflows", timeout=STARTUP_S)
     yield service
     assert service.stop() == 0, service.log_text()[-3000:]

@@ -173,6 +173,7 @@ class EventLog:
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
         )
         self.by_workflow: dict[str, list[Envelope]] = defaultdict(list)
+        self.headers: dict[str, list[dict[str, bytes]]] = defaultdict(list)
 
     def poll(self, seconds: float = 0.5) -> None:
         """Read whatever arrived within ``seconds``."""
@@ -180,6 +181,7 @@ class EventLog:
             if msg.error() is None:
                 event = decode(msg.value())
                 self.by_workflow[event.workflow_id].append(event)
+                self.headers[event.workflow_id].append(dict(msg.headers() or []))
 
     def wait(
         self, condition: Callable[[EventLog], bool], *, timeout: float, what: str = "condition"
@@ -244,14 +246,15 @@ class Deployment:
 
     def start(
         self, name: str, input: object, *, workflow_id: str | None = None,
-        version: int | None = None,
+        version: int | None = None, headers: list[tuple[str, bytes]] | None = None,
     ) -> str:  # fmt: skip
         """Send ``workflow.start.v1``; return the workflow id."""
         wf = workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
         payload = StartWorkflow(
             definition_name=name, definition_version=version, input_json=dump_json(input)
         )
-        self.publisher.publish(self.topology.commands, self._envelope(wf, payload))
+        envelope = self._envelope(wf, payload)
+        self.publisher.publish(self.topology.commands, envelope, headers=headers)
         return wf
 
     def command(self, workflow_id: str, payload: Payload) -> None:

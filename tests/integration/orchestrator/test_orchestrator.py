@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 
+import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from orchestrator_harness import (
@@ -22,6 +23,7 @@ from orchestrator_harness import (
     SignalWorkflow,
     TerminateWorkflow,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -246,3 +248,56 @@ def test_orchestrator_logs_are_json_with_workflow_and_trace_ids(
     assert all(required <= set(x) for x in lines)
     mine = [x for x in lines if x["workflow_id"] == wf]
     assert mine and all(x["trace_id"] for x in mine)
+
+
+def _scrape(orchestrator: Service) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    port = orchestrator.extra_env["FOLDFLOW_METRICS_PORT"]
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+           **labels: str) -> float:  # fmt: skip
+    return sum(v for (n, lbl), v in samples.items() if n == name and set(labels.items()) <= lbl)
+
+
+def test_metrics_count_workflows_messages_and_lag(
+    orchestrator: Service, deployment: Deployment, events: EventLog, settings: Settings
+) -> None:
+    wf = deployment.start("t-child", {"x": 9})
+    events.wait_finished([wf], timeout=WAIT_S)
+    commands = Topology.of(settings).commands
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the gauges are refreshed every few seconds
+        samples = _scrape(orchestrator)
+        if any(n == "foldflow_consumer_lag" and ("topic", commands) in lbl for n, lbl in samples):
+            break
+        assert time.monotonic() < deadline, "no foldflow_consumer_lag sample"
+        time.sleep(0.5)
+    assert _value(samples, "foldflow_workflows_started_total", definition="t-child") >= 1
+    assert _value(
+        samples, "foldflow_workflows_finished_total", definition="t-child", status="completed"
+    ) >= 1
+    assert _value(
+        samples, "foldflow_messages_handled_total",
+        topic=commands, handler="orchestrator", outcome="ok",
+    ) >= 1  # fmt: skip
+    assert _value(samples, "foldflow_message_handling_seconds_count", topic=commands) >= 1
+    assert ("foldflow_active_workflows", frozenset()) in samples
+
+
+def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
+    deployment: Deployment, events: EventLog
+) -> None:
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01".encode()
+    wf = deployment.start("t-pause", {}, headers=[("traceparent", traceparent)])
+    assert events.wait_finished([wf], timeout=WAIT_S) == {wf: "completed"}
+    carried = [h.get("traceparent", b"").decode() for h in events.headers[wf]]
+    # every event belongs to the trace the command started: those caused by the worker's
+    # results (via the ExecuteTask headers) and those caused by the sleep step's timer
+    assert [c.split("-")[1] if c else None for c in carried] == [trace_id] * len(carried)
