@@ -1,0 +1,88 @@
+"""The CLI's Kafka paths on the real broker: partition choice, following events, the DLQ."""
+
+from __future__ import annotations
+
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from foldflow.dlq import read_dead_letters, replay
+from foldflow.follow import EventFollower, partition_for
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher, producer_config
+from schemas import codec
+from schemas.messages import CancelWorkflow, Envelope, WorkflowCompleted, event_id_for
+
+
+def _envelope(workflow_id: str, sequence: int | None = None) -> Envelope:
+    if sequence is None:
+        return Envelope(str(uuid.uuid4()), 1, "test", "c", workflow_id, CancelWorkflow("t"))
+    return Envelope(event_id_for(workflow_id, sequence), 1, "orchestrator", "c", workflow_id,
+                    WorkflowCompleted("{}"), sequence)
+
+
+def test_partition_for_matches_the_producers_partitioner(topics: Settings) -> None:
+    topic = Topology.of(topics).commands
+    ids = [f"wf-{i}-{uuid.uuid4().hex[:6]}" for i in range(60)]
+    with Publisher(topics, source="test") as publisher:
+        delivered = publisher.publish_many([(topic, _envelope(i)) for i in ids])
+    assert [m.partition() for m in delivered] == [partition_for(i, topics.partitions) for i in ids]
+    assert len({m.partition() for m in delivered}) > 1
+
+
+def test_the_follower_sees_only_its_workflows_from_when_it_started_watching(
+    topics: Settings,
+) -> None:
+    events = Topology.of(topics).events
+    unwatched, mine, other = "wf-unwatched", "wf-mine", "wf-other"
+    with Publisher(topics, source="test") as publisher:
+        publisher.publish(events, _envelope(mine, 1))  # before watching: not seen
+        with EventFollower(topics) as follower:
+            follower.watch([mine])
+            publisher.publish_many([(events, _envelope(other, 1)), (events, _envelope(mine, 2)),
+                                    (events, _envelope(unwatched, 1))])
+            seen: list[Envelope] = []
+            for _ in range(30):
+                seen += follower.poll(timeout=1.0)
+                if seen:
+                    break
+    assert [(e.workflow_id, e.sequence) for e in seen] == [(mine, 2)]
+
+
+def test_dead_letters_are_listed_and_replayed_to_their_origin(topics: Settings) -> None:
+    topology = Topology.of(topics)
+    good = codec.encode(_envelope("wf-dlq-1"))
+    with Publisher(topics, source="test") as publisher:
+        publisher.send_to_dlq(topology.commands, b"wf-dlq-1", good, [("event_type", b"x")],
+                              "handler blew up", partition=2, offset=40)
+        publisher.send_to_dlq(topology.results, b"wf-dlq-2", b"\x00junk", None,
+                              ValueError("bad bytes"), partition=5, offset=7)
+    letters = read_dead_letters(topics)
+    assert sorted((d.origin_topic, d.origin_partition, d.origin_offset, d.event_type)
+                  for d in letters) == sorted([
+        (topology.commands, 2, 40, "workflow.cancel.v1"),
+        (topology.results, 5, 7, None),
+    ])  # fmt: skip
+    assert {d.reason_kind for d in letters} == {"other", "ValueError"}
+
+    producer = Producer(producer_config(topics, source="test-replay"))
+    assert len(replay(producer, letters)) == 2
+
+    consumer = Consumer({"bootstrap.servers": topics.kafka_bootstrap,
+                         "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topology.commands, 2, 0),
+                     TopicPartition(topology.results, 5, 0)])
+    got: dict[str, tuple[bytes | None, bytes | None, list[str]]] = {}
+    for _ in range(30):
+        for record in consumer.consume(num_messages=10, timeout=1.0):
+            if record.error() is None:
+                names = [h[0] for h in record.headers() or []]
+                got[record.topic() or ""] = (record.key(), record.value(), names)
+        if len(got) == 2:
+            break
+    consumer.close()
+    assert got[topology.commands][:2] == (b"wf-dlq-1", good)
+    assert got[topology.commands][2] == ["event_type"]  # the dlq.* headers are gone
+    assert got[topology.results][:2] == (b"wf-dlq-2", b"\x00junk")
+    assert read_dead_letters(topics, since_ms=2**62) == []
