@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from engine_harness import T0, Run, types
 
 from processors.decider import decide, initial_state, is_terminal, react
@@ -209,6 +210,9 @@ def test_state_round_trips_through_bytes() -> None:
     data = state_to_bytes(run.state)
     assert state_from_bytes(data) == run.state
     assert state_to_bytes(state_from_bytes(data)) == data
+    assert data.count(run.state.definition_json.encode()) == 1  # stored once, not re-escaped
+    with pytest.raises(ValueError, match="not a workflow state"):
+        state_from_bytes(b'{"workflow_id": "x"}')
 
 
 def test_events_and_commands_carry_the_workflows_tenant() -> None:
