@@ -161,7 +161,11 @@ def create_app(
         for key, value in table.data.items():
             partition = partition_for(key, settings.partitions)
             if partition in owned and value:
-                state = state_from_bytes(value)
+                try:
+                    state = state_from_bytes(value)
+                except ValueError:
+                    log.exception("unreadable state of %r in the table", key)
+                    continue
                 entries.append(
                     (state.workflow_id, partition, state.timers, state.status in ACTIVE_STATUSES)
                 )

@@ -116,15 +116,15 @@ class Orchestrator:
                 return None
             span.set_attribute("foldflow.workflow_id", message.workflow_id)
             span.set_attribute("foldflow.event_type", message.event_type)
-            state = state_from_bytes(stored) if stored else initial_state(message.workflow_id)
             try:
+                state = state_from_bytes(stored) if stored else initial_state(message.workflow_id)
                 plan = await self._plan(state, message)
-            except Exception as exc:  # a decider bug must not stop every other workflow
+            except Exception as exc:  # a bug must not stop every other workflow
                 log.exception(
-                    "decider failed on %s", message.event_type,
+                    "cannot apply %s", message.event_type,
                     extra={"workflow_id": message.workflow_id},
                 )
-                await self._dead_letter(record, exc, kind="DeciderError")
+                await self._dead_letter(record, exc, kind=f"DeciderError.{type(exc).__name__}")
                 self._observe(record, "dlq", started)
                 return None
             if not plan.events:
