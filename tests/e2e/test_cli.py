@@ -7,15 +7,21 @@ and must leave the shared Kafka and PostgreSQL running.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from foldflow import stack as local_stack
 from foldflow.settings import Settings
@@ -136,6 +142,93 @@ def test_start_wait_follows_examples_to_their_end(deployment: dict[str, str]) ->
                     '{"order_id": "o-1", "amount": 12}', "--wait", "--timeout", "120")
     assert saga.returncode == 1, saga.stdout + saga.stderr
     assert "compensated" in saga.stdout
+
+
+PROMETHEUS = shutil.which("prometheus")
+ALL_SERVICES_UP = 'count(up{job=~"foldflow-.*"} == 1)'
+
+
+def _prometheus_config(env: dict[str, str], rules: Path) -> str:
+    ports = {
+        "orchestrator": env["FOLDFLOW_ORCHESTRATOR_METRICS_PORT"],
+        "worker": env["FOLDFLOW_WORKER_METRICS_PORT"],
+        "projector": env["FOLDFLOW_PROJECTOR_METRICS_PORT"],
+        "gateway": env["FOLDFLOW_GATEWAY_PORT"],
+    }
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(rules)]
+    for job in config["scrape_configs"]:
+        service = job["static_configs"][0]["labels"]["service"]
+        job["static_configs"][0]["targets"] = [f"127.0.0.1:{ports[service]}"]
+    return yaml.safe_dump(config)
+
+
+def _query(api: str, expr: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt install prometheus)")
+def test_prometheus_scrapes_every_service_and_every_panel_and_rule_evaluates(
+    deployment: dict[str, str], tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes the running services with deploy/prometheus's jobs and
+    rules; every dashboard query and alert expression evaluates, and the series that the
+    workflows run above must have produced are there."""
+    assert PROMETHEUS is not None
+    rules = tmp_path / "alerts.yml"
+    shutil.copy(REPO / "deploy/prometheus/alerts.yml", rules)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(_prometheus_config(deployment, rules))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        up: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                up = _query(api, ALL_SERVICES_UP)
+            except (httpx.HTTPError, ValueError):
+                up = []
+            if up and up[0]["value"][1] == "4":
+                break
+            time.sleep(0.5)
+        assert up and up[0]["value"][1] == "4", (tmp_path / "prometheus.log").read_text()[-3000:]
+
+        boards = [json.loads(p.read_text())
+                  for p in (REPO / "deploy/grafana/dashboards").glob("*.json")]
+        for board in boards:
+            for panel in board["panels"]:
+                for target in panel["targets"]:
+                    _query(api, target["expr"].replace("$__rate_interval", "1m"))
+        for expected in ("foldflow_workflows_started_total", "foldflow_workflows_finished_total",
+                         "foldflow_step_attempts_total", "foldflow_messages_handled_total",
+                         "foldflow_projection_events_applied_total",
+                         "foldflow_projection_lag_seconds_bucket"):
+            assert _query(api, expected), f"no {expected} series scraped"
+
+        deadline = time.monotonic() + 30
+        health: set[str] = set()
+        while time.monotonic() < deadline:
+            groups = httpx.get(f"{api}/api/v1/rules", timeout=10).json()["data"]["groups"]
+            health = {rule["health"] for group in groups for rule in group["rules"]}
+            if health == {"ok"}:
+                break
+            time.sleep(0.5)
+        assert health == {"ok"}, groups
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 def test_down_stops_the_services_and_not_the_shared_stack(
