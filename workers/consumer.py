@@ -18,7 +18,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -208,13 +207,22 @@ class TaskConsumer:
             return
         self._lag_at = now
         try:
-            for tp in self._consumer.position(self._consumer.assignment()):
-                if tp.offset == OFFSET_INVALID or tp.offset < 0:
-                    continue
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0:
-                    lag = max(0, high - tp.offset)
-                    CONSUMER_LAG.labels(self.group, self.topic, str(tp.partition)).set(lag)
+            positions = self._consumer.position(self._consumer.assignment())
+            unread = [tp for tp in positions if tp.offset < 0]
+            committed: dict[int, int] = {}
+            if unread:  # nothing consumed there since the assignment: start from the commit
+                committed = {
+                    tp.partition: tp.offset for tp in self._consumer.committed(unread, 5.0)
+                }
+            for tp in positions:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue  # nothing fetched from this partition yet
+                position = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+                if position < 0:  # no commit either: the whole log (low mark known or 0)
+                    position = max(low, 0)
+                lag = max(0, high - position)
+                CONSUMER_LAG.labels(self.group, self.topic, str(tp.partition)).set(lag)
         except KafkaException as exc:
             log.debug("lag not available", extra={"error": str(exc)})
 

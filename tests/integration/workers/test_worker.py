@@ -4,6 +4,7 @@ in-order commits and bounded concurrency."""
 from __future__ import annotations
 
 import json
+import time
 
 from confluent_kafka import Producer
 from opentelemetry import trace
@@ -178,3 +179,24 @@ def test_two_workers_share_the_group_and_every_command_is_answered(send, results
         found = results.where(lambda e: e.causation_id in wanted - answered)
         assert found is not None, f"unanswered: {len(wanted - answered)}"
         answered.add(found.causation_id or "")
+
+
+def test_consumer_lag_is_exported_per_group_and_partition(topology, send, results, start_worker):
+    start_worker(task_types=["builtin.echo"])
+    send("builtin.echo", {"lag": True})
+    assert len(results.envelopes(1)) == 1
+    labels = {
+        "group": topology.worker_group("builtin.echo"),
+        "topic": topology.task("builtin.echo"),
+    }
+
+    def lag() -> list[float | None]:
+        return [
+            REGISTRY.get_sample_value("foldflow_consumer_lag", {**labels, "partition": str(p)})
+            for p in (0, 1)
+        ]
+
+    deadline = time.monotonic() + 30  # reported every few seconds while polling
+    while None in lag() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lag() == [0.0, 0.0]
