@@ -10,7 +10,7 @@ that partition and is told where to seek: the database, not Kafka, owns the posi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,11 @@ class BatchResult:
     #: the last applied event timestamp (ms) per partition of the events topic
     last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
     timestamps: list[int] = field(default_factory=list)
+
+
+def _row(obj: object) -> dict[str, Any]:
+    """A frozen row dataclass as statement parameters (shallow: no deep copy of JSON)."""
+    return dict(vars(obj))
 
 
 def read_offsets(
@@ -133,7 +138,7 @@ def write_batch(
             continue
         if isinstance(env.payload, m.DefinitionRegistered):
             row = definition_row(env)
-            definitions[(row.tenant, row.name, row.version)] = asdict(row)
+            definitions[(row.tenant, row.name, row.version)] = _row(row)
         else:
             events.append(env)
             result.last_timestamps[tp] = max(result.last_timestamps.get(tp, 0), env.timestamp)
@@ -141,10 +146,10 @@ def write_batch(
     if events:
         instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
         fold = fold_batch(instances, steps, events)
-        _upsert(conn, workflow_instances, [asdict(i) for i in fold.instances.values()])
-        _upsert(conn, step_executions, [asdict(s) for s in fold.steps.values()])
+        _upsert(conn, workflow_instances, [_row(i) for i in fold.instances.values()])
+        _upsert(conn, step_executions, [_row(s) for s in fold.steps.values()])
         if fold.events:
-            conn.execute(insert(workflow_events), [asdict(e) for e in fold.events])
+            conn.execute(insert(workflow_events), [_row(e) for e in fold.events])
         result.events = len(fold.events)
         result.skipped = fold.skipped
         result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
