@@ -56,21 +56,26 @@ def retry(
     jitter: float = 0.1,
     on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     when: Callable[[BaseException], bool] | None = None,
+    within: float | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Retry the decorated function (sync or async) on transient errors.
 
     Waits ``initial * multiplier**n`` seconds (capped at ``maximum``) plus up to ``jitter``
     seconds of random jitter between attempts, at most ``attempts`` calls in all. Only
     exceptions of the types ``on`` are retried, and when ``when`` is given only those it
-    accepts; anything else, and the last failure, propagates unchanged.
+    accepts; anything else, and the last failure, propagates unchanged. With ``within``
+    (seconds, e.g. ``ctx.remaining()``) no attempt is started that would begin after it.
     """
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
     condition: Any = tenacity.retry_if_exception_type(on)
     if when is not None:
         condition = condition & tenacity.retry_if_exception(when)
+    stop: Any = tenacity.stop_after_attempt(attempts)
+    if within is not None:
+        stop = stop | tenacity.stop_before_delay(within)
     decorator: Callable[[Callable[P, R]], Callable[P, R]] = tenacity.retry(
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=stop,
         wait=tenacity.wait_exponential(multiplier=initial, exp_base=multiplier, max=maximum)
         + tenacity.wait_random(0, jitter),
         retry=condition,

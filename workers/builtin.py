@@ -185,6 +185,7 @@ async def http(input: Any, ctx: TaskContext) -> Any:
         initial=0.2,
         maximum=5.0,
         on=(httpx.TransportError, TransientHttpError),
+        within=remaining,
     )
     async def call(client: httpx.AsyncClient) -> httpx.Response:
         return await breaker.call_async(_send, client, req)

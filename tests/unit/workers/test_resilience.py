@@ -69,6 +69,20 @@ def test_retry_does_not_retry_other_exceptions_or_refused_ones() -> None:
     assert calls == 2
 
 
+def test_retry_within_stops_starting_attempts_after_the_time_budget() -> None:
+    calls = 0
+
+    @retry(attempts=100, initial=0.05, maximum=0.05, jitter=0, on=Transient, within=0.01)
+    def always() -> None:
+        nonlocal calls
+        calls += 1
+        raise Transient()
+
+    with pytest.raises(Transient):
+        always()
+    assert calls == 1  # the next attempt would start after the budget
+
+
 async def test_retry_works_on_coroutines() -> None:
     calls = 0
 
