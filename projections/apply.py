@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -204,6 +205,36 @@ def _start(env: m.Envelope, p: m.WorkflowStarted) -> InstanceRow:
     )
 
 
+_UNKNOWN_DEFINITION = re.compile(r"^unknown definition (?P<name>\S+) v(?P<version>\d+|latest)$")
+
+
+def _failed_at_start(env: m.Envelope, p: m.WorkflowFailed) -> InstanceRow:
+    """A workflow refused at start (unknown definition, bad input): failed, never started.
+
+    The event does not name the definition; the decider's message does, so it is read
+    from there when it has the usual form (else the name is empty, the version 0).
+    """
+    at = to_datetime(env.timestamp)
+    match = _UNKNOWN_DEFINITION.match(p.error)
+    version = match["version"] if match else "0"
+    return InstanceRow(
+        id=env.workflow_id,
+        tenant=env.tenant or "default",
+        definition_name=match["name"] if match else "",
+        definition_version=int(version) if version.isdigit() else 0,
+        status="failed",
+        input=None,
+        output=None,
+        error=p.error,
+        parent_workflow_id=None,
+        parent_step_id=None,
+        created_at=at,
+        updated_at=at,
+        completed_at=at,
+        last_sequence=0,
+    )
+
+
 def _instance(row: InstanceRow, p: object, at: datetime) -> InstanceRow:
     """The instance after a workflow-level event (steps are folded by :func:`_step`)."""
     match p:
@@ -324,8 +355,8 @@ def fold_batch(
 
     ``instances`` and ``steps`` hold the stored rows of (at least) every workflow the
     events name. Raises :class:`GapError` on a missing sequence and
-    :class:`UnappliableEventError` when a workflow's first event is not
-    ``workflow.started``.
+    :class:`UnappliableEventError` when a workflow's first event is neither
+    ``workflow.started`` nor ``workflow.failed`` (a start refused by the orchestrator).
     """
     by_workflow: dict[str, list[m.Envelope]] = {}
     for env in events:
@@ -348,12 +379,15 @@ def fold_batch(
             at = to_datetime(env.timestamp)
             p = env.payload
             if row is None:
-                if not isinstance(p, m.WorkflowStarted):
+                if isinstance(p, m.WorkflowStarted):
+                    row = _start(env, p)
+                elif isinstance(p, m.WorkflowFailed):
+                    row = _failed_at_start(env, p)
+                else:
                     raise UnappliableEventError(
                         f"workflow {workflow_id}: sequence {seq} is {env.event_type}, "
                         "but no workflow.started was applied"
                     )
-                row = _start(env, p)
             else:
                 row = _instance(row, p, at)
             step_id = _step_id_of(p)

@@ -36,7 +36,9 @@ def test_every_kind_of_workflow_is_projected_as_its_events_say(
                for name, make in SCENARIOS.items()}
     defs = [definition_envelope("order", v, tenant="acme") for v in (1, 2)]
     publisher.publish_many([(Topology.of(settings).definitions, d) for d in defs])
-    n = publish(publisher, settings, list(scripts.values()))
+    refused = Script(f"wf-refused-{uuid.uuid4().hex[:6]}", "acme")
+    refused.add(m.WorkflowFailed("unknown definition nope v7"))
+    n = publish(publisher, settings, [*scripts.values(), refused])
     with run_projector():
         wait_for_events(engine, n)
         wait_until(lambda: queries.list_definitions(engine, "acme"), timeout=TIMEOUT,
@@ -59,6 +61,10 @@ def test_every_kind_of_workflow_is_projected_as_its_events_say(
         assert queries.get_workflow(engine, "other-tenant", wid) is None
         assert queries.get_history(engine, "other-tenant", wid) is None
 
+    failed_at_start = queries.get_workflow(engine, "acme", refused.workflow_id)
+    assert failed_at_start is not None
+    assert (failed_at_start.status, failed_at_start.definition, failed_at_start.version) == (
+        "failed", "nope", 7)
     done = queries.get_workflow(engine, "acme", scripts["completed"].workflow_id)
     assert done is not None and done.terminal
     assert done.output == {"paid": 42}

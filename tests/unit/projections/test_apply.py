@@ -193,6 +193,22 @@ def test_first_event_must_start_the_workflow() -> None:
         fold_all([bogus])
 
 
+@pytest.mark.parametrize(("error", "name", "version"), [
+    ("unknown definition order v3", "order", 3),
+    ("unknown definition order vlatest", "order", 0),
+    ("input is not valid JSON: Expecting value", "", 0),
+])
+def test_a_start_refused_by_the_orchestrator_is_a_failed_workflow(
+    error: str, name: str, version: int
+) -> None:
+    s = Script("wf-refused", tenant="acme")
+    s.add(m.WorkflowFailed(error))
+    row = fold_all(s.events).instances["wf-refused"]
+    assert (row.status, row.error, row.tenant, row.last_sequence) == ("failed", error, "acme", 1)
+    assert (row.definition_name, row.definition_version) == (name, version)
+    assert row.completed_at == row.created_at
+
+
 def test_payload_document_is_lossless() -> None:
     for env in completed("wf-l").events:
         doc = payload_document(env.payload)
