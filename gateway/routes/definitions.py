@@ -29,6 +29,14 @@ router = APIRouter(prefix="/v1/definitions", tags=["definitions"])
 NameParam = Annotated[str, Path(max_length=200, pattern=NAME_PATTERN)]
 VersionParam = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _READ_ERRORS = problems(401, 403, 422, 429, 503)
+EXAMPLE = {
+    "name": "order",
+    "version": 1,
+    "steps": [
+        {"id": "charge", "task": "builtin.echo", "input": {"amount": "${input.amount}"}},
+        {"id": "ship", "task": "builtin.echo", "after": ["charge"]},
+    ],
+}
 
 
 def _location(path: str) -> str:
@@ -62,11 +70,15 @@ def _validated(body: dict[str, Any]) -> Definition:
             "description": "registered (acked by Kafka)",
             "headers": {"Location": {"schema": {"type": "string"}}},
         },
-        **problems(401, 403, 409, 413, 415, 422, 429, 503),
+        **problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 async def register_definition(
-    body: Annotated[dict[str, Any], Body(description="the definition (DESIGN §6) as JSON")],
+    body: Annotated[dict[str, Any], Body(
+        description="a workflow definition (DESIGN §6, docs/definitions.md) as JSON",
+        json_schema_extra={"required": ["name", "steps"]},
+        examples=[EXAMPLE],
+    )],
     caller: DefinitionWriter,
     ctx: Ctx,
     request: Request,

@@ -57,7 +57,7 @@ router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 _DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_COMMAND_ERRORS = problems(401, 403, 404, 409, 413, 415, 422, 429, 503)
+_COMMAND_ERRORS = problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 _ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
 
 
@@ -98,7 +98,7 @@ async def _resolve_version(ctx: GatewayContext, tenant: str, body: WorkflowCreat
     dependencies=[JsonBody],
     responses={
         202: {"description": "the start command was acked by Kafka", "headers": _ACCEPTED_HEADERS},
-        **problems(401, 403, 409, 413, 415, 422, 429, 503),
+        **problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 async def start_workflow(
@@ -158,7 +158,10 @@ async def list_workflows(
     created_after: Annotated[datetime | None, Query(description="inclusive")] = None,
     created_before: Annotated[datetime | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9_-]{1,1000}$", description="next_cursor of the last page"),
+    ] = None,
 ) -> WorkflowPage:
     """The caller's tenant's workflows, newest first, a page at a time."""
     items, next_cursor = await ctx.reads.list_workflows(
