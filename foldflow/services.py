@@ -21,13 +21,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -41,6 +42,7 @@ __all__ = [
     "ServiceStatus",
     "log_path",
     "pid_path",
+    "port_free",
     "services",
     "settings_env",
     "start",
@@ -66,9 +68,10 @@ class ServiceSpec:
 
     name: str
     argv: tuple[str, ...]
+    port_setting: str  # the Settings field holding the port it is ready on
     port: int
     ready_path: str = "/metrics"
-    metrics_port: int | None = None  # None: the service's own port (gateway)
+    own_metrics_server: bool = True  # False: /metrics is served on its own port (gateway)
 
     @property
     def ready_url(self) -> str:
@@ -79,11 +82,15 @@ class ServiceSpec:
 def services(settings: Settings) -> tuple[ServiceSpec, ...]:
     """What ``foldflow up`` runs, in start order; one line per service."""
     builtin = tuple(arg for t in BUILTIN_TASK_TYPES for arg in ("--task-type", t))
+
+    def spec(name: str, argv: tuple[str, ...], port_setting: str, *rest: Any) -> ServiceSpec:
+        return ServiceSpec(name, argv, port_setting, getattr(settings, port_setting), *rest)
+
     return (
-        ServiceSpec("orchestrator", ("run", "orchestrator"), settings.orchestrator_metrics_port),
-        ServiceSpec("worker", ("run", "worker", *builtin), settings.worker_metrics_port),
-        ServiceSpec("projector", ("run", "projector"), settings.projector_metrics_port),
-        ServiceSpec("gateway", ("run", "gateway"), settings.gateway_port, "/readyz", 0),
+        spec("orchestrator", ("run", "orchestrator"), "orchestrator_metrics_port"),
+        spec("worker", ("run", "worker", *builtin), "worker_metrics_port"),
+        spec("projector", ("run", "projector"), "projector_metrics_port"),
+        spec("gateway", ("run", "gateway"), "gateway_port", "/readyz", False),
     )
 
 
@@ -189,10 +196,20 @@ def service_env(settings: Settings, spec: ServiceSpec, base: Mapping[str, str]) 
     """The environment a service starts with: ``base`` + the settings + its name and port."""
     env = {**base, **settings_env(settings)}
     env["FOLDFLOW_SERVICE_NAME"] = spec.name
-    port = spec.port if spec.metrics_port is None else spec.metrics_port
-    env["FOLDFLOW_METRICS_PORT"] = str(port)
+    env["FOLDFLOW_METRICS_PORT"] = str(spec.port if spec.own_metrics_server else 0)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on ``port`` (checked by binding it on every interface)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def start(settings: Settings, spec: ServiceSpec) -> tuple[int, bool]:
@@ -200,6 +217,12 @@ def start(settings: Settings, spec: ServiceSpec) -> tuple[int, bool]:
     pid = running_pid(settings, spec)
     if pid is not None:
         return pid, False
+    if not port_free(spec.port):
+        # Someone else's process would answer the readiness check in our service's place.
+        raise ServiceError(
+            f"{spec.name}: port {spec.port} is taken by another process; stop it or set "
+            f"FOLDFLOW_{spec.port_setting.upper()}"
+        )
     log = log_path(settings, spec.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_file = pid_path(settings, spec.name)

@@ -116,6 +116,7 @@ def up() -> None:
     except (svc.ServiceError, local_stack.StackError) as exc:
         console.print(f"[red]up failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
+    console.print(ps_table(svc.status(settings, svc.services(settings))))
     console.print(f"[green]Foldflow is up.[/green] Gateway: http://127.0.0.1:{settings.gateway_port}"
                   f"  API key: {key_path(settings)}", highlight=False)
 

@@ -244,3 +244,8 @@ def test_down_stops_the_services_and_not_the_shared_stack(
     assert ps.returncode == 1
     assert ps.stdout.count("stopped") == len(SERVICES)
     assert local_stack.kafka_reachable(stack) and local_stack.postgres_reachable(stack)
+    # --stack stops only a stack that `stack up` started from this state dir: none here.
+    with_stack = foldflow(deployment, "down", "--stack", timeout=120)
+    assert with_stack.returncode == 0, with_stack.stdout + with_stack.stderr
+    assert with_stack.stdout.count("left alone") == 2, with_stack.stdout
+    assert local_stack.kafka_reachable(stack) and local_stack.postgres_reachable(stack)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -95,3 +97,17 @@ def test_ps_table_shows_state_pid_port_and_log(tmp_path: Path) -> None:
     assert "orchestrator" in text and "4242" in text and "ready" in text and "1h02m" in text
     assert "gateway" in text and "stopped" in text and "8080" in text
     assert str(tmp_path / "o.log") in text
+
+
+def test_a_port_taken_by_someone_else_is_refused_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = _settings(tmp_path, orchestrator_metrics_port=port)
+        spec = svc.services(settings)[0]
+        assert not svc.port_free(port)
+        with pytest.raises(svc.ServiceError, match="FOLDFLOW_ORCHESTRATOR_METRICS_PORT"):
+            svc.start(settings, spec)
+    assert not svc.pid_path(settings, spec.name).exists()
+    assert svc.port_free(port)
