@@ -15,7 +15,15 @@ import typer
 
 from foldflow.settings import Settings, get_settings
 
-__all__ = ["run_orchestrator"]
+__all__ = ["EOS_REFUSAL", "run_orchestrator"]
+
+#: Why FOLDFLOW_PROCESSING_GUARANTEE=exactly_once is refused (docs/internals.md).
+EOS_REFUSAL = (
+    "processing_guarantee=exactly_once is refused: with faust-streaming 0.15.3 the "
+    "orchestrator's crash test fails in that mode (after a SIGKILL failover the survivor "
+    "crashes with ProducerFenced / IllegalOperation, DESIGN §13). at_least_once is safe: "
+    "events are deterministic and state is stored only after the broker acked them."
+)
 
 log = logging.getLogger("foldflow.orchestrator")
 
@@ -31,6 +39,9 @@ def run_orchestrator() -> None:
     from processors.app import create_app
 
     settings = get_settings()
+    if settings.processing_guarantee == "exactly_once":
+        typer.echo(EOS_REFUSAL, err=True)
+        raise typer.Exit(2)
     _configure_logging(settings)
     configure_tracing(settings, service="orchestrator")
     try:

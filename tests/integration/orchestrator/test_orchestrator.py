@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -301,3 +302,13 @@ def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
     # every event belongs to the trace the command started: those caused by the worker's
     # results (via the ExecuteTask headers) and those caused by the sleep step's timer
     assert [c.split("-")[1] if c else None for c in carried] == [trace_id] * len(carried)
+
+
+def test_exactly_once_is_refused_with_the_reason(settings: Settings, log_dir: Path) -> None:
+    eos = Service(
+        "orchestrator-eos", settings, log_dir, args=["orchestrator"],
+        env={"FOLDFLOW_PROCESSING_GUARANTEE": "exactly_once"},
+    ).start()  # fmt: skip
+    assert eos.proc is not None
+    assert eos.proc.wait(timeout=60) == 2
+    assert "exactly_once is refused" in eos.log_text()
