@@ -34,7 +34,8 @@ class PublishesAsync(Protocol):
 
 def workflow_id_for_key(tenant: str, idempotency_key: str) -> str:
     """The workflow id an ``Idempotency-Key`` stands for: the same for the same tenant+key."""
-    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\n{idempotency_key}"))
+    # Length-prefixed, so no (tenant, key) pair can collide with another one.
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{len(tenant)}:{tenant}:{idempotency_key}"))
 
 
 def envelope_for(

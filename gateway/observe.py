@@ -18,6 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from foldflow.observability.logging import bind
 from foldflow.observability.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
 __all__ = ["REQUEST_ID_HEADER", "ObserveMiddleware", "route_template"]
@@ -71,7 +72,7 @@ class ObserveMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with _tracer.start_as_current_span(
+        with bind(correlation_id=request_id), _tracer.start_as_current_span(
             f"{method} {scope['path']}",
             context=propagate.extract(carrier),
             kind=SpanKind.SERVER,
