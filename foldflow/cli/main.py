@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from foldflow.cli import (
+    bench,
     db,
     demo,
     dlq,
@@ -39,6 +40,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(gateway.app, name="gateway")
 projections.register(app)
+app.command("bench")(bench.bench)
 
 
 if __name__ == "__main__":

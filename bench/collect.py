@@ -1,0 +1,78 @@
+"""After the load: read a run's private topics back to their end, timestamps by key.
+
+Reading after the run, not during it, keeps the harness off the CPU while the services
+are measured. Only keys, Kafka timestamps (producer create time, ms) and the
+``event_type`` header are looked at; nothing is Avro-decoded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.watchers import header
+from foldflow.settings import Settings
+
+__all__ = ["TopicTimes", "read_topic"]
+
+
+@dataclass
+class TopicTimes:
+    """The records of one topic: every timestamp, and the timestamps per key."""
+
+    topic: str
+    all_times: list[int] = field(default_factory=list)
+    by_key: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    event_type: bytes | None = None,
+    timeout: float = 120.0,
+) -> TopicTimes:
+    """Every record of ``topic`` up to its current end (``by_key`` only for records whose
+    ``event_type`` header is ``event_type``, when given)."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"{settings.topic_prefix}bench-collect-{uuid.uuid4()}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    })
+    times = TopicTimes(topic)
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return times
+        ends: dict[int, int] = {}
+        assign = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30
+            )
+            if high > low:
+                ends[partition] = high
+                assign.append(TopicPartition(topic, partition, low))
+        consumer.assign(assign)
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    continue
+                partition = msg.partition() or 0
+                offset = msg.offset() or 0
+                if offset + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
+                ts = msg.timestamp()[1]
+                times.all_times.append(ts)
+                if event_type is not None and header(msg, "event_type") != event_type:
+                    continue
+                times.by_key[(msg.key() or b"").decode()].append(ts)
+    finally:
+        consumer.close()
+    return times

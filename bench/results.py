@@ -1,0 +1,273 @@
+"""What one benchmark run measured, and the report lines derived from it (pure).
+
+:class:`BenchResult` is the whole record of a run (it is what ``--json`` writes);
+:func:`build_figures` turns it into the :class:`~bench.figures.Figure` lines of the
+report, each with its DESIGN §14 target and its raw-Kafka baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.figures import RSS_TARGET_WORKFLOWS, Figure, Target, targets_for
+from bench.stats import LatencySummary
+
+#: Below this many held workflows the RSS slope is noise and nothing is projected.
+MIN_WORKFLOWS_TO_PROJECT = 5_000
+
+__all__ = [
+    "BaselineResult",
+    "BenchResult",
+    "Completion",
+    "MachineLoad",
+    "MemoryResult",
+    "PhaseResult",
+    "PhaseWindow",
+    "ProfileResult",
+    "build_figures",
+    "messages_per_workflow",
+    "projected_rss_mb",
+]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A workflow's terminal event: its status and Kafka timestamp (ms)."""
+
+    status: str
+    kafka_ms: int
+
+
+@dataclass(frozen=True)
+class PhaseWindow:
+    """When a load phase ran (wall clock, ms) and which workflows it started."""
+
+    name: str
+    mode: str
+    started_ms: float
+    stopped_ms: float
+    workflow_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """The machine the run shared: CPU count, load averages, who used the CPU.
+
+    ``busy_share`` is the fraction of all CPU time that was busy during the measured
+    phases; ``ours_share`` the fraction used by the services under test plus the harness
+    (the rest of ``busy_share`` is everyone else on the machine).
+    """
+
+    cpus: int
+    loadavg_before: tuple[float, float, float]
+    loadavg_after: tuple[float, float, float]
+    busy_share: float | None = None
+    ours_share: float | None = None
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Raw Kafka on this machine, same run: confluent-kafka with the Publisher's settings."""
+
+    messages: int
+    message_bytes: int
+    produce_per_s: float
+    produce_consume_per_s: float
+    hop_ms: LatencySummary | None
+    ack_ms: LatencySummary | None
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """One load phase: closed loop (N in flight) or open loop (a fixed start rate)."""
+
+    name: str
+    mode: str
+    seconds: float
+    started: int
+    completed: int
+    failed: int
+    workflows_per_s: float
+    task_runs_per_s: float
+    events_per_s: float
+    kafka_messages_per_s: float
+    start_to_completed_ms: LatencySummary | None
+    dispatch_ms: LatencySummary | None
+    turnaround_ms: LatencySummary | None
+    projection_lag_ms: LatencySummary | None
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """The orchestrator's resident memory (VmRSS) over the run."""
+
+    store: str
+    rss_idle_mb: float
+    rss_peak_mb: float
+    rss_end_mb: float
+    workflows_held: int
+    projected_mb: float | None
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """Where the orchestrator's CPU time went while py-spy sampled it."""
+
+    file: str
+    seconds: float
+    samples: int
+    by_component: list[tuple[str, float]]
+    top_self: list[tuple[str, float]]
+    top_inclusive: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Everything one ``foldflow bench`` run measured."""
+
+    run_id: str
+    started_at: str
+    steps: int
+    config: dict[str, object]
+    machine: MachineLoad
+    baseline: BaselineResult | None
+    phases: list[PhaseResult]
+    memory: MemoryResult | None
+    profile: ProfileResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def phase(self, name: str) -> PhaseResult | None:
+        """The phase called ``name``, if it ran."""
+        return next((p for p in self.phases if p.name == name), None)
+
+
+def messages_per_workflow(steps: int) -> int:
+    """Kafka records one sequential k-step workflow writes on the domain topics.
+
+    1 start command, k task commands, k results and 2k + 2 events (started, k scheduled,
+    k completed, completed); the orchestrator's changelog writes come on top.
+    """
+    return 1 + steps + steps + (2 * steps + 2)
+
+
+def projected_rss_mb(
+    idle_mb: float,
+    end_mb: float,
+    workflows: int,
+    *,
+    target_workflows: int = RSS_TARGET_WORKFLOWS,
+    min_workflows: int = MIN_WORKFLOWS_TO_PROJECT,
+) -> float | None:
+    """Linear projection of RSS to ``target_workflows`` held states.
+
+    ``idle_mb`` is the RSS before the measured workflows, ``end_mb`` with ``workflows``
+    more states in the table. None below ``min_workflows``: with a few hundred states the
+    slope is allocator noise, not state size.
+    """
+    if workflows < max(1, min_workflows):
+        return None
+    per_workflow = max(0.0, end_mb - idle_mb) / workflows
+    return idle_mb + per_workflow * target_workflows
+
+
+def _latency_figures(
+    key: str,
+    label: str,
+    summary: LatencySummary | None,
+    *,
+    quantiles: tuple[str, ...],
+    load: str,
+    target: Target | None = None,
+    target_q: str = "p99",
+    baseline: LatencySummary | None = None,
+    baseline_hops: int = 1,
+    baseline_label: str = "",
+) -> list[Figure]:
+    figures = []
+    for q in quantiles:
+        base = baseline.at(q) * baseline_hops if baseline is not None else None
+        figures.append(
+            Figure(
+                key=f"{key}_{q}_ms",
+                label=f"{label} {q}",
+                value=summary.at(q) if summary is not None else None,
+                unit="ms",
+                target=target if q == target_q else None,
+                baseline=base,
+                baseline_label=baseline_label,
+                load=load,
+            )
+        )
+    return figures
+
+
+def build_figures(result: BenchResult) -> list[Figure]:
+    """The report lines of ``result``, in the order the table shows them."""
+    k = result.steps
+    targets = targets_for(k)
+    base = result.baseline
+    raw = base.produce_consume_per_s if base is not None else None
+    per_wf = messages_per_workflow(k)
+    hop = base.hop_ms if base is not None else None
+    figures: list[Figure] = []
+
+    throughput = result.phase("throughput")
+    if throughput is not None:
+        load = throughput.mode
+        ceiling_wf = raw / per_wf if raw is not None else None
+        figures += [
+            Figure("workflows_per_s", "workflows/s", throughput.workflows_per_s, "/s",
+                   targets.workflows_per_s, ceiling_wf,
+                   f"ceiling: {per_wf} msgs/workflow", load),
+            Figure("task_runs_per_s", "task runs/s", throughput.task_runs_per_s, "/s",
+                   targets.task_runs_per_s,
+                   ceiling_wf * k if ceiling_wf is not None else None,
+                   "ceiling", load),
+            Figure("events_per_s", "events/s (wf.events)", throughput.events_per_s, "/s",
+                   targets.events_per_s, raw, "msgs/s", load),
+            Figure("kafka_messages_per_s", "Kafka records/s (wf.*)",
+                   throughput.kafka_messages_per_s, "/s", None, raw, "msgs/s", load),
+        ]
+        figures += _latency_figures(
+            "saturated_start_to_completed", "start→completed",
+            throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,
+            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+        )
+
+    latency = result.phase("latency")
+    if latency is not None:
+        load = latency.mode
+        figures.append(
+            Figure("half_load_workflows_per_s", "workflows/s",
+                   latency.workflows_per_s, "/s", None, None, "", load)
+        )
+        figures += _latency_figures(
+            "start_to_completed", "start→completed", latency.start_to_completed_ms,
+            quantiles=("p50", "p95", "p99"), load=load,
+            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+        )
+        figures += _latency_figures(
+            "dispatch", "step dispatch", latency.dispatch_ms,
+            quantiles=("p50", "p95", "p99"), load=load, target=targets.dispatch_p99_ms,
+            baseline=hop, baseline_label="1 hop",
+        )
+        figures += _latency_figures(
+            "worker_turnaround", "worker turnaround", latency.turnaround_ms,
+            quantiles=("p50", "p99"), load=load, baseline=hop, baseline_label="1 hop",
+        )
+        figures += _latency_figures(
+            "projection_lag", "projection lag", latency.projection_lag_ms,
+            quantiles=("p50", "p95", "p99"), load=load, target=targets.projection_lag_p99_ms,
+            baseline=hop, baseline_label="1 hop",
+        )
+
+    memory = result.memory
+    if memory is not None:
+        figures += [
+            Figure("orchestrator_rss_peak_mb", "orchestrator RSS peak", memory.rss_peak_mb,
+                   "MB", None, None, "", f"{memory.workflows_held:,} workflows held"),
+            Figure("orchestrator_rss_projected_mb", "orchestrator RSS at 100k",
+                   memory.projected_mb, "MB", targets.rss_mb_at_100k, None, "",
+                   f"{memory.store} store, linear from {memory.workflows_held:,}"),
+        ]
+    return figures

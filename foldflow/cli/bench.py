@@ -1,0 +1,100 @@
+"""``foldflow bench``: the DESIGN §14 benchmark against the real services and broker.
+
+Starts its own orchestrator, projector and worker(s) as ``foldflow run …`` subprocesses on
+private topics (a unique prefix, deleted afterwards) and the configured database, drives
+k-step no-op workflows through them, measures raw Kafka in the same run, and prints every
+figure beside its target. The harness lives in the top-level ``bench/`` directory of a
+source checkout; this module is only its command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from foldflow.settings import get_settings
+
+__all__ = ["bench"]
+
+console = Console()
+
+
+def _import_bench() -> None:
+    """Make the checkout's ``bench/`` importable (it is not an installed package)."""
+    try:
+        import bench  # noqa: F401
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "bench" / "run.py").exists():
+            console.print("[red]foldflow bench needs a source checkout (the bench/ directory)"
+                          "[/red]")
+            raise typer.Exit(2) from None
+        sys.path.insert(0, str(root))
+
+
+def bench(
+    steps: int = typer.Option(3, "--steps", "-k", min=1, max=50,
+                              help="No-op builtin.echo steps per workflow (sequential)."),
+    concurrency: int = typer.Option(200, "--concurrency", "-n", min=1,
+                                    help="Workflows in flight in the throughput phase."),
+    duration: float = typer.Option(30.0, "--duration", min=1,
+                                   help="Seconds of the throughput phase."),
+    total: int | None = typer.Option(None, "--total", min=1,
+                                     help="Stop the throughput phase after this many starts."),
+    latency_duration: float = typer.Option(
+        30.0, "--latency-duration", min=0,
+        help="Seconds of the latency phase (open loop at half load); 0 skips it."),
+    latency_rate: float | None = typer.Option(
+        None, "--latency-rate", min=0.1,
+        help="Starts/s of the latency phase (default: half the target, or half the "
+             "measured throughput when that is lower)."),
+    warmup: float = typer.Option(3.0, "--warmup", min=0,
+                                 help="Seconds at the start of each phase left out of rates."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (builtin.echo)."),
+    worker_concurrency: int = typer.Option(32, "--worker-concurrency", min=1,
+                                           help="Handlers each worker runs at once."),
+    baseline_messages: int = typer.Option(
+        100_000, "--baseline-messages", min=0,
+        help="Messages of the raw-Kafka baseline (0 skips it; no ratios then)."),
+    profile: bool = typer.Option(
+        False, "--profile", help="When a target is missed, py-spy the orchestrator under "
+                                 "load and show where its time goes."),
+    profile_seconds: float = typer.Option(8.0, "--profile-seconds", min=1),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="FOLDFLOW_LOG_LEVEL of the services (default: settings)."),
+    keep_topics: bool = typer.Option(False, "--keep-topics",
+                                     help="Keep the run's private topics for inspection."),
+    json_file: Path | None = typer.Option(None, "--json", help="Also write the run as JSON."),
+) -> None:
+    """Benchmark workflows end to end (DESIGN §14) and compare with raw Kafka.
+
+    Uses FOLDFLOW_KAFKA_BOOTSTRAP and FOLDFLOW_DATABASE_URL (give it a database of its
+    own); topics get a unique prefix and are deleted at the end.
+    """
+    _import_bench()
+    from bench.report import render, to_json_text
+    from bench.run import BenchConfig, BenchError, run_benchmark
+
+    config = BenchConfig(
+        steps=steps, concurrency=concurrency, duration=duration, total=total,
+        latency_duration=latency_duration, latency_rate=latency_rate, warmup=warmup,
+        workers=workers, worker_concurrency=worker_concurrency,
+        baseline_messages=baseline_messages, profile=profile, profile_seconds=profile_seconds,
+        keep_topics=keep_topics, log_level=log_level,
+    )
+
+    def progress(line: str) -> None:
+        console.print(f"[dim]{line}[/dim]", highlight=False)
+
+    try:
+        result = run_benchmark(get_settings(), config, progress=progress)
+    except (BenchError, RuntimeError) as exc:
+        console.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(render(result))
+    if json_file is not None:
+        json_file.write_text(to_json_text(result) + "\n")
+        console.print(f"written {json_file}", highlight=False)
