@@ -28,7 +28,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 
 from foldflow.admin import ensure_topics
 from foldflow.settings import Settings
-from foldflow.topics import Topology, topic_specs
+from foldflow.topics import BUILTIN_TASK_TYPES, Topology, topic_specs
 from gateway.app import create_app
 from gateway.keys import SCOPES, create_api_key
 from producers import Publisher
@@ -82,9 +82,10 @@ def gw_settings(stack: Settings, gw_database: str, admin: AdminClient) -> Iterat
         "jwt_audience": "foldflow",
         "api_keys": (),
     })  # fmt: skip
-    ensure_topics(settings, task_types=())
+    ensure_topics(settings, task_types=BUILTIN_TASK_TYPES)
     yield settings
-    admin.delete_topics([s.name for s in topic_specs(settings)], operation_timeout=30)
+    names = [s.name for s in topic_specs(settings, task_types=BUILTIN_TASK_TYPES)]
+    admin.delete_topics(names, operation_timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,182 @@
+"""The whole pipeline behind the gateway: real ``foldflow run orchestrator`` and ``foldflow
+run worker`` processes on the module's topics, the real projector on its database.
+
+Through the API only: register → start → status → history → terminal; a signal that
+lets a waiting workflow finish; a cancel that ends one ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Keys, bearer
+
+from foldflow.settings import Settings
+from gateway.schemas import TERMINAL_STATUSES
+
+pytestmark = pytest.mark.usefixtures("projector", "services")
+
+FOLDFLOW = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "foldflow"
+#: Waits on the projection, repeated: the first start of a faust app takes a while.
+WAIT = {"wait_for": "terminal", "timeout": "20s"}
+ROUNDS = 6
+
+
+@pytest.fixture(scope="module")
+def services(gw_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The orchestrator and a worker of the built-in tasks, as subprocesses."""
+    logs = tmp_path_factory.mktemp("pipeline-logs")
+    env = {
+        **os.environ,
+        "FOLDFLOW_KAFKA_BOOTSTRAP": gw_settings.kafka_bootstrap,
+        "FOLDFLOW_TOPIC_PREFIX": gw_settings.topic_prefix,
+        "FOLDFLOW_PARTITIONS": str(gw_settings.partitions),
+        "FOLDFLOW_DATABASE_URL": gw_settings.database_url,
+        "FOLDFLOW_METRICS_PORT": "0",
+    }
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    for name in ("orchestrator", "worker"):
+        log = logs / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([str(FOLDFLOW), "run", name], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        procs.append((proc, log))
+    yield
+    for proc, _ in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc, log in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            print(log.read_text(errors="replace")[-2000:])
+
+
+async def _register(client: httpx.AsyncClient, key: str, definition: dict[str, Any]) -> None:
+    response = await client.post("/v1/definitions", json=definition, headers=bearer(key))
+    assert response.status_code == 201, response.text
+
+
+async def _wait(
+    client: httpx.AsyncClient, key: str, workflow_id: str, params: dict[str, str]
+) -> dict[str, Any]:
+    """The workflow once the condition holds (up to ROUNDS bounded waits)."""
+    found: dict[str, Any] = {}
+    for _ in range(ROUNDS):
+        response = await client.get(f"/v1/workflows/{workflow_id}", params=params,
+                                    headers=bearer(key))  # fmt: skip
+        if response.status_code == 200:
+            found = response.json()
+            wanted = params["wait_for"]
+            terminal = wanted == "terminal" and found["status"] in TERMINAL_STATUSES
+            if terminal or found["status"] == wanted:
+                return found
+    raise AssertionError(f"{workflow_id} never reached {params['wait_for']}: {found}")
+
+
+async def test_start_status_history_terminal(client: httpx.AsyncClient, keys: Keys) -> None:
+    name = f"pipeline-{uuid.uuid4().hex[:8]}"
+    await _register(client, keys.acme, {
+        "name": name,
+        "steps": [
+            {"id": "charge", "task": "builtin.echo", "input": {"amount": "${input.amount}"}},
+            {"id": "ship", "task": "builtin.echo", "after": ["charge"],
+             "input": {"paid": "${steps.charge.output.amount}"}},
+        ],
+        "output": {"shipped": "${steps.ship.output.paid}"},
+    })  # fmt: skip
+
+    accepted = await client.post(
+        "/v1/workflows", json={"definition": name, "input": {"amount": 42}},
+        headers={**bearer(keys.acme), "Idempotency-Key": f"order-{name}"},
+    )  # fmt: skip
+    assert accepted.status_code == 202, accepted.text
+    workflow_id = accepted.json()["id"]
+
+    workflow = await _wait(client, keys.acme, workflow_id, WAIT)
+    assert workflow["status"] == "completed", workflow
+    assert workflow["output"] == {"shipped": 42}
+    assert [(s["id"], s["status"]) for s in workflow["steps"]] == [
+        ("charge", "succeeded"), ("ship", "succeeded"),
+    ]  # fmt: skip
+
+    history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=bearer(keys.acme))
+    items = history.json()["items"]
+    assert [e["sequence"] for e in items] == list(range(1, len(items) + 1))
+    assert items[0]["event_type"] == "workflow.started.v1"
+    assert items[-1]["event_type"] == "workflow.completed.v1"
+    assert items[0]["payload"]["tenant"] == "acme"
+
+    again = await client.post(
+        "/v1/workflows", json={"definition": name, "input": {"amount": 1}},
+        headers={**bearer(keys.acme), "Idempotency-Key": f"order-{name}"},
+    )  # fmt: skip
+    assert again.json()["id"] == workflow_id  # a retried POST is the same workflow
+    listed = await client.get("/v1/workflows", params={"definition": name},
+                              headers=bearer(keys.acme))  # fmt: skip
+    assert [w["id"] for w in listed.json()["items"]] == [workflow_id]
+
+
+async def test_a_signal_lets_a_waiting_workflow_finish_and_cancel_ends_another(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    name = f"approval-{uuid.uuid4().hex[:8]}"
+    await _register(client, keys.acme, {
+        "name": name,
+        "steps": [
+            {"id": "submit", "task": "builtin.echo", "input": {"request": "${input.request}"}},
+            {"id": "approval", "signal": "approve", "timeout": "2m", "after": ["submit"]},
+            {"id": "done", "task": "builtin.echo", "after": ["approval"],
+             "input": {"by": "${signals.approve.by}"}},
+        ],
+        "output": {"by": "${steps.done.output.by}"},
+    })  # fmt: skip
+    ids = []
+    for request in ("laptop", "yacht"):
+        accepted = await client.post("/v1/workflows", headers=bearer(keys.acme),
+                                     json={"definition": name, "input": {"request": request}})
+        assert accepted.status_code == 202, accepted.text
+        ids.append(accepted.json()["id"])
+    approved, cancelled = ids
+    for workflow_id in ids:  # both wait for the signal
+        await _waiting_for_signal(client, keys, workflow_id)
+
+    signalled = await client.post(f"/v1/workflows/{approved}/signals", headers=bearer(keys.acme),
+                                  json={"name": "approve", "data": {"by": "ana"}})  # fmt: skip
+    assert signalled.status_code == 202
+    cancel = await client.post(f"/v1/workflows/{cancelled}/cancel", headers=bearer(keys.acme),
+                               json={"reason": "too expensive"})  # fmt: skip
+    assert cancel.status_code == 202
+
+    first = await _wait(client, keys.acme, approved, WAIT)
+    assert (first["status"], first["output"]) == ("completed", {"by": "ana"})
+    second = await _wait(client, keys.acme, cancelled, WAIT)
+    assert second["status"] == "cancelled"
+    late = await client.post(f"/v1/workflows/{cancelled}/signals", headers=bearer(keys.acme),
+                             json={"name": "approve", "data": {}})  # fmt: skip
+    assert late.status_code == 409
+
+
+async def _waiting_for_signal(client: httpx.AsyncClient, keys: Keys, workflow_id: str) -> None:
+    """Until the projection shows the signal step waiting (bounded by ROUNDS waits)."""
+    for _ in range(ROUNDS * 20):
+        found = await client.get(f"/v1/workflows/{workflow_id}",
+                                 params={"wait_for": "running", "timeout": "1s"},
+                                 headers=bearer(keys.acme))  # fmt: skip
+        if found.status_code == 200 and any(
+            s["id"] == "approval" and s["status"] == "waiting" for s in found.json()["steps"]
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} never waited for its signal")
