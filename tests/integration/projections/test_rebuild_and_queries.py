@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from projection_support import (
     completed,
     dump_tables,
     event_count,
+    inconsistencies,
     publish,
     scratch_database,
     wait_for_events,
@@ -83,6 +85,38 @@ def test_rebuild_gives_the_live_tables_while_reads_keep_working(
     with engine.connect() as conn:
         schemas = set(conn.execute(text("SELECT nspname FROM pg_namespace")).scalars())
     assert not schemas & {"foldflow_rebuild", "foldflow_retired"}
+
+
+def test_rebuild_while_events_keep_arriving_loses_nothing(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    """The swap happens while the live projector is busy: afterwards it re-seeks to the
+    rebuilt positions and every event ends up applied exactly once."""
+    base = [completed(f"wf-l{i}-{uuid.uuid4().hex[:6]}") for i in range(300)]
+    n = publish(publisher, settings, base)
+    chunks = [[completed(f"wf-c{c}-{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
+              for c in range(15)]
+    more = sum(len(s.events) for chunk in chunks for s in chunk)
+    done = threading.Event()
+
+    def keep_publishing() -> None:
+        for chunk in chunks:
+            publish(publisher, settings, chunk)
+            time.sleep(0.05)
+        done.set()
+
+    with run_projector():
+        wait_for_events(engine, n)
+        feeder = threading.Thread(target=keep_publishing)
+        feeder.start()
+        try:
+            Rebuild(settings, engine, batch=200).run()
+        finally:
+            feeder.join(60)
+        assert done.is_set()
+        wait_for_events(engine, n + more)
+        wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
+    assert inconsistencies(engine) == []
 
 
 def test_the_live_projector_follows_positions_moved_under_it(
