@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from foldflow.observability import metrics
+from foldflow.observability.logging import bind
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
@@ -226,8 +227,9 @@ class Projector:
             result = self._commit(records)
         except ProjectionError as exc:
             metrics.PROJECTION_GAPS.inc()
-            log.error("batch rolled back; retrying from the stored positions",
-                      extra={"error": str(exc), "backoff_s": self._gap_backoff})
+            with bind(workflow_id=getattr(exc, "workflow_id", None)):
+                log.error("batch rolled back; retrying from the stored positions",
+                          extra={"error": str(exc), "backoff_s": self._gap_backoff})
             self.stopping.wait(self._gap_backoff)
             self._gap_backoff = min(self._gap_backoff * 2, self.options.backoff_max)
             self._batch_size = min(self._batch_size * 2, self.options.max_gap_batch)
