@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 from rich.table import Table
 
 from foldflow.follow import EventFollower, Progress, track
@@ -28,6 +29,7 @@ __all__ = [
     "DemoCase",
     "percentile",
     "plan",
+    "read_back",
     "run_batch",
     "summary_table",
 ]
@@ -159,6 +161,28 @@ def run_batch(
     return progress
 
 
+def read_back(gateway_url: str, api_key: str, workflow_ids: Sequence[str], *,
+              wait: str = "15s") -> dict[str, str]:
+    """Each workflow's status as the gateway serves it from the projections (waiting, bounded,
+    for a terminal one): the read side's view, to compare with what ``wf.events`` said.
+    """
+    statuses: dict[str, str] = {}
+    with httpx.Client(base_url=gateway_url, headers={"X-API-Key": api_key},
+                      timeout=60.0) as client:
+        for workflow_id in workflow_ids:
+            try:
+                response = client.get(f"/v1/workflows/{workflow_id}",
+                                      params={"wait_for": "terminal", "timeout": wait})
+            except httpx.HTTPError as exc:
+                statuses[workflow_id] = f"unreachable ({type(exc).__name__})"
+                continue
+            if response.status_code == 200:
+                statuses[workflow_id] = str(response.json().get("status"))
+            else:
+                statuses[workflow_id] = f"HTTP {response.status_code}"
+    return statuses
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank ``q`` percentile (0 < q ≤ 100) of ``values``; None when empty."""
     if not values:
@@ -172,8 +196,11 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def summary_table(cases: Sequence[DemoCase], progress: dict[str, Progress]) -> Table:
-    """Expected vs actual outcome per workflow, duration, steps, attempts; totals last."""
+def summary_table(cases: Sequence[DemoCase], progress: dict[str, Progress],
+                  projected: dict[str, str] | None = None) -> Table:
+    """Expected vs actual outcome per workflow (and, when given, the status the gateway
+    reads from the projections), duration, steps, attempts; totals in the footer.
+    """
     table = Table(title="Foldflow demo", show_footer=True)
     ok_count = sum(progress[c.workflow_id].status == c.expected for c in cases)
     durations = [d for c in cases if (d := progress[c.workflow_id].duration_s) is not None]
@@ -181,6 +208,9 @@ def summary_table(cases: Sequence[DemoCase], progress: dict[str, Progress]) -> T
     table.add_column("definition")
     table.add_column("expected")
     table.add_column("actual", footer=f"{ok_count}/{len(cases)} as expected")
+    if projected is not None:
+        same = sum(projected.get(c.workflow_id) == progress[c.workflow_id].status for c in cases)
+        table.add_column("projection", footer=f"{same}/{len(cases)} agree")
     table.add_column("duration", justify="right",
                      footer=f"p50 {_seconds(percentile(durations, 50))} "
                             f"p95 {_seconds(percentile(durations, 95))}")
@@ -188,8 +218,16 @@ def summary_table(cases: Sequence[DemoCase], progress: dict[str, Progress]) -> T
     table.add_column("attempts", justify="right")
     for case in cases:
         p = progress[case.workflow_id]
-        mark = "[green]✓[/green]" if p.status == case.expected else "[red]✗[/red]"
+        actual = f"{_mark(p.status == case.expected)} {p.status}"
+        row = [case.workflow_id, case.definition, case.expected, actual]
+        if projected is not None:
+            seen = projected.get(case.workflow_id, "-")
+            row.append(f"{_mark(seen == p.status)} {seen}")
         attempts = f"{p.attempts}" + (f" ({p.failed_attempts} failed)" if p.failed_attempts else "")
-        table.add_row(case.workflow_id, case.definition, case.expected, f"{mark} {p.status}",
-                      _seconds(p.duration_s), str(len(p.steps_completed)), attempts)
+        row += [_seconds(p.duration_s), str(len(p.steps_completed)), attempts]
+        table.add_row(*row)
     return table
+
+
+def _mark(ok: bool) -> str:
+    return "[green]✓[/green]" if ok else "[red]✗[/red]"

@@ -11,12 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from foldflow import services as svc
 from foldflow import stack as local_stack
-from foldflow.cli.services import bring_up
+from foldflow.cli.services import bring_up, key_path
 from foldflow.cli.workflows import command_envelope
-from foldflow.demo import EXAMPLES_DIR, plan, run_batch, summary_table
+from foldflow.demo import EXAMPLES_DIR, plan, read_back, run_batch, summary_table
 from foldflow.follow import EventFollower
 from foldflow.follow import Progress as WorkflowProgress
-from foldflow.settings import get_settings
+from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
 from schemas.messages import DefinitionRegistered
 
@@ -81,9 +81,31 @@ def demo(
                 cases, follower=follower, publisher=publisher, commands_topic=topology.commands,
                 envelope=command_envelope, timeout=timeout, on_progress=show,
             )  # fmt: skip
-    console.print(summary_table(cases, progress))
+    projected = _read_back(settings, [c.workflow_id for c in cases])
+    console.print(summary_table(cases, progress, projected))
     wrong = [c for c in cases if progress[c.workflow_id].status != c.expected]
     if wrong:
         console.print(f"[red]{len(wrong)} workflow(s) did not end as expected[/red]")
+    disagree = [c for c in cases if projected is not None
+                and projected.get(c.workflow_id) != progress[c.workflow_id].status]
+    if disagree:
+        console.print(f"[red]the gateway serves another status for {len(disagree)} "
+                      "workflow(s) than wf.events says[/red]")
+    if wrong or disagree:
         raise typer.Exit(1)
-    console.print("[green]every workflow ended as expected[/green]")
+    console.print("[green]every workflow ended as expected[/green]"
+                  + (" and the gateway serves the same" if projected is not None else ""))
+    console.print(f"Gateway: http://127.0.0.1:{settings.gateway_port}/docs (API key in "
+                  f"{key_path(settings)}); `foldflow down` stops the services.", highlight=False)
+
+
+def _read_back(settings: Settings, workflow_ids: list[str]) -> dict[str, str] | None:
+    """The gateway's view of the batch, or None when there is no local API key to ask with."""
+    path = key_path(settings)
+    if not path.exists():
+        console.print(f"(no API key at {path}: not reading the batch back through the gateway)",
+                      highlight=False)
+        return None
+    with console.status("reading the batch back through the gateway ..."):
+        return read_back(f"http://127.0.0.1:{settings.gateway_port}", path.read_text().strip(),
+                         workflow_ids)

@@ -144,6 +144,15 @@ def test_start_wait_follows_examples_to_their_end(deployment: dict[str, str]) ->
     assert "compensated" in saga.stdout
 
 
+def test_demo_runs_a_batch_and_reads_it_back_through_the_gateway(
+    deployment: dict[str, str],
+) -> None:
+    demo = foldflow(deployment, "demo", "--no-up", "--batch", "5", "--timeout", "150")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "5/5 as expected" in demo.stdout
+    assert "5/5 agree" in demo.stdout  # the projections, through the gateway, say the same
+
+
 PROMETHEUS = shutil.which("prometheus")
 ALL_SERVICES_UP = 'count(up{job=~"foldflow-.*"} == 1)'
 

@@ -59,3 +59,16 @@ def test_summary_marks_unexpected_outcomes_and_shows_totals() -> None:
     assert "1/2 as expected" in text
     assert "3 (2 failed)" in text
     assert "p50 0.50s p95 1.50s" in text
+
+
+def test_summary_compares_the_projection_with_the_events() -> None:
+    cases = [DemoCase(w, "approval", {}, "completed") for w in ("w1", "w2")]
+    progress = {
+        "w1": Progress("w1", status="completed", started_ms=0, finished_ms=10),
+        "w2": Progress("w2", status="completed", started_ms=0, finished_ms=10),
+    }
+    console = Console(record=True, width=220)
+    console.print(summary_table(cases, progress, {"w1": "completed", "w2": "HTTP 404"}))
+    text = console.export_text()
+    assert "projection" in text and "1/2 agree" in text
+    assert "✗ HTTP 404" in text
