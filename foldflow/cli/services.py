@@ -85,6 +85,11 @@ def ensure_api_key(settings: Settings, *, report: svc.Report) -> None:
 
 def bring_up(settings: Settings, *, report: svc.Report = _say) -> None:
     """Everything ``foldflow up`` does, in order; raises ``ServiceError``/``StackError``."""
+    with svc.exclusive(settings):
+        _bring_up(settings, report=report)
+
+
+def _bring_up(settings: Settings, *, report: svc.Report) -> None:
     specs = svc.services(settings)
     missing = [f"`foldflow {' '.join(s.argv)}`" for s in specs if resolve(s.argv) is None]
     if missing:
@@ -128,7 +133,8 @@ def down(
 ) -> None:
     """Stop the services `foldflow up` started (SIGTERM, then SIGKILL after a grace period)."""
     settings = get_settings()
-    svc.stop(settings, tuple(reversed(svc.services(settings))), report=_say)
+    with svc.exclusive(settings):
+        svc.stop(settings, tuple(reversed(svc.services(settings))), report=_say)
     if stack:
         local_stack.down(settings, report=_say)
 
@@ -162,7 +168,10 @@ def ps_table(rows: list[svc.ServiceStatus]) -> Table:
 
 
 def ps() -> None:
-    """Show each background service: pid, state, uptime, port and log file."""
+    """Show each background service: pid, state, uptime, port and log file.
+
+    Exits 1 unless every service is ready.
+    """
     settings = get_settings()
     rows = svc.status(settings, svc.services(settings))
     console.print(ps_table(rows))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,17 @@ def test_a_port_taken_by_someone_else_is_refused_before_starting(tmp_path: Path)
             svc.start(settings, spec)
     assert not svc.pid_path(settings, spec.name).exists()
     assert svc.port_free(port)
+
+
+def test_up_and_down_of_one_state_dir_exclude_each_other(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    probe = (
+        "import fcntl, sys; f = open(sys.argv[1], 'a')\n"
+        "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n    sys.exit(3)\n"
+    )
+    lock = str(tmp_path / "pids" / ".lock")
+    with svc.exclusive(settings):
+        held = subprocess.run([sys.executable, "-c", probe, lock], check=False)
+    free = subprocess.run([sys.executable, "-c", probe, lock], check=False)
+    assert (held.returncode, free.returncode) == (3, 0)
