@@ -27,6 +27,7 @@ from foldflow.topics import Topology
 from processors.definitions_cache import DefinitionsCache
 from processors.runner import InputRecord, Orchestrator
 from processors.state import ACTIVE_STATUSES, state_from_bytes
+from processors.stored import Stored
 from processors.telemetry import LagGauge
 from processors.timers import TimerIndex, partition_for
 from producers import Publisher
@@ -162,7 +163,7 @@ def create_app(
             partition = partition_for(key, settings.partitions)
             if partition in owned and value:
                 try:
-                    state = state_from_bytes(value)
+                    state = state_from_bytes(Stored.from_bytes(value).state)
                 except ValueError:
                     log.exception("unreadable state of %r in the table", key)
                     continue

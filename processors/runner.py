@@ -20,7 +20,11 @@ from opentelemetry.trace import SpanKind
 
 from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
-from foldflow.observability.metrics import MESSAGE_HANDLING_SECONDS, MESSAGES_HANDLED
+from foldflow.observability.metrics import (
+    INPUTS_IGNORED,
+    MESSAGE_HANDLING_SECONDS,
+    MESSAGES_HANDLED,
+)
 from foldflow.observability.tracing import Header, extract_context, inject_headers
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -28,6 +32,7 @@ from processors.decider import initial_state
 from processors.definitions_cache import DefinitionsCache
 from processors.plan import Plan, apply_input
 from processors.state import ACTIVE_STATUSES, WorkflowState, state_from_bytes, state_to_bytes
+from processors.stored import COMMANDS, RESULTS, Stored
 from processors.telemetry import TaskTypes, record_ignored, record_plan
 from processors.timers import DueTimer, TimerIndex
 from producers import Publisher, PublishError
@@ -92,7 +97,10 @@ class Orchestrator:
         self._timer_trace: dict[str, list[tuple[str, bytes]]] = {}
 
     async def handle(self, record: InputRecord, stored: bytes | None) -> bytes | None:
-        """Apply one record; return the new state bytes to store, or None to store nothing.
+        """Apply one record; return the new table value to store, or None to store nothing.
+
+        ``stored`` is the workflow's table value (:class:`~processors.stored.Stored`); a
+        record it already covers (a replay after a crash) is skipped.
 
         Returns only after every produced message was acked; retries publishing (the
         messages are deterministic, so a retry re-sends identical ones) until it succeeds.
@@ -116,8 +124,17 @@ class Orchestrator:
                 return None
             span.set_attribute("foldflow.workflow_id", message.workflow_id)
             span.set_attribute("foldflow.event_type", message.event_type)
+            source = RESULTS if record.topic == self.topology.results else COMMANDS
             try:
-                state = state_from_bytes(stored) if stored else initial_state(message.workflow_id)
+                current = Stored.from_bytes(stored) if stored else Stored(b"")
+                if current.covers(source, record.offset):
+                    INPUTS_IGNORED.labels(reason="replayed").inc()
+                    self._observe(record, "skipped", started)
+                    return None
+                state = (
+                    state_from_bytes(current.state) if stored
+                    else initial_state(message.workflow_id)
+                )  # fmt: skip
                 plan = await self._plan(state, message)
             except Exception as exc:  # a bug must not stop every other workflow
                 log.exception(
@@ -148,7 +165,7 @@ class Orchestrator:
                 extra={"workflow_id": message.workflow_id},
             )
             self._observe(record, "ok", started)
-            return state_to_bytes(plan.state)
+            return current.advanced(state_to_bytes(plan.state), source, record.offset).to_bytes()
 
     def _decode(self, record: InputRecord) -> Envelope:
         if record.value is None:

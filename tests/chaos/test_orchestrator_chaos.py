@@ -10,9 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator_harness import STARTUP_S, TERMINAL_EVENTS, Deployment, EventLog, Service
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+from orchestrator_harness import (
+    STARTUP_S,
+    TERMINAL_EVENTS,
+    Deployment,
+    EventLog,
+    PauseWorkflow,
+    ResumeWorkflow,
+    Service,
+    SignalWorkflow,
+)
 
 from foldflow.definitions import Definition
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from processors.app import app_id
 from schemas.codec import encode
 from schemas.messages import StepCompleted
 
@@ -153,3 +167,45 @@ def test_timers_survive_orchestrator_restarts(
     }
     assert set(completed) == {"flaky", "nap", "end"}
     assert completed["flaky"] == 2  # the retry after the backoff timer succeeded
+
+
+def _rewind_orchestrator_group(settings: Settings) -> None:
+    """Move the (empty) orchestrator group back to offset 0 on both input topics."""
+    topology = Topology.of(settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    partitions = [
+        TopicPartition(topic, p, 0)
+        for topic in (topology.commands, topology.results)
+        for p in range(settings.partitions)
+    ]
+    futures = admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(app_id(settings), partitions)]
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def test_inputs_replayed_after_a_rewind_change_nothing(
+    settings: Settings, deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
+) -> None:
+    orchestrator = spawn("orchestrator-1", "orchestrator")
+    orchestrator.wait_for_log(RECOVERED, timeout=STARTUP_S)
+    spawn("worker", "worker")
+    wf = deployment.start("t-wait", {})
+    events.wait(lambda log: "step.waiting.v1" in log.types(wf), timeout=WAIT_S, what="gate")
+    deployment.command(wf, PauseWorkflow("first"))
+    deployment.command(wf, PauseWorkflow("again"))  # a no-op: already paused
+    deployment.command(wf, ResumeWorkflow("go on"))
+    events.wait(lambda log: "workflow.resumed.v1" in log.types(wf), timeout=WAIT_S, what="resume")
+    probe = deployment.start("t-child", {}, workflow_id=f"{wf}-probe")  # behind the resume
+    events.wait_finished([probe], timeout=WAIT_S)
+    assert orchestrator.stop() == 0  # commits, leaves the group
+
+    # every input is read again, against the states recovered from the changelog
+    _rewind_orchestrator_group(settings)
+    spawn("orchestrator-2", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
+    deployment.command(wf, SignalWorkflow("go"))
+    assert events.wait_finished([wf], timeout=WAIT_S) == {wf: "completed"}
+    assert events.types(wf).count("workflow.paused.v1") == 1  # the no-op pause stayed one
+    assert events.types(wf).count("workflow.started.v1") == 1
+    assert_log_invariants(events, [wf, probe])
