@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from opentelemetry import trace
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
+from foldflow.observability.tracing import extract_context, header_list
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
@@ -39,6 +41,7 @@ from schemas.messages import DefinitionRegistered, kind_of
 __all__ = ["PROJECTION", "Projector", "ProjectorOptions", "consumer_group", "decode_record"]
 
 log = logging.getLogger("foldflow.projector")
+_tracer = trace.get_tracer("foldflow.projector")
 
 #: The name under which the live projector stores its positions.
 PROJECTION = "projector"
@@ -75,7 +78,9 @@ def decode_record(msg: Message, *, events_topic: str) -> Record:
             raise UnprojectableError(f"{env.event_type} has no sequence")
     elif not isinstance(env.payload, DefinitionRegistered):
         raise UnprojectableError(f"{env.event_type} on {topic} is not a definition")
-    return Record(topic, msg.partition() or 0, msg.offset() or 0, env)
+    headers = msg.headers()
+    return Record(topic, msg.partition() or 0, msg.offset() or 0, env,
+                  header_list(headers) if headers else None)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -222,7 +227,7 @@ class Projector:
         records = [r for r in self._records(messages) if (r.topic, r.partition) in self.positions]
         if not records:
             return None
-        started = time.perf_counter()
+        started, started_ns = time.perf_counter(), time.time_ns()
         try:
             result = self._commit(records)
         except ProjectionError as exc:
@@ -246,7 +251,23 @@ class Projector:
             if tp in self.positions:
                 self.positions[tp] = offset
         self._observe(result, time.perf_counter() - started)
+        self._trace(records, started_ns)
         return result
+
+    @staticmethod
+    def _trace(records: Sequence[Record], started_ns: int) -> None:
+        """One span per event, child of the span that produced it (one trace end to end)."""
+        for r in records:
+            if r.envelope is None or not r.headers:
+                continue
+            span = _tracer.start_span(
+                "projector apply", context=extract_context(r.headers), start_time=started_ns,
+                attributes={"foldflow.event_type": r.envelope.event_type,
+                            "foldflow.workflow_id": r.envelope.workflow_id,
+                            "foldflow.sequence": r.envelope.sequence or 0,
+                            "messaging.kafka.offset": r.offset},
+            )
+            span.end()
 
     def _commit(self, records: list[Record]) -> BatchResult:
         expected = dict(self.positions)

@@ -40,6 +40,7 @@ class Record:
     partition: int
     offset: int
     envelope: m.Envelope | None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass

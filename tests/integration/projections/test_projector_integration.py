@@ -200,3 +200,29 @@ def test_a_restarted_projector_continues_from_the_stored_positions(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(workflow_instances).where(
             workflow_instances.c.status == "completed")).scalar_one() == 40
+
+
+def test_each_applied_event_continues_the_trace_that_produced_it(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from foldflow.observability.tracing import configure_tracing
+
+    exporter = InMemorySpanExporter()
+    configure_tracing(settings, service="test").add_span_processor(SimpleSpanProcessor(exporter))
+    s = completed(f"wf-trace-{uuid.uuid4().hex[:6]}")
+    with trace.get_tracer(__name__).start_as_current_span("orchestrate") as parent:
+        n = publish(publisher, settings, [s])
+    ctx = parent.get_span_context()
+    with run_projector():
+        wait_for_events(engine, n)
+    spans = [sp for sp in exporter.get_finished_spans() if sp.name == "projector apply"
+             and sp.attributes and sp.attributes.get("foldflow.workflow_id") == s.workflow_id]
+    assert sorted(sp.attributes["foldflow.sequence"] for sp in spans) == [  # type: ignore[index]
+        1, 2, 3, 4, 5, 6]
+    for sp in spans:
+        assert sp.context is not None and sp.context.trace_id == ctx.trace_id
+        assert sp.parent is not None and sp.parent.span_id == ctx.span_id
