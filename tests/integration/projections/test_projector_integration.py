@@ -188,10 +188,19 @@ def test_undecodable_records_go_to_the_dlq_and_the_projector_moves_on(
 def test_a_restarted_projector_continues_from_the_stored_positions(
     settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
 ) -> None:
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    applied_before = sample("foldflow_projection_events_applied_total")
+    batches_before = sample("foldflow_projection_batch_size_count")
+    lags_before = sample("foldflow_projection_lag_seconds_count")
     first = [completed(f"wf-a{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
     n1 = publish(publisher, settings, first)
     with run_projector():
         wait_for_events(engine, n1)
+    assert sample("foldflow_projection_events_applied_total") - applied_before == n1
+    assert sample("foldflow_projection_lag_seconds_count") - lags_before == n1
+    assert sample("foldflow_projection_batch_size_count") > batches_before
     second = [completed(f"wf-b{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
     n2 = publish(publisher, settings, second)
     with run_projector():
