@@ -34,7 +34,9 @@ __all__ = [
     "summary_table",
 ]
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+_CHECKOUT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: The checkout's examples/, or ./examples where the package is installed (the image's /app).
+EXAMPLES_DIR = _CHECKOUT_EXAMPLES if _CHECKOUT_EXAMPLES.is_dir() else Path("examples")
 
 #: The outcome each example ends in (see the comment at the top of each examples/*.yaml).
 EXPECTED: dict[str, str] = {
