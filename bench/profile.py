@@ -47,7 +47,7 @@ def component_of(frame: str) -> str:
 
     Site-packages frames are named by their top-level distribution directory
     (``aiokafka``, ``faust``, ``confluent_kafka``...), the project's own by package
-    (``processors``...), the standard library as ``stdlib:<module>``.
+    (``processors``...), the standard library as ``stdlib:<top module>`` (``asyncio``).
     """
     match = _FRAME.match(frame.strip())
     path = match.group("file") if match else frame
@@ -59,8 +59,9 @@ def component_of(frame: str) -> str:
     for package in _PROJECT_PACKAGES:
         if package in parts[:-1]:
             return package
-    if re.search(r"python3\.\d+", path):
-        return f"stdlib:{Path(path).stem}"
+    for index, part in enumerate(parts[:-1]):
+        if re.fullmatch(r"python3\.\d+", part):  # the standard library: its top module
+            return f"stdlib:{Path(parts[index + 1]).stem}"
     return Path(path).stem or "?"
 
 

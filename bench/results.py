@@ -55,7 +55,8 @@ class MachineLoad:
 
     ``busy_share`` is the fraction of all CPU time that was busy during the measured
     phases; ``ours_share`` the fraction used by the services under test plus the harness
-    (the rest of ``busy_share`` is everyone else on the machine).
+    (the rest of ``busy_share`` is everyone else on the machine); ``process_cores`` the
+    average number of cores each of those processes kept busy.
     """
 
     cpus: int
@@ -63,6 +64,7 @@ class MachineLoad:
     loadavg_after: tuple[float, float, float]
     busy_share: float | None = None
     ours_share: float | None = None
+    process_cores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -263,11 +265,11 @@ def build_figures(result: BenchResult) -> list[Figure]:
 
     memory = result.memory
     if memory is not None:
+        load = f"orchestrator, {memory.store} store, {memory.workflows_held:,} workflows held"
         figures += [
-            Figure("orchestrator_rss_peak_mb", "orchestrator RSS peak", memory.rss_peak_mb,
-                   "MB", None, None, "", f"{memory.workflows_held:,} workflows held"),
-            Figure("orchestrator_rss_projected_mb", "orchestrator RSS at 100k",
-                   memory.projected_mb, "MB", targets.rss_mb_at_100k, None, "",
-                   f"{memory.store} store, linear from {memory.workflows_held:,}"),
+            Figure("orchestrator_rss_peak_mb", "RSS peak", memory.rss_peak_mb, "MB",
+                   load=load),
+            Figure("orchestrator_rss_projected_mb", "RSS at 100k workflows (linear)",
+                   memory.projected_mb, "MB", targets.rss_mb_at_100k, load=load),
         ]
     return figures

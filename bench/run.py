@@ -243,23 +243,27 @@ class _Run:
 
 @contextlib.contextmanager
 def _cpu_meter(run: _Run) -> Iterator[dict[str, float]]:
-    """CPU used by the machine, by the services and by this process while the block runs."""
+    """CPU used while the block runs: ``busy``/``ours`` as shares of the whole machine,
+    ``cores:<process>`` as the average number of cores each process kept busy."""
     out: dict[str, float] = {}
 
-    def ours() -> float:
+    def per_process() -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime + sum(
-            cpu_seconds(s.pid) or 0.0 for s in run.services
-        )
+        used = {s.name: cpu_seconds(s.pid) or 0.0 for s in run.services}
+        used["harness"] = usage.ru_utime + usage.ru_stime
+        return used
 
-    machine_before, ours_before = machine_cpu_times(), ours()
+    machine_before, before, wall = machine_cpu_times(), per_process(), time.monotonic()
     yield out
-    machine_after, ours_after = machine_cpu_times(), ours()
+    machine_after, after, wall = machine_cpu_times(), per_process(), time.monotonic() - wall
+    for name, seconds in after.items():
+        out[f"cores:{name}"] = (seconds - before.get(name, 0.0)) / max(wall, 1e-3)
     if machine_before and machine_after:
         total = machine_after[1] - machine_before[1]
         if total > 0:
             out["busy"] = (machine_after[0] - machine_before[0]) / total
-            out["ours"] = (ours_after - ours_before) / total
+            out["ours"] = sum(after.values()) - sum(before.values())
+            out["ours"] /= total
 
 
 def _warm_up(run: _Run, driver: Driver, concurrency: int) -> None:
@@ -421,6 +425,8 @@ def run_benchmark(
                 loadavg_after=os.getloadavg(),
                 busy_share=cpu.get("busy"),
                 ours_share=cpu.get("ours"),
+                process_cores={k.split(":", 1)[1]: v for k, v in cpu.items()
+                               if k.startswith("cores:")},
             ),
             baseline=baseline,
             phases=phases,

@@ -1,0 +1,141 @@
+"""The report: figures built from a result, the rich table, the JSON document."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from bench.report import format_value, render, to_json, to_json_text
+from bench.results import (
+    BaselineResult,
+    BenchResult,
+    MachineLoad,
+    MemoryResult,
+    PhaseResult,
+    ProfileResult,
+    build_figures,
+)
+from bench.stats import LatencySummary
+
+
+def lat(p50: float, p95: float, p99: float) -> LatencySummary:
+    return LatencySummary(count=100, p50=p50, p95=p95, p99=p99, max=p99, mean=p50)
+
+
+def phase(name: str, mode: str, wf_s: float, *, dispatch: LatencySummary | None = None,
+          lag: LatencySummary | None = None) -> PhaseResult:
+    return PhaseResult(
+        name=name, mode=mode, seconds=30.0, started=3000, completed=3000, failed=0,
+        workflows_per_s=wf_s, task_runs_per_s=wf_s * 3, events_per_s=wf_s * 8,
+        kafka_messages_per_s=wf_s * 15, start_to_completed_ms=lat(40, 80, 120),
+        dispatch_ms=dispatch, turnaround_ms=lat(3, 6, 9), projection_lag_ms=lag,
+    )
+
+
+def result(*, profile: ProfileResult | None = None) -> BenchResult:
+    return BenchResult(
+        run_id="bench-test",
+        started_at="2026-11-29T03:30:00+00:00",
+        steps=3,
+        config={"concurrency": 200},
+        machine=MachineLoad(2, (1.0, 1.0, 1.0), (2.0, 1.5, 1.0), 0.9, 0.6,
+                            {"orchestrator": 0.8, "harness": 0.1}),
+        baseline=BaselineResult(100_000, 250, 60_000.0, 30_000.0, lat(5, 8, 10), lat(5, 7, 9)),
+        phases=[
+            phase("throughput", "closed loop, 200 in flight", 400.0),
+            phase("latency", "open loop, 200 starts/s", 200.0,
+                  dispatch=lat(8, 15, 30), lag=lat(50, 100, 200)),
+        ],
+        memory=MemoryResult("memory", 100.0, 160.0, 150.0, 20_000, 350.0),
+        profile=profile,
+        notes=["a note"],
+    )
+
+
+def by_key(res: BenchResult) -> dict[str, object]:
+    return {f.key: f for f in build_figures(res)}
+
+
+def test_throughput_figures_are_judged_and_related_to_the_raw_ceiling() -> None:
+    figures = by_key(result())
+    wf = figures["workflows_per_s"]
+    assert wf.value == 400.0  # type: ignore[attr-defined]
+    assert wf.verdict.text == "missed by 20% (400 of 500)"  # type: ignore[attr-defined]
+    # raw 30,000 msgs/s over 15 msgs per workflow: a 2,000 wf/s ceiling
+    assert wf.baseline == pytest.approx(2000.0)  # type: ignore[attr-defined]
+    assert wf.ratio == pytest.approx(0.2)  # type: ignore[attr-defined]
+    assert figures["task_runs_per_s"].ratio == pytest.approx(0.2)  # type: ignore[attr-defined]
+    assert figures["kafka_messages_per_s"].ratio == pytest.approx(0.2)  # type: ignore[attr-defined]
+
+
+def test_latency_targets_apply_to_p99_at_half_load_only() -> None:
+    figures = by_key(result())
+    assert figures["dispatch_p99_ms"].verdict.text == "missed by 50%"  # type: ignore[attr-defined]
+    assert figures["dispatch_p50_ms"].verdict is None  # type: ignore[attr-defined]
+    assert figures["projection_lag_p99_ms"].verdict.met  # type: ignore[attr-defined]
+    # one dispatch against one raw hop; start→completed against 2k+1 = 7 hops
+    assert figures["dispatch_p99_ms"].ratio == pytest.approx(3.0)  # type: ignore[attr-defined]
+    assert figures["start_to_completed_p50_ms"].baseline == 35.0  # type: ignore[attr-defined]
+    assert "saturated_start_to_completed_p99_ms" in figures
+
+
+def test_memory_figures() -> None:
+    figures = by_key(result())
+    assert figures["orchestrator_rss_peak_mb"].verdict is None  # type: ignore[attr-defined]
+    assert figures["orchestrator_rss_projected_mb"].verdict.text == "missed by 17%"  # type: ignore[attr-defined]
+
+
+def test_without_baseline_there_are_no_ratios() -> None:
+    res = result()
+    res = BenchResult(**{**res.__dict__, "baseline": None})
+    assert all(f.ratio is None for f in build_figures(res))
+
+
+def rendered(res: BenchResult) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(res))
+    return console.export_text()
+
+
+def test_the_table_shows_value_target_verdict_and_ratio() -> None:
+    text = rendered(result())
+    assert "closed loop, 200 in flight" in text
+    assert "≥ 500/s" in text
+    assert "missed by 20% (400 of 500)" in text
+    assert "0.20x · 2,000/s (ceiling: 15 msgs/workflow)" in text
+    assert "≤ 20.0 ms (at half load)" in text
+    assert "orchestrator 0.80, harness 0.10" in text
+    assert "5 target(s) missed" in text
+    assert "a note" in text
+
+
+def test_the_profile_table_is_shown_when_there_is_one() -> None:
+    prof = ProfileResult("/tmp/x.txt", 8.0, 800, [("aiokafka", 0.4)],
+                         [("select (selectors.py)", 0.3)], [("handle (runner.py)", 0.6)])
+    text = rendered(result(profile=prof))
+    assert "where the orchestrator's time goes" in text
+    assert "aiokafka" in text and "40%" in text and "handle (runner.py)" in text
+
+
+def test_json_holds_the_record_and_the_judged_figures() -> None:
+    doc = json.loads(to_json_text(result()))
+    assert doc["schema"] == "foldflow-bench/1"
+    assert doc["run_id"] == "bench-test"
+    assert doc["phases"][0]["workflows_per_s"] == 400.0
+    assert doc["baseline"]["hop_ms"]["p99"] == 10
+    wf = next(f for f in doc["figures"] if f["key"] == "workflows_per_s")
+    assert wf["met"] is False
+    assert wf["target"] == {"limit": 500.0, "better": "higher", "note": ""}
+    assert wf["ratio_to_raw_kafka"] == pytest.approx(0.2)
+    assert to_json(result())["figures"] == doc["figures"]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [(None, "ms", "—"), (1234.5, "/s", "1,234/s"), (12.34, "/s", "12.3/s"),
+     (17.44, "ms", "17.4 ms"), (250.0, "ms", "250 ms"), (301.2, "MB", "301 MB")],
+)
+def test_format_value(value: float | None, unit: str, text: str) -> None:
+    assert format_value(value, unit) == text
