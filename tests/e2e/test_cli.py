@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from confluent_kafka.admin import AdminClient
 
 from foldflow import stack as local_stack
 from foldflow.settings import Settings
@@ -61,9 +62,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def deployment(
-    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+    stack: Settings, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """`foldflow up` of a private deployment; its environment. `down` runs at the end."""
+    """`foldflow up` of a private deployment; its environment. At the end: `down`, and its
+    topics are deleted."""
     state_dir = tmp_path_factory.mktemp("foldflow-state")
     env = {
         **os.environ,
@@ -84,6 +86,11 @@ def deployment(
         yield env
     finally:
         foldflow(env, "down", timeout=120)
+        prefix = env["FOLDFLOW_TOPIC_PREFIX"]
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        if mine:
+            for future in admin.delete_topics(mine, operation_timeout=30).values():
+                future.result()
 
 
 def test_up_starts_every_service_and_ps_lists_them_ready(deployment: dict[str, str]) -> None:
