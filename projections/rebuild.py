@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -34,6 +36,8 @@ __all__ = ["REBUILD_SCHEMA", "Rebuild", "RebuildError", "prepare", "swap"]
 
 REBUILD_SCHEMA = "foldflow_rebuild"
 RETIRED_SCHEMA = "foldflow_retired"
+#: pg advisory lock key: one rebuild at a time per database
+LOCK_KEY = 0x466F_6C64_5265_6231  # "FoldReb1"
 
 Progress = Callable[[int, int], None]  # (done, total) records
 
@@ -196,7 +200,12 @@ class Rebuild:
             | None = None) -> int:
         """Prepare, replay, catch up with what arrived meanwhile, swap; return events applied."""
         say = on_phase or (lambda _phase: None)
+        guard = self.engine.connect()  # holds the session lock until the end
         try:
+            got = guard.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})
+            if not got.scalar_one():
+                raise RebuildError("another rebuild is running on this database")
+            guard.commit()
             say("prepare")
             prepare(self.engine)
             say("replay")
@@ -206,5 +215,9 @@ class Rebuild:
             say("swap")
             swap(self.engine, projection=self.projection)
         finally:
+            with contextlib.suppress(DBAPIError):  # a dead session has released it anyway
+                guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                guard.commit()
+            guard.close()
             self.consumer.close()
         return self.applied

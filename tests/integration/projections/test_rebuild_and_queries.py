@@ -38,7 +38,7 @@ from projections import queries
 from projections.apply import to_datetime
 from projections.db import upgrade
 from projections.models import metadata
-from projections.rebuild import Rebuild
+from projections.rebuild import LOCK_KEY, Rebuild, RebuildError
 
 
 def test_rebuild_gives_the_live_tables_while_reads_keep_working(
@@ -117,6 +117,19 @@ def test_rebuild_while_events_keep_arriving_loses_nothing(
         wait_for_events(engine, n + more)
         wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
     assert inconsistencies(engine) == []
+
+
+def test_one_rebuild_at_a_time(settings: Settings, engine: Engine) -> None:
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        with pytest.raises(RebuildError, match="another rebuild"):
+            Rebuild(settings, engine).run()
+        other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        other.commit()
+    assert Rebuild(settings, engine).run() == 0  # empty topics: an empty swap
+    with engine.connect() as conn:  # the lock was released
+        assert conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
 
 
 def test_the_live_projector_follows_positions_moved_under_it(
