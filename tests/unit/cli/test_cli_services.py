@@ -127,3 +127,39 @@ def test_up_and_down_of_one_state_dir_exclude_each_other(tmp_path: Path) -> None
         held = subprocess.run([sys.executable, "-c", probe, lock], check=False)
     free = subprocess.run([sys.executable, "-c", probe, lock], check=False)
     assert (held.returncode, free.returncode) == (3, 0)
+
+
+def _fake_service(settings: Settings, spec: svc.ServiceSpec, *, ignore_term: bool) -> int:
+    """A process whose command line reads like `foldflow run <spec>` (no real service)."""
+    code = (
+        "import signal, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+        + "print('up', flush=True)\n"
+        + "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, "-m", svc.CLI_MODULE, *spec.argv],
+                            stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # handler installed
+    svc.pid_path(settings, spec.name).parent.mkdir(parents=True, exist_ok=True)
+    svc.pid_path(settings, spec.name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def test_down_terminates_and_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, service_stop_grace=0.5, orchestrator_metrics_port=1,
+                         worker_metrics_port=1)
+    orchestrator, worker = svc.services(settings)[:2]
+    polite = _fake_service(settings, orchestrator, ignore_term=False)
+    stubborn = _fake_service(settings, worker, ignore_term=True)
+    rows = {r.name: r for r in svc.status(settings, (orchestrator, worker))}
+    assert (rows["orchestrator"].pid, rows["orchestrator"].state) == (polite, "starting")
+    assert (rows["worker"].pid, rows["worker"].state) == (stubborn, "starting")
+
+    lines: list[str] = []
+    assert svc.stop(settings, (orchestrator, worker), report=lines.append) == [
+        "orchestrator", "worker"]
+    assert f"orchestrator: stopped (pid {polite})" in lines
+    assert any(line.startswith(f"worker: killed (pid {stubborn}") for line in lines)
+    assert svc.running_pid(settings, orchestrator) is None
+    assert svc.running_pid(settings, worker) is None
+    assert [r.state for r in svc.status(settings, (orchestrator, worker))] == ["stopped"] * 2
