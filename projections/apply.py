@@ -9,16 +9,25 @@ duplicate (re-emitted by the orchestrator) and is skipped; a sequence past
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
+from projections.rows import (
+    DefinitionRow,
+    EventRow,
+    InstanceRow,
+    StepRow,
+    definition_row,
+    event_row,
+    loads,
+    payload_document,
+    to_datetime,
+)
 from schemas import messages as m
 
+# the row types are re-exported: callers of the fold need them together
 __all__ = [
     "DefinitionRow",
     "EventRow",
@@ -55,74 +64,6 @@ class UnappliableEventError(ProjectionError):
 
 
 @dataclass(frozen=True)
-class InstanceRow:
-    """One row of ``workflow_instances``."""
-
-    id: str
-    tenant: str
-    definition_name: str
-    definition_version: int
-    status: str
-    input: Any
-    output: Any
-    error: str | None
-    parent_workflow_id: str | None
-    parent_step_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    last_sequence: int
-
-
-@dataclass(frozen=True)
-class StepRow:
-    """One row of ``step_executions``."""
-
-    workflow_id: str
-    step_id: str
-    status: str
-    task_type: str | None = None
-    attempts: int = 0
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    detail: str | None = None
-    child_workflow_id: str | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    compensation_status: str | None = None
-    compensation_attempts: int = 0
-    compensation_error: str | None = None
-    first_sequence: int = 0
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """One row of ``workflow_events``: the event as history."""
-
-    workflow_id: str
-    sequence: int
-    event_id: str
-    event_type: str
-    timestamp: datetime
-    source: str
-    correlation_id: str
-    causation_id: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DefinitionRow:
-    """One row of ``workflow_definitions``."""
-
-    tenant: str
-    name: str
-    version: int
-    definition: Any
-    registered_at: datetime
-
-
-@dataclass(frozen=True)
 class Fold:
     """What a batch changes: rows to upsert, events to insert, duplicates skipped."""
 
@@ -130,59 +71,6 @@ class Fold:
     steps: dict[tuple[str, str], StepRow]
     events: list[EventRow]
     skipped: int
-
-
-def to_datetime(ms: int) -> datetime:
-    """Milliseconds since the epoch as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def payload_document(payload: object) -> dict[str, Any]:
-    """A payload as a JSON document: ``*_json`` fields become ``*`` with their parsed value.
-
-    Lossless: :func:`schemas.messages.dump_json` of the value gives the field back.
-    """
-    doc: dict[str, Any] = {}
-    for f in dataclasses.fields(payload):  # type: ignore[arg-type]
-        value = getattr(payload, f.name)
-        if f.name.endswith("_json"):
-            doc[f.name.removesuffix("_json")] = _loads(value)
-        else:
-            doc[f.name] = value
-    return doc
-
-
-def event_row(env: m.Envelope) -> EventRow:
-    """The history row of an event envelope (``sequence`` must be set)."""
-    assert env.sequence is not None
-    return EventRow(
-        workflow_id=env.workflow_id,
-        sequence=env.sequence,
-        event_id=env.event_id,
-        event_type=env.event_type,
-        timestamp=to_datetime(env.timestamp),
-        source=env.source,
-        correlation_id=env.correlation_id,
-        causation_id=env.causation_id,
-        payload=payload_document(env.payload),
-    )
-
-
-def definition_row(env: m.Envelope) -> DefinitionRow:
-    """The ``workflow_definitions`` row of a ``definition.registered`` envelope."""
-    p = env.payload
-    assert isinstance(p, m.DefinitionRegistered)
-    return DefinitionRow(
-        tenant=p.tenant,
-        name=p.name,
-        version=p.version,
-        definition=json.loads(p.definition_json),
-        registered_at=to_datetime(env.timestamp),
-    )
 
 
 def _start(env: m.Envelope, p: m.WorkflowStarted) -> InstanceRow:
@@ -193,7 +81,7 @@ def _start(env: m.Envelope, p: m.WorkflowStarted) -> InstanceRow:
         definition_name=p.definition_name,
         definition_version=p.definition_version,
         status="running",
-        input=_loads(p.input_json),
+        input=loads(p.input_json),
         output=None,
         error=None,
         parent_workflow_id=p.parent_workflow_id,
@@ -243,7 +131,7 @@ def _instance(row: InstanceRow, p: object, at: datetime) -> InstanceRow:
         case m.WorkflowResumed():
             return replace(row, status="running")
         case m.WorkflowCompleted(output_json=out):
-            return replace(row, status="completed", output=_loads(out), completed_at=at)
+            return replace(row, status="completed", output=loads(out), completed_at=at)
         case m.WorkflowFailed(error=error):
             return replace(row, status="failed", error=error, completed_at=at)
         case m.WorkflowCompensating(reason=reason):
@@ -268,7 +156,7 @@ def _step(step: StepRow, p: object, at: datetime) -> StepRow:
                 status="scheduled",
                 task_type=p.task_type,
                 attempts=max(step.attempts, p.attempt),
-                input=_loads(p.input_json),
+                input=loads(p.input_json),
                 started_at=step.started_at or at,
             )
         case m.StepCompleted():
@@ -276,7 +164,7 @@ def _step(step: StepRow, p: object, at: datetime) -> StepRow:
                 step,
                 status="succeeded",
                 attempts=max(step.attempts, p.attempt),
-                output=_loads(p.output_json),
+                output=loads(p.output_json),
                 started_at=step.started_at or at,
                 completed_at=at,
             )
@@ -306,7 +194,7 @@ def _step(step: StepRow, p: object, at: datetime) -> StepRow:
                 status="waiting",
                 detail=f"child: {p.child_workflow_id}",
                 child_workflow_id=p.child_workflow_id,
-                input=_loads(p.input_json),
+                input=loads(p.input_json),
                 started_at=step.started_at or at,
             )
         case m.CompensationScheduled():
