@@ -100,6 +100,8 @@ def _context_table(result: BenchResult) -> Table:
             load += f" ({m.ours_share:.0%} ours, {max(0.0, m.busy_share - m.ours_share):.0%} " \
                     "everyone else)"
     table.add_row("machine", load)
+    if result.code:
+        table.add_row("code", result.code)
     if m.process_cores:
         table.add_row("CPU (cores)", ", ".join(f"{name} {cores:.2f}"
                                                for name, cores in m.process_cores.items()))

@@ -137,6 +137,7 @@ class BenchResult:
     memory: MemoryResult | None
     profile: ProfileResult | None = None
     notes: list[str] = field(default_factory=list)
+    code: str = ""
 
     def phase(self, name: str) -> PhaseResult | None:
         """The phase called ``name``, if it ran."""

@@ -55,9 +55,11 @@ from foldflow.topics import Topology
 from producers import Publisher
 from schemas.messages import DefinitionRegistered, Envelope
 
-__all__ = ["BenchConfig", "BenchError", "bench_definition", "latency_rate", "run_benchmark"]
+__all__ = ["BenchConfig", "BenchError", "bench_definition", "code_version", "latency_rate",
+           "run_benchmark"]
 
 TASK_TYPE = "builtin.echo"
+SERVICE_PACKAGES = ("foldflow", "schemas", "producers", "processors", "workers", "projections")
 Progress = Callable[[str], None]
 
 
@@ -100,6 +102,26 @@ def bench_definition(steps: int) -> Definition:
         ],
     }
     return Definition.from_data(data)
+
+
+def code_version() -> str:
+    """Which code the services run: its directory, git commit and uncommitted changes."""
+    import subprocess
+
+    import foldflow
+
+    root = Path(foldflow.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", *SERVICE_PACKAGES],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return f"{root} (not a git checkout)"
+    changes = f", {len(dirty)} uncommitted change(s) in the services' packages" if dirty else ""
+    return f"{root} at {head.strip()}{changes}"
 
 
 def _service_env(settings: Settings, log_level: str | None) -> dict[str, str]:
@@ -419,6 +441,7 @@ def run_benchmark(
             started_at=started_at,
             steps=config.steps,
             config={k: v for k, v in vars(config).items()},
+            code=code_version(),
             machine=MachineLoad(
                 cpus=os.cpu_count() or 1,
                 loadavg_before=load_before,
