@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,8 @@ def register_definitions(
         console.print(f"registered {definition.key} (tenant {tenant})", highlight=False)
 
 
-def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float) -> Progress:
+def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float,
+             on_event: Callable[[Envelope, Progress], None] = lambda _e, _p: None) -> Progress:
     """Fold the workflow's events until it is terminal or ``timeout`` seconds passed."""
     progress = Progress(workflow_id)
     deadline = time.monotonic() + timeout
@@ -120,6 +122,7 @@ def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float) -> Pr
         for event in follower.poll(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
             if event.workflow_id == workflow_id:
                 progress = track(progress, event)
+                on_event(event, progress)
     return progress
 
 
@@ -172,7 +175,12 @@ def start(
         _publish(settings, Topology.of(settings).commands, envelope)
         console.print(f"started {wid} ({name}), waiting up to {timeout:.0f}s ...",
                       highlight=False)
-        progress = wait_for(follower, wid, timeout=timeout)
+        with console.status(f"{wid}: waiting for workflow.started") as spinner:
+
+            def show(event: Envelope, progress: Progress) -> None:
+                spinner.update(f"{wid}: {progress.status}, last event {event.event_type}")
+
+            progress = wait_for(follower, wid, timeout=timeout, on_event=show)
     console.print(progress_table(progress))
     if not progress.terminal:
         console.print(f"[yellow]{wid} did not end within {timeout:.0f}s[/yellow]")
