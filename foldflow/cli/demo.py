@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from schemas.messages import DefinitionRegistered
 __all__ = ["demo"]
 
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = 140  # logs (make demo in CI): room for the summary table on one line each
 
 
 def demo(
