@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -163,3 +164,23 @@ def test_down_terminates_and_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     assert svc.running_pid(settings, orchestrator) is None
     assert svc.running_pid(settings, worker) is None
     assert [r.state for r in svc.status(settings, (orchestrator, worker))] == ["stopped"] * 2
+
+
+def test_up_fails_with_the_log_tail_of_a_service_that_dies_or_never_gets_ready(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, service_ready_timeout=1.0, orchestrator_metrics_port=1)
+    spec = svc.services(settings)[0]
+    log = svc.log_path(settings, spec.name)
+    log.parent.mkdir(parents=True)
+    log.write_text("starting\nTraceback: boom, no broker\n")
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(svc.ServiceError, match="exited before it was ready") as died:
+        svc.wait_ready(settings, spec, dead.pid)
+    assert "Traceback: boom, no broker" in str(died.value)
+
+    pid = _fake_service(settings, spec, ignore_term=False)
+    with pytest.raises(svc.ServiceError, match=re.escape("was not ready at http://127.0.0.1:1/metrics")):
+        svc.wait_ready(settings, spec, pid)
+    svc.stop(settings, (spec,), report=lambda _l: None)
