@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from gateway.db import call_db
 from gateway.errors import FieldProblem, ProblemError
@@ -25,7 +25,6 @@ from gateway.schemas import (
     WorkflowSummary,
 )
 from projections import queries
-from projections.models import workflow_definitions, workflow_instances
 
 __all__ = ["Reads"]
 
@@ -37,7 +36,7 @@ def _summary(view: queries.WorkflowSummary) -> WorkflowSummary:
             "definition": view.definition,
             "version": view.version,
             "status": view.status,
-            "parent_workflow_id": getattr(view, "parent_workflow_id", None),
+            "parent_workflow_id": view.parent_workflow_id,
             "created_at": view.created_at,
             "updated_at": view.updated_at,
             "completed_at": view.completed_at,
@@ -74,25 +73,6 @@ def _definition(view: queries.DefinitionView) -> DefinitionPublic:
     return DefinitionPublic(
         name=view.name, version=view.version, definition=body, registered_at=view.registered_at
     )
-
-
-def _workflow_owner(engine: Engine, workflow_id: str) -> str | None:
-    wi = workflow_instances
-    with engine.connect() as conn:
-        owner: str | None = conn.execute(
-            select(wi.c.tenant).where(wi.c.id == workflow_id)
-        ).scalar_one_or_none()
-    return owner
-
-
-def _definition_owners(engine: Engine, name: str, version: int) -> list[str]:
-    wd = workflow_definitions
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(wd.c.tenant).where(wd.c.name == name, wd.c.version == version)
-        ).scalars()
-        return list(rows)
-
 
 
 class Reads:
@@ -183,9 +163,11 @@ class Reads:
 
     async def workflow_owner(self, workflow_id: str) -> str | None:
         """The tenant that holds ``workflow_id`` (tenant-blind; only used to refuse reuse)."""
-        return await call_db(self.timeout_s, _workflow_owner, self.engine, workflow_id)
+        return await call_db(self.timeout_s, queries.workflow_owner, self.engine, workflow_id)
 
     async def definition_owner(self, name: str, version: int, *, not_tenant: str) -> str | None:
         """A tenant other than ``not_tenant`` that registered ``name`` ``version``, if any."""
-        owners = await call_db(self.timeout_s, _definition_owners, self.engine, name, version)
+        owners = await call_db(
+            self.timeout_s, queries.definition_owners, self.engine, name, version
+        )
         return next((o for o in owners if o != not_tenant), None)

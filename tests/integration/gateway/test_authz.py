@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from conftest import DEFINITION, EventWriter, Keys, bearer, eventually, make_jwt, new_id
+from gateway_support import DEFINITION, EventWriter, Keys, bearer, eventually, make_jwt, new_id
 from sqlalchemy import Engine
 
 from foldflow.settings import ConfiguredApiKey, Settings

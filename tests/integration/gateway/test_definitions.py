@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DEFINITION, Keys, TopicLog, bearer, eventually
+from gateway_support import DEFINITION, Keys, TopicLog, bearer, eventually
 
 from schemas.messages import DefinitionRegistered
 

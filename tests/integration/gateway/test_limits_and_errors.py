@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import DEFINITION, EventWriter, Keys, bearer, new_id
+from gateway_support import DEFINITION, EventWriter, Keys, bearer, new_id
 from sqlalchemy import Engine
 
 from foldflow.settings import ConfiguredApiKey, Settings

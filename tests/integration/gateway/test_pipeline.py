@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Keys, bearer
+from gateway_support import Keys, bearer
 
 from foldflow.settings import Settings
 from gateway.schemas import TERMINAL_STATUSES

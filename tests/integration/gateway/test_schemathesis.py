@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import Keys, bearer
 from fastapi import FastAPI
+from gateway_support import Keys, bearer
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import DEFINITION, EventWriter, Keys, TopicLog, bearer, eventually, new_id
+from gateway_support import DEFINITION, EventWriter, Keys, TopicLog, bearer, eventually, new_id
 
 from schemas.messages import (
     CancelWorkflow,

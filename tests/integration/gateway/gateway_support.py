@@ -1,0 +1,157 @@
+"""Helpers of the gateway integration tests (imported by conftest and the tests)."""
+
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from sqlalchemy import create_engine, make_url, text
+
+from foldflow.settings import Settings
+from producers import Publisher
+from schemas.codec import decode
+from schemas.messages import Envelope, Payload, WorkflowStarted, dump_json, event_id_for
+
+JWT_SECRET = "gateway-tests-hmac-secret-of-at-least-32-bytes"
+DEFINITION = {
+    "name": "order",
+    "version": 1,
+    "steps": [{"id": "charge", "task": "builtin.echo", "input": {"amount": "${input.amount}"}}],
+}
+
+@contextlib.contextmanager
+def scratch_database(base_url: str) -> Iterator[str]:
+    """``CREATE DATABASE foldflow_t_<uuid8>`` (migrated by the caller); dropped after."""
+    name = f"foldflow_t_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """API keys of the module: tenant ``acme`` with each scope set, tenant ``globex``."""
+
+    acme: str
+    acme_read: str
+    acme_write: str
+    acme_definitions: str
+    globex: str
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header of a key or token."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def make_jwt(tenant: str, scopes: str | list[str], **claims: Any) -> str:
+    """An HS256 token the module's settings accept (unless ``claims`` spoil it)."""
+    body: dict[str, Any] = {"tenant": tenant, "aud": "foldflow", "exp": int(time.time()) + 300,
+                            "sub": "tester"}  # fmt: skip
+    body["scope" if isinstance(scopes, str) else "scopes"] = scopes
+    body.update(claims)
+    return jwt.encode(body, JWT_SECRET, algorithm="HS256")
+
+
+@dataclass
+class EventWriter:
+    """Publishes a workflow's events as the orchestrator would (sequences 1, 2, ...)."""
+
+    publisher: Publisher
+    topic: str
+    sequences: dict[str, int] = field(default_factory=dict)
+
+    def emit(self, workflow_id: str, payload: Payload, *, tenant: str) -> Envelope:
+        """Publish the workflow's next event and wait for the ack."""
+        sequence = self.sequences.get(workflow_id, 0) + 1
+        self.sequences[workflow_id] = sequence
+        envelope = Envelope(
+            event_id=event_id_for(workflow_id, sequence), timestamp=int(time.time() * 1000),
+            source="orchestrator", correlation_id=workflow_id, workflow_id=workflow_id,
+            payload=payload, sequence=sequence, tenant=tenant,
+        )  # fmt: skip
+        self.publisher.publish(self.topic, envelope)
+        return envelope
+
+    def start(
+        self, workflow_id: str, *, tenant: str, definition: str = "order", version: int = 1
+    ) -> Envelope:
+        """``workflow.started.v1`` for a new workflow."""
+        started = WorkflowStarted(
+            definition_name=definition, definition_version=version,
+            definition_json=dump_json({**DEFINITION, "name": definition, "version": version}),
+            input_json=dump_json({"amount": 5}), tenant=tenant,
+        )  # fmt: skip
+        return self.emit(workflow_id, started, tenant=tenant)
+
+
+class TopicLog:
+    """Everything on one topic since offset 0, decoded, read on demand (bounded waits)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"gateway-tests-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        })  # fmt: skip
+        metadata = self.consumer.list_topics(topic, timeout=10)
+        partitions = metadata.topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.seen: list[tuple[Envelope, dict[str, bytes]]] = []
+
+    def wait_for(
+        self, match: Callable[[Envelope], bool], *, count: int = 1, timeout: float = 30.0
+    ) -> list[tuple[Envelope, dict[str, bytes]]]:
+        """At least ``count`` matching (envelope, headers) pairs; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [item for item in self.seen if match(item[0])]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(found)} of {count} messages after {timeout}s")
+            msg = self.consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.value() is not None:
+                headers = {k: v for k, v in (msg.headers() or []) if isinstance(v, bytes)}
+                self.seen.append((decode(msg.value()), headers))
+
+    def close(self) -> None:
+        """Leave the broker."""
+        self.consumer.close()
+
+
+def new_id(prefix: str = "wf") -> str:
+    """A workflow id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def eventually(
+    call: Callable[[], Awaitable[httpx.Response]],
+    until: Callable[[httpx.Response], bool],
+    *,
+    timeout: float = 30.0,
+) -> httpx.Response:
+    """Repeat ``call`` (every 100 ms) until ``until(response)``; the last response after
+    ``timeout`` (the projection is asynchronous: a caller that needs it waits for it)."""
+    deadline = time.monotonic() + timeout
+    response = await call()
+    while not until(response) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        response = await call()
+    return response
+
