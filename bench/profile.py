@@ -26,12 +26,14 @@ _PROJECT_PACKAGES = ("processors", "producers", "schemas", "foldflow", "workers"
 
 @dataclass(frozen=True)
 class ProfileSummary:
-    """Shares (0..1) of the sampled busy time."""
+    """Shares (0..1) of the sampled busy time; ``threads``: each thread's busy share of
+    the wall time (its samples / the samples py-spy would take of an always-busy thread)."""
 
     samples: int
     by_component: list[tuple[str, float]]
     top_self: list[tuple[str, float]]
     top_inclusive: list[tuple[str, float]]
+    threads: list[tuple[str, float]]
 
 
 def find_py_spy() -> str | None:
@@ -73,8 +75,18 @@ def _function(frame: str) -> str:
     return f"{match.group('func')} ({file})"
 
 
-def summarize_collapsed(lines: Iterable[str], *, top: int = 10) -> ProfileSummary:
-    """Shares by component, by function self time and by function inclusive time."""
+_THREAD = re.compile(r"^thread \((?P<id>[^)]*)\)(?::\s*(?P<name>.*))?$")
+
+
+def summarize_collapsed(
+    lines: Iterable[str], *, top: int = 10, expected_samples: int | None = None
+) -> ProfileSummary:
+    """Shares by component, by function self time and by function inclusive time.
+
+    py-spy records only threads that are running (not idle), so with
+    ``expected_samples`` (rate x seconds) a thread's sample count says how busy it was.
+    """
+    threads: Counter[str] = Counter()
     components: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -89,7 +101,11 @@ def summarize_collapsed(lines: Iterable[str], *, top: int = 10) -> ProfileSummar
         except ValueError:
             continue
         frames = [f for f in stack.split(";") if f]
-        # py-spy may put "process ..." / "thread ..." pseudo-frames first
+        # --threads puts a "thread (id): name" pseudo-frame first (--subprocesses "process")
+        for frame in frames[:2]:
+            match = _THREAD.match(frame)
+            if match:
+                threads[match.group("name") or match.group("id")] += count
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
@@ -103,7 +119,9 @@ def summarize_collapsed(lines: Iterable[str], *, top: int = 10) -> ProfileSummar
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, n / total) for name, n in counter.most_common(top)] if total else []
 
-    return ProfileSummary(total, shares(components), shares(self_time), shares(inclusive))
+    busy = [(name, n / expected_samples) for name, n in threads.most_common(top)
+            ] if expected_samples else []
+    return ProfileSummary(total, shares(components), shares(self_time), shares(inclusive), busy)
 
 
 def record(pid: int, *, seconds: float, output: Path, rate: int = 100) -> subprocess.Popen[bytes]:
@@ -118,7 +136,7 @@ def record(pid: int, *, seconds: float, output: Path, rate: int = 100) -> subpro
     return subprocess.Popen(
         [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
          "--rate", str(rate), "--format", "raw", "--output", str(output), "--nonblocking",
-         "--full-filenames"],
+         "--full-filenames", "--threads"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -32,6 +32,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
     if unit == "MB":
         return f"{value:,.0f} MB"
+    if unit == "%":
+        return f"{value:.0f}%"
     return f"{value:,.4g} {unit}".strip()
 
 
@@ -116,10 +118,14 @@ def _context_table(result: BenchResult) -> Table:
             raw += f"; ack p99 {b.ack_ms.p99:.1f} ms"
         table.add_row("raw Kafka", raw)
     for p in result.phases:
+        agent = ""
+        if p.agent is not None and p.agent.mean_ms is not None:
+            agent = (f"; orchestrator agent {p.agent.inputs_per_s:,.0f} inputs/s, "
+                     f"{p.agent.mean_ms:.1f} ms each, occupied {p.agent.busy_share:.0%}")
         table.add_row(
             f"phase {p.name}",
             f"{p.mode}, {p.seconds:.1f}s: {p.started:,} started, {p.completed:,} completed"
-            + (f", {p.failed:,} did not complete" if p.failed else ""),
+            + (f", {p.failed:,} did not complete" if p.failed else "") + agent,
         )
     for note in result.notes:
         table.add_row("note", note)
@@ -150,6 +156,14 @@ def _profile_table(result: BenchResult) -> Table | None:
     return table
 
 
+def _profile_threads(result: BenchResult) -> Text | None:
+    prof = result.profile
+    if prof is None or not prof.threads:
+        return None
+    busy = ", ".join(f"{name} {share:.0%}" for name, share in prof.threads)
+    return Text(f"orchestrator threads busy (share of wall time, the rest is waiting): {busy}")
+
+
 def render(result: BenchResult) -> RenderableType:
     """The whole report as one rich renderable (context, figures, profile)."""
     parts: list[RenderableType] = [_context_table(result), figures_table(result)]
@@ -162,6 +176,9 @@ def render(result: BenchResult) -> RenderableType:
     profile = _profile_table(result)
     if profile is not None:
         parts.append(profile)
+    threads = _profile_threads(result)
+    if threads is not None:
+        parts.append(threads)
     return Group(*parts)
 
 

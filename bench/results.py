@@ -16,6 +16,7 @@ from bench.stats import LatencySummary
 MIN_WORKFLOWS_TO_PROJECT = 5_000
 
 __all__ = [
+    "AgentLoad",
     "BaselineResult",
     "BenchResult",
     "Completion",
@@ -80,6 +81,16 @@ class BaselineResult:
 
 
 @dataclass(frozen=True)
+class AgentLoad:
+    """The orchestrator's agent over a phase: inputs/s, mean ms per input (decide, publish,
+    wait for the acks), and the share of the phase it was occupied (1.0: never idle)."""
+
+    inputs_per_s: float
+    mean_ms: float | None
+    busy_share: float
+
+
+@dataclass(frozen=True)
 class PhaseResult:
     """One load phase: closed loop (N in flight) or open loop (a fixed start rate)."""
 
@@ -97,6 +108,7 @@ class PhaseResult:
     dispatch_ms: LatencySummary | None
     turnaround_ms: LatencySummary | None
     projection_lag_ms: LatencySummary | None
+    agent: AgentLoad | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class ProfileResult:
     by_component: list[tuple[str, float]]
     top_self: list[tuple[str, float]]
     top_inclusive: list[tuple[str, float]]
+    threads: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,13 @@ def build_figures(result: BenchResult) -> list[Figure]:
             Figure("kafka_messages_per_s", "Kafka records/s (wf.*)",
                    throughput.kafka_messages_per_s, "/s", None, raw, "msgs/s", load),
         ]
+        if throughput.agent is not None:
+            figures += [
+                Figure("agent_ms_per_input", "orchestrator ms per input", throughput.agent.mean_ms,
+                       "ms", load=load),
+                Figure("agent_busy_share", "orchestrator agent occupied",
+                       throughput.agent.busy_share * 100, "%", load=load),
+            ]
         figures += _latency_figures(
             "saturated_start_to_completed", "start→completed",
             throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,

@@ -30,9 +30,11 @@ from bench.baseline import RawTopics, run_baseline
 from bench.collect import read_topic
 from bench.driver import Driver
 from bench.figures import targets_for
+from bench.metrics import agent_load, scrape
 from bench.profile import find_py_spy, record, summarize_collapsed
 from bench.results import (
     MIN_WORKFLOWS_TO_PROJECT,
+    AgentLoad,
     BaselineResult,
     BenchResult,
     MachineLoad,
@@ -59,6 +61,7 @@ __all__ = ["BenchConfig", "BenchError", "bench_definition", "code_version", "lat
            "run_benchmark"]
 
 TASK_TYPE = "builtin.echo"
+PROFILE_RATE = 100
 SERVICE_PACKAGES = ("foldflow", "schemas", "producers", "processors", "workers", "projections")
 Progress = Callable[[str], None]
 
@@ -288,6 +291,16 @@ def _cpu_meter(run: _Run) -> Iterator[dict[str, float]]:
             out["ours"] /= total
 
 
+def _measured(run: _Run, phase: Callable[[], PhaseWindow]
+              ) -> tuple[PhaseWindow, AgentLoad | None]:
+    """Run a load phase between two scrapes of the orchestrator's handling metrics."""
+    port = run.orchestrator.metrics_port
+    before, began = scrape(port), time.monotonic()
+    window = phase()
+    after, wall = scrape(port), time.monotonic() - began
+    return window, agent_load(before, after, wall) if before and after else None
+
+
 def _warm_up(run: _Run, driver: Driver, concurrency: int) -> None:
     count = max(1, min(20, concurrency))
     run.progress(f"warm-up: {count} workflows end to end")
@@ -355,7 +368,8 @@ def _profile(run: _Run, driver: Driver) -> ProfileResult | None:
         return None
     output = run.run_dir / "orchestrator.pyspy.txt"
     run.progress(f"profiling the orchestrator under load for {config.profile_seconds:.0f}s")
-    spy = record(run.orchestrator.pid, seconds=config.profile_seconds, output=output)
+    spy = record(run.orchestrator.pid, seconds=config.profile_seconds, output=output,
+                 rate=PROFILE_RATE)
     driver.closed_loop("profile", concurrency=config.concurrency,
                        seconds=config.profile_seconds + 1)
     try:
@@ -367,9 +381,11 @@ def _profile(run: _Run, driver: Driver) -> ProfileResult | None:
     if spy.returncode != 0 or not output.exists():
         run.notes.append(f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
         return None
-    summary = summarize_collapsed(output.read_text().splitlines())
+    summary = summarize_collapsed(output.read_text().splitlines(),
+                                  expected_samples=int(PROFILE_RATE * config.profile_seconds))
     return ProfileResult(str(output), config.profile_seconds, summary.samples,
-                         summary.by_component, summary.top_self, summary.top_inclusive)
+                         summary.by_component, summary.top_self, summary.top_inclusive,
+                         summary.threads)
 
 
 def run_benchmark(
@@ -397,19 +413,20 @@ def run_benchmark(
             progress(f"throughput phase: {config.concurrency} in flight for "
                      f"{config.duration:.0f}s" + (f" or {config.total:,} starts"
                                                     if config.total else ""))
-            windows = [driver.closed_loop("throughput", concurrency=config.concurrency,
-                                          seconds=config.duration, total=config.total)]
+            windows = [_measured(run, lambda: driver.closed_loop(
+                "throughput", concurrency=config.concurrency, seconds=config.duration,
+                total=config.total))]
             _drain(run, driver, "throughput")
             run.check_alive()
             if config.latency_duration > 0:
-                per_second, why = latency_rate(config, _first_look(run, windows[0]))
+                per_second, why = latency_rate(config, _first_look(run, windows[0][0]))
                 run.notes.append(f"latency phase at {per_second:,.0f} starts/s: {why}")
                 progress(f"latency phase: {per_second:,.0f} starts/s for "
                          f"{config.latency_duration:.0f}s")
-                windows.append(driver.open_loop(
+                windows.append(_measured(run, lambda: driver.open_loop(
                     "latency", per_second=per_second, seconds=config.latency_duration,
                     max_in_flight=max(config.concurrency, int(per_second * 30)),
-                ))
+                )))
                 _drain(run, driver, "latency")
         run.check_alive()
         assert run.projection is not None
@@ -418,8 +435,8 @@ def run_benchmark(
             time.sleep(0.1)
         rss_end = run.rss.now() or 0.0
         obs = _observations(run, driver)
-        phases = [analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup)
-                  for w in windows]
+        phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
+                          agent=agent) for w, agent in windows]
         rss_samples = run.rss.samples or [rss_end]
         held = len(driver.starts) - held_idle
         memory = MemoryResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.analysis import Observations, analyse_phase, steady_window
+from bench.metrics import HandlingTotals, agent_load, handling_totals
 from bench.profile import component_of, summarize_collapsed
 from bench.results import Completion, PhaseWindow
 from bench.run import BenchConfig, bench_definition, latency_rate
@@ -94,19 +95,20 @@ def test_the_bench_definition_is_a_chain_of_echo_steps() -> None:
 
 ASYNCIO = "/usr/lib/python3.11/asyncio/base_events.py"
 LOOP = f"run_forever ({ASYNCIO}:600)"
-COLLAPSED = [
-    f'process 1:"python -m foldflow";thread (0x1): "MainThread";{LOOP};'
+COLLAPSED = [  # py-spy record --format raw --threads --full-filenames
+    f"thread (28847): MainThread;{LOOP};"
     f"_run_once ({ASYNCIO}:1900);select (/usr/lib/python3.11/selectors.py:468) 30",
-    f"{LOOP};handle (/work/main/processors/runner.py:99);"
+    f"thread (28847): MainThread;{LOOP};handle (/work/main/processors/runner.py:99);"
     "encode (/work/main/schemas/codec.py:50) 50",
-    f"{LOOP};getmany (/app/.venv/lib/python3.11/site-packages/aiokafka/consumer/consumer.py:1)"
-    " 20",
+    f"thread (28850): publisher-orchestrator;{LOOP};"
+    "getmany (/app/.venv/lib/python3.11/site-packages/aiokafka/consumer/consumer.py:1) 20",
 ]
 
 
 def test_profile_shares_by_component_and_function() -> None:
-    summary = summarize_collapsed(COLLAPSED)
+    summary = summarize_collapsed(COLLAPSED, expected_samples=200)
     assert summary.samples == 100
+    assert summary.threads == [("MainThread", 0.4), ("publisher-orchestrator", 0.1)]
     assert dict(summary.by_component) == {"schemas": 0.5, "stdlib:selectors": 0.3,
                                           "aiokafka": 0.2}
     assert summary.top_self[0] == ("encode (codec.py)", 0.5)
@@ -123,3 +125,25 @@ def test_components_of_frames() -> None:
         "stdlib:asyncio"
     )
     assert summarize_collapsed([]).samples == 0
+    assert summarize_collapsed(COLLAPSED).threads == []  # no expected count: no busy share
+
+
+METRICS = """\
+# HELP foldflow_message_handling_seconds Time to handle one Kafka message.
+foldflow_message_handling_seconds_bucket{handler="orchestrator",le="0.005",topic="p.wf.results"} 3.0
+foldflow_message_handling_seconds_count{handler="orchestrator",topic="p.wf.results"} 300.0
+foldflow_message_handling_seconds_sum{handler="orchestrator",topic="p.wf.results"} 2.5
+foldflow_message_handling_seconds_count{handler="orchestrator",topic="p.wf.commands"} 100.0
+foldflow_message_handling_seconds_sum{handler="orchestrator",topic="p.wf.commands"} 1.5
+foldflow_message_handling_seconds_sum{handler="worker",topic="p.wf.tasks.x"} 9.0
+"""
+
+
+def test_agent_load_from_two_scrapes() -> None:
+    after = handling_totals(METRICS)
+    assert after == HandlingTotals(seconds=4.0, count=400.0)
+    load = agent_load(HandlingTotals(1.0, 100.0), after, 5.0)
+    assert load.inputs_per_s == pytest.approx(60.0)
+    assert load.mean_ms == pytest.approx(10.0)
+    assert load.busy_share == pytest.approx(0.6)
+    assert agent_load(after, after, 5.0).mean_ms is None
