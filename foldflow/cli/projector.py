@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+import typer
+
 from foldflow.settings import get_settings
 
 __all__ = ["run_projector"]
@@ -17,8 +19,12 @@ __all__ = ["run_projector"]
 
 def run_projector() -> None:
     """Fold wf.events and wf.definitions into PostgreSQL until stopped."""
-    from confluent_kafka import Message
+    from confluent_kafka import KafkaException, Message
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+    from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
@@ -29,7 +35,24 @@ def run_projector() -> None:
     settings = get_settings()
     configure_logging(settings, service="projector")
     configure_tracing(settings, service="projector")
+    try:
+        ensure_topics(settings, task_types=())
+    except (PartitionMismatch, KafkaException) as exc:
+        typer.echo(f"cannot prepare the topics: {exc}", err=True)
+        raise typer.Exit(2) from exc
     engine = make_engine(settings.database_url)
+    try:
+        for attempt in Retrying(retry=retry_if_exception_type(OperationalError),
+                                wait=wait_exponential(multiplier=0.2, max=5),
+                                stop=stop_after_delay(60), reraise=True):
+            with attempt, engine.connect() as conn:
+                migrated = conn.execute(text("SELECT to_regclass('projection_offsets')")).scalar()
+    except OperationalError as exc:
+        typer.echo(f"PostgreSQL unreachable for 60 s: {exc.orig}", err=True)
+        raise typer.Exit(1) from exc
+    if migrated is None:
+        typer.echo("the projection tables are missing: run `foldflow db upgrade`", err=True)
+        raise typer.Exit(2)
     publisher = Publisher(settings, source="projector")
 
     def dlq(msg: Message, error: BaseException) -> None:

@@ -14,6 +14,7 @@ from projection_support import (
     caught_up,
     dump_tables,
     publish,
+    scratch_database,
     wait_for_events,
     wait_until,
 )
@@ -25,7 +26,9 @@ from producers import Publisher
 
 def foldflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
-           "FOLDFLOW_DATABASE_URL": settings.database_url, "COLUMNS": "200"}
+           "FOLDFLOW_DATABASE_URL": settings.database_url, "COLUMNS": "200",
+           "FOLDFLOW_PARTITIONS": str(settings.partitions),
+           "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
     return subprocess.run([sys.executable, "-m", "foldflow.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -58,3 +61,11 @@ def test_status_events_and_rebuild_commands(
     assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout
     assert f"{n} events" in rebuilt.stdout
     assert dump_tables(engine) == before
+
+
+def test_run_projector_refuses_an_unmigrated_database(settings: Settings) -> None:
+    with scratch_database(settings.database_url) as url:
+        bare = settings.model_copy(update={"database_url": url})
+        done = foldflow(bare, "run", "projector")
+    assert done.returncode == 2
+    assert "foldflow db upgrade" in done.stderr
