@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from opentelemetry import trace
@@ -83,10 +84,11 @@ def decode_record(msg: Message, *, events_topic: str) -> Record:
                   header_list(headers) if headers else None)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException) -> bool:
+    """PostgreSQL away or restarting, a deadlock, a lock or statement timeout: retry."""
     return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or type(exc.orig).__name__ in {"OperationalError",
-                                                                 "InterfaceError"}
+        exc.connection_invalidated
+        or isinstance(exc.orig, psycopg.OperationalError | psycopg.InterfaceError)
     )
 
 
@@ -138,7 +140,7 @@ class Projector:
     def _retrying(self) -> Retrying:
         o = self.options
         return Retrying(
-            retry=retry_if_exception(_is_connection_error),
+            retry=retry_if_exception(_is_transient),
             wait=wait_exponential(multiplier=o.backoff_initial, max=o.backoff_max),
             before_sleep=lambda rs: log.warning(
                 "PostgreSQL unavailable, retrying",
