@@ -81,7 +81,8 @@ _THREAD = re.compile(r"^thread \((?P<id>[^)]*)\)(?::\s*(?P<name>.*))?$")
 def summarize_collapsed(
     lines: Iterable[str], *, top: int = 10, expected_samples: int | None = None
 ) -> ProfileSummary:
-    """Shares by component, by function self time and by function inclusive time.
+    """Shares by component, by function self time and by function inclusive time (the
+    project's own functions only: the event loop and the CLI frames are in every stack).
 
     py-spy records only threads that are running (not idle), so with
     ``expected_samples`` (rate x seconds) a thread's sample count says how busy it was.
@@ -113,7 +114,7 @@ def summarize_collapsed(
         leaf = frames[-1]
         components[component_of(leaf)] += count
         self_time[_function(leaf)] += count
-        for name in {_function(f) for f in frames}:
+        for name in {_function(f) for f in frames if component_of(f) in _PROJECT_PACKAGES}:
             inclusive[name] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:

@@ -142,7 +142,7 @@ def _profile_table(result: BenchResult) -> Table | None:
     table.add_column("share", justify="right")
     table.add_column("function (self)")
     table.add_column("share", justify="right")
-    table.add_column("function (inclusive)")
+    table.add_column("Foldflow function (inclusive)")
     table.add_column("share", justify="right")
     rows = max(len(prof.by_component), len(prof.top_self), len(prof.top_inclusive))
     for i in range(rows):

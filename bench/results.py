@@ -26,6 +26,7 @@ __all__ = [
     "PhaseWindow",
     "ProfileResult",
     "build_figures",
+    "diagnose",
     "messages_per_workflow",
     "projected_rss_mb",
 ]
@@ -294,3 +295,31 @@ def build_figures(result: BenchResult) -> list[Figure]:
                    memory.projected_mb, "MB", targets.rss_mb_at_100k, load=load),
         ]
     return figures
+
+
+def diagnose(result: BenchResult) -> list[str]:
+    """Plain-language readings of the throughput phase (where the time goes)."""
+    notes: list[str] = []
+    phase = result.phase("throughput")
+    agent = phase.agent if phase is not None else None
+    mean_ms = agent.mean_ms if agent is not None else None
+    if agent is None or not mean_ms:
+        return notes
+    cores = result.machine.process_cores.get("orchestrator")
+    ceiling = 1000 / mean_ms
+    inputs = result.steps + 1  # the start and one result per step
+    if agent.busy_share >= 0.8:
+        line = (f"the orchestrator's single agent (concurrency=1, DESIGN §13) was occupied "
+                f"{agent.busy_share:.0%} of the throughput phase at {mean_ms:.1f} ms per "
+                f"input, a ceiling of ~{ceiling:,.0f} inputs/s (~{ceiling / inputs:,.0f} "
+                f"workflows/s at {inputs} inputs each)")
+        if cores is not None and cores < 0.75 * agent.busy_share:
+            line += (f", yet it used only {cores:.2f} cores: most of each input is spent waiting "
+                     "(the publish acks it awaits before taking the next input, linger.ms "
+                     "included, and CPU it could not get on a shared machine), not computing")
+        notes.append(line)
+    elif agent.busy_share < 0.5:
+        notes.append(f"the orchestrator's agent was occupied only {agent.busy_share:.0%} of the "
+                     "throughput phase: the bottleneck is elsewhere (workers, broker, harness "
+                     "or the machine)")
+    return notes

@@ -42,6 +42,7 @@ from bench.results import (
     PhaseWindow,
     ProfileResult,
     build_figures,
+    diagnose,
     projected_rss_mb,
 )
 from bench.services import (
@@ -473,6 +474,7 @@ def run_benchmark(
             memory=memory,
             notes=run.notes,
         )
+        result.notes.extend(diagnose(result))
         missed = [f for f in build_figures(result) if f.verdict is not None and not f.verdict.met]
         if config.profile:
             if missed:

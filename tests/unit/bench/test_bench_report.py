@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
 
 from bench.report import format_value, render, to_json, to_json_text
 from bench.results import (
+    AgentLoad,
     BaselineResult,
     BenchResult,
     MachineLoad,
@@ -16,6 +18,7 @@ from bench.results import (
     PhaseResult,
     ProfileResult,
     build_figures,
+    diagnose,
 )
 from bench.stats import LatencySummary
 
@@ -139,3 +142,22 @@ def test_json_holds_the_record_and_the_judged_figures() -> None:
 )
 def test_format_value(value: float | None, unit: str, text: str) -> None:
     assert format_value(value, unit) == text
+
+
+def test_a_busy_agent_that_barely_uses_cpu_is_waiting() -> None:
+    res = result()
+    busy = replace(res.phases[0], agent=AgentLoad(80.0, 12.0, 0.95))
+    res = replace(res, phases=[busy, res.phases[1]],
+                  machine=replace(res.machine, process_cores={"orchestrator": 0.3}))
+    (note,) = diagnose(res)
+    assert "occupied 95%" in note and "12.0 ms per input" in note
+    assert "~83 inputs/s (~21 workflows/s at 4 inputs each)" in note
+    assert "only 0.30 cores" in note and "waiting" in note
+
+
+def test_an_idle_agent_points_elsewhere() -> None:
+    res = result()
+    idle = replace(res.phases[0], agent=AgentLoad(80.0, 2.0, 0.2))
+    (note,) = diagnose(replace(res, phases=[idle]))
+    assert "bottleneck is elsewhere" in note
+    assert diagnose(res) == []  # no agent figures, nothing to say
