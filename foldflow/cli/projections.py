@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from foldflow.settings import get_settings
 
@@ -18,7 +19,9 @@ __all__ = ["app", "events", "register", "status"]
 
 app = typer.Typer(help="The PostgreSQL projections.", no_args_is_help=True)
 console = Console()
-TenantOption = typer.Option("default", "--tenant", help="The tenant the workflow belongs to.")
+TenantOption = typer.Option(
+    None, "--tenant", help="The tenant the workflow belongs to (default: whichever holds it)."
+)
 STATUS_COLOURS = {"completed": "green", "running": "cyan", "paused": "yellow",
                   "compensating": "yellow", "failed": "red", "compensated": "magenta",
                   "compensation_failed": "red", "cancelled": "magenta", "terminated": "red",
@@ -41,15 +44,23 @@ def _coloured(status: str | None) -> str:
     return f"[{colour}]{status}[/]" if colour else status
 
 
+def _tenant_of(engine: Engine, workflow_id: str, tenant: str | None) -> str:
+    """The given tenant, or (an operator at the database) the one holding the workflow."""
+    from projections.queries import workflow_owner
+
+    return tenant or workflow_owner(engine, workflow_id) or "default"
+
+
 def status(
     workflow_id: str = typer.Argument(..., help="The workflow id."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
 ) -> None:
     """A workflow's status and steps, as projected in PostgreSQL."""
     from projections.db import make_engine
     from projections.queries import get_workflow
 
     engine = make_engine(get_settings().database_url, pool_size=1)
+    tenant = _tenant_of(engine, workflow_id, tenant)
     detail = get_workflow(engine, tenant, workflow_id)
     if detail is None:
         console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
@@ -85,7 +96,7 @@ def status(
 
 def events(
     workflow_id: str = typer.Argument(..., help="The workflow id."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
     after: int = typer.Option(0, "--after", help="Only events after this sequence."),
     limit: int = typer.Option(1000, "--limit", min=1, help="At most this many events."),
 ) -> None:
@@ -94,6 +105,7 @@ def events(
     from projections.queries import get_history
 
     engine = make_engine(get_settings().database_url, pool_size=1)
+    tenant = _tenant_of(engine, workflow_id, tenant)
     history = get_history(engine, tenant, workflow_id, after_sequence=after, limit=limit)
     if history is None:
         console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
