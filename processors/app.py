@@ -25,6 +25,7 @@ from foldflow.observability.metrics import ACTIVE_WORKFLOWS
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.definitions_cache import DefinitionsCache
+from processors.firing import TimerFirer
 from processors.runner import InputRecord, Orchestrator
 from processors.state import ACTIVE_STATUSES, state_from_bytes
 from processors.stored import Stored
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TABLE_NAME = "workflows"
 TIMER_INTERVAL_S = 0.25
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.005
 GAUGE_INTERVAL_S = 5.0
 
 
@@ -73,6 +76,17 @@ def _headers(raw: Any) -> list[tuple[str, bytes | str | None]]:
         return []
     items: Iterable[tuple[str, Any]] = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v) for k, v in items]
+
+
+def _record(msg: Any) -> InputRecord:
+    return InputRecord(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        headers=_headers(msg.headers),
+    )
 
 
 def create_app(
@@ -111,6 +125,9 @@ def create_app(
     orchestrator = Orchestrator(
         settings, publisher=publisher, definitions=definitions, index=index
     )
+    firer = TimerFirer(
+        publisher=publisher, topology=topology, index=index, traces=orchestrator.timer_traces
+    )
     app.add_dependency(Resources(definitions=definitions, publisher=publisher))
 
     # bytes key/value types make faust pick the raw serializer for the table and its
@@ -135,22 +152,23 @@ def create_app(
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topology.commands}
 
+    def load(key: bytes) -> bytes | None:
+        return table.get(key)
+
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            record = InputRecord(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=msg.key,
-                value=msg.value,
-                headers=_headers(msg.headers),
-            )
-            key = msg.key or b""
-            new_state = await orchestrator.handle(record, table.get(key))
-            lag.handled(msg.topic, msg.partition, msg.offset)
-            if new_state is not None:
-                table[key] = new_state  # assigned, never mutated: the changelog sees it
+        # Batches amortise the wait for the broker's acks; take_events acks (and so lets
+        # faust commit) a batch's offsets only after this loop body is done with it.
+        assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            records = [_record(event.message) for event in events]
+            for record, value in await orchestrator.handle_batch(records, load):
+                # Written to the record's own changelog partition (not the current
+                # event's, which is the batch's last): a new value, never mutated.
+                key = record.key or b""
+                table.data[key] = value
+                table.send_changelog(record.partition, key, value)
+            for record in records:
+                lag.handled(record.topic, record.partition, record.offset)
 
     app.agent(inputs, name="orchestrate", concurrency=1)(orchestrate)
 
@@ -191,7 +209,7 @@ def create_app(
         if app.rebalancing:
             return
         owned = owned_partitions()
-        await orchestrator.fire_due_timers(owned, now_ms=int(time.time() * 1000))
+        await firer.fire_due(owned, now_ms=int(time.time() * 1000))
         if time.monotonic() - last_gauge >= GAUGE_INTERVAL_S:
             last_gauge = time.monotonic()
             ACTIVE_WORKFLOWS.set(index.active_count(owned))

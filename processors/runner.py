@@ -1,10 +1,11 @@
-"""Handling one input of the orchestrator: decode, decide, produce and wait, then store.
+"""Handling the orchestrator's inputs: decode, decide, produce and wait, then store.
 
 :class:`Orchestrator` is the effectful shell around :func:`processors.plan.apply_input`.
-It knows nothing of faust: the app gives it a record and the stored state bytes and
-stores what :meth:`Orchestrator.handle` returns, after every produced message was acked
-(DESIGN §5). Undecodable or invalid inputs go to ``wf.dlq`` with a reason and processing
-continues. The timer loop's ``timer.fire.v1`` commands are built here as well.
+It knows nothing of faust: the app hands it a batch of records and a way to read the
+stored values, and stores what :meth:`Orchestrator.handle_batch` returns. That happens
+only after every message produced for the batch was acked (DESIGN §5); inputs of one
+workflow within a batch are applied in order, each to the state the previous one left.
+Undecodable or invalid inputs go to ``wf.dlq`` with a reason and processing continues.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
@@ -34,15 +36,14 @@ from processors.plan import Plan, apply_input
 from processors.state import ACTIVE_STATUSES, WorkflowState, state_from_bytes, state_to_bytes
 from processors.stored import COMMANDS, RESULTS, Stored
 from processors.telemetry import TaskTypes, record_ignored, record_plan
-from processors.timers import DueTimer, TimerIndex
+from processors.timers import TimerIndex
 from producers import Publisher, PublishError
 from schemas.codec import CodecError, decode
-from schemas.messages import Envelope, ExecuteTask, FireTimer, StartWorkflow, derived_id, kind_of
+from schemas.messages import Envelope, ExecuteTask, StartWorkflow, kind_of
 
-__all__ = ["HANDLER", "InputRecord", "Orchestrator", "fire_timer_command"]
+__all__ = ["HANDLER", "InputRecord", "Orchestrator"]
 
 HANDLER = "orchestrator"
-SOURCE = "orchestrator"
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("foldflow.orchestrator")
 
@@ -63,21 +64,21 @@ class InvalidInput(ValueError):
     """A decodable record the orchestrator must not apply (wrong kind, key mismatch)."""
 
 
-def fire_timer_command(due: DueTimer, *, now: int, tenant: str | None = None) -> Envelope:
-    """The ``timer.fire.v1`` for a due timer; its id is the same however often it fires."""
-    return Envelope(
-        event_id=derived_id(f"{due.workflow_id}:{due.timer_id}", due.due_at),
-        timestamp=max(now, due.due_at),
-        source=SOURCE,
-        correlation_id=due.workflow_id,
-        workflow_id=due.workflow_id,
-        payload=FireTimer(timer_id=due.timer_id, due_at=due.due_at),
-        tenant=tenant,
-    )
+@dataclass
+class _Applied:
+    """An input whose events and messages are being published (its span still open)."""
+
+    record: InputRecord
+    key: bytes
+    plan: Plan
+    value: bytes
+    span: Span
+    started: float
+    sending: asyncio.Future[Any] = field(repr=False)
 
 
 class Orchestrator:
-    """Applies inputs to workflow states; the faust app stores the states it returns."""
+    """Applies inputs to workflow states; the faust app stores the values it returns."""
 
     def __init__(
         self,
@@ -92,21 +93,40 @@ class Orchestrator:
         self.publisher = publisher
         self.definitions = definitions
         self.index = index
+        #: workflow id -> trace headers of the input that last set its timers
+        self.timer_traces: dict[str, list[tuple[str, bytes]]] = {}
         self._task_types = TaskTypes()
         self._known_task_topics: set[str] = set()
-        self._timer_trace: dict[str, list[tuple[str, bytes]]] = {}
 
-    async def handle(self, record: InputRecord, stored: bytes | None) -> bytes | None:
-        """Apply one record; return the new table value to store, or None to store nothing.
+    async def handle_batch(
+        self, records: Sequence[InputRecord], load: Callable[[bytes], bytes | None]
+    ) -> list[tuple[InputRecord, bytes]]:
+        """Apply ``records`` in order; return ``(record, new table value)`` to store, in order.
 
-        ``stored`` is the workflow's table value (:class:`~processors.stored.Stored`); a
-        record it already covers (a replay after a crash) is skipped.
-
-        Returns only after every produced message was acked; retries publishing (the
-        messages are deterministic, so a retry re-sends identical ones) until it succeeds.
+        ``load(key)`` reads a workflow's stored value. Returns only after every message
+        of the batch was acked; a failed publish is retried (the messages are
+        deterministic, so a retry re-sends identical ones) until it succeeds.
         """
+        latest: dict[bytes, bytes | None] = {}
+        applied: list[_Applied] = []
+        for record in records:
+            key = record.key or b""
+            stored = latest[key] if key in latest else load(key)
+            done = await self._apply(record, key, stored)
+            if done is not None:
+                latest[key] = done.value
+                applied.append(done)
+        for done in applied:
+            await self._acked(done)
+        for done in applied:
+            self._finish(done)
+        return [(done.record, done.value) for done in applied]
+
+    async def _apply(
+        self, record: InputRecord, key: bytes, stored: bytes | None
+    ) -> _Applied | None:
         started = time.perf_counter()
-        with _tracer.start_as_current_span(
+        span = _tracer.start_span(
             "orchestrator handle",
             context=extract_context(record.headers),
             kind=SpanKind.CONSUMER,
@@ -115,57 +135,86 @@ class Orchestrator:
                 "messaging.kafka.partition": record.partition,
                 "messaging.kafka.offset": record.offset,
             },
-        ) as span:
-            try:
-                message = self._decode(record)
-            except (CodecError, InvalidInput) as exc:
-                await self._dead_letter(record, exc)
-                self._observe(record, "dlq", started)
+        )
+        with trace.use_span(span, end_on_exit=False):
+            outcome = await self._decide(record, stored)
+            if isinstance(outcome, str):
+                span.end()
+                self._observe(record, outcome, started)
                 return None
-            span.set_attribute("foldflow.workflow_id", message.workflow_id)
-            span.set_attribute("foldflow.event_type", message.event_type)
-            source = RESULTS if record.topic == self.topology.results else COMMANDS
-            try:
-                current = Stored.from_bytes(stored) if stored else Stored(b"")
-                if current.covers(source, record.offset):
-                    INPUTS_IGNORED.labels(reason="replayed").inc()
-                    self._observe(record, "skipped", started)
-                    return None
-                state = (
-                    state_from_bytes(current.state) if stored
-                    else initial_state(message.workflow_id)
-                )  # fmt: skip
-                plan = await self._plan(state, message)
-            except Exception as exc:  # a bug must not stop every other workflow
-                log.exception(
-                    "cannot apply %s", message.event_type,
-                    extra={"workflow_id": message.workflow_id},
-                )
-                await self._dead_letter(record, exc, kind=f"DeciderError.{type(exc).__name__}")
-                self._observe(record, "dlq", started)
-                return None
-            if not plan.events:
-                record_ignored(state, message)
-                self._observe(record, "skipped", started)
-                return None
-            await self._publish(plan)
-            record_plan(plan, self._task_types)
-            self.index.update(
-                message.workflow_id,
-                partition=record.partition,
-                timers=plan.state.timers,
-                active=plan.state.status in ACTIVE_STATUSES,
+            plan, current = outcome
+            span.set_attribute("foldflow.workflow_id", plan.state.workflow_id)
+            await self._ensure_task_topics(plan)
+            # The task copies this context: the messages carry this input's trace.
+            sending = asyncio.ensure_future(self.publisher.publish_many_async(plan.messages))
+        source = RESULTS if record.topic == self.topology.results else COMMANDS
+        value = current.advanced(state_to_bytes(plan.state), source, record.offset).to_bytes()
+        return _Applied(record, key, plan, value, span, started, sending)
+
+    async def _decide(self, record: InputRecord, stored: bytes | None) -> tuple[Plan, Stored] | str:
+        """The plan for one record, or the outcome label when it produces nothing."""
+        try:
+            message = self._decode(record)
+        except (CodecError, InvalidInput) as exc:
+            await self._dead_letter(record, exc)
+            return "dlq"
+        source = RESULTS if record.topic == self.topology.results else COMMANDS
+        try:
+            current = Stored.from_bytes(stored) if stored else Stored(b"")
+            if current.covers(source, record.offset):
+                INPUTS_IGNORED.labels(reason="replayed").inc()
+                return "skipped"
+            state = (
+                state_from_bytes(current.state) if stored
+                else initial_state(message.workflow_id)
+            )  # fmt: skip
+            plan = await self._plan(state, message)
+        except Exception as exc:  # a bug must not stop every other workflow
+            log.exception(
+                "cannot apply %s", message.event_type, extra={"workflow_id": message.workflow_id}
             )
-            if plan.state.timers:  # a fired timer continues the trace that set it
-                self._timer_trace[message.workflow_id] = inject_headers()
+            await self._dead_letter(record, exc, kind=f"DeciderError.{type(exc).__name__}")
+            return "dlq"
+        if not plan.events:
+            record_ignored(state, message)
+            return "skipped"
+        return plan, current
+
+    async def _acked(self, done: _Applied) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await done.sending
+                return
+            except PublishError as exc:
+                # Nothing was stored yet: re-sending gives the same deterministic messages.
+                log.error("publishing failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with trace.use_span(done.span, end_on_exit=False):
+                    done.sending = asyncio.ensure_future(
+                        self.publisher.publish_many_async(done.plan.messages)
+                    )
+
+    def _finish(self, done: _Applied) -> None:
+        state = done.plan.state
+        record_plan(done.plan, self._task_types)
+        self.index.update(
+            state.workflow_id,
+            partition=done.record.partition,
+            timers=state.timers,
+            active=state.status in ACTIVE_STATUSES,
+        )
+        with trace.use_span(done.span, end_on_exit=True):
+            if state.timers:  # a fired timer continues the trace that set it
+                self.timer_traces[state.workflow_id] = inject_headers()
             else:
-                self._timer_trace.pop(message.workflow_id, None)
+                self.timer_traces.pop(state.workflow_id, None)
             log.debug(
-                "applied %s: %d events", message.event_type, len(plan.events),
-                extra={"workflow_id": message.workflow_id},
+                "applied %s: %d events", done.plan.events[0].event_type, len(done.plan.events),
+                extra={"workflow_id": state.workflow_id},
             )
-            self._observe(record, "ok", started)
-            return current.advanced(state_to_bytes(plan.state), source, record.offset).to_bytes()
+        self._observe(done.record, "ok", done.started)
 
     def _decode(self, record: InputRecord) -> Envelope:
         if record.value is None:
@@ -196,19 +245,6 @@ class Orchestrator:
                     extra={"workflow_id": message.workflow_id},
                 )
         return apply_input(state, message, definition=definition, topology=self.topology)
-
-    async def _publish(self, plan: Plan) -> None:
-        await self._ensure_task_topics(plan)
-        delay = 0.2
-        while True:
-            try:
-                await self.publisher.publish_many_async(list(plan.messages))
-                return
-            except PublishError as exc:
-                # Nothing was stored yet: retrying re-sends the same deterministic messages.
-                log.error("publishing failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _ensure_task_topics(self, plan: Plan) -> None:
         wanted = {
@@ -247,28 +283,3 @@ class Orchestrator:
         MESSAGE_HANDLING_SECONDS.labels(topic=record.topic, handler=HANDLER).observe(
             time.perf_counter() - started
         )
-
-    async def fire_due_timers(self, owned: set[int], *, now_ms: int) -> int:
-        """Send ``timer.fire.v1`` for every due timer of the ``owned`` partitions.
-
-        Each is sent in a span under the trace of the input that set the timer (when this
-        process handled it), so one trace keeps following the workflow across its timers.
-        """
-        due = self.index.pop_due(now_ms, owned=owned)
-        outcomes = await asyncio.gather(
-            *(self._fire(d, now_ms=now_ms) for d in due), return_exceptions=True
-        )
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        if failed:
-            # pop_due re-armed them: they fire again after its refire interval
-            log.error("sending %d timer.fire.v1 failed: %s", len(failed), failed[0])
-        return len(due) - len(failed)
-
-    async def _fire(self, due: DueTimer, *, now_ms: int) -> None:
-        parent = extract_context(self._timer_trace.get(due.workflow_id))
-        with _tracer.start_as_current_span(
-            "orchestrator timer", context=parent, kind=SpanKind.PRODUCER,
-            attributes={"foldflow.workflow_id": due.workflow_id, "foldflow.timer": due.timer_id},
-        ):  # fmt: skip
-            command = fire_timer_command(due, now=now_ms)
-            await self.publisher.publish_async(self.topology.commands, command)

@@ -7,8 +7,8 @@ import pytest
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
 from processors.decider import initial_state
+from processors.firing import fire_timer_command
 from processors.plan import apply_input, route
-from processors.runner import fire_timer_command
 from processors.state import WorkflowState
 from processors.telemetry import TaskTypes, ignored_reason
 from processors.timers import DueTimer
