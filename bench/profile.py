@@ -118,7 +118,8 @@ def summarize_collapsed(
             inclusive[name] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(name, n / total) for name, n in counter.most_common(top)] if total else []
+        ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+        return [(name, n / total) for name, n in ranked] if total else []
 
     busy = [(name, n / expected_samples) for name, n in threads.most_common(top)
             ] if expected_samples else []

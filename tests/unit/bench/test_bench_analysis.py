@@ -112,7 +112,7 @@ def test_profile_shares_by_component_and_function() -> None:
     assert dict(summary.by_component) == {"schemas": 0.5, "stdlib:selectors": 0.3,
                                           "aiokafka": 0.2}
     assert summary.top_self[0] == ("encode (codec.py)", 0.5)
-    assert summary.top_inclusive == [("handle (runner.py)", 0.5), ("encode (codec.py)", 0.5)]
+    assert summary.top_inclusive == [("encode (codec.py)", 0.5), ("handle (runner.py)", 0.5)]
 
 
 def test_components_of_frames() -> None:
