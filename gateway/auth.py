@@ -25,6 +25,8 @@ from gateway.keys import StoredKey, find_key, hash_key
 __all__ = ["Authenticator", "Principal", "forbidden", "unauthorized"]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="foldflow"'}
+#: An HMAC key shorter than the hash output (HS256: 32 bytes) is refused at startup.
+MIN_SECRET_BYTES = 32
 
 
 def unauthorized(detail: str) -> ProblemError:
@@ -75,6 +77,10 @@ class Authenticator:
                 tenant=configured.tenant, scopes=frozenset(configured.scopes), name=configured.name
             )
         secret = settings.jwt_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"jwt_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2)"
+            )
         self._jwt_key = secret.get_secret_value() if secret else settings.jwt_public_key
         self._algorithms = list(settings.jwt_algorithms)
         self._audience = settings.jwt_audience

@@ -15,6 +15,7 @@ import httpx
 import jwt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from foldflow.settings import Settings
 from producers import Publisher
@@ -32,14 +33,21 @@ DEFINITION = {
 def scratch_database(base_url: str) -> Iterator[str]:
     """``CREATE DATABASE foldflow_t_<uuid8>`` (migrated by the caller); dropped after."""
     name = f"foldflow_t_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(10):  # another suite's chaos test may be restarting PostgreSQL
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except OperationalError:
+                if attempt == 9:
+                    raise
+                time.sleep(1)
         admin.dispose()
 
 

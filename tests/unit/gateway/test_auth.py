@@ -100,3 +100,8 @@ async def test_jwts_are_refused_without_a_configured_key() -> None:
     bare = Authenticator(Settings(api_keys=()), engine=None)
     with pytest.raises(ProblemError, match="no JWT key"):
         await bare.authenticate(token())
+
+
+def test_a_short_jwt_secret_is_refused_at_startup() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        Authenticator(Settings(jwt_secret=SecretStr("changeme")), engine=None)
