@@ -4,12 +4,14 @@ A credential arrives as ``Authorization: Bearer <credential>`` or ``X-API-Key: <
 A bearer credential with two dots is a JWT (verified with pyjwt against the configured
 secret or public key, algorithms, audience and issuer; it must carry ``exp``, a
 ``tenant`` claim and scopes in ``scope`` (space separated) or ``scopes``); anything else
-is an API key, looked up by its SHA-256. Either way the result is a :class:`Principal`:
-a tenant and a set of scopes. No credential, or a bad one, is a 401; a missing scope a 403.
+is an API key, looked up by its SHA-256 (a key found in the table is remembered for 30 s).
+Either way the result is a :class:`Principal`: a tenant and a set of scopes. No
+credential, or a bad one, is a 401; a missing scope a 403.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,9 @@ __all__ = ["Authenticator", "Principal", "forbidden", "unauthorized"]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="foldflow"'}
 #: An HMAC key shorter than the hash output (HS256: 32 bytes) is refused at startup.
 MIN_SECRET_BYTES = 32
+#: Keys found in the table are remembered this long (keys are never changed in place).
+_CACHE_TTL_S = 30.0
+_CACHE_SIZE = 4096
 
 
 def unauthorized(detail: str) -> ProblemError:
@@ -69,6 +74,7 @@ class Authenticator:
         self._engine = engine
         self._db_timeout_s = settings.gateway_db_timeout_s
         self._static: dict[str, StoredKey] = {}
+        self._stored: dict[str, tuple[float, StoredKey]] = {}  # table keys found lately
         for configured in settings.api_keys:
             digest = configured.sha256 or hash_key(
                 configured.key.get_secret_value() if configured.key else ""
@@ -98,12 +104,25 @@ class Authenticator:
 
     async def _from_key(self, key: str) -> Principal:
         digest = hash_key(key)
-        stored = self._static.get(digest)
+        stored = self._static.get(digest) or self._cached(digest)
         if stored is None and self._engine is not None:
             stored = await call_db(self._db_timeout_s, find_key, self._engine, digest)
+            if stored is not None:
+                self._remember(digest, stored)
         if stored is None:
             raise unauthorized("unknown API key")
         return Principal(tenant=stored.tenant, scopes=stored.scopes, subject=f"key:{stored.name}")
+
+    def _cached(self, digest: str) -> StoredKey | None:
+        hit = self._stored.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def _remember(self, digest: str, stored: StoredKey) -> None:
+        if len(self._stored) >= _CACHE_SIZE:
+            self._stored.clear()
+        self._stored[digest] = (time.monotonic() + _CACHE_TTL_S, stored)
 
     def _from_jwt(self, token: str) -> Principal:
         if self._jwt_key is None:

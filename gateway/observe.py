@@ -102,5 +102,6 @@ class ObserveMiddleware:
                     "duration_ms": round(elapsed * 1000, 2),
                     "client": (scope.get("client") or ("-",))[0],
                     "tenant": scope["state"].get("tenant"),
+                    "workflow_id": scope.get("path_params", {}).get("workflow_id"),
                 }
                 access_log.info("%s %s %s", method, scope["path"], status, extra=fields)
