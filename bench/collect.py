@@ -17,16 +17,18 @@ from confluent_kafka import Consumer, TopicPartition
 from bench.watchers import header
 from foldflow.settings import Settings
 
-__all__ = ["TopicTimes", "read_topic"]
+__all__ = ["TopicTimes", "find_topic", "read_topic"]
 
 
 @dataclass
 class TopicTimes:
-    """The records of one topic: every timestamp, and the timestamps per key."""
+    """The records of one topic: every timestamp, the timestamps per key, and the size
+    of the last value of each key (what a compacted topic keeps)."""
 
     topic: str
     all_times: list[int] = field(default_factory=list)
     by_key: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    last_size: dict[str, int] = field(default_factory=dict)
 
 
 def read_topic(
@@ -70,9 +72,23 @@ def read_topic(
                     ends.pop(partition, None)
                 ts = msg.timestamp()[1]
                 times.all_times.append(ts)
+                times.last_size[(msg.key() or b"").decode(errors="replace")] = len(
+                    msg.value() or b"")
                 if event_type is not None and header(msg, "event_type") != event_type:
                     continue
                 times.by_key[(msg.key() or b"").decode()].append(ts)
     finally:
         consumer.close()
     return times
+
+
+def find_topic(settings: Settings, *, prefix: str, suffix: str) -> str | None:
+    """The one topic named ``prefix…suffix`` (faust names its changelog topics itself)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"{prefix}bench-find"})
+    try:
+        names = consumer.list_topics(timeout=30).topics
+    finally:
+        consumer.close()
+    found = sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
+    return found[0] if found else None

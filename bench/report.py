@@ -32,6 +32,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
     if unit == "MB":
         return f"{value:,.0f} MB"
+    if unit == "B":
+        return f"{value:,.0f} B"
     if unit == "%":
         return f"{value:.0f}%"
     return f"{value:,.4g} {unit}".strip()

@@ -14,6 +14,9 @@ from bench.stats import LatencySummary
 
 #: Below this many held workflows the RSS slope is noise and nothing is projected.
 MIN_WORKFLOWS_TO_PROJECT = 5_000
+#: What one entry of faust's memory:// store costs besides the state bytes (CPython: a
+#: dict slot, a bytes key and a bytes value object), for the projection from state size.
+ENTRY_OVERHEAD_BYTES = 200
 
 __all__ = [
     "AgentLoad",
@@ -28,6 +31,7 @@ __all__ = [
     "build_figures",
     "diagnose",
     "messages_per_workflow",
+    "projected_from_state_mb",
     "projected_rss_mb",
 ]
 
@@ -114,7 +118,12 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class MemoryResult:
-    """The orchestrator's resident memory (VmRSS) over the run."""
+    """The orchestrator's resident memory (VmRSS) over the run.
+
+    ``state_bytes`` is the mean stored state of a workflow (its last changelog record);
+    ``projected_from`` says how ``projected_mb`` was reached ("RSS slope" over the run,
+    or "state size" when too few workflows were held for a slope).
+    """
 
     store: str
     rss_idle_mb: float
@@ -122,6 +131,8 @@ class MemoryResult:
     rss_end_mb: float
     workflows_held: int
     projected_mb: float | None
+    state_bytes: float | None = None
+    projected_from: str = "RSS slope"
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,20 @@ def projected_rss_mb(
         return None
     per_workflow = max(0.0, end_mb - idle_mb) / workflows
     return idle_mb + per_workflow * target_workflows
+
+
+def projected_from_state_mb(
+    idle_mb: float,
+    state_bytes: float | None,
+    *,
+    target_workflows: int = RSS_TARGET_WORKFLOWS,
+    entry_overhead: int = ENTRY_OVERHEAD_BYTES,
+) -> float | None:
+    """RSS at ``target_workflows`` if each held state costs its bytes plus the in-memory
+    store's per-entry overhead (a dict slot and two ``bytes`` objects)."""
+    if not state_bytes:
+        return None
+    return idle_mb + target_workflows * (state_bytes + entry_overhead) / (1024 * 1024)
 
 
 def _latency_figures(
@@ -291,7 +316,10 @@ def build_figures(result: BenchResult) -> list[Figure]:
         figures += [
             Figure("orchestrator_rss_peak_mb", "RSS peak", memory.rss_peak_mb, "MB",
                    load=load),
-            Figure("orchestrator_rss_projected_mb", "RSS at 100k workflows (linear)",
+            Figure("orchestrator_state_bytes", "stored state per workflow", memory.state_bytes,
+                   "B", load=load),
+            Figure("orchestrator_rss_projected_mb",
+                   f"RSS at 100k workflows (from {memory.projected_from})",
                    memory.projected_mb, "MB", targets.rss_mb_at_100k, load=load),
         ]
     return figures

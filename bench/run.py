@@ -27,12 +27,13 @@ from pathlib import Path
 
 from bench.analysis import Observations, analyse_phase
 from bench.baseline import RawTopics, run_baseline
-from bench.collect import read_topic
+from bench.collect import find_topic, read_topic
 from bench.driver import Driver
 from bench.figures import targets_for
 from bench.metrics import agent_load, scrape
 from bench.profile import find_py_spy, record, summarize_collapsed
 from bench.results import (
+    ENTRY_OVERHEAD_BYTES,
     MIN_WORKFLOWS_TO_PROJECT,
     AgentLoad,
     BaselineResult,
@@ -43,6 +44,7 @@ from bench.results import (
     ProfileResult,
     build_figures,
     diagnose,
+    projected_from_state_mb,
     projected_rss_mb,
 )
 from bench.services import (
@@ -63,6 +65,7 @@ __all__ = ["BenchConfig", "BenchError", "bench_definition", "code_version", "lat
 
 TASK_TYPE = "builtin.echo"
 PROFILE_RATE = 100
+CHANGELOG_TABLE = "workflows"  # processors.app.TABLE_NAME (not imported: it pulls in faust)
 SERVICE_PACKAGES = ("foldflow", "schemas", "producers", "processors", "workers", "projections")
 Progress = Callable[[str], None]
 
@@ -336,6 +339,16 @@ def _observations(run: _Run, driver: Driver) -> Observations:
     )
 
 
+def _state_bytes(run: _Run) -> float | None:
+    """Mean size of a workflow's stored state: the last record per key of the changelog."""
+    topic = find_topic(run.settings, prefix=run.settings.topic_prefix,
+                       suffix=f"-{CHANGELOG_TABLE}-changelog")
+    if topic is None:
+        return None
+    sizes = [n for n in read_topic(run.settings, topic).last_size.values() if n > 0]
+    return sum(sizes) / len(sizes) if sizes else None
+
+
 def _first_look(run: _Run, window: PhaseWindow) -> float:
     """Workflows/s of a phase from its completions alone (before the topics are read)."""
     assert run.events is not None
@@ -440,17 +453,25 @@ def run_benchmark(
                           agent=agent) for w, agent in windows]
         rss_samples = run.rss.samples or [rss_end]
         held = len(driver.starts) - held_idle
+        state_bytes = _state_bytes(run)
+        projected, projected_from = projected_rss_mb(rss_idle, rss_end, held), "RSS slope"
+        if projected is None:
+            projected = projected_from_state_mb(rss_idle, state_bytes)
+            projected_from = "state size"
+            run.notes.append(
+                f"RSS at 100k projected from the stored state size (+{ENTRY_OVERHEAD_BYTES} B "
+                f"per entry), not from the RSS slope: {held:,} workflows held is too few "
+                f"(< {MIN_WORKFLOWS_TO_PROJECT:,}) for a meaningful slope")
         memory = MemoryResult(
             store=run.settings.orchestrator_store.split(":", 1)[0],
             rss_idle_mb=rss_idle,
             rss_peak_mb=max(rss_samples),
             rss_end_mb=rss_end,
             workflows_held=held,
-            projected_mb=projected_rss_mb(rss_idle, rss_end, held),
+            projected_mb=projected,
+            state_bytes=state_bytes,
+            projected_from=projected_from,
         )
-        if memory.projected_mb is None:
-            run.notes.append(f"RSS not projected to 100k workflows: {held:,} held is too few "
-                             f"(< {MIN_WORKFLOWS_TO_PROJECT:,}) for a meaningful slope")
         if memory.store == "memory":
             run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
                              "(terminal ones too); the RSS target is for rocksdb://")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.figures import Figure, Target, judge, ratio, targets_for
-from bench.results import messages_per_workflow, projected_rss_mb
+from bench.results import messages_per_workflow, projected_from_state_mb, projected_rss_mb
 
 
 def test_a_lower_bound_missed_says_the_shortfall() -> None:
@@ -76,3 +76,10 @@ def test_rss_projection_is_linear_and_needs_enough_workflows() -> None:
     assert projected_rss_mb(100.0, 90.0, 10_000) == pytest.approx(100.0)  # never shrinks
     assert projected_rss_mb(100.0, 110.0, 80) is None
     assert projected_rss_mb(100.0, 101.0, 80, min_workflows=10) == pytest.approx(1350.0)
+
+
+def test_rss_projection_from_the_stored_state_size() -> None:
+    # 100k states of 848 B + 200 B overhead: 100 MB on top of the idle RSS
+    mb = projected_from_state_mb(110.0, 848.0)
+    assert mb == pytest.approx(110.0 + 100_000 * 1048 / 1024 / 1024)
+    assert projected_from_state_mb(110.0, None) is None
