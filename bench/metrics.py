@@ -1,10 +1,10 @@
 """The orchestrator's own view of its work: ``foldflow_message_handling_seconds``.
 
-Each input the orchestrator's single agent handles (decide, publish, wait for the acks)
-is timed into that histogram; two scrapes of ``/metrics`` around a phase give inputs/s,
-the mean time per input and how much of the phase the agent was occupied (sum of
-handling time / wall time, close to 1.0 means the one agent is the bottleneck, whether
-it computes or waits for the broker).
+Each input the orchestrator handles is timed into that histogram from the moment it is
+taken until its messages are acked; two scrapes of ``/metrics`` around a phase give
+inputs/s, the mean time per input and, by Little's law (handling seconds / wall
+seconds), how many inputs were in hand on average: about 1.0 for an agent that takes
+inputs one at a time and is never idle, more when it works on batches.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def agent_load(before: HandlingTotals, after: HandlingTotals, wall_s: float) -> 
     return AgentLoad(
         inputs_per_s=inputs / wall,
         mean_ms=spent / inputs * 1000 if inputs > 0 else None,
-        busy_share=spent / wall,
+        in_flight=spent / wall,
     )
 
 

@@ -122,8 +122,8 @@ def _context_table(result: BenchResult) -> Table:
     for p in result.phases:
         agent = ""
         if p.agent is not None and p.agent.mean_ms is not None:
-            agent = (f"; orchestrator agent {p.agent.inputs_per_s:,.0f} inputs/s, "
-                     f"{p.agent.mean_ms:.1f} ms each, occupied {p.agent.busy_share:.0%}")
+            agent = (f"; orchestrator {p.agent.inputs_per_s:,.0f} inputs/s, "
+                     f"{p.agent.mean_ms:.1f} ms each, {p.agent.in_flight:.1f} in hand")
         table.add_row(
             f"phase {p.name}",
             f"{p.mode}, {p.seconds:.1f}s: {p.started:,} started, {p.completed:,} completed"

@@ -144,5 +144,5 @@ def test_agent_load_from_two_scrapes() -> None:
     load = agent_load(HandlingTotals(1.0, 100.0), after, 5.0)
     assert load.inputs_per_s == pytest.approx(60.0)
     assert load.mean_ms == pytest.approx(10.0)
-    assert load.busy_share == pytest.approx(0.6)
+    assert load.in_flight == pytest.approx(0.6)
     assert agent_load(after, after, 5.0).mean_ms is None
