@@ -105,3 +105,26 @@ async def test_jwts_are_refused_without_a_configured_key() -> None:
 def test_a_short_jwt_secret_is_refused_at_startup() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         Authenticator(Settings(jwt_secret=SecretStr("changeme")), engine=None)
+
+
+async def test_rs256_tokens_verify_against_the_public_key_only() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    authenticator = Authenticator(
+        Settings(jwt_public_key=public_pem, jwt_algorithms=("RS256",)), engine=None
+    )
+    claims = {"tenant": "acme", "scopes": ["workflows:read"], "exp": int(time.time()) + 60}
+
+    principal = await authenticator.authenticate(jwt.encode(claims, private, algorithm="RS256"))
+    assert principal.tenant == "acme" and principal.scopes == {"workflows:read"}
+
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims, other, algorithm="RS256")
+    with pytest.raises(ProblemError) as caught:
+        await authenticator.authenticate(forged)
+    assert caught.value.status == 401
