@@ -33,6 +33,7 @@ __all__ = [
     "messages_per_workflow",
     "projected_from_state_mb",
     "projected_rss_mb",
+    "time_breakdown",
 ]
 
 
@@ -326,9 +327,42 @@ def build_figures(result: BenchResult) -> list[Figure]:
     return figures
 
 
+def time_breakdown(phase: PhaseResult, steps: int) -> list[tuple[str, float]] | None:
+    """Where a workflow's mean start→completed time goes (ms), from the phase's means.
+
+    ``steps`` worker turnarounds (task command sent → result sent: queueing in
+    ``wf.tasks``, the handler, the publish), ``steps - 1`` dispatches between steps (the
+    orchestrator: result → next task command), and the rest (start → first task command,
+    last result → ``workflow.completed.v1``: the orchestrator again, plus the start's own
+    publish). Means add up where percentiles do not.
+    """
+    total, turnaround, dispatch = (phase.start_to_completed_ms, phase.turnaround_ms,
+                                   phase.dispatch_ms)
+    if total is None or turnaround is None or (dispatch is None and steps > 1):
+        return None
+    workers = steps * turnaround.mean
+    between = (steps - 1) * dispatch.mean if dispatch is not None else 0.0
+    ends = max(0.0, total.mean - workers - between)
+    return [("workers", workers), ("orchestrator between steps", between),
+            ("start and finish", ends)]
+
+
+def _breakdown_note(phase: PhaseResult, steps: int) -> str | None:
+    parts = time_breakdown(phase, steps)
+    if parts is None:
+        return None
+    total = sum(ms for _, ms in parts) or 1.0
+    shares = ", ".join(f"{name} {ms / total:.0%} ({ms:,.0f} ms)" for name, ms in parts)
+    return f"{phase.name} phase ({phase.mode}): a workflow's mean {total:,.0f} ms goes to {shares}"
+
+
 def diagnose(result: BenchResult) -> list[str]:
-    """Plain-language readings of the throughput phase: where the time goes."""
+    """Plain-language readings of the run: where the time goes."""
     notes: list[str] = []
+    for p in result.phases:
+        note = _breakdown_note(p, result.steps)
+        if note is not None:
+            notes.append(note)
     machine = result.machine
     if machine.busy_share is not None and machine.busy_share >= 0.9:
         others = machine.busy_share - (machine.ours_share or 0.0)
