@@ -7,7 +7,8 @@ says (met/missed, by how much, the ratio to raw Kafka) is exactly what the JSON 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -17,7 +18,16 @@ from rich.text import Text
 from bench.figures import Figure
 from bench.results import BenchResult, build_figures
 
-__all__ = ["format_value", "render", "to_json", "to_json_text"]
+__all__ = [
+    "Previous",
+    "change_text",
+    "figures_table",
+    "format_value",
+    "load_previous",
+    "render",
+    "to_json",
+    "to_json_text",
+]
 
 SCHEMA = "foldflow-bench/1"
 
@@ -64,9 +74,41 @@ def _verdict_cell(figure: Figure) -> Text:
     return Text(verdict.text, style="green" if verdict.met else "red")
 
 
-def figures_table(result: BenchResult) -> Table:
-    """The main table: figure, value, target, verdict, ratio to raw Kafka; one section per
-    load (the phase's load is the section's heading)."""
+@dataclass(frozen=True)
+class Previous:
+    """A figure of an earlier run (from its ``--json``): value and ratio to its raw Kafka."""
+
+    value: float | None
+    ratio: float | None
+
+
+def load_previous(doc: Mapping[str, Any]) -> dict[str, Previous]:
+    """The figures of an earlier run's JSON document, by key."""
+    return {
+        f["key"]: Previous(f.get("value"), f.get("ratio_to_raw_kafka"))
+        for f in doc.get("figures", [])
+        if isinstance(f, dict) and "key" in f
+    }
+
+
+def change_text(figure: Figure, previous: Previous | None) -> str:
+    """How a figure moved since an earlier run: by its raw-Kafka ratio when both runs have
+    one (that survives a different machine load), else by its value."""
+    if previous is None:
+        return ""
+    now_ratio, then_ratio = figure.ratio, previous.ratio
+    if now_ratio is not None and then_ratio:
+        return f"ratio {then_ratio:.3g} → {now_ratio:.3g} ({now_ratio / then_ratio - 1:+.0%})"
+    if figure.value is not None and previous.value:
+        before = format_value(previous.value, figure.unit)
+        return f"{before} → now ({figure.value / previous.value - 1:+.0%})"
+    return ""
+
+
+def figures_table(result: BenchResult, *, previous: Mapping[str, Previous] | None = None
+                  ) -> Table:
+    """The main table: figure, value, target, verdict, ratio to raw Kafka (and, given an
+    earlier run, how each figure moved); one section per load."""
     table = Table(title=f"foldflow bench {result.run_id}: {result.steps}-step no-op workflows",
                   title_justify="left")
     table.add_column("figure")
@@ -74,20 +116,26 @@ def figures_table(result: BenchResult) -> Table:
     table.add_column("target (DESIGN §14)")
     table.add_column("verdict")
     table.add_column("vs raw Kafka, same run", style="cyan")
+    if previous is not None:
+        table.add_column("since the earlier run", style="magenta")
+    blank = [""] * (5 if previous is None else 6)
     load = None
     for figure in build_figures(result):
         if figure.load != load:
             load = figure.load
             if table.row_count:
                 table.add_section()
-            table.add_row(Text(load, style="bold"), "", "", "", "")
-        table.add_row(
+            table.add_row(Text(load, style="bold"), *blank[1:])
+        cells: list[str | Text] = [
             "  " + figure.label,
             format_value(figure.value, figure.unit),
             _target_text(figure),
             _verdict_cell(figure),
             _ratio_text(figure),
-        )
+        ]
+        if previous is not None:
+            cells.append(change_text(figure, previous.get(figure.key)))
+        table.add_row(*cells)
     return table
 
 
@@ -166,9 +214,12 @@ def _profile_threads(result: BenchResult) -> Text | None:
     return Text(f"orchestrator threads busy (share of wall time, the rest is waiting): {busy}")
 
 
-def render(result: BenchResult) -> RenderableType:
-    """The whole report as one rich renderable (context, figures, profile)."""
-    parts: list[RenderableType] = [_context_table(result), figures_table(result)]
+def render(result: BenchResult, *, previous: Mapping[str, Previous] | None = None
+           ) -> RenderableType:
+    """The whole report as one rich renderable (context, figures, profile); ``previous``
+    (from :func:`load_previous`) adds how each figure moved since an earlier run."""
+    parts: list[RenderableType] = [_context_table(result),
+                                   figures_table(result, previous=previous)]
     missed = [f.label for f in build_figures(result) if f.verdict is not None and
               not f.verdict.met]
     if missed:

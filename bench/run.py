@@ -112,12 +112,16 @@ def bench_definition(steps: int) -> Definition:
 
 
 def code_version() -> str:
-    """Which code the services run: its directory, git commit and uncommitted changes."""
+    """Which code the services run: its directory, git commit and uncommitted changes
+    (or ``FOLDFLOW_BENCH_CODE``, say for a ``git archive`` snapshot)."""
     import subprocess
 
     import foldflow
 
     root = Path(foldflow.__file__).resolve().parents[1]
+    label = os.environ.get("FOLDFLOW_BENCH_CODE")  # e.g. the commit a snapshot came from
+    if label:
+        return f"{root} ({label})"
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=True).stdout

@@ -9,6 +9,7 @@ source checkout; this module is only its command line.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def bench(
     keep_topics: bool = typer.Option(False, "--keep-topics",
                                      help="Keep the run's private topics for inspection."),
     json_file: Path | None = typer.Option(None, "--json", help="Also write the run as JSON."),
+    compare: Path | None = typer.Option(
+        None, "--compare", exists=True, dir_okay=False,
+        help="An earlier run's --json: show how each figure moved since."),
 ) -> None:
     """Benchmark workflows end to end (DESIGN §14) and compare with raw Kafka.
 
@@ -75,8 +79,16 @@ def bench(
     own); topics get a unique prefix and are deleted at the end.
     """
     _import_bench()
-    from bench.report import render, to_json_text
+    from bench.report import load_previous, render, to_json_text
     from bench.run import BenchConfig, BenchError, run_benchmark
+
+    previous = None
+    if compare is not None:
+        try:
+            previous = load_previous(json.loads(compare.read_text()))
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]--compare: cannot read {compare}:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
 
     config = BenchConfig(
         steps=steps, concurrency=concurrency, duration=duration, total=total,
@@ -94,7 +106,10 @@ def bench(
     except (BenchError, RuntimeError) as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    console.print(render(result))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; services stopped, topics deleted[/yellow]")
+        raise typer.Exit(130) from None
+    console.print(render(result, previous=previous))
     if json_file is not None:
         json_file.write_text(to_json_text(result) + "\n")
         console.print(f"written {json_file}", highlight=False)

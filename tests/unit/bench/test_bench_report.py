@@ -8,7 +8,15 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from bench.report import format_value, render, to_json, to_json_text
+from bench.report import (
+    Previous,
+    change_text,
+    format_value,
+    load_previous,
+    render,
+    to_json,
+    to_json_text,
+)
 from bench.results import (
     AgentLoad,
     BaselineResult,
@@ -185,3 +193,27 @@ def test_where_a_workflow_spends_its_time() -> None:
     assert note == ("latency phase (open loop, 200 starts/s): a workflow's mean 40 ms goes to "
                     "workers 22% (9 ms), orchestrator between steps 40% (16 ms), start and "
                     "finish 38% (15 ms)")
+
+
+def test_comparing_with_an_earlier_run_uses_the_ratios() -> None:
+    earlier = load_previous(json.loads(to_json_text(result())))
+    faster = replace(result().phases[0], workflows_per_s=480.0)
+    now = replace(result(), phases=[faster, result().phases[1]])
+    figures = {f.key: f for f in build_figures(now)}
+    # 400 → 480 wf/s against the same 2,000 wf/s ceiling: ratio 0.2 → 0.24
+    assert change_text(figures["workflows_per_s"], earlier["workflows_per_s"]) == (
+        "ratio 0.2 → 0.24 (+20%)"
+    )
+    # no ratio (no baseline figure): by value
+    assert change_text(figures["orchestrator_rss_peak_mb"], Previous(128.0, None)) == (
+        "128 MB → now (+25%)"
+    )
+    assert change_text(figures["workflows_per_s"], None) == ""
+    console = Console(width=250, record=True, color_system=None)
+    console.print(render(now, previous=earlier))
+    assert "since the earlier run" in console.export_text()
+
+
+def test_an_unrelated_document_has_no_previous_figures() -> None:
+    assert load_previous({}) == {}
+    assert load_previous({"figures": [{"value": 1}]}) == {}
