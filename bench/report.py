@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.figures import Figure
-from bench.results import BenchResult, build_figures
+from bench.lines import build_figures
+from bench.results import BenchResult
 
 __all__ = [
     "Previous",

@@ -10,11 +10,24 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+#: Below this many held workflows the RSS slope is noise and nothing is projected.
+MIN_WORKFLOWS_TO_PROJECT = 5_000
+#: What one entry of faust's memory:// store costs besides the state bytes (CPython: a
+#: dict slot, a bytes key and a bytes value object), for the projection from state size.
+ENTRY_OVERHEAD_BYTES = 200
+#: DESIGN §14: the orchestrator's memory at this many workflows.
+RSS_TARGET_WORKFLOWS = 100_000
+
 __all__ = [
+    "ENTRY_OVERHEAD_BYTES",
+    "MIN_WORKFLOWS_TO_PROJECT",
+    "RSS_TARGET_WORKFLOWS",
     "LatencySummary",
     "count_in_window",
     "dispatch_samples",
     "percentile",
+    "projected_from_state_mb",
+    "projected_rss_mb",
     "rate",
     "summarize",
     "turnaround_samples",
@@ -130,3 +143,37 @@ def turnaround_samples(
 def count_in_window(timestamps: Iterable[float], start: float, end: float) -> int:
     """How many ``timestamps`` fall in ``[start, end)``."""
     return sum(1 for t in timestamps if start <= t < end)
+
+
+def projected_rss_mb(
+    idle_mb: float,
+    end_mb: float,
+    workflows: int,
+    *,
+    target_workflows: int = RSS_TARGET_WORKFLOWS,
+    min_workflows: int = MIN_WORKFLOWS_TO_PROJECT,
+) -> float | None:
+    """Linear projection of RSS to ``target_workflows`` held states.
+
+    ``idle_mb`` is the RSS before the measured workflows, ``end_mb`` with ``workflows``
+    more states in the table. None below ``min_workflows``: with a few hundred states the
+    slope is allocator noise, not state size.
+    """
+    if workflows < max(1, min_workflows):
+        return None
+    per_workflow = max(0.0, end_mb - idle_mb) / workflows
+    return idle_mb + per_workflow * target_workflows
+
+
+def projected_from_state_mb(
+    idle_mb: float,
+    state_bytes: float | None,
+    *,
+    target_workflows: int = RSS_TARGET_WORKFLOWS,
+    entry_overhead: int = ENTRY_OVERHEAD_BYTES,
+) -> float | None:
+    """RSS at ``target_workflows`` if each held state costs its bytes plus the in-memory
+    store's per-entry overhead (a dict slot and two ``bytes`` objects)."""
+    if not state_bytes:
+        return None
+    return idle_mb + target_workflows * (state_bytes + entry_overhead) / (1024 * 1024)

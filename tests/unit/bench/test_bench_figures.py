@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.figures import Figure, Target, judge, ratio, targets_for
-from bench.results import messages_per_workflow, projected_from_state_mb, projected_rss_mb
+from bench.lines import messages_per_workflow
+from bench.stats import projected_from_state_mb, projected_rss_mb
 
 
 def test_a_lower_bound_missed_says_the_shortfall() -> None:

@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
+from bench.lines import build_figures
+from bench.readings import diagnose, time_breakdown
 from bench.report import (
     Previous,
     change_text,
@@ -25,9 +27,6 @@ from bench.results import (
     MemoryResult,
     PhaseResult,
     ProfileResult,
-    build_figures,
-    diagnose,
-    time_breakdown,
 )
 from bench.stats import LatencySummary
 

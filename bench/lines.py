@@ -1,0 +1,135 @@
+"""The report's lines: each figure of a run beside its target and its raw-Kafka baseline.
+
+:func:`build_figures` turns a :class:`~bench.results.BenchResult` into the
+:class:`~bench.figures.Figure` lines the table and the JSON show (pure).
+"""
+
+from __future__ import annotations
+
+from bench.figures import Figure, Target, targets_for
+from bench.results import BenchResult
+from bench.stats import LatencySummary
+
+__all__ = ["build_figures", "messages_per_workflow"]
+
+
+def messages_per_workflow(steps: int) -> int:
+    """Kafka records one sequential k-step workflow writes on the domain topics.
+
+    1 start command, k task commands, k results and 2k + 2 events (started, k scheduled,
+    k completed, completed); the orchestrator's changelog writes come on top.
+    """
+    return 1 + steps + steps + (2 * steps + 2)
+
+
+def _latency_figures(
+    key: str,
+    label: str,
+    summary: LatencySummary | None,
+    *,
+    quantiles: tuple[str, ...],
+    load: str,
+    target: Target | None = None,
+    target_q: str = "p99",
+    baseline: LatencySummary | None = None,
+    baseline_hops: int = 1,
+    baseline_label: str = "",
+) -> list[Figure]:
+    figures = []
+    for q in quantiles:
+        base = baseline.at(q) * baseline_hops if baseline is not None else None
+        figures.append(
+            Figure(
+                key=f"{key}_{q}_ms",
+                label=f"{label} {q}",
+                value=summary.at(q) if summary is not None else None,
+                unit="ms",
+                target=target if q == target_q else None,
+                baseline=base,
+                baseline_label=baseline_label,
+                load=load,
+            )
+        )
+    return figures
+
+
+def build_figures(result: BenchResult) -> list[Figure]:
+    """The report lines of ``result``, in the order the table shows them."""
+    k = result.steps
+    targets = targets_for(k)
+    base = result.baseline
+    raw = base.produce_consume_per_s if base is not None else None
+    per_wf = messages_per_workflow(k)
+    hop = base.hop_ms if base is not None else None
+    figures: list[Figure] = []
+
+    throughput = result.phase("throughput")
+    if throughput is not None:
+        load = throughput.mode
+        ceiling_wf = raw / per_wf if raw is not None else None
+        figures += [
+            Figure("workflows_per_s", "workflows/s", throughput.workflows_per_s, "/s",
+                   targets.workflows_per_s, ceiling_wf,
+                   f"ceiling: {per_wf} msgs/workflow", load),
+            Figure("task_runs_per_s", "task runs/s", throughput.task_runs_per_s, "/s",
+                   targets.task_runs_per_s,
+                   ceiling_wf * k if ceiling_wf is not None else None,
+                   "ceiling", load),
+            Figure("events_per_s", "events/s (wf.events)", throughput.events_per_s, "/s",
+                   targets.events_per_s, raw, "msgs/s", load),
+            Figure("kafka_messages_per_s", "Kafka records/s (wf.*)",
+                   throughput.kafka_messages_per_s, "/s", None, raw, "msgs/s", load),
+        ]
+        if throughput.agent is not None:
+            figures += [
+                Figure("orchestrator_inputs_per_s", "orchestrator inputs/s",
+                       throughput.agent.inputs_per_s, "/s", load=load),
+                Figure("orchestrator_ms_per_input", "orchestrator ms per input (→ acked)",
+                       throughput.agent.mean_ms, "ms", load=load),
+            ]
+        figures += _latency_figures(
+            "saturated_start_to_completed", "start→completed",
+            throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,
+            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+        )
+
+    latency = result.phase("latency")
+    if latency is not None:
+        load = latency.mode
+        figures.append(
+            Figure("half_load_workflows_per_s", "workflows/s",
+                   latency.workflows_per_s, "/s", None, None, "", load)
+        )
+        figures += _latency_figures(
+            "start_to_completed", "start→completed", latency.start_to_completed_ms,
+            quantiles=("p50", "p95", "p99"), load=load,
+            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+        )
+        figures += _latency_figures(
+            "dispatch", "step dispatch", latency.dispatch_ms,
+            quantiles=("p50", "p95", "p99"), load=load, target=targets.dispatch_p99_ms,
+            baseline=hop, baseline_label="1 hop",
+        )
+        figures += _latency_figures(
+            "worker_turnaround", "worker turnaround", latency.turnaround_ms,
+            quantiles=("p50", "p99"), load=load, baseline=hop, baseline_label="1 hop",
+        )
+        figures += _latency_figures(
+            "projection_lag", "projection lag", latency.projection_lag_ms,
+            quantiles=("p50", "p95", "p99"), load=load, target=targets.projection_lag_p99_ms,
+            baseline=hop, baseline_label="1 hop",
+        )
+
+    memory = result.memory
+    if memory is not None:
+        load = f"orchestrator, {memory.store} store, {memory.workflows_held:,} workflows held"
+        figures += [
+            Figure("orchestrator_rss_peak_mb", "RSS peak", memory.rss_peak_mb, "MB",
+                   load=load),
+            Figure("orchestrator_state_bytes", "stored state per workflow", memory.state_bytes,
+                   "B", load=load),
+            Figure("orchestrator_rss_projected_mb",
+                   f"RSS at 100k workflows (from {memory.projected_from})",
+                   memory.projected_mb, "MB", targets.rss_mb_at_100k, load=load),
+        ]
+    return figures

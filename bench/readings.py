@@ -1,0 +1,79 @@
+"""Plain-language readings of a run: where a workflow's time goes, what held it back (pure)."""
+
+from __future__ import annotations
+
+from bench.results import BenchResult, PhaseResult
+
+__all__ = ["diagnose", "time_breakdown"]
+
+
+def time_breakdown(phase: PhaseResult, steps: int) -> list[tuple[str, float]] | None:
+    """Where a workflow's mean start→completed time goes (ms), from the phase's means.
+
+    ``steps`` worker turnarounds (task command sent → result sent: queueing in
+    ``wf.tasks``, the handler, the publish), ``steps - 1`` dispatches between steps (the
+    orchestrator: result → next task command), and the rest (start → first task command,
+    last result → ``workflow.completed.v1``: the orchestrator again, plus the start's own
+    publish). Means add up where percentiles do not.
+    """
+    total, turnaround, dispatch = (phase.start_to_completed_ms, phase.turnaround_ms,
+                                   phase.dispatch_ms)
+    if total is None or turnaround is None or (dispatch is None and steps > 1):
+        return None
+    workers = steps * turnaround.mean
+    between = (steps - 1) * dispatch.mean if dispatch is not None else 0.0
+    ends = max(0.0, total.mean - workers - between)
+    return [("workers", workers), ("orchestrator between steps", between),
+            ("start and finish", ends)]
+
+
+def _breakdown_note(phase: PhaseResult, steps: int) -> str | None:
+    parts = time_breakdown(phase, steps)
+    if parts is None:
+        return None
+    total = sum(ms for _, ms in parts) or 1.0
+    shares = ", ".join(f"{name} {ms / total:.0%} ({ms:,.0f} ms)" for name, ms in parts)
+    return f"{phase.name} phase ({phase.mode}): a workflow's mean {total:,.0f} ms goes to {shares}"
+
+
+def diagnose(result: BenchResult) -> list[str]:
+    """Plain-language readings of the run: where the time goes."""
+    notes: list[str] = []
+    for p in result.phases:
+        note = _breakdown_note(p, result.steps)
+        if note is not None:
+            notes.append(note)
+    machine = result.machine
+    if machine.busy_share is not None and machine.busy_share >= 0.9:
+        others = machine.busy_share - (machine.ours_share or 0.0)
+        notes.append(f"the machine's CPUs were {machine.busy_share:.0%} busy during the phases "
+                     f"({others:.0%} by other processes): absolute figures are those of a "
+                     "shared machine; compare runs by the raw-Kafka ratios")
+    phase = result.phase("throughput")
+    agent = phase.agent if phase is not None else None
+    mean_ms = agent.mean_ms if agent is not None else None
+    if agent is None or not mean_ms:
+        return notes
+    cores = machine.process_cores.get("orchestrator")
+    facts = (f"orchestrator at saturation: {agent.inputs_per_s:,.0f} inputs/s, {mean_ms:.1f} ms "
+             f"from taking an input to its acks, {agent.in_flight:.1f} inputs in hand on "
+             "average" + (f", {cores:.2f} cores" if cores is not None else ""))
+    if cores is not None and cores >= 0.8:
+        notes.append(f"{facts}: CPU-bound (one Python process, one core); the profile "
+                     "(--profile) shows what it computes")
+    elif agent.in_flight <= 1.2 and agent.in_flight >= 0.8:
+        ceiling = 1000 / mean_ms
+        inputs = result.steps + 1  # the start and one result per step
+        notes.append(f"{facts}: a serial agent that is never idle, so ~{ceiling:,.0f} "
+                     f"inputs/s (~{ceiling / inputs:,.0f} workflows/s at {inputs} inputs each) "
+                     "is its ceiling" + (", and with this little CPU most of each input is "
+                                         "waiting (publish acks, linger.ms, a CPU it could not "
+                                         "get), not computing" if cores is not None
+                                         and cores < 0.6 else ""))
+    elif cores is not None and cores < 0.5:
+        notes.append(f"{facts}: neither CPU-bound nor a saturated serial agent; the time goes "
+                     "to waiting (batch windows, acks, fetches) or the bottleneck is elsewhere "
+                     "(workers, projector, broker, the machine)")
+    else:
+        notes.append(facts)
+    return notes

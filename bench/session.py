@@ -1,0 +1,230 @@
+"""One run's resources: private settings, the services as subprocesses, the observers.
+
+:class:`Session` owns everything a run starts (topic prefix, run directory, service
+processes, publisher, watchers) and tears it all down in :meth:`Session.close`, whatever
+happened: services stopped, faust's data directories removed, private topics deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.baseline import RawTopics, run_baseline
+from bench.config import TASK_TYPE, BenchConfig, BenchError
+from bench.driver import Driver
+from bench.results import BaselineResult
+from bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
+from bench.watchers import EventWatcher, ProjectionWatcher, RssSampler
+from foldflow.definitions import Definition
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from producers import Publisher
+from schemas.messages import DefinitionRegistered, Envelope
+
+__all__ = ["Progress", "Session", "code_version", "cpu_meter"]
+
+SERVICE_PACKAGES = ("foldflow", "schemas", "producers", "processors", "workers", "projections")
+Progress = Callable[[str], None]
+
+
+def code_version() -> str:
+    """Which code the services run: its directory, git commit and uncommitted changes
+    (or ``FOLDFLOW_BENCH_CODE``, say for a ``git archive`` snapshot)."""
+    import foldflow
+
+    root = Path(foldflow.__file__).resolve().parents[1]
+    label = os.environ.get("FOLDFLOW_BENCH_CODE")  # e.g. the commit a snapshot came from
+    if label:
+        return f"{root} ({label})"
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", *SERVICE_PACKAGES],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return f"{root} (not a git checkout)"
+    changes = f", {len(dirty)} uncommitted change(s) in the services' packages" if dirty else ""
+    return f"{root} at {head.strip()}{changes}"
+
+
+def _service_env(settings: Settings, log_level: str | None) -> dict[str, str]:
+    env = {
+        "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FOLDFLOW_PARTITIONS": str(settings.partitions),
+        "FOLDFLOW_REPLICATION_FACTOR": str(settings.replication_factor),
+        "FOLDFLOW_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
+        "FOLDFLOW_DATABASE_URL": settings.database_url,
+        "FOLDFLOW_ORCHESTRATOR_STORE": settings.orchestrator_store,
+        "FOLDFLOW_PROCESSING_GUARANTEE": settings.processing_guarantee,
+    }
+    if log_level:
+        env["FOLDFLOW_LOG_LEVEL"] = log_level
+    return env
+
+
+def _delete_topics(settings: Settings, prefix: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result()
+    return len(names)
+
+
+class Session:
+    """One run's resources (settings with a private prefix, services, observers)."""
+
+    def __init__(self, settings: Settings, config: BenchConfig, progress: Progress) -> None:
+        self.config = config
+        self.progress = progress
+        self.run_id = f"bench-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.settings = settings.model_copy(update={"topic_prefix": f"{self.run_id}."})
+        self.topology = Topology.of(self.settings)
+        self.run_dir = (Path(settings.state_dir) / "bench" / self.run_id).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.services: list[ServiceProcess] = []
+        self.publisher: Publisher | None = None
+        self.events: EventWatcher | None = None
+        self.projection: ProjectionWatcher | None = None
+        self.rss: RssSampler | None = None
+        self.notes: list[str] = []
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Migrate the database and create the run's private topics."""
+        from foldflow.admin import ensure_topics
+        from projections.db import upgrade
+
+        self.progress(f"run {self.run_id}: topics {self.settings.topic_prefix}*, "
+                      f"database {self.settings.database_url.rsplit('/', 1)[-1]}")
+        upgrade(self.settings.database_url)
+        ensure_topics(self.settings, task_types=(TASK_TYPE,))
+
+    def baseline(self) -> BaselineResult:
+        """Measure raw Kafka on two more private topics (before any service runs)."""
+        self.progress(f"raw Kafka baseline: {self.config.baseline_messages:,} messages")
+        return run_baseline(
+            self.settings,
+            RawTopics(self.settings.topic_prefix + "bench.raw",
+                      self.settings.topic_prefix + "bench.raw-probe"),
+            messages=self.config.baseline_messages,
+        )
+
+    def start_services(self) -> None:
+        """Start orchestrator, projector and workers; return once each is ready."""
+        env = _service_env(self.settings, self.config.log_level)
+        self.services.append(start_service("orchestrator", ["orchestrator"], env=env,
+                                           run_dir=self.run_dir))
+        self.services.append(start_service("projector", ["projector"], env=env,
+                                           run_dir=self.run_dir))
+        for i in range(self.config.workers):
+            self.services.append(start_service(
+                f"worker-{i + 1}",
+                ["worker", "--types", TASK_TYPE,
+                 "--concurrency", str(self.config.worker_concurrency)],
+                env=env, run_dir=self.run_dir,
+            ))
+        self.progress("starting " + ", ".join(s.name for s in self.services))
+        for service in self.services:
+            service.wait_ready(timeout=self.settings.service_ready_timeout)
+
+    @property
+    def orchestrator(self) -> ServiceProcess:
+        """The orchestrator process (started first)."""
+        return self.services[0]
+
+    def register(self, definition: Definition) -> None:
+        """Publish ``definition`` on the run's ``wf.definitions``."""
+        assert self.publisher is not None
+        payload = DefinitionRegistered(definition.name, definition.version, "default",
+                                       definition.canonical_json())
+        self.publisher.publish(self.topology.definitions, Envelope(
+            event_id=str(uuid.uuid4()), timestamp=int(time.time() * 1000), source="bench",
+            correlation_id=str(uuid.uuid4()), workflow_id=definition.key, payload=payload,
+            tenant="default",
+        ))
+
+    def observe(self, driver: Driver) -> None:
+        """Start the watchers: terminal events feed ``driver`` and the projection poll."""
+        projection = ProjectionWatcher(self.settings.database_url,
+                                       interval=self.config.poll_interval)
+
+        def on_terminal(workflow_id: str) -> None:
+            driver.finished(workflow_id)
+            projection.watch(workflow_id)
+
+        self.projection = projection
+        self.events = EventWatcher(self.settings, self.topology.events, on_terminal=on_terminal)
+        self.rss = RssSampler(self.orchestrator.pid)
+        projection.start()
+        self.events.start()
+        self.rss.start()
+
+    def check_alive(self) -> None:
+        """Raise :class:`BenchError` with the log tail of any service that exited."""
+        dead = [s for s in self.services if not s.alive()]
+        if dead:
+            raise BenchError("; ".join(f"{s.name} exited ({s.process.returncode}):\n{s.tail()}"
+                                       for s in dead))
+
+    # --- tear-down ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop everything this run started and delete its topics (unless kept)."""
+        for observer in (self.events, self.projection, self.rss):
+            if observer is not None:
+                with contextlib.suppress(Exception):
+                    observer.stop()
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.stop(grace=self.settings.service_stop_grace)
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                self.publisher.close()
+        for data_dir in self.run_dir.glob("*-data"):
+            shutil.rmtree(data_dir, ignore_errors=True)
+        if not self.config.keep_topics:
+            with contextlib.suppress(Exception):
+                n = _delete_topics(self.settings, self.settings.topic_prefix)
+                self.progress(f"deleted {n} topics {self.settings.topic_prefix}*")
+
+
+@contextlib.contextmanager
+def cpu_meter(run: Session) -> Iterator[dict[str, float]]:
+    """CPU used while the block runs: ``busy``/``ours`` as shares of the whole machine,
+    ``cores:<process>`` as the average number of cores each process kept busy."""
+    out: dict[str, float] = {}
+
+    def per_process() -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = {s.name: cpu_seconds(s.pid) or 0.0 for s in run.services}
+        used["harness"] = usage.ru_utime + usage.ru_stime
+        return used
+
+    machine_before, before, wall = machine_cpu_times(), per_process(), time.monotonic()
+    yield out
+    machine_after, after, wall = machine_cpu_times(), per_process(), time.monotonic() - wall
+    for name, seconds in after.items():
+        out[f"cores:{name}"] = (seconds - before.get(name, 0.0)) / max(wall, 1e-3)
+    if machine_before and machine_after:
+        total = machine_after[1] - machine_before[1]
+        if total > 0:
+            out["busy"] = (machine_after[0] - machine_before[0]) / total
+            out["ours"] = sum(after.values()) - sum(before.values())
+            out["ours"] /= total
