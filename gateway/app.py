@@ -30,7 +30,7 @@ from gateway.openapi import build_openapi
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
-from gateway.routes import definitions, health, workflows
+from gateway.routes import commands, definitions, health, workflows
 
 __all__ = ["create_app"]
 
@@ -101,5 +101,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(definitions.router)
     app.include_router(workflows.router)
+    app.include_router(commands.router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

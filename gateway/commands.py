@@ -18,7 +18,13 @@ from gateway.errors import DependencyUnavailable
 from producers import PublishError
 from schemas.messages import Envelope, Payload
 
-__all__ = ["CommandSender", "PublishesAsync", "envelope_for", "workflow_id_for_key"]
+__all__ = [
+    "CommandSender",
+    "PublishesAsync",
+    "command_id_for_key",
+    "envelope_for",
+    "workflow_id_for_key",
+]
 
 SOURCE = "gateway"
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6f7c1e-3f7e-4d0f-9a6c-1f0f6a7d2c55")
@@ -36,6 +42,13 @@ def workflow_id_for_key(tenant: str, idempotency_key: str) -> str:
     """The workflow id an ``Idempotency-Key`` stands for: the same for the same tenant+key."""
     # Length-prefixed, so no (tenant, key) pair can collide with another one.
     return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{len(tenant)}:{tenant}:{idempotency_key}"))
+
+
+def command_id_for_key(tenant: str, idempotency_key: str, workflow_id: str, event_type: str) -> str:
+    """The id of a workflow command sent with an ``Idempotency-Key``: a retry repeats it."""
+    parts = (tenant, idempotency_key, workflow_id, event_type)
+    name = "".join(f"{len(part)}:{part};" for part in parts)  # unambiguous
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name))
 
 
 def envelope_for(

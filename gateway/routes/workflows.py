@@ -1,10 +1,9 @@
-"""``/v1/workflows``: start and steer workflows (commands on Kafka), read them (projections).
+"""``/v1/workflows``: start workflows (a command on Kafka) and read them (projections).
 
-A write answers 202 only after the broker acked its command. The workflow id of a start
-is the body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; a
-start whose id already exists is a no-op in the orchestrator, so a retried POST never
-starts a second workflow. Commands to a workflow check the projection first: unknown (or
-another tenant's) is 404, finished is 409.
+A start answers 202 only after the broker acked its command. The workflow id is the
+body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; a start
+whose id already exists is a no-op in the orchestrator, so a retried POST never starts a
+second workflow. Commands to a running workflow live in :mod:`gateway.routes.commands`.
 """
 
 from __future__ import annotations
@@ -13,12 +12,10 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from fastapi.types import DecoratedCallable
 
 from gateway.commands import envelope_for, workflow_id_for_key
 from gateway.context import GatewayContext
@@ -28,10 +25,7 @@ from gateway.schemas import (
     ID_PATTERN,
     NAME_PATTERN,
     TERMINAL_STATUSES,
-    CommandAccepted,
-    CommandCreate,
     EventPage,
-    SignalCreate,
     WorkflowAccepted,
     WorkflowCreate,
     WorkflowPage,
@@ -39,13 +33,7 @@ from gateway.schemas import (
     WorkflowStatus,
 )
 from schemas.messages import (
-    CancelWorkflow,
-    PauseWorkflow,
-    Payload,
-    ResumeWorkflow,
-    SignalWorkflow,
     StartWorkflow,
-    TerminateWorkflow,
     derived_id,
     dump_json,
 )
@@ -57,7 +45,6 @@ router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 _DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_COMMAND_ERRORS = problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 _ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
 
 
@@ -229,85 +216,3 @@ async def get_events(
         raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
     next_cursor = str(events[-1].sequence) if len(events) == limit else None
     return EventPage(items=events, next_cursor=next_cursor)
-
-
-async def _command(
-    ctx: GatewayContext, caller_tenant: str, workflow_id: str, payload: Payload, request_id: str
-) -> CommandAccepted:
-    """Publish a command to an existing, unfinished workflow of the caller's tenant."""
-    found = await ctx.reads.get_workflow(caller_tenant, workflow_id)
-    if found is None:
-        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
-    if found.status in TERMINAL_STATUSES:
-        raise ProblemError(
-            409, f"workflow {workflow_id} is {found.status}", kind="workflow-finished"
-        )
-    envelope = envelope_for(
-        workflow_id, payload, tenant=caller_tenant, correlation_id=request_id
-    )
-    await ctx.commands.send(ctx.topology.commands, envelope)
-    return CommandAccepted(id=workflow_id, command=envelope.event_type)
-
-
-def _command_route(action: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    return router.post(
-        f"/{{workflow_id}}/{action}",
-        summary=summary,
-        status_code=202,
-        response_model=CommandAccepted,
-        dependencies=[JsonBody],
-        responses={202: {"description": "the command was acked by Kafka"}, **_COMMAND_ERRORS},
-    )
-
-
-@_command_route("cancel", "Cancel (compensate, then end)")
-async def cancel_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
-    body: CommandCreate | None = None,
-) -> CommandAccepted:  # fmt: skip
-    """Compensate the completed steps, then end ``cancelled``."""
-    reason = body.reason if body else None
-    return await _command(ctx, caller.tenant, workflow_id, CancelWorkflow(reason=reason),
-                          request.state.request_id)  # fmt: skip
-
-
-@_command_route("pause", "Pause (dispatch no new tasks)")
-async def pause_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
-    body: CommandCreate | None = None,
-) -> CommandAccepted:  # fmt: skip
-    """Stop dispatching new tasks; running ones may finish."""
-    reason = body.reason if body else None
-    return await _command(ctx, caller.tenant, workflow_id, PauseWorkflow(reason=reason),
-                          request.state.request_id)  # fmt: skip
-
-
-@_command_route("resume", "Resume after a pause")
-async def resume_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
-    body: CommandCreate | None = None,
-) -> CommandAccepted:  # fmt: skip
-    """Dispatch again after a pause."""
-    reason = body.reason if body else None
-    return await _command(ctx, caller.tenant, workflow_id, ResumeWorkflow(reason=reason),
-                          request.state.request_id)  # fmt: skip
-
-
-@_command_route("terminate", "Terminate at once")
-async def terminate_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
-    body: CommandCreate | None = None,
-) -> CommandAccepted:  # fmt: skip
-    """End ``terminated`` at once, without compensation."""
-    reason = body.reason if body else None
-    return await _command(ctx, caller.tenant, workflow_id, TerminateWorkflow(reason=reason),
-                          request.state.request_id)  # fmt: skip
-
-
-@_command_route("signals", "Send a signal")
-async def signal_workflow(
-    workflow_id: IdParam, body: SignalCreate, caller: WorkflowWriter, ctx: Ctx, request: Request
-) -> CommandAccepted:
-    """Deliver named data to the workflow (a ``signal`` step waits for it)."""
-    command = SignalWorkflow(name=body.name, data_json=dump_json(body.data))
-    return await _command(ctx, caller.tenant, workflow_id, command, request.state.request_id)

@@ -316,3 +316,25 @@ async def _created(client: httpx.AsyncClient, keys: Keys, definition: str) -> li
     page = await client.get("/v1/workflows", params={"definition": definition},
                             headers=bearer(keys.acme))  # fmt: skip
     return [w["created_at"] for w in page.json()["items"]]
+
+
+async def test_a_retried_command_with_an_idempotency_key_repeats_its_id(
+    client: httpx.AsyncClient, keys: Keys, command_log: TopicLog, events: EventWriter
+) -> None:
+    workflow_id = new_id("retry")
+    events.start(workflow_id, tenant="acme")
+    await _projected(client, keys.acme, workflow_id, "running")
+    signal = {"name": "approve", "data": {"ok": True}}
+
+    for key in ("sig-1", "sig-1", "sig-2"):
+        sent = await client.post(f"/v1/workflows/{workflow_id}/signals", json=signal,
+                                 headers={**bearer(keys.acme), "Idempotency-Key": key})
+        assert sent.status_code == 202
+    unkeyed = await client.post(f"/v1/workflows/{workflow_id}/pause", headers=bearer(keys.acme))
+    assert unkeyed.status_code == 202
+
+    sent_ids = [e.event_id for e, _ in command_log.wait_for(
+        lambda e: e.workflow_id == workflow_id, count=4)]  # fmt: skip
+    assert len(sent_ids) == 4
+    assert sent_ids[0] == sent_ids[1]  # the retry: the orchestrator applies it once
+    assert len({sent_ids[0], sent_ids[2], sent_ids[3]}) == 3

@@ -63,3 +63,16 @@ def test_a_client_is_its_credential_or_else_its_address() -> None:
     assert "k1" not in client_id(with_key)  # hashed, never the key itself
     assert client_id(with_key) != client_id(other_key)
     assert client_id(anonymous) == "ip:10.0.0.1"
+
+
+def test_a_command_id_for_a_key_is_stable_and_specific() -> None:
+    from gateway.commands import command_id_for_key
+
+    first = command_id_for_key("acme", "k", "wf-1", "workflow.cancel.v1")
+    assert command_id_for_key("acme", "k", "wf-1", "workflow.cancel.v1") == first
+    for other in (("globex", "k", "wf-1", "workflow.cancel.v1"),
+                  ("acme", "k2", "wf-1", "workflow.cancel.v1"),
+                  ("acme", "k", "wf-2", "workflow.cancel.v1"),
+                  ("acme", "k", "wf-1", "workflow.pause.v1"),
+                  ("acme:k", "", "wf-1", "workflow.cancel.v1")):  # fmt: skip
+        assert command_id_for_key(*other) != first
