@@ -67,6 +67,12 @@ def component_of(frame: str) -> str:
     return Path(path).stem or "?"
 
 
+def _is_project_code(frame: str) -> bool:
+    """A frame of Foldflow's own packages, the CLI's composition roots left out (they wrap
+    every sample of a service)."""
+    return component_of(frame) in _PROJECT_PACKAGES and "/foldflow/cli/" not in frame
+
+
 def _function(frame: str) -> str:
     match = _FRAME.match(frame.strip())
     if not match:
@@ -114,7 +120,7 @@ def summarize_collapsed(
         leaf = frames[-1]
         components[component_of(leaf)] += count
         self_time[_function(leaf)] += count
-        for name in {_function(f) for f in frames if component_of(f) in _PROJECT_PACKAGES}:
+        for name in {_function(f) for f in frames if _is_project_code(f)}:
             inclusive[name] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:

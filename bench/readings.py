@@ -43,6 +43,16 @@ def diagnose(result: BenchResult) -> list[str]:
         note = _breakdown_note(p, result.steps)
         if note is not None:
             notes.append(note)
+    saturated = result.phase("throughput")
+    parts = time_breakdown(saturated, result.steps) if saturated is not None else None
+    if parts is not None:
+        total = sum(ms for _, ms in parts) or 1.0
+        workers = dict(parts)["workers"] / total
+        if workers >= 0.6:
+            notes.append(f"under saturation {workers:.0%} of a workflow's time is spent between "
+                         "a task command and its result: the workers are the bottleneck "
+                         "(their queue, not the handler); try more --workers or "
+                         "--worker-concurrency to see how far the rest goes")
     machine = result.machine
     if machine.busy_share is not None and machine.busy_share >= 0.9:
         others = machine.busy_share - (machine.ours_share or 0.0)

@@ -101,6 +101,7 @@ COLLAPSED = [  # py-spy record --format raw --threads --full-filenames
     f"thread (28847): MainThread;{LOOP};handle (/work/main/processors/runner.py:99);"
     "encode (/work/main/schemas/codec.py:50) 50",
     f"thread (28850): publisher-orchestrator;{LOOP};"
+    "run_orchestrator (/work/main/foldflow/cli/orchestrator.py:60);"
     "getmany (/app/.venv/lib/python3.11/site-packages/aiokafka/consumer/consumer.py:1) 20",
 ]
 

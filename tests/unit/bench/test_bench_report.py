@@ -216,3 +216,12 @@ def test_comparing_with_an_earlier_run_uses_the_ratios() -> None:
 def test_an_unrelated_document_has_no_previous_figures() -> None:
     assert load_previous({}) == {}
     assert load_previous({"figures": [{"value": 1}]}) == {}
+
+
+def test_workers_holding_workflows_back_are_named() -> None:
+    res = result()
+    slow_workers = replace(res.phases[0], start_to_completed_ms=lat(3000, 3000, 3000),
+                           turnaround_ms=lat(950, 990, 999), dispatch_ms=lat(40, 60, 80))
+    notes = diagnose(replace(res, phases=[slow_workers]))
+    assert any("95% of a workflow's time" in n and "the workers are the bottleneck" in n
+               for n in notes)
