@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
 from bench.analysis import Observations, analyse_phase
 from bench.collect import find_topic, read_topic
 from bench.config import TASK_TYPE, BenchConfig, BenchError
@@ -223,6 +225,9 @@ def run_benchmark(
             time.sleep(0.1)
         rss_end = run.rss.now() or 0.0
         obs = _observations(run, driver)
+        if run.events is not None and run.events.timestamp_type != TIMESTAMP_LOG_APPEND_TIME:
+            run.notes.append("Kafka timestamps are producer create times, not broker append "
+                             "times: dispatch and turnaround include producer queueing")
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=agent) for w, agent in windows]
         rss_samples = run.rss.samples or [rss_end]

@@ -107,14 +107,35 @@ class Session:
     # --- set-up -------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Migrate the database and create the run's private topics."""
-        from foldflow.admin import ensure_topics
+        """Migrate the database and create the run's private topics.
+
+        The topics are those of ``foldflow topics ensure`` (same partitions, cleanup,
+        retention) plus ``message.timestamp.type=LogAppendTime``: every record's Kafka
+        timestamp is then the moment the broker appended it, i.e. acked it (RF 1), which
+        is what DESIGN §14 times ("result acked → next task command acked"). No Foldflow
+        service reads record timestamps (they use the envelope's), so nothing else changes.
+        """
+        from confluent_kafka.admin import NewTopic
+
+        from foldflow.admin import admin_client, ensure_topics
+        from foldflow.topics import topic_specs
         from projections.db import upgrade
 
         self.progress(f"run {self.run_id}: topics {self.settings.topic_prefix}*, "
                       f"database {self.settings.database_url.rsplit('/', 1)[-1]}")
         upgrade(self.settings.database_url)
-        ensure_topics(self.settings, task_types=(TASK_TYPE,))
+        admin = admin_client(self.settings)
+        specs = topic_specs(self.settings, task_types=(TASK_TYPE,))
+        futures = admin.create_topics(
+            [NewTopic(spec.name, num_partitions=spec.partitions,
+                      replication_factor=spec.replication_factor,
+                      config={**spec.config, "message.timestamp.type": "LogAppendTime"})
+             for spec in specs],
+            operation_timeout=30,
+        )
+        for future in futures.values():
+            future.result()
+        ensure_topics(self.settings, task_types=(TASK_TYPE,), admin=admin)  # waits, checks
 
     def baseline(self) -> BaselineResult:
         """Measure raw Kafka on two more private topics (before any service runs)."""

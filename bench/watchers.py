@@ -70,6 +70,8 @@ class EventWatcher:
         self.on_terminal = on_terminal
         self.event_times: list[int] = []
         self.completions: dict[str, Completion] = {}
+        #: confluent_kafka's TIMESTAMP_* type of the records seen (append or create time)
+        self.timestamp_type: int | None = None
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -100,7 +102,7 @@ class EventWatcher:
             for msg in [first, *self._consumer.consume(500, 0)]:
                 if msg.error() is not None:
                     continue
-                kafka_ms = msg.timestamp()[1]
+                self.timestamp_type, kafka_ms = msg.timestamp()
                 self.event_times.append(kafka_ms)
                 status = TERMINAL_EVENTS.get(header(msg, "event_type") or b"")
                 if status is None:
