@@ -87,6 +87,9 @@ def build_figures(result: BenchResult) -> list[Figure]:
                 Figure("orchestrator_ms_per_input", "orchestrator ms per input (→ acked)",
                        throughput.agent.mean_ms, "ms", load=load),
             ]
+        if throughput.workers is not None:
+            figures.append(Figure("worker_ms_per_task", "worker ms per task (→ acked)",
+                                  throughput.workers.mean_ms, "ms", load=load))
         figures += _latency_figures(
             "saturated_start_to_completed", "start→completed",
             throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,

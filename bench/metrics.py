@@ -59,7 +59,7 @@ def agent_load(before: HandlingTotals, after: HandlingTotals, wall_s: float) -> 
     )
 
 
-def scrape(port: int, *, handler: str = "orchestrator") -> HandlingTotals | None:
+def scrape(port: int, *, handler: str) -> HandlingTotals | None:
     """Read the totals from ``http://127.0.0.1:<port>/metrics``; None when unreachable."""
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0)

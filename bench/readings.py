@@ -36,6 +36,22 @@ def _breakdown_note(phase: PhaseResult, steps: int) -> str | None:
     return f"{phase.name} phase ({phase.mode}): a workflow's mean {total:,.0f} ms goes to {shares}"
 
 
+def _workers_note(phase: PhaseResult) -> str | None:
+    """Split the worker turnaround into waiting to be taken and being handled."""
+    workers, turnaround = phase.workers, phase.turnaround_ms
+    if workers is None or workers.mean_ms is None or turnaround is None:
+        return None
+    waiting = max(0.0, turnaround.mean - workers.mean_ms)
+    line = (f"workers in the {phase.name} phase: {workers.inputs_per_s:,.0f} tasks/s, "
+            f"{workers.mean_ms:.1f} ms from taking a task to its result acked, "
+            f"{workers.in_flight:.1f} in hand on average; of a {turnaround.mean:,.0f} ms "
+            f"turnaround a task spends ~{waiting:,.0f} ms before a worker takes it")
+    if waiting > 2 * workers.mean_ms and waiting > 50:
+        line += (" — in the topic or the worker before its handler starts (fetch, poll "
+                 "loop, a free slot), not in the handler")
+    return line
+
+
 def diagnose(result: BenchResult) -> list[str]:
     """Plain-language readings of the run: where the time goes."""
     notes: list[str] = []
@@ -44,6 +60,10 @@ def diagnose(result: BenchResult) -> list[str]:
         if note is not None:
             notes.append(note)
     saturated = result.phase("throughput")
+    if saturated is not None:
+        note = _workers_note(saturated)
+        if note is not None:
+            notes.append(note)
     parts = time_breakdown(saturated, result.steps) if saturated is not None else None
     if parts is not None:
         total = sum(ms for _, ms in parts) or 1.0

@@ -173,6 +173,9 @@ def _context_table(result: BenchResult) -> Table:
         if p.agent is not None and p.agent.mean_ms is not None:
             agent = (f"; orchestrator {p.agent.inputs_per_s:,.0f} inputs/s, "
                      f"{p.agent.mean_ms:.1f} ms each, {p.agent.in_flight:.1f} in hand")
+        if p.workers is not None and p.workers.mean_ms is not None:
+            agent += (f"; workers {p.workers.inputs_per_s:,.0f} tasks/s, "
+                      f"{p.workers.mean_ms:.1f} ms each, {p.workers.in_flight:.1f} in hand")
         table.add_row(
             f"phase {p.name}",
             f"{p.mode}, {p.seconds:.1f}s: {p.started:,} started, {p.completed:,} completed"

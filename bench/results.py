@@ -75,9 +75,10 @@ class BaselineResult:
 
 @dataclass(frozen=True)
 class AgentLoad:
-    """The orchestrator over a phase: inputs/s, mean ms per input (taken → its messages
-    acked) and the mean number of inputs in hand (Little's law: 1.0 for a serial agent
-    that is never idle)."""
+    """A service over a phase, from its ``foldflow_message_handling_seconds``: inputs/s,
+    mean ms per input (taken → its messages acked) and the mean number of inputs in hand
+    (Little's law: 1.0 for a serial agent that is never idle). ``PhaseResult.agent`` is
+    the orchestrator's, ``PhaseResult.workers`` all workers' together."""
 
     inputs_per_s: float
     mean_ms: float | None
@@ -103,6 +104,7 @@ class PhaseResult:
     turnaround_ms: LatencySummary | None
     projection_lag_ms: LatencySummary | None
     agent: AgentLoad | None = None
+    workers: AgentLoad | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
@@ -28,7 +28,7 @@ from bench.config import TASK_TYPE, BenchConfig, BenchError
 from bench.driver import Driver
 from bench.figures import targets_for
 from bench.lines import build_figures
-from bench.metrics import agent_load, scrape
+from bench.metrics import HandlingTotals, agent_load, scrape
 from bench.profile import find_py_spy, record, summarize_collapsed
 from bench.readings import diagnose
 from bench.results import (
@@ -71,14 +71,33 @@ def bench_definition(steps: int) -> Definition:
     return Definition.from_data(data)
 
 
-def _measured(run: Session, phase: Callable[[], PhaseWindow]
-              ) -> tuple[PhaseWindow, AgentLoad | None]:
-    """Run a load phase between two scrapes of the orchestrator's handling metrics."""
-    port = run.orchestrator.metrics_port
-    before, began = scrape(port), time.monotonic()
+@dataclass(frozen=True)
+class _Loads:
+    orchestrator: AgentLoad | None
+    workers: AgentLoad | None
+
+
+def _totals(run: Session, handler: str) -> HandlingTotals | None:
+    """``handler``'s handling totals summed over every service process that serves it."""
+    found = [scrape(s.metrics_port, handler=handler) for s in run.services]
+    present = [t for t in found if t is not None and t.count > 0]
+    if not present:
+        return None if all(t is None for t in found) else HandlingTotals(0.0, 0.0)
+    return HandlingTotals(sum(t.seconds for t in present), sum(t.count for t in present))
+
+
+def _measured(run: Session, phase: Callable[[], PhaseWindow]) -> tuple[PhaseWindow, _Loads]:
+    """Run a load phase between two scrapes of the services' handling metrics."""
+    before = {h: _totals(run, h) for h in ("orchestrator", "worker")}
+    began = time.monotonic()
     window = phase()
-    after, wall = scrape(port), time.monotonic() - began
-    return window, agent_load(before, after, wall) if before and after else None
+    wall = time.monotonic() - began
+    after = {h: _totals(run, h) for h in ("orchestrator", "worker")}
+    loads = {
+        h: agent_load(b, a, wall) if (b := before[h]) and (a := after[h]) else None
+        for h in before
+    }
+    return window, _Loads(loads["orchestrator"], loads["worker"])
 
 
 def _warm_up(run: Session, driver: Driver, concurrency: int) -> None:
@@ -229,7 +248,8 @@ def run_benchmark(
             run.notes.append("Kafka timestamps are producer create times, not broker append "
                              "times: dispatch and turnaround include producer queueing")
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
-                          agent=agent) for w, agent in windows]
+                          agent=loads.orchestrator, workers=loads.workers)
+                  for w, loads in windows]
         rss_samples = run.rss.samples or [rss_end]
         held = len(driver.starts) - held_idle
         state_bytes = _state_bytes(run)

@@ -63,7 +63,8 @@ def bench(
     profile: bool = typer.Option(
         False, "--profile", help="When a target is missed, py-spy the orchestrator under "
                                  "load and show where its time goes."),
-    profile_seconds: float = typer.Option(8.0, "--profile-seconds", min=1),
+    profile_seconds: float = typer.Option(8.0, "--profile-seconds", min=1,
+                                          help="How long py-spy samples (under load)."),
     log_level: str | None = typer.Option(
         None, "--log-level", help="FOLDFLOW_LOG_LEVEL of the services (default: settings)."),
     keep_topics: bool = typer.Option(False, "--keep-topics",

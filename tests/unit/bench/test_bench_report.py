@@ -225,3 +225,13 @@ def test_workers_holding_workflows_back_are_named() -> None:
     notes = diagnose(replace(res, phases=[slow_workers]))
     assert any("95% of a workflow's time" in n and "the workers are the bottleneck" in n
                for n in notes)
+
+
+def test_tasks_waiting_before_a_worker_takes_them() -> None:
+    res = result()
+    slow = replace(res.phases[0], turnaround_ms=lat(900, 990, 999),
+                   workers=AgentLoad(40.0, 12.0, 0.5))
+    notes = diagnose(replace(res, phases=[slow]))
+    (note,) = [n for n in notes if n.startswith("workers in the throughput phase")]
+    assert "40 tasks/s, 12.0 ms from taking a task" in note
+    assert "~888 ms before a worker takes it" in note and "not in the handler" in note
