@@ -197,6 +197,62 @@ def _profile(run: Session, driver: Driver) -> ProfileResult | None:
                          summary.threads)
 
 
+def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, _Loads]],
+                                                        dict[str, float]]:
+    """The throughput phase, then the latency phase; each drained before the next."""
+    config = run.config
+    with cpu_meter(run) as cpu:
+        run.progress(f"throughput phase: {config.concurrency} in flight for "
+                     f"{config.duration:.0f}s" + (f" or {config.total:,} starts"
+                                                    if config.total else ""))
+        windows = [_measured(run, lambda: driver.closed_loop(
+            "throughput", concurrency=config.concurrency, seconds=config.duration,
+            total=config.total))]
+        _drain(run, driver, "throughput")
+        run.check_alive()
+        if config.latency_duration > 0:
+            per_second, why = latency_rate(config, _first_look(run, windows[0][0]))
+            run.notes.append(f"latency phase at {per_second:,.0f} starts/s: {why}")
+            run.progress(f"latency phase: {per_second:,.0f} starts/s for "
+                         f"{config.latency_duration:.0f}s")
+            windows.append(_measured(run, lambda: driver.open_loop(
+                "latency", per_second=per_second, seconds=config.latency_duration,
+                max_in_flight=max(config.concurrency, int(per_second * 30)),
+            )))
+            _drain(run, driver, "latency")
+    run.check_alive()
+    return windows, cpu
+
+
+def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int) -> MemoryResult:
+    """The orchestrator's memory, projected to 100k workflows (from the RSS slope when
+    enough workflows were held, else from the stored state size)."""
+    assert run.rss is not None
+    state_bytes = _state_bytes(run)
+    projected, projected_from = projected_rss_mb(idle_mb, end_mb, held), "RSS slope"
+    if projected is None:
+        projected = projected_from_state_mb(idle_mb, state_bytes)
+        projected_from = "state size"
+        run.notes.append(
+            f"RSS at 100k projected from the stored state size (+{ENTRY_OVERHEAD_BYTES} B "
+            f"per entry), not from the RSS slope: {held:,} workflows held is too few "
+            f"(< {MIN_WORKFLOWS_TO_PROJECT:,}) for a meaningful slope")
+    store = run.settings.orchestrator_store.split(":", 1)[0]
+    if store == "memory":
+        run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
+                         "(terminal ones too); the RSS target is for rocksdb://")
+    return MemoryResult(
+        store=store,
+        rss_idle_mb=idle_mb,
+        rss_peak_mb=max(run.rss.samples or [end_mb]),
+        rss_end_mb=end_mb,
+        workflows_held=held,
+        projected_mb=projected,
+        state_bytes=state_bytes,
+        projected_from=projected_from,
+    )
+
+
 def run_benchmark(
     settings: Settings, config: BenchConfig, *, progress: Progress = lambda _l: None
 ) -> BenchResult:
@@ -214,32 +270,12 @@ def run_benchmark(
         driver = Driver(run.publisher, run.topology, definition=definition.name,
                         run_id=run.run_id, progress=progress)
         run.observe(driver)
-        assert run.rss is not None
+        assert run.rss is not None and run.projection is not None
         _warm_up(run, driver, config.concurrency)
         rss_idle, held_idle = run.rss.now() or 0.0, len(driver.starts)
 
-        with cpu_meter(run) as cpu:
-            progress(f"throughput phase: {config.concurrency} in flight for "
-                     f"{config.duration:.0f}s" + (f" or {config.total:,} starts"
-                                                    if config.total else ""))
-            windows = [_measured(run, lambda: driver.closed_loop(
-                "throughput", concurrency=config.concurrency, seconds=config.duration,
-                total=config.total))]
-            _drain(run, driver, "throughput")
-            run.check_alive()
-            if config.latency_duration > 0:
-                per_second, why = latency_rate(config, _first_look(run, windows[0][0]))
-                run.notes.append(f"latency phase at {per_second:,.0f} starts/s: {why}")
-                progress(f"latency phase: {per_second:,.0f} starts/s for "
-                         f"{config.latency_duration:.0f}s")
-                windows.append(_measured(run, lambda: driver.open_loop(
-                    "latency", per_second=per_second, seconds=config.latency_duration,
-                    max_in_flight=max(config.concurrency, int(per_second * 30)),
-                )))
-                _drain(run, driver, "latency")
-        run.check_alive()
-        assert run.projection is not None
-        deadline = time.monotonic() + 30
+        windows, cpu = _load_phases(run, driver)
+        deadline = time.monotonic() + 30  # the projector catches up with the last ones
         while run.projection.pending() and time.monotonic() < deadline:
             time.sleep(0.1)
         rss_end = run.rss.now() or 0.0
@@ -250,35 +286,13 @@ def run_benchmark(
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=loads.orchestrator, workers=loads.workers)
                   for w, loads in windows]
-        rss_samples = run.rss.samples or [rss_end]
-        held = len(driver.starts) - held_idle
-        state_bytes = _state_bytes(run)
-        projected, projected_from = projected_rss_mb(rss_idle, rss_end, held), "RSS slope"
-        if projected is None:
-            projected = projected_from_state_mb(rss_idle, state_bytes)
-            projected_from = "state size"
-            run.notes.append(
-                f"RSS at 100k projected from the stored state size (+{ENTRY_OVERHEAD_BYTES} B "
-                f"per entry), not from the RSS slope: {held:,} workflows held is too few "
-                f"(< {MIN_WORKFLOWS_TO_PROJECT:,}) for a meaningful slope")
-        memory = MemoryResult(
-            store=run.settings.orchestrator_store.split(":", 1)[0],
-            rss_idle_mb=rss_idle,
-            rss_peak_mb=max(rss_samples),
-            rss_end_mb=rss_end,
-            workflows_held=held,
-            projected_mb=projected,
-            state_bytes=state_bytes,
-            projected_from=projected_from,
-        )
-        if memory.store == "memory":
-            run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
-                             "(terminal ones too); the RSS target is for rocksdb://")
+        memory = _memory(run, idle_mb=rss_idle, end_mb=rss_end,
+                         held=len(driver.starts) - held_idle)
         result = BenchResult(
             run_id=run.run_id,
             started_at=started_at,
             steps=config.steps,
-            config={k: v for k, v in vars(config).items()},
+            config=dict(vars(config)),
             code=code_version(),
             machine=MachineLoad(
                 cpus=os.cpu_count() or 1,
@@ -295,10 +309,11 @@ def run_benchmark(
             notes=run.notes,
         )
         result.notes.extend(diagnose(result))
-        missed = [f for f in build_figures(result) if f.verdict is not None and not f.verdict.met]
         if config.profile:
+            missed = [f for f in build_figures(result)
+                      if f.verdict is not None and not f.verdict.met]
             if missed:
-                result = replace(result, profile=_profile(run, driver), notes=run.notes)
+                result = replace(result, profile=_profile(run, driver))
             else:
                 run.notes.append("--profile: every target met, no profile taken")
         return result
