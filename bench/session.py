@@ -74,7 +74,8 @@ def _service_env(settings: Settings, log_level: str | None) -> dict[str, str]:
     return env
 
 
-def _delete_topics(settings: Settings, prefix: str) -> int:
+def _delete_kafka_state(settings: Settings, prefix: str) -> tuple[int, int]:
+    """Delete the run's topics and consumer groups (every name carries ``prefix``)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -83,7 +84,15 @@ def _delete_topics(settings: Settings, prefix: str) -> int:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 future.result()
-    return len(names)
+    groups: list[str] = []
+    with contextlib.suppress(Exception):
+        listed = admin.list_consumer_groups(request_timeout=30).result()
+        groups = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+        if groups:  # empty now that the services stopped
+            for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    future.result()
+    return len(names), len(groups)
 
 
 class Session:
@@ -222,8 +231,9 @@ class Session:
             shutil.rmtree(data_dir, ignore_errors=True)
         if not self.config.keep_topics:
             with contextlib.suppress(Exception):
-                n = _delete_topics(self.settings, self.settings.topic_prefix)
-                self.progress(f"deleted {n} topics {self.settings.topic_prefix}*")
+                topics, groups = _delete_kafka_state(self.settings, self.settings.topic_prefix)
+                self.progress(f"deleted {topics} topics and {groups} consumer groups "
+                              f"{self.settings.topic_prefix}*")
 
 
 @contextlib.contextmanager
