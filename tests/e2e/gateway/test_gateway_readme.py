@@ -80,7 +80,7 @@ APPROVAL = {
     "name": "approval-demo", "version": 1,
     "steps": [
         {"id": "submit", "task": "builtin.echo", "input": {"request": "${input.request}"}},
-        {"id": "approval", "signal": "approve", "timeout": "2m", "after": ["submit"]},
+        {"id": "approval", "signal": "approve", "timeout": "10m", "after": ["submit"]},
         {"id": "done", "task": "builtin.echo", "after": ["approval"],
          "input": {"by": "${signals.approve.by}"}},
     ],
@@ -89,6 +89,7 @@ APPROVAL = {
 
 
 def _waiting(http: httpx.Client, workflow_id: str) -> dict[str, Any]:
+    found = http.get(f"/v1/workflows/{workflow_id}")
     for _ in range(120):
         found = http.get(f"/v1/workflows/{workflow_id}",
                          params={"wait_for": "running", "timeout": "2s"})  # fmt: skip
@@ -97,7 +98,8 @@ def _waiting(http: httpx.Client, workflow_id: str) -> dict[str, Any]:
         ):
             return dict(found.json())
         time.sleep(0.25)
-    raise AssertionError(f"{workflow_id} never waited for its signal")
+    history = http.get(f"/v1/workflows/{workflow_id}/events").text
+    raise AssertionError(f"{workflow_id} never waited for its signal: {found.text}\n{history}")
 
 
 def test_the_readme_walkthrough(gateway: tuple[str, str]) -> None:

@@ -136,7 +136,7 @@ async def test_a_signal_lets_a_waiting_workflow_finish_and_cancel_ends_another(
         "name": name,
         "steps": [
             {"id": "submit", "task": "builtin.echo", "input": {"request": "${input.request}"}},
-            {"id": "approval", "signal": "approve", "timeout": "2m", "after": ["submit"]},
+            {"id": "approval", "signal": "approve", "timeout": "10m", "after": ["submit"]},
             {"id": "done", "task": "builtin.echo", "after": ["approval"],
              "input": {"by": "${signals.approve.by}"}},
         ],
@@ -162,7 +162,8 @@ async def test_a_signal_lets_a_waiting_workflow_finish_and_cancel_ends_another(
     first = await _wait(client, keys.acme, approved, WAIT)
     assert (first["status"], first["output"]) == ("completed", {"by": "ana"})
     second = await _wait(client, keys.acme, cancelled, WAIT)
-    assert second["status"] == "cancelled"
+    history = await client.get(f"/v1/workflows/{cancelled}/events", headers=bearer(keys.acme))
+    assert second["status"] == "cancelled", (second, history.json())
     late = await client.post(f"/v1/workflows/{cancelled}/signals", headers=bearer(keys.acme),
                              json={"name": "approve", "data": {}})  # fmt: skip
     assert late.status_code == 409
@@ -179,4 +180,5 @@ async def _waiting_for_signal(client: httpx.AsyncClient, keys: Keys, workflow_id
         ):
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{workflow_id} never waited for its signal")
+    history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=bearer(keys.acme))
+    raise AssertionError(f"{workflow_id} never waited for its signal: {history.text}")
