@@ -102,10 +102,14 @@ def create_app(
     the readiness signal of ``foldflow up``).
     """
     topology = Topology.of(settings)
+    # faust's data directory (tables of the memory store keep nothing there), per instance
+    datadir = settings.state_dir / "orchestrator" / (settings.instance_id or "default")
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id(settings),
         broker=_brokers(settings),
         store=settings.orchestrator_store,
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
@@ -152,8 +156,8 @@ def create_app(
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topology.commands}
 
-    def load(key: bytes) -> bytes | None:
-        return table.get(key)
+    def load(record: InputRecord) -> bytes | None:
+        return table.get(record.key or b"")  # the memory store needs no current event
 
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets

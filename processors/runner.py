@@ -99,19 +99,19 @@ class Orchestrator:
         self._known_task_topics: set[str] = set()
 
     async def handle_batch(
-        self, records: Sequence[InputRecord], load: Callable[[bytes], bytes | None]
+        self, records: Sequence[InputRecord], load: Callable[[InputRecord], bytes | None]
     ) -> list[tuple[InputRecord, bytes]]:
         """Apply ``records`` in order; return ``(record, new table value)`` to store, in order.
 
-        ``load(key)`` reads a workflow's stored value. Returns only after every message
-        of the batch was acked; a failed publish is retried (the messages are
-        deterministic, so a retry re-sends identical ones) until it succeeds.
+        ``load(record)`` reads the stored value of the record's workflow. Returns only
+        after every message of the batch was acked; a failed publish is retried (the
+        messages are deterministic, so a retry re-sends identical ones) until it succeeds.
         """
         latest: dict[bytes, bytes | None] = {}
         applied: list[_Applied] = []
         for record in records:
             key = record.key or b""
-            stored = latest[key] if key in latest else load(key)
+            stored = latest[key] if key in latest else load(record)
             done = await self._apply(record, key, stored)
             if done is not None:
                 latest[key] = done.value
@@ -168,6 +168,11 @@ class Orchestrator:
                 state_from_bytes(current.state) if stored
                 else initial_state(message.workflow_id)
             )  # fmt: skip
+            if state.workflow_id != message.workflow_id:
+                raise RuntimeError(
+                    f"the table gave the state of {state.workflow_id!r} for the key "
+                    f"{message.workflow_id!r}"
+                )
             plan = await self._plan(state, message)
         except Exception as exc:  # a bug must not stop every other workflow
             log.exception(

@@ -15,7 +15,15 @@ import typer
 
 from foldflow.settings import Settings, get_settings
 
-__all__ = ["EOS_REFUSAL", "run_orchestrator"]
+__all__ = ["EOS_REFUSAL", "STORE_REFUSAL", "run_orchestrator"]
+
+#: Why a store other than memory:// is refused (docs/internals.md).
+STORE_REFUSAL = (
+    "orchestrator_store: only memory:// is supported for now. With rocksdb:// (rocksdict) "
+    "the orchestrator's integration test left workflows stuck (faust's rocksdb store "
+    "resolves partitions through the current event, which batched handling has to "
+    "juggle); the state is rebuilt from the changelog on start either way."
+)
 
 #: Why FOLDFLOW_PROCESSING_GUARANTEE=exactly_once is refused (docs/internals.md).
 EOS_REFUSAL = (
@@ -41,6 +49,9 @@ def run_orchestrator() -> None:
     settings = get_settings()
     if settings.processing_guarantee == "exactly_once":
         typer.echo(EOS_REFUSAL, err=True)
+        raise typer.Exit(2)
+    if not settings.orchestrator_store.startswith("memory:"):
+        typer.echo(STORE_REFUSAL, err=True)
         raise typer.Exit(2)
     _configure_logging(settings)
     configure_tracing(settings, service="orchestrator")

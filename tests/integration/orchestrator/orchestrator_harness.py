@@ -106,6 +106,7 @@ class Service:
             "FOLDFLOW_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
             "FOLDFLOW_METRICS_PORT": "0",
             "FOLDFLOW_INSTANCE_ID": self.log_path.stem,
+            "FOLDFLOW_STATE_DIR": str(self.log_path.parent / "state"),
             **self.extra_env,
         }
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0

@@ -304,11 +304,19 @@ def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
     assert [c.split("-")[1] if c else None for c in carried] == [trace_id] * len(carried)
 
 
-def test_exactly_once_is_refused_with_the_reason(settings: Settings, log_dir: Path) -> None:
-    eos = Service(
-        "orchestrator-eos", settings, log_dir, args=["orchestrator"],
-        env={"FOLDFLOW_PROCESSING_GUARANTEE": "exactly_once"},
-    ).start()  # fmt: skip
-    assert eos.proc is not None
-    assert eos.proc.wait(timeout=60) == 2
-    assert "exactly_once is refused" in eos.log_text()
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("FOLDFLOW_PROCESSING_GUARANTEE", "exactly_once", "exactly_once is refused"),
+        ("FOLDFLOW_ORCHESTRATOR_STORE", "rocksdb://", "only memory:// is supported"),
+    ],
+)
+def test_unsupported_modes_are_refused_with_the_reason(
+    settings: Settings, log_dir: Path, variable: str, value: str, reason: str
+) -> None:
+    refused = Service(
+        "orchestrator-refused", settings, log_dir, args=["orchestrator"], env={variable: value}
+    ).start()
+    assert refused.proc is not None
+    assert refused.proc.wait(timeout=60) == 2
+    assert reason in refused.log_text()
