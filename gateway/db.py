@@ -44,9 +44,7 @@ def make_engine(database_url: str, *, timeout_s: float) -> Engine:
     )
 
 
-async def call_db(
-    timeout_s: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-) -> T:
+async def call_db(timeout_s: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn(*args, **kwargs)`` on a thread; 503 if it fails to reach PostgreSQL in time."""
     try:
         with anyio.fail_after(timeout_s):

@@ -144,8 +144,9 @@ def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[FieldProble
         if error.get("type") == "json_invalid" and "error" in ctx:
             message = f"invalid JSON: {ctx['error']}"
         out.append(
-            FieldProblem(location=_location(error.get("loc", ())), message=message,
-                         type=error.get("type"))
+            FieldProblem(
+                location=_location(error.get("loc", ())), message=message, type=error.get("type")
+            )
         )
     return out
 

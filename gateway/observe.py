@@ -72,12 +72,15 @@ class ObserveMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with bind(correlation_id=request_id), _tracer.start_as_current_span(
-            f"{method} {scope['path']}",
-            context=propagate.extract(carrier),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-        ) as span:
+        with (
+            bind(correlation_id=request_id),
+            _tracer.start_as_current_span(
+                f"{method} {scope['path']}",
+                context=propagate.extract(carrier),
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+            ) as span,
+        ):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:

@@ -46,8 +46,11 @@ class Readiness:
         if topic is None or topic.error is not None:
             reason = topic.error.str() if topic is not None and topic.error else "missing"
             return Check(False, f"topic {self._topic} unavailable: {reason}")
-        return Check(True, f"{len(metadata.brokers)} broker(s), {self._topic} has "
-                           f"{len(topic.partitions)} partition(s)")
+        return Check(
+            True,
+            f"{len(metadata.brokers)} broker(s), {self._topic} has "
+            f"{len(topic.partitions)} partition(s)",
+        )
 
     def _postgresql(self) -> Check:
         with self._engine.connect() as conn:

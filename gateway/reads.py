@@ -109,9 +109,7 @@ class Reads:
 
     async def get_workflow(self, tenant: str, workflow_id: str) -> WorkflowPublic | None:
         """The tenant's workflow, or None."""
-        view = await call_db(
-            self.timeout_s, queries.get_workflow, self.engine, tenant, workflow_id
-        )
+        view = await call_db(self.timeout_s, queries.get_workflow, self.engine, tenant, workflow_id)
         return None if view is None else _detail(view)
 
     async def wait_for_workflow(

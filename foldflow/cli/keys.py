@@ -17,7 +17,9 @@ err = Console(stderr=True)
 def create(
     tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant the key acts for."),
     scopes: list[str] = typer.Option(
-        ..., "--scopes", "-s",
+        ...,
+        "--scopes",
+        "-s",
         help="workflows:read, workflows:write, definitions:write (repeat or comma-separate).",
     ),
     name: str = typer.Option("cli", "--name", "-n", help="A label to recognise the key by."),

@@ -74,11 +74,14 @@ def _validated(body: dict[str, Any]) -> Definition:
     },
 )
 async def register_definition(
-    body: Annotated[dict[str, Any], Body(
-        description="a workflow definition (DESIGN §6, docs/definitions.md) as JSON",
-        json_schema_extra={"required": ["name", "steps"]},
-        examples=[EXAMPLE],
-    )],
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description="a workflow definition (DESIGN §6, docs/definitions.md) as JSON",
+            json_schema_extra={"required": ["name", "steps"]},
+            examples=[EXAMPLE],
+        ),
+    ],
     caller: DefinitionWriter,
     ctx: Ctx,
     request: Request,
@@ -119,9 +122,7 @@ async def register_definition(
     )
 
 
-@router.get(
-    "", response_model=DefinitionPage, summary="List definitions", responses=_READ_ERRORS
-)
+@router.get("", response_model=DefinitionPage, summary="List definitions", responses=_READ_ERRORS)
 async def list_definitions(caller: WorkflowReader, ctx: Ctx) -> DefinitionPage:
     """Every version of every definition of the caller's tenant, by name then version."""
     return DefinitionPage(items=await ctx.reads.list_definitions(caller.tenant))

@@ -75,8 +75,10 @@ async def readyz(ctx: Ctx, request: Request) -> Readiness | JSONResponse:
         checks=checks,
     )
     return JSONResponse(
-        problem.model_dump(mode="json", exclude_none=True), status_code=503,
-        media_type=PROBLEM_JSON, headers={"Retry-After": "5"},
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=503,
+        media_type=PROBLEM_JSON,
+        headers={"Retry-After": "5"},
     )
 
 

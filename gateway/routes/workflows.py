@@ -96,8 +96,12 @@ async def start_workflow(
     response: Response,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=200,
-               description="retries with the same key start the same (one) workflow"),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="retries with the same key start the same (one) workflow",
+        ),
     ] = None,
 ) -> WorkflowAccepted:
     """Publish ``workflow.start.v1`` for the caller's tenant; 202 once Kafka acked it."""

@@ -107,8 +107,11 @@ def test_the_readme_walkthrough(gateway: tuple[str, str]) -> None:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
                       timeout=30) as http:  # fmt: skip
         assert http.post("/v1/definitions", json=APPROVAL).status_code == 201
-        laptop = http.post("/v1/workflows", headers={"Idempotency-Key": "laptop-1"},
-                           json={"definition": "approval-demo", "input": {"request": "laptop"}})
+        laptop = http.post(
+            "/v1/workflows",
+            headers={"Idempotency-Key": "laptop-1"},
+            json={"definition": "approval-demo", "input": {"request": "laptop"}},
+        )
         assert laptop.status_code == 202, laptop.text
         laptop_id = laptop.json()["id"]
         assert laptop.headers["location"] == f"/v1/workflows/{laptop_id}"
@@ -118,16 +121,25 @@ def test_the_readme_walkthrough(gateway: tuple[str, str]) -> None:
 
         _waiting(http, laptop_id)
         _waiting(http, "yacht-1")
-        assert http.post(f"/v1/workflows/{laptop_id}/signals",
-                         json={"name": "approve", "data": {"by": "ana"}}).status_code == 202
-        assert http.post("/v1/workflows/yacht-1/cancel",
-                         json={"reason": "too expensive"}).status_code == 202
+        assert (
+            http.post(
+                f"/v1/workflows/{laptop_id}/signals",
+                json={"name": "approve", "data": {"by": "ana"}},
+            ).status_code
+            == 202
+        )
+        assert (
+            http.post("/v1/workflows/yacht-1/cancel", json={"reason": "too expensive"}).status_code
+            == 202
+        )
 
-        done = http.get(f"/v1/workflows/{laptop_id}",
-                        params={"wait_for": "terminal", "timeout": "30s"}).json()
+        done = http.get(
+            f"/v1/workflows/{laptop_id}", params={"wait_for": "terminal", "timeout": "30s"}
+        ).json()
         assert (done["status"], done["output"]) == ("completed", {"approved_by": "ana"})
-        cancelled = http.get("/v1/workflows/yacht-1",
-                             params={"wait_for": "terminal", "timeout": "30s"}).json()
+        cancelled = http.get(
+            "/v1/workflows/yacht-1", params={"wait_for": "terminal", "timeout": "30s"}
+        ).json()
         assert cancelled["status"] == "cancelled"
         history = http.get(f"/v1/workflows/{laptop_id}/events").json()["items"]
         assert history[0]["event_type"] == "workflow.started.v1"

@@ -7,7 +7,6 @@ orchestrator-style events; ``command_log`` reads back what the gateway put on
 ``wf.commands`` / ``wf.definitions``.
 """
 
-
 from __future__ import annotations
 
 import sys
@@ -91,8 +90,15 @@ def projector(gw_settings: Settings, gw_engine: Engine, gw_publisher: Publisher)
     """A real projector folding the module's topics into its database, in a thread."""
 
     def dlq(msg: Message, error: BaseException) -> None:
-        gw_publisher.send_to_dlq(msg.topic() or "", msg.key(), msg.value(), msg.headers(), error,
-                                 partition=msg.partition() or 0, offset=msg.offset() or 0)
+        gw_publisher.send_to_dlq(
+            msg.topic() or "",
+            msg.key(),
+            msg.value(),
+            msg.headers(),
+            error,
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+        )
 
     running = Projector(gw_settings, gw_engine, dlq)
     thread = threading.Thread(target=running.run, name="projector", daemon=True)

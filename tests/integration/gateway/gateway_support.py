@@ -1,6 +1,5 @@
 """Helpers of the gateway integration tests (imported by conftest and the tests)."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +27,7 @@ DEFINITION = {
     "version": 1,
     "steps": [{"id": "charge", "task": "builtin.echo", "input": {"amount": "${input.amount}"}}],
 }
+
 
 @contextlib.contextmanager
 def scratch_database(base_url: str) -> Iterator[str]:
@@ -162,4 +162,3 @@ async def eventually(
         await asyncio.sleep(0.1)
         response = await call()
     return response
-

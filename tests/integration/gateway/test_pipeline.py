@@ -144,8 +144,11 @@ async def test_a_signal_lets_a_waiting_workflow_finish_and_cancel_ends_another(
     })  # fmt: skip
     ids = []
     for request in ("laptop", "yacht"):
-        accepted = await client.post("/v1/workflows", headers=bearer(keys.acme),
-                                     json={"definition": name, "input": {"request": request}})
+        accepted = await client.post(
+            "/v1/workflows",
+            headers=bearer(keys.acme),
+            json={"definition": name, "input": {"request": request}},
+        )
         assert accepted.status_code == 202, accepted.text
         ids.append(accepted.json()["id"])
     approved, cancelled = ids

@@ -103,8 +103,9 @@ async def test_the_same_idempotency_key_always_names_one_workflow(
     await _projected(client, keys.acme, workflow_id, "running")
     third = await client.post("/v1/workflows", json=body, headers=headers)
     assert third.status_code == 202 and third.json()["id"] == workflow_id
-    other = await client.post("/v1/workflows", json=body,
-                              headers={**bearer(keys.globex), "Idempotency-Key": key})
+    other = await client.post(
+        "/v1/workflows", json=body, headers={**bearer(keys.globex), "Idempotency-Key": key}
+    )
     assert other.status_code == 422  # globex has no such definition; and never acme's id
 
 
@@ -327,8 +328,11 @@ async def test_a_retried_command_with_an_idempotency_key_repeats_its_id(
     signal = {"name": "approve", "data": {"ok": True}}
 
     for key in ("sig-1", "sig-1", "sig-2"):
-        sent = await client.post(f"/v1/workflows/{workflow_id}/signals", json=signal,
-                                 headers={**bearer(keys.acme), "Idempotency-Key": key})
+        sent = await client.post(
+            f"/v1/workflows/{workflow_id}/signals",
+            json=signal,
+            headers={**bearer(keys.acme), "Idempotency-Key": key},
+        )
         assert sent.status_code == 202
     unkeyed = await client.post(f"/v1/workflows/{workflow_id}/pause", headers=bearer(keys.acme))
     assert unkeyed.status_code == 202

@@ -112,9 +112,11 @@ async def test_rs256_tokens_verify_against_the_public_key_only() -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     authenticator = Authenticator(
         Settings(jwt_public_key=public_pem, jwt_algorithms=("RS256",)), engine=None
     )
