@@ -87,7 +87,8 @@ def _sql_ident(value: str) -> str:
 
 
 def ensure_role_and_database(settings: Settings) -> None:
-    """Create the URL's role (with its password) and database if missing; idempotent."""
+    """Create the URL's role (with its password, allowed to create the test suite's scratch
+    databases) and database if missing; idempotent."""
     url = make_url(settings.database_url)
     user, password, db = url.username or "foldflow", url.password or "", url.database or "foldflow"
     _, port = postgres_address(settings)
@@ -103,8 +104,8 @@ def ensure_role_and_database(settings: Settings) -> None:
 
     role_sql = (
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_sql_literal(user)}) "
-        f"THEN CREATE ROLE {_sql_ident(user)} LOGIN PASSWORD {_sql_literal(password)}; "
-        f"ELSE ALTER ROLE {_sql_ident(user)} LOGIN PASSWORD {_sql_literal(password)}; "
+        f"THEN CREATE ROLE {_sql_ident(user)} LOGIN CREATEDB PASSWORD {_sql_literal(password)}; "
+        f"ELSE ALTER ROLE {_sql_ident(user)} LOGIN CREATEDB PASSWORD {_sql_literal(password)}; "
         "END IF; END $$;"
     )
     psql(role_sql)
