@@ -123,7 +123,9 @@ def create_app(
         topic_disable_leader=True,
         web_enabled=False,
     )
-    publisher = publisher or Publisher(settings, source="orchestrator")
+    publisher = publisher or Publisher(
+        settings, source="orchestrator", config={"logger": logging.getLogger("librdkafka")}
+    )  # librdkafka's own log lines go through logging too (JSON)
     definitions = DefinitionsCache(settings)
     index = TimerIndex()
     orchestrator = Orchestrator(

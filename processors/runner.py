@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
@@ -97,6 +98,10 @@ class Orchestrator:
         self.timer_traces: dict[str, list[tuple[str, bytes]]] = {}
         self._task_types = TaskTypes()
         self._known_task_topics: set[str] = set()
+        self._admin = AdminClient({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
+        })  # fmt: skip
 
     async def handle_batch(
         self, records: Sequence[InputRecord], load: Callable[[InputRecord], bytes | None]
@@ -259,7 +264,9 @@ class Orchestrator:
             and self.topology.task(m.payload.task_type) not in self._known_task_topics
         }
         if wanted:
-            await asyncio.to_thread(ensure_topics, self.settings, task_types=tuple(sorted(wanted)))
+            await asyncio.to_thread(
+                ensure_topics, self.settings, task_types=tuple(sorted(wanted)), admin=self._admin
+            )
             self._known_task_topics.update(self.topology.task(t) for t in wanted)
 
     async def _dead_letter(

@@ -40,6 +40,7 @@ def run_orchestrator() -> None:
     """Run the orchestrator (the faust app) in the foreground."""
     import faust
     from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
 
     from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.metrics import start_metrics_server
@@ -56,7 +57,11 @@ def run_orchestrator() -> None:
     _configure_logging(settings)
     configure_tracing(settings, service="orchestrator")
     try:
-        ensure_topics(settings)
+        admin = AdminClient({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
+        })  # fmt: skip
+        ensure_topics(settings, admin=admin)
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -74,6 +79,7 @@ def run_orchestrator() -> None:
         redirect_stdouts=False,
         quiet=True,
     )
+    worker.spinner = None  # its terminal escapes would break the one-JSON-object-per-line log
     worker.execute_from_commandline()
 
 

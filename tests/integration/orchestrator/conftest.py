@@ -6,6 +6,7 @@ are real subprocesses shared by the module's tests; each test uses its own workf
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from orchestrator_harness import (
     Deployment,
     EventLog,
     Service,
+    json_lines,
     private_settings,
     register_all,
 )
@@ -63,6 +65,8 @@ def orchestrator(settings: Settings, deployment: Deployment, log_dir: Path) -> I
     service.wait_for_log("recovered \\d+ workflows", timeout=STARTUP_S)
     yield service
     assert service.stop() == 0, service.log_text()[-3000:]
+    for line in json_lines(service.log_text()):  # from start to exit: one JSON object a line
+        assert json.loads(line), line
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,15 @@ __all__ = [
 ]
 
 
+def json_lines(text: str) -> list[str]:
+    """The log lines that must be JSON: all but empty ones and librdkafka's own.
+
+    librdkafka writes a few lines straight to stderr (``%6|<ts>|BGQUEUE|...`` when a
+    client handle is torn down) that no Python logging configuration can catch.
+    """
+    return [line for line in text.splitlines() if line and not re.match(r"%\d\|", line)]
+
+
 def status_of(events: list[Envelope]) -> str | None:
     """The terminal status an event history ends in (None: not finished)."""
     for event in reversed(events):

@@ -23,6 +23,7 @@ from orchestrator_harness import (
     Service,
     SignalWorkflow,
     TerminateWorkflow,
+    json_lines,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -240,11 +241,7 @@ def test_orchestrator_logs_are_json_with_workflow_and_trace_ids(
     wf = deployment.start(f"nowhere-{uuid.uuid4().hex[:6]}", {})  # logs a warning
     events.wait_finished([wf], timeout=WAIT_S)
     orchestrator.wait_for_log(f'"workflow_id": "{wf}"', timeout=WAIT_S)
-    lines = [
-        json.loads(line[line.index("{") :])
-        for line in orchestrator.log_text().splitlines()
-        if "{" in line
-    ]
+    lines = [json.loads(line) for line in json_lines(orchestrator.log_text())]
     required = {"timestamp", "level", "message", "workflow_id", "trace_id"}
     assert all(required <= set(x) for x in lines)
     mine = [x for x in lines if x["workflow_id"] == wf]
