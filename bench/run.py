@@ -240,7 +240,7 @@ def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int) -> Memory
     store = run.settings.orchestrator_store.split(":", 1)[0]
     if store == "memory":
         run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
-                         "(terminal ones too); the RSS target is for rocksdb://")
+                         "(terminal ones too); DESIGN's RSS target assumes the RocksDB store")
     return MemoryResult(
         store=store,
         rss_idle_mb=idle_mb,

@@ -58,8 +58,9 @@ def code_version() -> str:
     return f"{root} at {head.strip()}{changes}"
 
 
-def _service_env(settings: Settings, log_level: str | None) -> dict[str, str]:
+def _service_env(settings: Settings, log_level: str | None, state_dir: Path) -> dict[str, str]:
     env = {
+        "FOLDFLOW_STATE_DIR": str(state_dir),
         "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FOLDFLOW_PARTITIONS": str(settings.partitions),
@@ -106,6 +107,7 @@ class Session:
         self.topology = Topology.of(self.settings)
         self.run_dir = (Path(settings.state_dir) / "bench" / self.run_id).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.run_dir / "state"  # the services' FOLDFLOW_STATE_DIR
         self.services: list[ServiceProcess] = []
         self.publisher: Publisher | None = None
         self.events: EventWatcher | None = None
@@ -158,7 +160,7 @@ class Session:
 
     def start_services(self) -> None:
         """Start orchestrator, projector and workers; return once each is ready."""
-        env = _service_env(self.settings, self.config.log_level)
+        env = _service_env(self.settings, self.config.log_level, self.state_dir)
         self.services.append(start_service("orchestrator", ["orchestrator"], env=env,
                                            run_dir=self.run_dir))
         self.services.append(start_service("projector", ["projector"], env=env,
@@ -227,7 +229,8 @@ class Session:
         if self.publisher is not None:
             with contextlib.suppress(Exception):
                 self.publisher.close()
-        for data_dir in self.run_dir.glob("*-data"):
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # faust's table data
+        for data_dir in self.run_dir.glob("*-data"):  # faust's default datadir (older builds)
             shutil.rmtree(data_dir, ignore_errors=True)
         if not self.config.keep_topics:
             with contextlib.suppress(Exception):
