@@ -195,6 +195,9 @@ def create_app(
                     (state.workflow_id, partition, state.timers, state.status in ACTIVE_STATUSES)
                 )
         index.rebuild(entries)
+        pending = {wf for wf, _, timers, _ in entries if timers}
+        for wf in [wf for wf in orchestrator.timer_traces if wf not in pending]:
+            del orchestrator.timer_traces[wf]  # moved to another instance or finished
         ACTIVE_WORKFLOWS.set(index.active_count(owned))
         log.info(
             "recovered %d workflows on partitions %s, %d timers pending",
