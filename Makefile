@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldflow-installed
 
-.PHONY: setup test lint demo stack-up stack-down stack-status constraints
+.PHONY: setup tools test lint demo stack-up stack-down stack-status constraints
 
 setup: $(STAMP)
 
@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The whole suite against real Kafka and PostgreSQL (the session fixture starts the
 # local stack when nothing answers on FOLDFLOW_KAFKA_BOOTSTRAP / FOLDFLOW_DATABASE_URL).
-test: setup
+test: setup tools
 	$(PY) -m pytest
+
+# Prometheus (and its promtool) from Debian's packages, so the dashboard and alert-rule
+# tests run against a real Prometheus; without it those tests skip and say so.
+tools:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	  || echo "prometheus not installed: the Prometheus-backed tests will skip"; }
 
 lint: setup
 	$(VENV)/bin/ruff check .
