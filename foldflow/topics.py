@@ -59,7 +59,9 @@ def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list
         TopicSpec(prefix + COMMANDS, p, rf, delete(7)),
         TopicSpec(prefix + RESULTS, p, rf, delete(7)),
         TopicSpec(prefix + EVENTS, p, rf, delete(-1)),
-        TopicSpec(prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", "min.insync.replicas": isr}),
+        TopicSpec(
+            prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", "min.insync.replicas": isr}
+        ),
         TopicSpec(prefix + DLQ, p, rf, delete(30)),
     ]
     specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]
