@@ -33,7 +33,7 @@ from foldflow.observability.metrics import (
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
-from workers.handling import RecordHandler, Slots
+from workers.handling import RecordHandler, Slots, Ticket
 from workers.offsets import PartitionOffsets
 from workers.registry import TaskRegistry
 
@@ -45,6 +45,13 @@ T = TypeVar("T")
 HANDLER = "worker"
 _MAX_BATCH = 500
 _LAG_EVERY_S = 5.0
+#: Asynchronous commits go out at most this often (the final and revoke commits are
+#: synchronous and immediate); a crash redelivers at most this much more.
+_COMMIT_EVERY_S = 0.05
+#: With every slot taken, wait this long for one to free before pausing the partitions:
+#: short handlers free a slot within milliseconds, and a pause/resume cycle costs far
+#: more (librdkafka drops the prefetched records and refetches after the resume).
+_PAUSE_AFTER_S = 1.0
 
 
 def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
@@ -58,6 +65,10 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
         # A task command produced before the group first joined must still run.
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # Fetch requests the broker holds while a partition has nothing new: a partition
+        # resumed (or newly fed) waits for the request in flight to return before it is
+        # fetched, so the default 500 ms shows up as task latency.
+        "fetch.wait.max.ms": 20,
     }
 
 
@@ -101,6 +112,7 @@ class TaskConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused = False
         self._lag_at = 0.0
+        self._commit_at = 0.0
         #: True once the group gave this consumer its (possibly empty) assignment.
         self.assigned = False
 
@@ -118,7 +130,10 @@ class TaskConsumer:
         )
 
     def _poll(self, free: int) -> list[Message]:
-        self._commit(asynchronous=True)
+        now = time.monotonic()
+        if now - self._commit_at >= _COMMIT_EVERY_S:
+            self._commit_at = now
+            self._commit(asynchronous=True)
         self._report_lag()
         if free <= 0:
             if not self._paused:
@@ -242,6 +257,8 @@ class TaskConsumer:
         """Fetch and dispatch until the worker stops; never fetches past the budget."""
         await self._call(self._subscribe)
         while not self._stopping.is_set():
+            if self._slots.free <= 0:  # pause only if no slot frees up soon
+                await self._slots.wait_free(_PAUSE_AFTER_S)
             for msg in await self._call(self._poll, self._slots.free):
                 self._dispatch(msg)
 
@@ -274,16 +291,18 @@ class TaskConsumer:
             except ValueError:  # the fetch position moved back (offset reset): start afresh
                 tracker = self._offsets[partition] = PartitionOffsets()
                 tracker.start(offset)
-        self._slots.in_use += 1
-        task = asyncio.create_task(self._handle(msg, tracker, offset))
+        ticket = self._slots.take()
+        task = asyncio.create_task(self._handle(msg, tracker, offset, ticket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, msg: Message, tracker: PartitionOffsets, offset: int) -> None:
+    async def _handle(
+        self, msg: Message, tracker: PartitionOffsets, offset: int, ticket: Ticket
+    ) -> None:
         started = time.monotonic()
         outcome = "error"
         try:
-            outcome = await self._handler.handle(msg)
+            outcome = await self._handler.handle(msg, ticket)
         except Exception:
             # Not finished, so never committed: this partition's commits wait for a restart
             # to redeliver it, which is the at-least-once promise.
@@ -293,7 +312,7 @@ class TaskConsumer:
             )
             return
         finally:
-            self._slots.in_use -= 1
+            ticket.done()
             MESSAGES_HANDLED.labels(self.topic, HANDLER, outcome).inc()
             MESSAGE_HANDLING_SECONDS.labels(self.topic, HANDLER).observe(time.monotonic() - started)
         with self._lock:

@@ -25,7 +25,7 @@ from schemas.messages import Envelope, ExecuteTask
 from workers.execution import result_envelope, run_attempt
 from workers.registry import TaskRegistry
 
-__all__ = ["RecordHandler", "Slots"]
+__all__ = ["RecordHandler", "Slots", "Ticket"]
 
 log = logging.getLogger("foldflow.worker")
 tracer = trace.get_tracer("foldflow.worker")
@@ -35,21 +35,81 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
 
 @dataclass
 class Slots:
-    """The worker-wide concurrency budget: ``in_use`` of ``limit`` handlers are running.
+    """The worker-wide concurrency budget, shared by every task type's consumer.
 
-    Only the event loop thread touches it; the semaphore bounds execution and ``free``
-    bounds fetching.
+    ``in_use`` records are in hand (fetched, not yet done); of those, at most ``limit``
+    run a handler at once (the semaphore), and once a record's result is handed to the
+    producer it stops counting against ``limit`` while it waits for its ack: up to
+    ``publish_factor * limit`` records may be in hand in all. ``free`` bounds fetching.
+    Only the event loop thread touches it.
     """
 
     limit: int
     in_use: int = 0
+    publishing: int = 0
+    publish_factor: int = 4
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.limit)
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def free(self) -> int:
-        return self.limit - self.in_use
+        running = self.in_use - self.publishing
+        return max(0, min(self.limit - running, self.limit * self.publish_factor - self.in_use))
+
+    def take(self) -> Ticket:
+        """One fetched record enters the budget; :meth:`Ticket.done` gives it back."""
+        self.in_use += 1
+        return Ticket(self)
+
+    async def wait_free(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until a record leaves the budget; True if free."""
+        if self.free > 0:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self.free > 0
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Ticket:
+    """One record's place in :class:`Slots`: running, then publishing, then done."""
+
+    __slots__ = ("_slots", "_state")
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+        self._state = "running"
+
+    def publishing(self) -> None:
+        """The handler is done and its result is with the producer: free a handler slot."""
+        if self._state == "running":
+            self._state = "publishing"
+            self._slots.publishing += 1
+            self._slots._wake()
+
+    def done(self) -> None:
+        """The record is finished (acked, dead-lettered or given up); idempotent."""
+        if self._state == "done":
+            return
+        if self._state == "publishing":
+            self._slots.publishing -= 1
+        self._state = "done"
+        self._slots.in_use -= 1
+        self._slots._wake()
 
 
 def headers_of(msg: Message) -> list[Header]:
@@ -72,9 +132,11 @@ class RecordHandler:
     pool: Executor
     slots: Slots
 
-    async def handle(self, msg: Message) -> str:
+    async def handle(self, msg: Message, ticket: Ticket | None = None) -> str:
         """Handle one record; returns the outcome label (``ok`` or ``dlq``) once its result
-        (or DLQ copy) is acked."""
+        (or DLQ copy) is acked. The handler slot is released (``ticket.publishing()``) as
+        soon as the result is handed to the producer, not when it is acked, so the ack wait
+        never holds a slot (the caller still commits only after this returns)."""
         try:
             command = decode(msg.value() or b"")
         except CodecError as exc:
@@ -118,7 +180,12 @@ class RecordHandler:
                     extra={**fields, "duration": round(outcome.duration, 6), "error": error},
                 )
                 result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
-                await self.publish_result(result, fields)
+                # Started inside the span (a task copies the context), so the result carries
+                # this attempt's trace headers; produced on the loop's next turn.
+                publishing = asyncio.ensure_future(self.publish_result(result, fields))
+        if ticket is not None:
+            ticket.publishing()
+        await publishing  # cancelling this handler cancels the publish too
         return "ok"
 
     async def publish_result(self, result: Envelope, fields: dict[str, Any]) -> None:

@@ -4,8 +4,10 @@ One confluent-kafka consumer per served task type (topic ``wf.tasks.<type>``, gr
 ``wf.worker.<type>``), all driven by one asyncio loop:
 
 - at most ``concurrency`` handlers run at once across all types (async handlers on the
-  loop, sync ones in a thread pool of that size); when full, the consumers pause their
-  partitions and keep polling, so the group keeps them;
+  loop, sync ones in a thread pool of that size); a result waiting for its ack frees its
+  handler slot (up to 4 * ``concurrency`` records in hand in all); when full, the
+  consumers wait up to a second for a slot, then pause their partitions and keep
+  polling, so the group keeps them;
 - each attempt is bounded by ``ExecuteTask.timeout_ms``;
 - the result (``task.succeeded.v1`` / ``task.failed.v1``) is published to ``wf.results``
   and acked **before** the command's offset is committed, and commits move in order per
@@ -105,7 +107,11 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         own_publisher = self._publisher is None
-        publisher = self._publisher or Publisher(self.settings, source="worker")
+        # A result's ack wait no longer holds a handler slot, but it is on every step's
+        # path: linger 1 ms (not 5) still batches the results of a burst.
+        publisher = self._publisher or Publisher(
+            self.settings, source="worker", config={"linger.ms": 1}
+        )
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="task")
         slots = Slots(self.concurrency)
         consumers = [
