@@ -47,6 +47,8 @@ DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _ID_RE = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+#: A task type names a Kafka topic (``wf.tasks.<type>``): only the characters Kafka allows.
+_TASK_RE = r"^[A-Za-z0-9._-]+$"
 
 
 def parse_duration(value: Any) -> int:
@@ -110,7 +112,7 @@ class RetryPolicy(_Model):
 class Compensation(_Model):
     """The task that undoes a completed step (saga)."""
 
-    task: str = Field(min_length=1)
+    task: str = Field(min_length=1, max_length=200, pattern=_TASK_RE)
     input: dict[str, Any] = Field(default_factory=dict)
     timeout: Duration | None = None
 
@@ -120,7 +122,7 @@ class Step(_Model):
 
     id: str = Field(pattern=_ID_RE, max_length=100)
     kind: StepKind = "task"
-    task: str | None = Field(default=None, min_length=1)
+    task: str | None = Field(default=None, min_length=1, max_length=200, pattern=_TASK_RE)
     sleep: Duration | None = None
     signal: str | None = Field(default=None, pattern=_ID_RE)
     workflow: str | None = Field(default=None, min_length=1)

@@ -42,6 +42,8 @@ TIMER_INTERVAL_S = 0.25
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.005
 GAUGE_INTERVAL_S = 5.0
+RETRY_MIN_S = 0.2  # backoff of a batch whose handling raised
+RETRY_MAX_S = 5.0
 
 
 def app_id(settings: Settings) -> str:
@@ -165,18 +167,50 @@ def create_app(
     def load(record: InputRecord) -> bytes | None:
         return table.get(record.key or b"")  # the memory store needs no current event
 
+    def owned(record: InputRecord) -> bool:
+        return TP(record.topic, record.partition) in app.consumer.assignment()
+
+    async def apply_and_store(records: list[InputRecord]) -> None:
+        for record, value in await orchestrator.handle_batch(records, load):
+            # Written to the record's own changelog partition (not the current
+            # event's, which is the batch's last): a new value, never mutated.
+            key = record.key or b""
+            table.data[key] = value
+            table.send_changelog(record.partition, key, value)
+
+    async def handle_until_stored(records: list[InputRecord]) -> None:
+        """Apply a batch, retrying it until it is stored: it must never escape unapplied.
+
+        An exception out of the agent body does not just restart the agent: faust's
+        take_events acks the batch in its ``finally``, so faust commits the offsets of
+        inputs that were never applied, silently (DESIGN §11). A retry is safe: nothing
+        of the failed attempt was stored, and what it published is re-published
+        identically (the decider is deterministic); records already stored are
+        recognised by their offsets and skipped.
+        """
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                await apply_and_store(records)
+                return
+            except Exception:
+                log.exception(
+                    "handling a batch of %d inputs failed; retrying it in %.1fs",
+                    len(records), delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            records = [r for r in records if owned(r)]  # a revoked partition is not ours
+            if not records:
+                return
+
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets
         # faust commit) a batch's offsets only after this loop body is done with it.
         assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [_record(event.message) for event in events]
-            for record, value in await orchestrator.handle_batch(records, load):
-                # Written to the record's own changelog partition (not the current
-                # event's, which is the batch's last): a new value, never mutated.
-                key = record.key or b""
-                table.data[key] = value
-                table.send_changelog(record.partition, key, value)
+            await handle_until_stored(records)
             for record in records:
                 lag.handled(record.topic, record.partition, record.offset)
 

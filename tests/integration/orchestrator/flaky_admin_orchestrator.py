@@ -1,0 +1,28 @@
+"""``foldflow run orchestrator`` whose first task-topic check fails like a broker admin
+timeout, as it can on a loaded broker. Run as a script by ``test_batch_failures.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+import processors.runner as runner
+from foldflow.cli.orchestrator import run_orchestrator
+
+_real_ensure_topics = runner.ensure_topics
+_calls = 0
+
+
+def _flaky_ensure_topics(*args: Any, **kwargs: Any) -> Any:
+    global _calls
+    _calls += 1
+    if _calls == 1:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected admin timeout"))
+    return _real_ensure_topics(*args, **kwargs)
+
+
+runner.ensure_topics = _flaky_ensure_topics
+
+if __name__ == "__main__":
+    run_orchestrator()
