@@ -65,18 +65,22 @@ class Slots:
 
     async def wait_free(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until a record leaves the budget; True if free."""
-        if self.free > 0:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        return self.free > 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.free <= 0:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -40,3 +40,16 @@ async def test_wait_free_wakes_when_a_slot_frees_and_times_out_otherwise() -> No
     assert await slots.wait_free(0.01) is False
     asyncio.get_running_loop().call_later(0.01, ticket.publishing)
     assert await asyncio.wait_for(slots.wait_free(5.0), 1.0) is True
+
+
+async def test_wait_free_keeps_waiting_through_wakeups_that_free_nothing() -> None:
+    # An ack of a publishing record wakes the waiter but frees no handler slot: it must
+    # keep waiting (not report "full" early, which made the consumer pause its partitions).
+    slots = Slots(1, publish_factor=4)
+    first = slots.take()
+    first.publishing()
+    running = slots.take()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, first.done)  # a wake-up, still no free slot
+    loop.call_later(0.05, running.publishing)
+    assert await asyncio.wait_for(slots.wait_free(2.0), 1.0) is True
