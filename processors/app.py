@@ -204,12 +204,30 @@ def create_app(
             if not records:
                 return
 
+    #: (topic, partition) -> the last input offset handled since the last recovery
+    last_offsets: dict[tuple[str, int], int] = {}
+
+    def check_continuity(records: list[InputRecord]) -> None:
+        # The input topics have no compaction and no transaction markers: a jump means
+        # the consumer never delivered those records, and faust commits past a hole.
+        for record in records:
+            tp = (record.topic, record.partition)
+            last = last_offsets.get(tp)
+            if last is not None and record.offset > last + 1:
+                log.error(
+                    "the consumer skipped %s[%d] offsets %d..%d: never handled",
+                    record.topic, record.partition, last + 1, record.offset - 1,
+                )
+            if last is None or record.offset > last:
+                last_offsets[tp] = record.offset
+
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets
         # faust commit) a batch's offsets only after this loop body is done with it.
         assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [_record(event.message) for event in events]
+            check_continuity(records)
             await handle_until_stored(records)
             for record in records:
                 lag.handled(record.topic, record.partition, record.offset)
@@ -219,6 +237,7 @@ def create_app(
     ready = False
 
     async def rebuild_index() -> None:
+        last_offsets.clear()  # after a rebalance faust re-reads from the committed offsets
         owned = owned_partitions()
         entries = []
         for key, value in table.data.items():

@@ -65,6 +65,7 @@ def test_a_batch_that_raises_is_retried_not_skipped(
     log = flaky_orchestrator.log_text()
     assert "injected admin timeout" in log  # the failure did happen, and was retried
     assert "retrying it in" in log
+    assert "the consumer skipped" not in log  # every input offset reached the agent
     for wf in ids:  # once each: a retried batch re-emits identical events, never new ones
         assert events.types(wf).count("workflow.started.v1") >= 1
         assert len({e.sequence for e in events.by_workflow[wf]}) == len(
