@@ -204,22 +204,55 @@ def create_app(
             if not records:
                 return
 
-    #: (topic, partition) -> the last input offset handled since the last recovery
-    last_offsets: dict[tuple[str, int], int] = {}
+    #: (topic, partition) -> the next input offset to handle, since the last recovery
+    expected: dict[tuple[str, int], int] = {}
+    rewinding: dict[tuple[str, int], float] = {}  # -> when the rewind started
 
-    def check_continuity(records: list[InputRecord]) -> None:
-        # The input topics have no compaction and no transaction markers: a jump means
-        # the consumer never delivered those records, and faust commits past a hole.
+    async def next_offset(tp: TP) -> int:
+        # faust's view of the group's committed offset (set on recovery and each commit)
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+        if committed is not None and committed > 0:
+            return int(committed)
+        return int((await app.consumer.earliest_offsets(tp))[tp])
+
+    async def in_order(records: list[InputRecord]) -> list[InputRecord]:
+        """The records to handle: none past a hole in a partition's offsets.
+
+        The input topics have no compaction and no transaction markers, so a jump means
+        the consumer never delivered those records, and faust's commit moves past an
+        un-acked offset: they would be lost without a trace. The partition is rewound
+        to the hole; what follows it comes again, in order (handled records are
+        recognised by their stored offsets).
+        """
+        keep = []
         for record in records:
             tp = (record.topic, record.partition)
-            last = last_offsets.get(tp)
-            if last is not None and record.offset > last + 1:
+            if not owned(record):  # revoked meanwhile: faust skips it after the rebalance
+                keep.append(record)
+                continue
+            if tp not in expected:
+                expected[tp] = await next_offset(TP(record.topic, record.partition))
+            want = expected[tp]
+            if record.offset > want and time.monotonic() - rewinding.get(tp, 1e18) > 60:
+                log.error("%s[%d]: offsets %d..%d never came back; going on without them",
+                          record.topic, record.partition, want, record.offset - 1)  # fmt: skip
+                want = record.offset
+            if record.offset <= want:
+                keep.append(record)
+                expected[tp] = max(want, record.offset + 1)
+                if record.offset == want:
+                    rewinding.pop(tp, None)
+            elif tp not in rewinding:
                 log.error(
-                    "the consumer skipped %s[%d] offsets %d..%d: never handled",
-                    record.topic, record.partition, last + 1, record.offset - 1,
+                    "the consumer skipped %s[%d] offsets %d..%d: re-reading them",
+                    record.topic, record.partition, want, record.offset - 1,
                 )
-            if last is None or record.offset > last:
-                last_offsets[tp] = record.offset
+                rewinding[tp] = time.monotonic()
+                try:
+                    await app.consumer.seek(TP(record.topic, record.partition), want)
+                except Exception:  # revoked in between: its next owner reads from the commit
+                    log.exception("rewinding %s[%d] failed", record.topic, record.partition)
+        return keep
 
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets
@@ -227,8 +260,7 @@ def create_app(
         assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [_record(event.message) for event in events]
-            check_continuity(records)
-            await handle_until_stored(records)
+            await handle_until_stored(await in_order(records))
             for record in records:
                 lag.handled(record.topic, record.partition, record.offset)
 
@@ -237,7 +269,8 @@ def create_app(
     ready = False
 
     async def rebuild_index() -> None:
-        last_offsets.clear()  # after a rebalance faust re-reads from the committed offsets
+        expected.clear()  # after a rebalance faust re-reads from the committed offsets
+        rewinding.clear()
         owned = owned_partitions()
         entries = []
         for key, value in table.data.items():

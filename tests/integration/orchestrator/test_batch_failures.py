@@ -1,9 +1,12 @@
-"""A batch whose handling raises is retried, never skipped (DESIGN §11).
+"""No input is skipped, whatever fails around it (DESIGN §11: no accepted command is lost).
 
-faust's ``take_events`` acks a batch in its ``finally`` when the agent body raises, so
-faust commits the offsets of inputs that were never applied: before the fix a transient
-failure (here the first task-topic check, as a broker admin timeout) silently lost every
-workflow start of that batch — they never got a single event on ``wf.events``.
+1. faust's ``take_events`` acks a batch in its ``finally`` when the agent body raises, so
+   faust commits the offsets of inputs that were never applied: before the fix a transient
+   failure (the first task-topic check, as a broker admin timeout) silently lost every
+   workflow start of that batch — they never got a single event on ``wf.events``.
+2. Records the consumer never delivers are committed past by faust (its commit skips an
+   un-acked offset at the head): the failed demo run lost a start at offset 0 and results,
+   each costing a 30 s attempt timeout. The orchestrator now rewinds a partition to a hole.
 """
 
 from __future__ import annotations
@@ -13,23 +16,29 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from orchestrator_harness import REPO, STARTUP_S, Deployment, EventLog, Service
+from orchestrator_harness import (
+    REPO,
+    STARTUP_S,
+    Deployment,
+    EventLog,
+    Service,
+    private_settings,
+    register_all,
+)
 
 from foldflow.settings import Settings
 from schemas.messages import StartWorkflow, dump_json
 
-SCRIPT = Path(__file__).resolve().parent / "flaky_admin_orchestrator.py"
+HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def flaky_orchestrator(
-    settings: Settings, deployment: Deployment, log_dir: Path
-) -> Iterator[Service]:
-    """The orchestrator, its first ``ensure_topics`` failing (a broker admin timeout)."""
-    service = Service("flaky-orchestrator", settings, log_dir, args=["orchestrator"])
+def script_orchestrator(script: str, settings: Settings, log_dir: Path) -> Service:
+    """``foldflow run orchestrator`` through a script that patches one thing first."""
+    service = Service(script, settings, log_dir, args=["orchestrator"])
     env = {
         **os.environ,
         "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -37,17 +46,60 @@ def flaky_orchestrator(
         "FOLDFLOW_PARTITIONS": str(settings.partitions),
         "FOLDFLOW_METRICS_PORT": "0",
         "FOLDFLOW_INSTANCE_ID": service.log_path.stem,
-        "FOLDFLOW_STATE_DIR": str(log_dir / "flaky-state"),
+        "FOLDFLOW_STATE_DIR": str(log_dir / f"{service.log_path.stem}-state"),
         "PYTHONPATH": str(REPO),
     }
     service._log = service.log_path.open("ab")
     service.proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT)], env=env, cwd=REPO, stdout=service._log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, str(HERE / f"{script}.py")], env=env, cwd=REPO,
+        stdout=service._log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     service.wait_for_log("recovered \\d+ workflows", timeout=STARTUP_S)
+    return service
+
+
+@pytest.fixture
+def flaky_orchestrator(
+    settings: Settings, deployment: Deployment, log_dir: Path
+) -> Iterator[Service]:
+    """The orchestrator, its first ``ensure_topics`` failing (a broker admin timeout)."""
+    service = script_orchestrator("flaky_admin_orchestrator", settings, log_dir)
     yield service
     service.stop()
+
+
+@dataclass
+class Fresh:
+    """A deployment of its own (offsets from 0), its orchestrator dropping records."""
+
+    deployment: Deployment
+    events: EventLog
+    orchestrator: Service
+
+
+@pytest.fixture
+def fresh(stack: Settings, log_dir: Path) -> Iterator[Fresh]:
+    """Its own topics; the orchestrator's consumer drops a command at offset 0 and a
+    result at offset 1, once each; a worker."""
+    settings = private_settings(stack, partitions=3)
+    deployment = Deployment(settings)
+    register_all(deployment)
+    events = EventLog(settings)
+    orchestrator = script_orchestrator("dropping_orchestrator", settings, log_dir)
+    worker = Service("worker-fresh", settings, log_dir, args=["worker"]).start()
+    yield Fresh(deployment, events, orchestrator)
+    worker.stop()
+    orchestrator.stop()
+    events.close()
+    deployment.close()
+
+
+def start_batch(deployment: Deployment, ids: list[str]) -> None:
+    deployment.publisher.publish_many([  # one publish: they arrive as one batch
+        (deployment.topology.commands,
+         deployment._envelope(wf, StartWorkflow("t-child", None, dump_json({"x": i}))))
+        for i, wf in enumerate(ids)
+    ])  # fmt: skip
 
 
 def test_a_batch_that_raises_is_retried_not_skipped(
@@ -55,11 +107,7 @@ def test_a_batch_that_raises_is_retried_not_skipped(
 ) -> None:
     run = uuid.uuid4().hex[:6]
     ids = [f"batch-{run}-{i}" for i in range(6)]
-    deployment.publisher.publish_many([  # one publish: they arrive as one batch
-        (deployment.topology.commands,
-         deployment._envelope(wf, StartWorkflow("t-child", None, dump_json({"x": i}))))
-        for i, wf in enumerate(ids)
-    ])  # fmt: skip
+    start_batch(deployment, ids)
     statuses = events.wait_finished(ids, timeout=90)
     assert set(statuses.values()) == {"completed"}, statuses
     log = flaky_orchestrator.log_text()
@@ -71,3 +119,18 @@ def test_a_batch_that_raises_is_retried_not_skipped(
         assert len({e.sequence for e in events.by_workflow[wf]}) == len(
             {(e.sequence, e.event_id) for e in events.by_workflow[wf]}
         ), wf
+
+
+def test_inputs_the_consumer_never_delivered_are_read_again(fresh: Fresh) -> None:
+    events, dropping_orchestrator = fresh.events, fresh.orchestrator
+    run = uuid.uuid4().hex[:6]
+    ids = [f"hole-{run}-{i}" for i in range(12)]  # ≥ 2 records after each dropped one
+    start_batch(fresh.deployment, ids)
+    # well under the 30 s attempt timeout that used to cover a lost result
+    statuses = events.wait_finished(ids, timeout=20)
+    assert set(statuses.values()) == {"completed"}, statuses
+    log = dropping_orchestrator.log_text()
+    assert log.count("test: dropped") == 2  # the consumer did drop both records
+    assert log.count("the consumer skipped") >= 2  # ... and the orchestrator saw the holes
+    assert all(e.event_type != "step.attempt_failed.v1"
+               for wf in ids for e in events.by_workflow[wf])  # fmt: skip
