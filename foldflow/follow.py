@@ -22,32 +22,18 @@ from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas import codec
 from schemas.messages import (
+    TERMINAL_STATUS,
     Envelope,
     StepAttemptFailed,
     StepCompleted,
     StepScheduled,
-    WorkflowCancelled,
-    WorkflowCompensated,
-    WorkflowCompensationFailed,
     WorkflowCompleted,
-    WorkflowFailed,
     WorkflowPaused,
     WorkflowResumed,
     WorkflowStarted,
-    WorkflowTerminated,
 )
 
-__all__ = ["TERMINAL", "EventFollower", "Progress", "partition_for", "track"]
-
-#: Terminal event payload → the workflow status it ends in.
-TERMINAL: dict[type, str] = {
-    WorkflowCompleted: "completed",
-    WorkflowFailed: "failed",
-    WorkflowCompensated: "compensated",
-    WorkflowCompensationFailed: "compensation_failed",
-    WorkflowCancelled: "cancelled",
-    WorkflowTerminated: "terminated",
-}
+__all__ = ["EventFollower", "Progress", "partition_for", "track"]
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -75,7 +61,7 @@ class Progress:
     @property
     def terminal(self) -> bool:
         """True once a terminal event arrived."""
-        return self.status in TERMINAL.values()
+        return self.status in TERMINAL_STATUS.values()
 
     @property
     def duration_s(self) -> float | None:
@@ -90,8 +76,12 @@ def track(progress: Progress, event: Envelope) -> Progress:
     p, payload = event.payload, replace(progress, events=progress.events + 1)
     match p:
         case WorkflowStarted():
-            return replace(payload, status="running", started_ms=event.timestamp,
-                           definition=f"{p.definition_name}:{p.definition_version}")
+            return replace(
+                payload,
+                status="running",
+                started_ms=event.timestamp,
+                definition=f"{p.definition_name}:{p.definition_version}",
+            )
         case WorkflowPaused():
             return replace(payload, status="paused")
         case WorkflowResumed():
@@ -102,11 +92,16 @@ def track(progress: Progress, event: Envelope) -> Progress:
             return replace(payload, failed_attempts=payload.failed_attempts + 1)
         case StepCompleted():
             return replace(payload, steps_completed=payload.steps_completed | {p.step_id})
-        case _ if type(p) in TERMINAL:
+        case _ if type(p) in TERMINAL_STATUS:
             output = json.loads(p.output_json) if isinstance(p, WorkflowCompleted) else None
             error = getattr(p, "error", None) or getattr(p, "reason", None)
-            return replace(payload, status=TERMINAL[type(p)], finished_ms=event.timestamp,
-                           output=output, error=error)
+            return replace(
+                payload,
+                status=TERMINAL_STATUS[type(p)],
+                finished_ms=event.timestamp,
+                output=output,
+                error=error,
+            )
     return payload
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from processors.decision import SOURCE
 from processors.state import WorkflowState
 from schemas.messages import (
+    TERMINAL_STATUS,
     ChildFinished,
     ChildWorkflowRequested,
     CompensationScheduled,
@@ -21,25 +22,12 @@ from schemas.messages import (
     Payload,
     StartWorkflow,
     StepScheduled,
-    WorkflowCancelled,
-    WorkflowCompensated,
-    WorkflowCompensationFailed,
     WorkflowCompleted,
     WorkflowFailed,
-    WorkflowTerminated,
     derived_id,
 )
 
 __all__ = ["react"]
-
-_TERMINAL_EVENTS: dict[type, str] = {
-    WorkflowCompleted: "completed",
-    WorkflowFailed: "failed",
-    WorkflowCompensated: "compensated",
-    WorkflowCompensationFailed: "compensation_failed",
-    WorkflowCancelled: "cancelled",
-    WorkflowTerminated: "terminated",
-}
 
 
 def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
@@ -68,8 +56,8 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
             parent_step_id=p.step_id,
         )
         out.append((p.child_workflow_id, start))
-    elif type(p) in _TERMINAL_EVENTS and (parent := _parent_of(state, event)) is not None:
-        status = _TERMINAL_EVENTS[type(p)]
+    elif type(p) in TERMINAL_STATUS and (parent := _parent_of(state, event)) is not None:
+        status = TERMINAL_STATUS[type(p)]
         finished = ChildFinished(
             child_workflow_id=event.workflow_id,
             step_id=parent[1],

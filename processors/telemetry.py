@@ -20,6 +20,7 @@ from foldflow.observability.metrics import (
 from processors.plan import Plan
 from processors.state import WorkflowState
 from schemas.messages import (
+    TERMINAL_STATUS,
     ChildFinished,
     CompensationAttemptFailed,
     CompensationScheduled,
@@ -29,25 +30,10 @@ from schemas.messages import (
     StepScheduled,
     TaskFailed,
     TaskSucceeded,
-    WorkflowCancelled,
-    WorkflowCompensated,
-    WorkflowCompensationFailed,
-    WorkflowCompleted,
-    WorkflowFailed,
     WorkflowStarted,
-    WorkflowTerminated,
 )
 
 __all__ = ["LagGauge", "TaskTypes", "ignored_reason", "record_ignored", "record_plan"]
-
-_FINISHED: dict[type, str] = {
-    WorkflowCompleted: "completed",
-    WorkflowFailed: "failed",
-    WorkflowCompensated: "compensated",
-    WorkflowCompensationFailed: "compensation_failed",
-    WorkflowCancelled: "cancelled",
-    WorkflowTerminated: "terminated",
-}
 
 
 class TaskTypes:
@@ -75,8 +61,9 @@ def record_plan(plan: Plan, task_types: TaskTypes) -> None:
         payload = event.payload
         if isinstance(payload, WorkflowStarted):
             WORKFLOWS_STARTED.labels(definition=payload.definition_name).inc()
-        elif type(payload) in _FINISHED:
-            WORKFLOWS_FINISHED.labels(definition=definition, status=_FINISHED[type(payload)]).inc()
+        elif type(payload) in TERMINAL_STATUS:
+            status = TERMINAL_STATUS[type(payload)]
+            WORKFLOWS_FINISHED.labels(definition=definition, status=status).inc()
         elif isinstance(payload, StepScheduled | CompensationScheduled):
             task_types.scheduled(payload.task_id, payload.task_type)
         elif isinstance(payload, StepAttemptFailed | CompensationAttemptFailed):

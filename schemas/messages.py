@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 __all__ = [
     "MESSAGE_TYPES",
+    "TERMINAL_STATUS",
     "TYPE_NAMES",
     "CancelWorkflow",
     "ChildFinished",
@@ -453,6 +454,16 @@ MESSAGE_TYPES: dict[str, tuple[type, MessageKind]] = {
     "compensation.completed.v1": (CompensationCompleted, "event"),
     "compensation.attempt_failed.v1": (CompensationAttemptFailed, "event"),
     "compensation.failed.v1": (CompensationFailed, "event"),
+}
+
+#: The events that end a workflow -> the terminal status each one ends it in.
+TERMINAL_STATUS: dict[type, str] = {
+    WorkflowCompleted: "completed",
+    WorkflowFailed: "failed",
+    WorkflowCompensated: "compensated",
+    WorkflowCompensationFailed: "compensation_failed",
+    WorkflowCancelled: "cancelled",
+    WorkflowTerminated: "terminated",
 }
 
 #: payload class -> event_type
