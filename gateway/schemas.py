@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.messages import TERMINAL_STATUS
+
 __all__ = [
     "ID_PATTERN",
     "NAME_PATTERN",
@@ -50,7 +52,7 @@ WorkflowStatus = Literal[
     "terminated",
 ]
 WORKFLOW_STATUSES: tuple[str, ...] = typing.get_args(WorkflowStatus)
-TERMINAL_STATUSES = frozenset(WORKFLOW_STATUSES[3:])
+TERMINAL_STATUSES = frozenset(TERMINAL_STATUS.values())
 
 
 class _Body(BaseModel):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foldflow.definitions import Definition
-from schemas.messages import dump_json
+from schemas.messages import TERMINAL_STATUS, dump_json
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -25,9 +25,7 @@ __all__ = [
 ]
 
 #: Terminal workflow statuses; ``new`` is a workflow not started yet.
-TERMINAL_STATUSES = frozenset(
-    {"completed", "failed", "compensated", "compensation_failed", "cancelled", "terminated"}
-)
+TERMINAL_STATUSES = frozenset(TERMINAL_STATUS.values())
 ACTIVE_STATUSES = frozenset({"running", "paused", "compensating"})
 
 #: Timers that wait while a workflow is paused (they would dispatch a task).

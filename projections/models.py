@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from schemas.messages import TERMINAL_STATUS
+
 __all__ = [
     "LIVE_TABLES",
     "TERMINAL_STATUSES",
@@ -49,7 +51,7 @@ WORKFLOW_STATUSES = (
     "cancelled",
     "terminated",
 )
-TERMINAL_STATUSES = frozenset(WORKFLOW_STATUSES[3:])
+TERMINAL_STATUSES = frozenset(TERMINAL_STATUS.values())
 
 metadata = MetaData(
     naming_convention={
