@@ -26,6 +26,7 @@ from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.definitions_cache import DefinitionsCache
 from processors.firing import TimerFirer
+from processors.holes import HoleReader
 from processors.runner import InputRecord, Orchestrator
 from processors.state import ACTIVE_STATUSES, state_from_bytes
 from processors.stored import Stored
@@ -54,19 +55,23 @@ def app_id(settings: Settings) -> str:
 class Resources(Service):
     """The clients the orchestrator owns besides faust's: started and stopped with the app."""
 
-    def __init__(self, *, definitions: DefinitionsCache, publisher: Publisher, **kw: Any) -> None:
+    def __init__(
+        self, *, definitions: DefinitionsCache, publisher: Publisher, holes: HoleReader, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.definitions = definitions
         self.publisher = publisher
+        self.holes = holes
 
     async def on_start(self) -> None:
         """Start reading ``wf.definitions``."""
         await self.definitions.start()
 
     async def on_stop(self) -> None:
-        """Stop the definitions reader, flush and close the publisher."""
+        """Stop the definitions reader, flush and close the publisher and the hole reader."""
         await self.definitions.stop()
         await asyncio.to_thread(self.publisher.close)
+        await asyncio.to_thread(self.holes.close)
 
 
 def _brokers(settings: Settings) -> list[str]:
@@ -140,7 +145,8 @@ def create_app(
     firer = TimerFirer(
         publisher=publisher, topology=topology, index=index, traces=orchestrator.timer_traces
     )
-    app.add_dependency(Resources(definitions=definitions, publisher=publisher))
+    holes = HoleReader(settings, group=f"{app_id(settings)}.holes")
+    app.add_dependency(Resources(definitions=definitions, publisher=publisher, holes=holes))
 
     # bytes key/value types make faust pick the raw serializer for the table and its
     # changelog (a Schema given to a Table is mutated to the types' serializers).
@@ -206,7 +212,6 @@ def create_app(
 
     #: (topic, partition) -> the next input offset to handle, since the last recovery
     expected: dict[tuple[str, int], int] = {}
-    rewinding: dict[tuple[str, int], float] = {}  # -> when the rewind started
 
     async def next_offset(tp: TP) -> int:
         # faust's view of the group's committed offset (set on recovery and each commit)
@@ -215,44 +220,50 @@ def create_app(
             return int(committed)
         return int((await app.consumer.earliest_offsets(tp))[tp])
 
-    async def in_order(records: list[InputRecord]) -> list[InputRecord]:
-        """The records to handle: none past a hole in a partition's offsets.
+    async def read_hole(record: InputRecord, start: int) -> list[InputRecord]:
+        """The records before ``record`` from ``start`` on, read from the log until it works."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    holes.read, record.topic, record.partition, start, record.offset
+                )
+            except Exception:
+                log.exception("reading the hole before %s[%d]@%d failed; retrying in %.1fs",
+                              record.topic, record.partition, record.offset, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            if not owned(record):
+                return []  # revoked: its next owner reads from the committed offset
 
-        The input topics have no compaction and no transaction markers, so a jump means
-        the consumer never delivered those records, and faust's commit moves past an
-        un-acked offset: they would be lost without a trace. The partition is rewound
-        to the hole; what follows it comes again, in order (handled records are
-        recognised by their stored offsets).
+    async def in_order(records: list[InputRecord]) -> list[InputRecord]:
+        """The records to handle, with the ones the consumer never delivered filled in.
+
+        The input topics have no compaction and no transaction markers, so a jump in a
+        partition's offsets means the consumer never delivered those records, and faust's
+        commit moves past an un-acked offset: they would be lost without a trace. They
+        are read from the log directly (:class:`~processors.holes.HoleReader`) and
+        handled first, in offset order. If faust delivers them after all, they are
+        recognised by their stored offsets and skipped.
         """
-        keep = []
+        out = []
         for record in records:
             tp = (record.topic, record.partition)
             if not owned(record):  # revoked meanwhile: faust skips it after the rebalance
-                keep.append(record)
+                out.append(record)
                 continue
             if tp not in expected:
                 expected[tp] = await next_offset(TP(record.topic, record.partition))
             want = expected[tp]
-            if record.offset > want and time.monotonic() - rewinding.get(tp, 1e18) > 60:
-                log.error("%s[%d]: offsets %d..%d never came back; going on without them",
-                          record.topic, record.partition, want, record.offset - 1)  # fmt: skip
-                want = record.offset
-            if record.offset <= want:
-                keep.append(record)
-                expected[tp] = max(want, record.offset + 1)
-                if record.offset == want:
-                    rewinding.pop(tp, None)
-            elif tp not in rewinding:
+            if record.offset > want:
                 log.error(
-                    "the consumer skipped %s[%d] offsets %d..%d: re-reading them",
+                    "the consumer skipped %s[%d] offsets %d..%d: reading them from the log",
                     record.topic, record.partition, want, record.offset - 1,
                 )
-                rewinding[tp] = time.monotonic()
-                try:
-                    await app.consumer.seek(TP(record.topic, record.partition), want)
-                except Exception:  # revoked in between: its next owner reads from the commit
-                    log.exception("rewinding %s[%d] failed", record.topic, record.partition)
-        return keep
+                out.extend(await read_hole(record, want))
+            out.append(record)
+            expected[tp] = max(want, record.offset + 1)
+        return out
 
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets
@@ -270,7 +281,6 @@ def create_app(
 
     async def rebuild_index() -> None:
         expected.clear()  # after a rebalance faust re-reads from the committed offsets
-        rewinding.clear()
         owned = owned_partitions()
         entries = []
         for key, value in table.data.items():

@@ -168,6 +168,11 @@ class Orchestrator:
             current = Stored.from_bytes(stored) if stored else Stored(b"")
             if current.covers(source, record.offset):
                 INPUTS_IGNORED.labels(reason="replayed").inc()
+                log.debug(
+                    "%s[%d]@%d is already in the stored state (offsets %s): skipped",
+                    record.topic, record.partition, record.offset, current.offsets,
+                    extra={"workflow_id": message.workflow_id},
+                )
                 return "skipped"
             state = (
                 state_from_bytes(current.state) if stored
@@ -186,7 +191,11 @@ class Orchestrator:
             await self._dead_letter(record, exc, kind=f"DeciderError.{type(exc).__name__}")
             return "dlq"
         if not plan.events:
-            record_ignored(state, message)
+            log.info(
+                "%s ignored (%s): %s[%d]@%d", message.event_type, record_ignored(state, message),
+                record.topic, record.partition, record.offset,
+                extra={"workflow_id": message.workflow_id},
+            )
             return "skipped"
         return plan, current
 

@@ -86,9 +86,11 @@ def ignored_reason(state: WorkflowState, message: Envelope) -> str:
     return "no_effect"
 
 
-def record_ignored(state: WorkflowState, message: Envelope) -> None:
-    """Count an input that produced no events."""
-    INPUTS_IGNORED.labels(reason=ignored_reason(state, message)).inc()
+def record_ignored(state: WorkflowState, message: Envelope) -> str:
+    """Count an input that produced no events; return why it did not."""
+    reason = ignored_reason(state, message)
+    INPUTS_IGNORED.labels(reason=reason).inc()
+    return reason
 
 
 class LagGauge:

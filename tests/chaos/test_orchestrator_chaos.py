@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from orchestrator_harness import (
@@ -97,16 +96,6 @@ def assert_log_invariants(events: EventLog, workflow_ids: list[str]) -> None:
         assert len(endings) == 1, f"{wf}: {len(endings)} terminal events"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, seen in 1 of 4 full CI runs: after the SIGKILL failover the surviving "
-        "orchestrator ignored every task result of 2 workflows on wf.results[0] (the worker "
-        "answered each attempt; the attempts timed out and the workflows failed). Root cause "
-        "open: suspect the input-offset guard (processors/stored.py) or the hole rewind "
-        "(processors/app.py) after a rebalance. Remove this mark with the fix."
-    ),
-)
 def test_orchestrator_sigkill_while_sharing_partitions(
     deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
 ) -> None:
