@@ -18,7 +18,7 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from processors.compensation import comp_attempt_failed, schedule_compensation, stop
-from processors.decision import Decision, canonical, wants_signal
+from processors.decision import Decision, canonical, child_ended_error, wants_signal
 from processors.evolve import evolve, initial_state, is_terminal
 from processors.react import react
 from processors.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
@@ -195,9 +195,7 @@ def _child_finished(d: Decision, p: ChildFinished) -> None:
             )
         )
     else:
-        error = f"child workflow {p.child_workflow_id} ended {p.status}" + (
-            f": {p.error}" if p.error else ""
-        )
+        error = child_ended_error(p.child_workflow_id, p.status, p.error)
         d.emit(StepFailed(step_id=p.step_id, attempt=1, error=error))
         stop(
             d, cause="failure", reason=f"step {p.step_id} failed: {error}", failed_step_id=p.step_id

@@ -20,6 +20,9 @@ __all__ = [
     "SOURCE",
     "Decision",
     "canonical",
+    "child_ended_error",
+    "child_id",
+    "child_reported",
     "context",
     "jitter_fraction",
     "render_json",
@@ -68,7 +71,26 @@ class Decision:
 
     def child_id(self, step_id: str) -> str:
         """The deterministic id of the child workflow a child step starts."""
-        return f"{self.state.workflow_id}/{step_id}"
+        return child_id(self.state.workflow_id, step_id)
+
+
+def child_id(workflow_id: str, step_id: str) -> str:
+    """The id of the child workflow that step ``step_id`` of ``workflow_id`` starts."""
+    return f"{workflow_id}/{step_id}"
+
+
+def child_ended_error(child: str, status: str, error: str | None) -> str:
+    """The error of a child step whose child reported ending ``status`` (not completed)."""
+    return f"child workflow {child} ended {status}" + (f": {error}" if error else "")
+
+
+def child_reported(child: str, step_error: str) -> bool:
+    """Whether a failed child step failed because its child reported its end.
+
+    Otherwise (its wait timed out) the child may still be running. Events carry no cause,
+    so this reads the error :func:`child_ended_error` wrote.
+    """
+    return step_error.startswith(f"child workflow {child} ended ")
 
 
 def canonical(text: str) -> str:

@@ -3,7 +3,8 @@
 Pure (no I/O): :func:`apply_input` runs ``decide``, folds the events with ``evolve`` and
 collects, per event and in order, what ``react`` derives from it, each routed to its
 topic (DESIGN §3): events to ``wf.events``, ``ExecuteTask`` to ``wf.tasks.<type>``,
-``StartWorkflow`` of a child to ``wf.commands``, ``ChildFinished`` to ``wf.results``.
+``StartWorkflow``, ``CancelWorkflow`` and ``TerminateWorkflow`` of a child to
+``wf.commands``, ``ChildFinished`` to ``wf.results``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from foldflow.definitions import Definition
 from foldflow.topics import Topology
 from processors.decider import decide, evolve, react
 from processors.state import WorkflowState
-from schemas.messages import ChildFinished, Envelope, ExecuteTask, StartWorkflow
+from schemas.messages import (
+    CancelWorkflow,
+    ChildFinished,
+    Envelope,
+    ExecuteTask,
+    StartWorkflow,
+    TerminateWorkflow,
+)
 
 __all__ = ["Plan", "apply_input", "route"]
 
@@ -33,7 +41,7 @@ def route(message: Envelope, topology: Topology) -> str:
     payload = message.payload
     if isinstance(payload, ExecuteTask):
         return topology.task(payload.task_type)
-    if isinstance(payload, StartWorkflow):
+    if isinstance(payload, StartWorkflow | CancelWorkflow | TerminateWorkflow):
         return topology.commands
     if isinstance(payload, ChildFinished):
         return topology.results

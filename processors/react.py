@@ -4,16 +4,22 @@
 * ``ChildWorkflowRequested`` → ``StartWorkflow`` of the child (to ``wf.commands``, key child id)
 * a terminal event of a child workflow → ``ChildFinished`` (to ``wf.results``, key parent id),
   also when the child failed at once on an unknown definition
+* the parent stopping while child steps wait → a command to each of those children (to
+  ``wf.commands``, key child id): ``WorkflowTerminated`` → ``TerminateWorkflow``; the event
+  that ends ``running``/``paused`` otherwise (``WorkflowCompensating``, or a terminal event
+  without one before it) → ``CancelWorkflow``; a child step that failed without its child
+  reporting (its wait timed out) → ``CancelWorkflow`` of that child
 
 The target topic follows from the payload type; ids are ``derived_id(event.event_id, i)``.
 """
 
 from __future__ import annotations
 
-from processors.decision import SOURCE
+from processors.decision import SOURCE, child_id, child_reported
 from processors.state import WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
+    CancelWorkflow,
     ChildFinished,
     ChildWorkflowRequested,
     CompensationScheduled,
@@ -21,9 +27,13 @@ from schemas.messages import (
     ExecuteTask,
     Payload,
     StartWorkflow,
+    StepFailed,
     StepScheduled,
+    TerminateWorkflow,
+    WorkflowCompensating,
     WorkflowCompleted,
     WorkflowFailed,
+    WorkflowTerminated,
     derived_id,
 )
 
@@ -66,6 +76,7 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
             error=None if isinstance(p, WorkflowCompleted) else _error_of(p),
         )
         out.append((parent[0], finished))
+    out.extend(_close_children(state, event))
     return [
         Envelope(
             event_id=derived_id(event.event_id, i),
@@ -79,6 +90,58 @@ def react(state: WorkflowState, event: Envelope) -> list[Envelope]:
         )
         for i, (key, payload) in enumerate(out)
     ]
+
+
+def _close_children(state: WorkflowState, event: Envelope) -> list[tuple[str, Payload]]:
+    """What the children still running get when this workflow stops waiting for them.
+
+    A child step whose status is ``waiting`` has a child the parent has not heard finish
+    (its ``ChildFinished`` is ignored once the parent stopped, so the step stays
+    ``waiting``). Every case has a single trigger event, so no child gets the same command
+    twice: the children are cancelled when the parent leaves ``running``/``paused``
+    (``WorkflowCompensating``, or a terminal event with no compensation before it, which
+    ``stop_cause`` records) and terminated on ``WorkflowTerminated`` (also after a cancel:
+    terminate overrides the child's compensation). A child that already ended ignores the
+    command.
+    """
+    p = event.payload
+    parent = event.workflow_id
+    command: Payload
+    if isinstance(p, StepFailed):
+        child = child_id(parent, p.step_id)
+        if _kind(state, p.step_id) != "child" or child_reported(child, p.error):
+            return []
+        return [(child, CancelWorkflow(reason=_because(parent, "stopped waiting", p.error)))]
+    if isinstance(p, WorkflowTerminated):
+        command = TerminateWorkflow(reason=_because(parent, "terminated", p.reason))
+    elif isinstance(p, WorkflowCompensating):
+        command = CancelWorkflow(reason=_because(parent, _STOPPED.get(p.cause, p.cause), p.reason))
+    elif type(p) in TERMINAL_STATUS and state.stop_cause is None:
+        command = CancelWorkflow(reason=_because(parent, TERMINAL_STATUS[type(p)], _error_of(p)))
+    else:
+        return []
+    definition = state.definition
+    if definition is None or not any(ss.status == "waiting" for ss in state.steps.values()):
+        return []
+    return [
+        (child_id(parent, s.id), command)
+        for s in definition.steps  # definition order: the ids derived are stable
+        if s.kind == "child" and state.step(s.id).status == "waiting"
+    ]
+
+
+def _kind(state: WorkflowState, step_id: str) -> str | None:
+    definition = state.definition
+    if definition is None:
+        return None
+    return next((s.kind for s in definition.steps if s.id == step_id), None)
+
+
+_STOPPED = {"cancel": "cancelled", "failure": "failed", "timeout": "timed out"}
+
+
+def _because(parent: str, what: str, reason: str | None) -> str:
+    return f"parent workflow {parent} {what}" + (f": {reason}" if reason else "")
 
 
 def _parent_of(state: WorkflowState, event: Envelope) -> tuple[str, str] | None:
