@@ -24,15 +24,17 @@ from mode import Service
 from foldflow.observability.metrics import ACTIVE_WORKFLOWS
 from foldflow.settings import Settings
 from foldflow.topics import Topology
+from processors.catchup import fold_events, is_marker, marker_key, marker_offset, marker_value
 from processors.definitions_cache import DefinitionsCache
 from processors.firing import TimerFirer
-from processors.holes import HoleReader
+from processors.holes import HoleReader, InputOrder
 from processors.runner import InputRecord, Orchestrator
 from processors.state import ACTIVE_STATUSES, state_from_bytes
 from processors.stored import Stored
 from processors.telemetry import LagGauge
 from processors.timers import TimerIndex, partition_for
 from producers import Publisher
+from schemas.codec import CodecError, decode
 
 __all__ = ["TABLE_NAME", "TIMER_INTERVAL_S", "Resources", "app_id", "create_app"]
 
@@ -43,6 +45,8 @@ TIMER_INTERVAL_S = 0.25
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.005
 GAUGE_INTERVAL_S = 5.0
+STALL_CHECK_S = 1.0
+CATCH_UP_CHUNK = 10_000  # wf.events records read per request while catching up
 RETRY_MIN_S = 0.2  # backoff of a batch whose handling raised
 RETRY_MAX_S = 5.0
 
@@ -145,7 +149,7 @@ def create_app(
     firer = TimerFirer(
         publisher=publisher, topology=topology, index=index, traces=orchestrator.timer_traces
     )
-    holes = HoleReader(settings, group=f"{app_id(settings)}.holes")
+    holes = HoleReader(settings, group=app_id(settings))
     app.add_dependency(Resources(definitions=definitions, publisher=publisher, holes=holes))
 
     # bytes key/value types make faust pick the raw serializer for the table and its
@@ -176,13 +180,24 @@ def create_app(
     def owned(record: InputRecord) -> bool:
         return TP(record.topic, record.partition) in app.consumer.assignment()
 
+    def store(partition: int, key: bytes, value: bytes) -> None:
+        # Written to the record's own changelog partition (not the current event's,
+        # which is the batch's last): a new value, never mutated.
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
+
+    def store_marker(partition: int, end: int) -> None:
+        key = marker_key(partition)
+        if end > (marker_offset(table.data.get(key)) or 0):
+            store(partition, key, marker_value(end))
+
     async def apply_and_store(records: list[InputRecord]) -> None:
         for record, value in await orchestrator.handle_batch(records, load):
-            # Written to the record's own changelog partition (not the current
-            # event's, which is the batch's last): a new value, never mutated.
-            key = record.key or b""
-            table.data[key] = value
-            table.send_changelog(record.partition, key, value)
+            store(record.partition, record.key or b"", value)
+        # after the values: the marker says their events are covered (processors/catchup.py)
+        for partition, end in orchestrator.take_events_end().items():
+            if TP(topology.commands, partition) in app.consumer.assignment():
+                store_marker(partition, end)
 
     async def handle_until_stored(records: list[InputRecord]) -> None:
         """Apply a batch, retrying it until it is stored: it must never escape unapplied.
@@ -210,60 +225,29 @@ def create_app(
             if not records:
                 return
 
-    #: (topic, partition) -> the next input offset to handle, since the last recovery
-    expected: dict[tuple[str, int], int] = {}
-
-    async def next_offset(tp: TP) -> int:
-        # faust's view of the group's committed offset (set on recovery and each commit)
-        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
-        if committed is not None and committed > 0:
-            return int(committed)
+    async def start_offset(topic: str, partition: int) -> int:
+        """Where the group resumes a partition: its committed offset, else the earliest."""
+        tp = TP(topic, partition)
+        known = [getattr(app.consumer, "_committed_offset", {}).get(tp),
+                 await asyncio.to_thread(holes.committed, topic, partition)]  # fmt: skip
+        committed = max((int(o) for o in known if o is not None and o > 0), default=None)
+        if committed is not None:
+            return committed
         return int((await app.consumer.earliest_offsets(tp))[tp])
 
-    async def read_hole(record: InputRecord, start: int) -> list[InputRecord]:
-        """The records before ``record`` from ``start`` on, read from the log until it works."""
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                return await asyncio.to_thread(
-                    holes.read, record.topic, record.partition, start, record.offset
-                )
-            except Exception:
-                log.exception("reading the hole before %s[%d]@%d failed; retrying in %.1fs",
-                              record.topic, record.partition, record.offset, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-            if not owned(record):
-                return []  # revoked: its next owner reads from the committed offset
+    order = InputOrder(
+        holes, owned=lambda t, p: TP(t, p) in app.consumer.assignment(), start=start_offset
+    )
+    serial = asyncio.Lock()  # the agent's batches and the stall check's fills: one at a time
 
-    async def in_order(records: list[InputRecord]) -> list[InputRecord]:
-        """The records to handle, with the ones the consumer never delivered filled in.
-
-        The input topics have no compaction and no transaction markers, so a jump in a
-        partition's offsets means the consumer never delivered those records, and faust's
-        commit moves past an un-acked offset: they would be lost without a trace. They
-        are read from the log directly (:class:`~processors.holes.HoleReader`) and
-        handled first, in offset order. If faust delivers them after all, they are
-        recognised by their stored offsets and skipped.
-        """
-        out = []
-        for record in records:
-            tp = (record.topic, record.partition)
-            if not owned(record):  # revoked meanwhile: faust skips it after the rebalance
-                out.append(record)
-                continue
-            if tp not in expected:
-                expected[tp] = await next_offset(TP(record.topic, record.partition))
-            want = expected[tp]
-            if record.offset > want:
-                log.error(
-                    "the consumer skipped %s[%d] offsets %d..%d: reading them from the log",
-                    record.topic, record.partition, want, record.offset - 1,
-                )
-                out.extend(await read_hole(record, want))
-            out.append(record)
-            expected[tp] = max(want, record.offset + 1)
-        return out
+    async def filled_stored() -> None:
+        """Let faust commit past the ranges read from the log, now that they are stored."""
+        for topic, partition, start, end in order.take_filled():
+            tp = TP(topic, partition)
+            if tp in app.consumer.assignment():
+                # faust's own gap bookkeeping (offsets that need no ack): without it, a hole
+                # at the head of its acked offsets stops its commits for the partition
+                await app.consumer._add_gap(tp, start, end - 1)  # type: ignore[attr-defined]
 
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets
@@ -271,7 +255,9 @@ def create_app(
         assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [_record(event.message) for event in events]
-            await handle_until_stored(await in_order(records))
+            async with serial:
+                await handle_until_stored(await order.in_order(records))
+                await filled_stored()
             for record in records:
                 lag.handled(record.topic, record.partition, record.offset)
 
@@ -279,11 +265,43 @@ def create_app(
 
     ready = False
 
+    async def catch_up(partition: int) -> None:
+        """Fold the events on ``wf.events[partition]`` that the table does not cover yet."""
+        topic = topology.events
+        low, end = await asyncio.to_thread(holes.watermarks, topic, partition)
+        start = marker_offset(table.data.get(marker_key(partition)))
+        start = low if start is None else max(start, low)
+        events = []
+        while start < end:
+            chunk = await asyncio.to_thread(
+                holes.read, topic, partition, start, min(end, start + CATCH_UP_CHUNK)
+            )
+            for record in chunk:
+                try:
+                    events.append(decode(record.value))
+                except CodecError:
+                    log.exception("undecodable event at %s[%d]@%d", topic, partition,
+                                  record.offset)  # fmt: skip
+            start = chunk[-1].offset + 1 if chunk else min(end, start + CATCH_UP_CHUNK)
+        changed = fold_events(table.data.get, events)
+        for key, value in changed.items():
+            store(partition, key, value)
+        store_marker(partition, end)
+        if changed:
+            log.warning("caught up %d workflows of partition %d with %d events the table "
+                        "did not cover", len(changed), partition, len(events))  # fmt: skip
+
     async def rebuild_index() -> None:
-        expected.clear()  # after a rebalance faust re-reads from the committed offsets
         owned = owned_partitions()
+        async with serial:
+            order.forget_revoked()
+            orchestrator.take_events_end()  # stored, or of partitions no longer ours
+            for partition in sorted(owned):
+                await catch_up(partition)
         entries = []
         for key, value in table.data.items():
+            if is_marker(key):
+                continue
             partition = partition_for(key, settings.partitions)
             if partition in owned and value:
                 try:
@@ -328,4 +346,19 @@ def create_app(
             lag.publish(assigned, highwater)
 
     app.timer(interval=TIMER_INTERVAL_S, name="fire_timers")(fire_timers)
+
+    async def fill_stalled() -> None:
+        """Read what the consumer left behind on partitions where nothing comes."""
+        if app.rebalancing:
+            return
+        ends = {(tp.topic, tp.partition): hw for tp in app.consumer.assignment()
+                if tp.topic in (topology.commands, topology.results)
+                and (hw := highwater(tp.topic, tp.partition)) is not None}  # fmt: skip
+        async with serial:
+            records = await order.stalled(ends)
+            if records:
+                await handle_until_stored(records)
+                await filled_stored()
+
+    app.timer(interval=STALL_CHECK_S, name="fill_stalled")(fill_stalled)
     return app

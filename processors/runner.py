@@ -96,6 +96,9 @@ class Orchestrator:
         self.index = index
         #: workflow id -> trace headers of the input that last set its timers
         self.timer_traces: dict[str, list[tuple[str, bytes]]] = {}
+        #: partition -> the next ``wf.events`` offset after the events acked since the last
+        #: :meth:`take_events_end` (the catch-up marker, processors/catchup.py)
+        self._events_end: dict[int, int] = {}
         self._task_types = TaskTypes()
         self._known_task_topics: set[str] = set()
         self._admin = AdminClient({
@@ -203,8 +206,7 @@ class Orchestrator:
         delay = 0.2
         while True:
             try:
-                await done.sending
-                return
+                delivered = await done.sending
             except PublishError as exc:
                 # Nothing was stored yet: re-sending gives the same deterministic messages.
                 log.error("publishing failed (%s); retrying in %.1fs", exc, delay)
@@ -214,6 +216,18 @@ class Orchestrator:
                     done.sending = asyncio.ensure_future(
                         self.publisher.publish_many_async(done.plan.messages)
                     )
+                continue
+            for msg in delivered:
+                if msg.topic() == self.topology.events:
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    self._events_end[partition] = max(self._events_end.get(partition, 0),
+                                                      offset + 1)  # fmt: skip
+            return
+
+    def take_events_end(self) -> dict[int, int]:
+        """Per partition, the ``wf.events`` offset after the events acked since the last call."""
+        ends, self._events_end = self._events_end, {}
+        return ends
 
     def _finish(self, done: _Applied) -> None:
         state = done.plan.state
