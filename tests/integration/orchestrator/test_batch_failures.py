@@ -6,7 +6,11 @@
    workflow start of that batch — they never got a single event on ``wf.events``.
 2. Records the consumer never delivers are committed past by faust (its commit skips an
    un-acked offset at the head): the failed demo run lost a start at offset 0 and results,
-   each costing a 30 s attempt timeout. The orchestrator now rewinds a partition to a hole.
+   each costing a 30 s attempt timeout. The orchestrator now reads a hole from the log.
+3. An orchestrator that dies after its events were acked but before their states were
+   stored: its successor folds those events from ``wf.events`` into the recovered states
+   and does not decide on them again (once it did, and a timer it fired first forked a
+   workflow's history).
 """
 
 from __future__ import annotations
@@ -134,3 +138,35 @@ def test_inputs_the_consumer_never_delivered_are_read_again(fresh: Fresh) -> Non
     assert log.count("the consumer skipped") >= 2  # ... and the orchestrator saw the holes
     assert all(e.event_type != "step.attempt_failed.v1"
                for wf in ids for e in events.by_workflow[wf])  # fmt: skip
+
+
+def test_events_acked_but_never_stored_are_caught_up_not_decided_again(
+    stack: Settings, log_dir: Path
+) -> None:
+    settings = private_settings(stack, partitions=3)
+    deployment, events = Deployment(settings), EventLog(settings)
+    register_all(deployment)
+    worker = Service("worker-catchup", settings, log_dir, args=["worker"]).start()
+    survivor = None
+    try:
+        doomed = script_orchestrator("crashing_orchestrator", settings, log_dir)
+        run = uuid.uuid4().hex[:6]
+        ids = [f"catchup-{run}-{i}" for i in range(6)]
+        start_batch(deployment, ids)
+        assert doomed.proc is not None and doomed.proc.wait(timeout=60) == 17
+        assert "test: dying after the acks" in doomed.log_text()
+        survivor = Service("orchestrator-survivor", settings, log_dir,
+                           args=["orchestrator"]).start()  # fmt: skip
+
+        statuses = events.wait_finished(ids, timeout=60)
+        assert set(statuses.values()) == {"completed"}, statuses
+        for wf in ids:  # nothing decided twice: every sequence on the log exactly once
+            sequences = [e.sequence for e in events.by_workflow[wf]]
+            assert sorted(sequences) == list(range(1, len(sequences) + 1)), (wf, sequences)
+        assert "did not cover" in survivor.log_text()  # it did catch up
+    finally:
+        if survivor is not None:
+            survivor.stop()
+        worker.stop()
+        events.close()
+        deployment.close()
