@@ -52,9 +52,11 @@ __all__ = [
     "check_tools",
     "down",
     "kafka_reachable",
+    "managed_kafka_pid",
     "new_cluster_id",
     "postgres_reachable",
     "render_server_properties",
+    "restart_kafka",
     "split_host_port",
     "status",
     "up",
@@ -153,6 +155,33 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
     return lines
 
 
+def managed_kafka_pid(settings: Settings) -> int | None:
+    """The pid of the broker ``up`` started from this checkout, if it still runs."""
+    pid = (_load_state(settings).get("kafka") or {}).get("pid")
+    return pid if isinstance(pid, int) and pid_alive(pid) and is_kafka_process(pid) else None
+
+
+def restart_kafka(settings: Settings, *, report: Report = say_nothing) -> int:
+    """Stop the broker ``up`` started here (SIGTERM: a clean shutdown) and start it again
+    on the same storage; return the new pid. Raises :class:`StackError` when this checkout
+    did not start the running broker (it is not ours to restart)."""
+    with _machine_lock(settings):
+        pid = managed_kafka_pid(settings)
+        if pid is None:
+            raise StackError(
+                f"the broker at {settings.kafka_bootstrap} was not started by `foldflow stack "
+                "up` from here; restart it the way it was started"
+            )
+        terminate(pid)
+        report(f"Kafka: stopped (pid {pid})")
+        new = start_kafka(settings, report)
+        state = _load_state(settings)
+        state["kafka"] = {"pid": new, "bootstrap": settings.kafka_bootstrap}
+        _save_state(settings, state)
+        report(f"Kafka: started at {settings.kafka_bootstrap} (pid {new})")
+        return new
+
+
 def down(settings: Settings, *, report: Report = say_nothing) -> list[str]:
     """Stop what :func:`up` started from this checkout (per the state file), nothing else."""
     lines: list[str] = []
@@ -187,9 +216,8 @@ def down(settings: Settings, *, report: Report = say_nothing) -> list[str]:
 def status(settings: Settings) -> list[PartStatus]:
     """Whether each part answers, and whether this checkout's ``stack up`` started it."""
     state = _load_state(settings)
-    kafka = state.get("kafka") or {}
-    pid = kafka.get("pid")
-    managed_kafka = isinstance(pid, int) and pid_alive(pid) and is_kafka_process(pid)
+    pid = managed_kafka_pid(settings)
+    managed_kafka = pid is not None
     kafka_up = kafka_reachable(settings)
     kafka_detail = (
         f"pid {pid}, data {kafka_data_dir(settings)}"

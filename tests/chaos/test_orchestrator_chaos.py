@@ -14,20 +14,19 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from orchestrator_harness import (
     STARTUP_S,
-    TERMINAL_EVENTS,
     Deployment,
     EventLog,
     PauseWorkflow,
     ResumeWorkflow,
     Service,
     SignalWorkflow,
+    assert_log_invariants,
 )
 
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.app import app_id
-from schemas.codec import encode
 from schemas.messages import StepCompleted
 
 WAIT_S = 120.0
@@ -75,25 +74,6 @@ TIMERS = {
         {"id": "end", "task": "builtin.echo", "after": ["nap"], "input": {}},
     ],
 }
-
-
-def assert_log_invariants(events: EventLog, workflow_ids: list[str]) -> None:
-    """Sequences contiguous, duplicates identical, one completion per step, one ending."""
-    for wf in workflow_ids:
-        first: dict[int, bytes] = {}
-        for event in events.by_workflow[wf]:
-            assert event.sequence is not None
-            body = encode(event)
-            seen = first.setdefault(event.sequence, body)
-            assert seen == body, f"{wf}: sequence {event.sequence} emitted with two contents"
-        assert sorted(first) == list(range(1, len(first) + 1)), f"{wf}: gap in {sorted(first)}"
-        unique = {e.sequence: e for e in events.by_workflow[wf]}
-        completed = [
-            e.payload.step_id for e in unique.values() if isinstance(e.payload, StepCompleted)
-        ]
-        assert len(completed) == len(set(completed)), f"{wf}: a step completed twice"
-        endings = [e for e in unique.values() if e.event_type in TERMINAL_EVENTS]
-        assert len(endings) == 1, f"{wf}: {len(endings)} terminal events"
 
 
 def test_orchestrator_sigkill_while_sharing_partitions(

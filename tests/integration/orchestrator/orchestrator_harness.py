@@ -26,7 +26,7 @@ from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from schemas.messages import (
     CancelWorkflow,
     DefinitionRegistered,
@@ -36,6 +36,7 @@ from schemas.messages import (
     ResumeWorkflow,
     SignalWorkflow,
     StartWorkflow,
+    StepCompleted,
     TerminateWorkflow,
     dump_json,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "Service",
     "SignalWorkflow",
     "TerminateWorkflow",
+    "assert_log_invariants",
     "private_settings",
     "register_all",
     "status_of",
@@ -334,3 +336,22 @@ def register_all(deployment: Deployment) -> None:
         deployment.register(Definition.load(path))
     for data in TEST_DEFINITIONS:
         deployment.register(Definition.from_data(data))
+
+
+def assert_log_invariants(events: EventLog, workflow_ids: list[str]) -> None:
+    """Sequences contiguous, duplicates identical, one completion per step, one ending."""
+    for wf in workflow_ids:
+        first: dict[int, bytes] = {}
+        for event in events.by_workflow[wf]:
+            assert event.sequence is not None
+            body = encode(event)
+            seen = first.setdefault(event.sequence, body)
+            assert seen == body, f"{wf}: sequence {event.sequence} emitted with two contents"
+        assert sorted(first) == list(range(1, len(first) + 1)), f"{wf}: gap in {sorted(first)}"
+        unique = {e.sequence: e for e in events.by_workflow[wf]}
+        completed = [
+            e.payload.step_id for e in unique.values() if isinstance(e.payload, StepCompleted)
+        ]
+        assert len(completed) == len(set(completed)), f"{wf}: a step completed twice"
+        endings = [e for e in unique.values() if e.event_type in TERMINAL_EVENTS]
+        assert len(endings) == 1, f"{wf}: {len(endings)} terminal events"
