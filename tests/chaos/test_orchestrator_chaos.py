@@ -8,6 +8,7 @@ each step completed exactly once and the workflow ended exactly once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -100,6 +101,33 @@ def test_orchestrator_sigkill_while_sharing_partitions(
     assert_log_invariants(events, ids)
     # the survivor took over the dead one's partitions
     first.wait_for_log(r"recovered \d+ workflows on partitions \[0, 1, 2, 3\]", timeout=10)
+
+
+def test_orchestrator_sigterm_under_load_loses_nothing(
+    deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
+) -> None:
+    """A graceful stop (a rolling restart) while inputs keep coming: faust's take_events
+    acks a batch in its ``finally`` when the agent is cancelled, so a batch cut short by
+    the stop must still be finished (or not acked) before faust's last commit."""
+    deployment.register(Definition.from_data(CHAIN))
+    first = spawn("orchestrator-1", "orchestrator")
+    first.wait_for_log(RECOVERED, timeout=STARTUP_S)
+    spawn("worker", "worker", "--concurrency", "16")
+    ids = [deployment.start("chaos-chain", {"i": i}) for i in range(30)]
+    events.wait(lambda log: sum(len(log.by_workflow.get(w, [])) for w in ids) >= 60,
+                timeout=WAIT_S, what="60 events of the first 30 workflows")  # fmt: skip
+    more: list[str] = []
+    feeder = threading.Thread(
+        target=lambda: more.extend(deployment.start("chaos-chain", {"j": j}) for j in range(60))
+    )
+    feeder.start()
+    assert first.stop() == 0
+    feeder.join(60)
+    spawn("orchestrator-2", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
+
+    statuses = events.wait_finished(ids + more, timeout=WAIT_S)
+    assert set(statuses.values()) == {"completed"}, statuses
+    assert_log_invariants(events, ids + more)
 
 
 def test_worker_sigkill_mid_task(
