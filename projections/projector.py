@@ -7,10 +7,16 @@ committed: on assignment the projector seeks to the positions stored in
 ``projection_offsets`` (the beginning when none), so PostgreSQL holds exactly the events
 up to the stored positions — effectively once, across crashes and rebalances.
 
+The stored positions can also move under a running projector (a rebuild swapped in, an
+operator's reset): a batch whose partition moved writes nothing and seeks, and every
+``position_check_interval`` the stored positions of all assigned partitions are compared
+with the projector's own, so a partition that receives nothing more follows the move too.
+
 Failures: PostgreSQL unreachable → the same batch is retried with exponential backoff
 until it commits. A sequence gap → rolled back, counted, logged, and the partitions are
 re-read from the stored positions after a backoff (with a larger batch, so a late event
-can join its predecessors); a gap is never skipped.
+can join its predecessors); a gap is never skipped. Any other error is logged and ends
+:meth:`Projector.run` with it (the process exits non-zero), never swallowed.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ class ProjectorOptions:
     max_gap_batch: int = 20_000
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    #: seconds between two comparisons of every assigned partition's stored position
+    position_check_interval: float = 1.0
 
 
 class UnprojectableError(Exception):
@@ -190,11 +198,19 @@ class Projector:
             on_lost=self._on_revoke,
         )
         log.info("projector started", extra={"group": consumer_group(self.settings)})
+        interval = self.options.position_check_interval
+        next_check = time.monotonic() + interval
         try:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(self._batch_size, self.options.batch_timeout)
                 if messages:
                     self.handle(messages)
+                if time.monotonic() >= next_check:
+                    self.follow_stored_positions()
+                    next_check = time.monotonic() + interval
+        except Exception:
+            log.exception("projector failed")
+            raise
         finally:
             self.consumer.close()
             log.info("projector stopped")
@@ -202,6 +218,38 @@ class Projector:
     def stop(self) -> None:
         """Ask the loop to finish its batch and return."""
         self.stopping.set()
+
+    def follow_stored_positions(self) -> None:
+        """Seek every assigned partition whose stored position is no longer the projector's.
+
+        A batch notices a moved position only for the partitions it carries records of: a
+        rebuild swapped in behind a partition that receives nothing more (its positions
+        older than the projector's) would otherwise leave that partition's tail missing
+        from the new tables for good. A transient PostgreSQL error skips this check (the
+        next one follows); any other error is raised.
+        """
+        tps = sorted(self.positions)
+        if not tps:
+            return
+        try:
+            with self.engine.connect() as conn:
+                stored = read_offsets(conn, self.projection, tps)
+        except DBAPIError as exc:
+            if not _is_transient(exc):
+                raise
+            log.warning("stored positions unreadable; checking again later",
+                        extra={"error": str(exc)})
+            return
+        for tp in tps:
+            offset = stored.get(tp)
+            if tp in self.positions and self.positions[tp] != offset:
+                self._follow(tp, offset)
+
+    def _follow(self, tp: TopicPartition, offset: int | None) -> None:
+        log.warning("stored position moved; seeking",
+                    extra={"topic": tp[0], "partition": tp[1], "offset": offset,
+                           "expected": self.positions.get(tp)})
+        self._seek(tp, offset)
 
     def _records(self, messages: Sequence[Message]) -> list[Record]:
         records: list[Record] = []
@@ -246,9 +294,7 @@ class Projector:
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
         for tp, offset in result.moved.items():
-            log.warning("stored position moved; seeking",
-                        extra={"topic": tp[0], "partition": tp[1], "offset": offset})
-            self._seek(tp, offset)
+            self._follow(tp, offset)
         for tp, offset in result.positions.items():
             if tp in self.positions:
                 self.positions[tp] = offset

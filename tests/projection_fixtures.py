@@ -73,7 +73,11 @@ def publisher(settings: Settings) -> Iterator[Publisher]:
 
 @pytest.fixture
 def run_projector(settings: Settings, engine: Engine) -> Iterator[RunProjector]:
-    """``with run_projector() as p:`` runs a real projector in a thread until the block ends."""
+    """``with run_projector() as p:`` runs a real projector in a thread until the block ends.
+
+    A projector that died raises its error when the block ends, so a crash is reported
+    as one, not only as a timeout of whatever the test waited for.
+    """
     dlq_pub = Publisher(settings, source="projector")
 
     def dlq(msg: Message, error: BaseException) -> None:
@@ -83,7 +87,15 @@ def run_projector(settings: Settings, engine: Engine) -> Iterator[RunProjector]:
     @contextlib.contextmanager
     def run(options: ProjectorOptions | None = None) -> Iterator[Projector]:
         projector = Projector(settings, engine, dlq, options=options)
-        thread = threading.Thread(target=projector.run, name="projector", daemon=True)
+        failures: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                projector.run()
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=target, name="projector", daemon=True)
         thread.start()
         try:
             yield projector
@@ -91,6 +103,9 @@ def run_projector(settings: Settings, engine: Engine) -> Iterator[RunProjector]:
             projector.stop()
             thread.join(30)
             assert not thread.is_alive(), "projector did not stop"
+            # a projector that died mid-test fails the test with its error, not a timeout
+            if failures:
+                raise AssertionError(f"the projector failed: {failures[0]!r}") from failures[0]
 
     yield run
     dlq_pub.close()
