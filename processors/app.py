@@ -291,6 +291,17 @@ def create_app(
             log.warning("caught up %d workflows of partition %d with %d events the table "
                         "did not cover", len(changed), partition, len(events))  # fmt: skip
 
+    async def rewind_uncommitted(partition: int) -> None:
+        """Send the consumer to the first offset of an input partition the group never
+        committed. faust drops what its fetcher delivered while recovery held the flow, and
+        its seek to the committed offsets that follows skips a partition with none, so the
+        first records of a young partition were never delivered (every fresh start logged
+        a hole at offset 0). This runs while the flow is still held."""
+        for topic in (topology.commands, topology.results):
+            if await asyncio.to_thread(holes.committed, topic, partition) is None:
+                tp = TP(topic, partition)
+                await app.consumer.seek(tp, int((await app.consumer.earliest_offsets(tp))[tp]))
+
     async def rebuild_index() -> None:
         owned = owned_partitions()
         async with serial:
@@ -298,6 +309,7 @@ def create_app(
             orchestrator.take_events_end()  # stored, or of partitions no longer ours
             for partition in sorted(owned):
                 await catch_up(partition)
+                await rewind_uncommitted(partition)
         entries = []
         for key, value in table.data.items():
             if is_marker(key):

@@ -222,7 +222,7 @@ class InputOrder:
     async def _fill(
         self, topic: str, partition: int, start: int, end: int, why: str
     ) -> list[InputRecord]:
-        log.error("%s %s[%d] offsets %d..%d: reading them from the log",
+        log.warning("%s %s[%d] offsets %d..%d: reading them from the log",
                   why, topic, partition, start, end - 1)  # fmt: skip
         delay = RETRY_MIN_S
         while True:
