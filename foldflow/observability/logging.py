@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import IO, Any
 
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from foldflow.observability.identity import instance_name
 from foldflow.settings import Settings
 
-__all__ = ["ContextFilter", "bind", "bound_fields", "configure_logging"]
+__all__ = ["ContextFilter", "RepeatFilter", "bind", "bound_fields", "configure_logging"]
 
 #: Fields every line has, null when unknown.
 CONTEXT_FIELDS = ("correlation_id", "workflow_id")
@@ -72,6 +76,31 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """At most ``limit`` lines of one message (logger, level and format string) per window.
+
+    A client that cannot reach the broker logs the same line for every attempt (aiokafka:
+    about 200 a second while Kafka restarts); past the limit they are dropped, and the
+    next line of that message that gets through carries ``suppressed``: how many were.
+    """
+
+    def __init__(self, limit: str = "20 per 10 seconds") -> None:
+        super().__init__()
+        self._item = parse(limit)
+        self._limiter = FixedWindowRateLimiter(MemoryStorage())
+        self._dropped: Counter[tuple[str, int, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        if not self._limiter.hit(self._item, *map(str, key)):
+            self._dropped[key] += 1
+            return False
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.suppressed = dropped
+        return True
+
+
 _HANDLER_NAME = "foldflow-json"
 
 
@@ -85,6 +114,7 @@ def configure_logging(
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RepeatFilter())
     handler.addFilter(ContextFilter())
     handler.setFormatter(
         JsonFormatter(

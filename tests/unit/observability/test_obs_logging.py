@@ -6,12 +6,13 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from foldflow.observability.logging import bind, configure_logging
+from foldflow.observability.logging import RepeatFilter, bind, configure_logging
 from foldflow.settings import Settings
 
 KEYS = {
@@ -83,3 +84,26 @@ def test_configure_twice_installs_one_handler(lines: io.StringIO) -> None:
         assert _records(lines)[0]["instance"] == "test-2"
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_a_repeated_line_is_limited_and_the_next_one_through_counts_the_dropped() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RepeatFilter("3 per 1 second"))
+    log = logging.getLogger("t.repeat")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        for i in range(10):
+            log.error("Unable connect to node with id %d", i)
+        log.error("another message")  # another format string: its own budget
+        assert stream.getvalue().count("Unable connect") == 3
+        assert "another message" in stream.getvalue()
+        records: list[logging.LogRecord] = []
+        handler.emit = records.append  # type: ignore[method-assign]
+        time.sleep(1.1)  # the next window
+        log.error("Unable connect to node with id %d", 99)
+        assert [getattr(r, "suppressed", None) for r in records] == [7]
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
