@@ -1,9 +1,10 @@
 """The read side as the API shows it: :mod:`projections.queries` results as public bodies.
 
 Every call of :class:`Reads` is timed (:func:`gateway.db.call_db`), tenant-scoped, and
-turns projection views into :mod:`gateway.schemas` models. Two tenant-blind lookups
-(``workflow_owner``, ``definition_owner``) exist only to refuse ids and definition keys
-another tenant already holds; they never return that tenant's data.
+turns projection views into :mod:`gateway.schemas` models. One tenant-blind lookup
+(``workflow_owner``) exists only to refuse a workflow id another tenant already holds
+(workflow ids share one key space); it never returns that tenant's data. Definitions need
+none: each tenant has its own namespace.
 """
 
 from __future__ import annotations
@@ -162,10 +163,3 @@ class Reads:
     async def workflow_owner(self, workflow_id: str) -> str | None:
         """The tenant that holds ``workflow_id`` (tenant-blind; only used to refuse reuse)."""
         return await call_db(self.timeout_s, queries.workflow_owner, self.engine, workflow_id)
-
-    async def definition_owner(self, name: str, version: int, *, not_tenant: str) -> str | None:
-        """A tenant other than ``not_tenant`` that registered ``name`` ``version``, if any."""
-        owners = await call_db(
-            self.timeout_s, queries.definition_owners, self.engine, name, version
-        )
-        return next((o for o in owners if o != not_tenant), None)

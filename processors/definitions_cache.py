@@ -1,7 +1,10 @@
 """The orchestrator's in-memory view of ``wf.definitions`` (DESIGN §3, §6).
 
 A consumer without a group reads the compacted topic from the beginning and keeps every
-registered ``(name, version)``. To close the register-then-start race, :meth:`resolve`
+registered ``(tenant, name, version)``: each tenant has its own namespace, and "latest"
+is the tenant's highest version. A record is read by its payload, not its key, so records
+keyed ``name:version`` (before keys named the tenant) still load; one without a tenant
+belongs to the default tenant. To close the register-then-start race, :meth:`resolve`
 of a definition the cache lacks first waits (bounded) until the cache has read up to the
 topic's end offsets as they are *now*; only then is the definition unknown.
 """
@@ -19,7 +22,7 @@ from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas.codec import CodecError, decode
-from schemas.messages import DefinitionRegistered
+from schemas.messages import DEFAULT_TENANT, DefinitionRegistered, parse_definition_key
 
 __all__ = ["DefinitionsCache"]
 
@@ -33,7 +36,7 @@ class DefinitionsCache:
         self._settings = settings
         self._topic = Topology.of(settings).definitions
         self._catch_up_timeout = catch_up_timeout
-        self._versions: dict[str, dict[int, Definition]] = {}
+        self._versions: dict[tuple[str, str], dict[int, Definition]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
@@ -60,20 +63,20 @@ class DefinitionsCache:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    def get(self, name: str, version: int | None) -> Definition | None:
-        """The definition ``name`` at ``version`` (None: the latest), if already read."""
-        versions = self._versions.get(name)
+    def get(self, tenant: str, name: str, version: int | None) -> Definition | None:
+        """``tenant``'s definition ``name`` at ``version`` (None: its latest), if already read."""
+        versions = self._versions.get((tenant, name))
         if not versions:
             return None
         if version is None:
             return versions[max(versions)]
         return versions.get(version)
 
-    async def resolve(self, name: str, version: int | None) -> Definition | None:
+    async def resolve(self, tenant: str, name: str, version: int | None) -> Definition | None:
         """Like :meth:`get`, but on a miss first catch up with the topic's current end."""
-        found = self.get(name, version)
+        found = self.get(tenant, name, version)
         if found is None and await self.catch_up(timeout=self._catch_up_timeout):
-            found = self.get(name, version)
+            found = self.get(tenant, name, version)
         return found
 
     async def catch_up(self, *, timeout: float) -> bool:
@@ -123,10 +126,10 @@ class DefinitionsCache:
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # tombstone: the registration was withdrawn
-            if key is not None:
-                name, _, version = key.decode().rpartition(":")
-                if version.isdigit():
-                    self._versions.get(name, {}).pop(int(version), None)
+            parsed = parse_definition_key(key.decode("utf-8", "replace")) if key else None
+            if parsed is not None:
+                tenant, name, version = parsed
+                self._versions.get((tenant, name), {}).pop(version, None)
             return
         try:
             envelope = decode(value)
@@ -142,8 +145,9 @@ class DefinitionsCache:
         except ValueError as exc:
             log.warning("skipping invalid definition %s:%s: %s", payload.name, payload.version, exc)
             return
-        self._versions.setdefault(payload.name, {})[payload.version] = definition
-        log.info("definition %s:%s cached", payload.name, payload.version)
+        tenant = payload.tenant or envelope.tenant or DEFAULT_TENANT
+        self._versions.setdefault((tenant, payload.name), {})[payload.version] = definition
+        log.info("definition %s/%s:%s cached", tenant, payload.name, payload.version)
 
     def _require_consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -268,12 +268,13 @@ class Orchestrator:
         definition: Definition | None = None
         payload = message.payload
         if isinstance(payload, StartWorkflow) and state.status == "new":
+            # Within the tenant the workflow will belong to (a child's is its parent's).
             definition = await self.definitions.resolve(
-                payload.definition_name, payload.definition_version
+                payload.tenant, payload.definition_name, payload.definition_version
             )
             if definition is None:
                 log.warning(
-                    "unknown definition %s:%s", payload.definition_name,
+                    "unknown definition %s/%s:%s", payload.tenant, payload.definition_name,
                     payload.definition_version or "latest",
                     extra={"workflow_id": message.workflow_id},
                 )

@@ -36,7 +36,6 @@ __all__ = [
     "WorkflowDetail",
     "WorkflowSummary",
     "decode_cursor",
-    "definition_owners",
     "encode_cursor",
     "get_definition",
     "get_history",
@@ -326,13 +325,3 @@ def workflow_owner(bind: Bind, workflow_id: str) -> str | None:
             select(wi.c.tenant).where(wi.c.id == workflow_id)
         ).scalar_one_or_none()
     return owner
-
-
-def definition_owners(bind: Bind, name: str, version: int) -> list[str]:
-    """The tenants that registered ``name`` ``version`` (tenant-blind, as above)."""
-    wd = workflow_definitions
-    with _connect(bind) as conn:
-        return list(conn.execute(
-            select(wd.c.tenant).where(wd.c.name == name, wd.c.version == version)
-            .order_by(wd.c.tenant)
-        ).scalars())

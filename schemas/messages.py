@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_TENANT",
     "MESSAGE_TYPES",
     "TERMINAL_STATUS",
     "TYPE_NAMES",
@@ -61,12 +62,17 @@ __all__ = [
     "WorkflowResumed",
     "WorkflowStarted",
     "WorkflowTerminated",
+    "definition_key",
     "derived_id",
     "dump_json",
     "event_id_for",
     "kind_of",
+    "parse_definition_key",
     "task_id",
 ]
+
+#: The tenant of messages that name none (envelope v1, the CLI's and the demo's default).
+DEFAULT_TENANT = "default"
 
 _NAMESPACE = uuid.UUID("6f0c3d3e-6a52-4d8e-9d1c-5f0a1b2c3d4e")
 
@@ -90,6 +96,27 @@ def task_id(workflow_id: str, step_id: str, attempt: int, *, compensation: bool 
     """The deterministic id of one attempt of a step (or of its compensation)."""
     kind = "compensate" if compensation else "run"
     return f"{workflow_id}:{step_id}:{kind}:{attempt}"
+
+
+def definition_key(tenant: str, name: str, version: int) -> str:
+    """The record key of a definition version on ``wf.definitions``, unique per tenant.
+
+    ``<tenant>/<name>:<version>``; the default tenant keeps the older ``<name>:<version>``
+    so compaction replaces its records written before keys named the tenant. A definition
+    name has neither ``/`` nor ``:``, so the last ``/`` splits any tenant off unambiguously.
+    """
+    if tenant == DEFAULT_TENANT:
+        return f"{name}:{version}"
+    return f"{tenant}/{name}:{version}"
+
+
+def parse_definition_key(key: str) -> tuple[str, str, int] | None:
+    """``(tenant, name, version)`` of a :func:`definition_key`, or None if it is none."""
+    tenant, slash, rest = key.rpartition("/")
+    name, _, version = rest.rpartition(":")
+    if not name or not version.isdigit() or (slash and not tenant):
+        return None
+    return (tenant if slash else DEFAULT_TENANT), name, int(version)
 
 
 # --- commands on wf.commands (key: workflow id) -------------------------------------------
@@ -206,7 +233,7 @@ class ExecuteTask:
     timeout_ms: int
 
 
-# --- definitions on wf.definitions (key: "name:version") ----------------------------------
+# --- definitions on wf.definitions (key: definition_key(tenant, name, version)) -----------
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from foldflow.follow import EventFollower
 from foldflow.follow import Progress as WorkflowProgress
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
-from schemas.messages import DefinitionRegistered
+from schemas.messages import DEFAULT_TENANT, DefinitionRegistered, definition_key
 
 __all__ = ["demo"]
 
@@ -64,8 +64,9 @@ def demo(
     with Publisher(settings, source="demo") as publisher, EventFollower(settings) as follower:
         publisher.publish_many([
             (topology.definitions, command_envelope(
-                d.key, DefinitionRegistered(d.name, d.version, "default", d.canonical_json()),
-                tenant="default"))
+                definition_key(DEFAULT_TENANT, d.name, d.version),
+                DefinitionRegistered(d.name, d.version, DEFAULT_TENANT, d.canonical_json()),
+                tenant=DEFAULT_TENANT))
             for d in definitions
         ])  # fmt: skip
         console.print(f"Registered {len(definitions)} definitions: "

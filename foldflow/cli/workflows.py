@@ -31,6 +31,7 @@ from schemas.messages import (
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
+    definition_key,
     dump_json,
 )
 
@@ -109,7 +110,8 @@ def register_definitions(
     for definition in loaded:
         payload = DefinitionRegistered(definition.name, definition.version, tenant,
                                        definition.canonical_json())
-        _publish(settings, topic, command_envelope(definition.key, payload, tenant=tenant))
+        key = definition_key(tenant, definition.name, definition.version)
+        _publish(settings, topic, command_envelope(key, payload, tenant=tenant))
         console.print(f"registered {definition.key} (tenant {tenant})", highlight=False)
 
 

@@ -1,10 +1,11 @@
 """``/v1/definitions``: register workflow definitions and read the caller's tenant's ones.
 
 Registering validates with :mod:`foldflow.definitions` (every problem, with its path, in a
-422) and publishes ``definition.registered.v1`` to ``wf.definitions`` keyed
-``name:version``; the 201 follows the broker's ack. Re-registering identical content is
-a no-op (200); different content under an existing version is a 409, as is a
-``name:version`` another tenant already holds (the topic's key space is shared).
+422) and publishes ``definition.registered.v1`` to ``wf.definitions`` keyed by
+:func:`~schemas.messages.definition_key` (tenant, name and version); the 201 follows the
+broker's ack. Each tenant has its own namespace: re-registering identical content is a
+no-op (200), different content under a version the caller's tenant holds is a 409, and
+what other tenants registered is neither visible nor in the way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.commands import envelope_for
 from gateway.deps import Ctx, DefinitionWriter, JsonBody, WorkflowReader
 from gateway.errors import FieldProblem, ProblemError, problems
 from gateway.schemas import NAME_PATTERN, DefinitionPage, DefinitionPublic
-from schemas.messages import DefinitionRegistered, dump_json
+from schemas.messages import DefinitionRegistered, definition_key, dump_json
 
 __all__ = ["router"]
 
@@ -100,19 +101,15 @@ async def register_definition(
             )  # fmt: skip
         response.status_code = 200
         return existing
-    if await ctx.reads.definition_owner(name, version, not_tenant=caller.tenant):
-        raise ProblemError(
-            409, f"{name} version {version} is taken; choose another name or version",
-            kind="definition-exists",
-        )  # fmt: skip
+    key = definition_key(caller.tenant, name, version)
     envelope = envelope_for(
-        definition.key,
+        key,
         DefinitionRegistered(name=name, version=version, tenant=caller.tenant,
                              definition_json=canonical),
         tenant=caller.tenant,
         correlation_id=request.state.request_id,
     )  # fmt: skip
-    await ctx.commands.send(ctx.topology.definitions, envelope, key=definition.key)
+    await ctx.commands.send(ctx.topology.definitions, envelope, key=key)
     response.headers["Location"] = f"/v1/definitions/{name}/{version}"
     return DefinitionPublic(
         name=name,

@@ -32,7 +32,7 @@ async def test_register_publishes_the_caller_tenant_definition_then_reads_it_bac
     [(envelope, headers)] = definition_log.wait_for(
         lambda e: isinstance(e.payload, DefinitionRegistered) and e.payload.name == name
     )
-    assert envelope.workflow_id == f"{name}:3"
+    assert envelope.workflow_id == f"acme/{name}:3"  # the record key: the tenant's namespace
     assert isinstance(envelope.payload, DefinitionRegistered)
     assert envelope.payload.tenant == "acme" and envelope.tenant == "acme"
     assert headers["event_type"] == b"definition.registered.v1"
@@ -92,9 +92,33 @@ async def test_reregistering_is_idempotent_and_other_content_conflicts(
     assert conflict.status_code == 409
     assert conflict.json()["type"] == "urn:foldflow:problem:definition-exists"
 
-    other_tenant = await client.post("/v1/definitions", json=body, headers=bearer(keys.globex))
-    assert other_tenant.status_code == 409
+
+
+async def test_tenants_register_the_same_name_and_version_independently(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    body = _definition()
+    name = body["name"]
+    first = await client.post("/v1/definitions", json=body, headers=bearer(keys.acme))
+    assert first.status_code == 201
+    await eventually(
+        lambda: client.get(f"/v1/definitions/{name}/1", headers=bearer(keys.acme)),
+        lambda r: r.status_code == 200,
+    )
+
+    theirs = {**body, "description": "globex's own"}  # other content, same name:version
+    other_tenant = await client.post("/v1/definitions", json=theirs, headers=bearer(keys.globex))
+    assert other_tenant.status_code == 201, other_tenant.text  # no cross-tenant 409
     assert "acme" not in other_tenant.text
+    read = await eventually(
+        lambda: client.get(f"/v1/definitions/{name}/1", headers=bearer(keys.globex)),
+        lambda r: r.status_code == 200,
+    )
+    assert read.json()["definition"].get("description") == "globex's own"
+    mine = await client.get(f"/v1/definitions/{name}/1", headers=bearer(keys.acme))
+    assert mine.json()["definition"].get("description") != "globex's own"
+    again = await client.post("/v1/definitions", json=theirs, headers=bearer(keys.globex))
+    assert again.status_code == 200  # idempotent within globex's namespace
 
 
 async def test_another_tenants_definition_is_not_found(

@@ -185,3 +185,37 @@ async def _waiting_for_signal(client: httpx.AsyncClient, keys: Keys, workflow_id
         await asyncio.sleep(0.2)
     history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=bearer(keys.acme))
     raise AssertionError(f"{workflow_id} never waited for its signal: {history.text}")
+
+
+async def test_each_tenant_runs_its_own_definition_of_a_shared_name(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    versions = {
+        keys.acme: {"name": name, "version": 1, "steps": [
+            {"id": "only", "task": "builtin.echo", "input": {"by": "acme"}},
+        ], "output": {"ran": "${steps.only.output.by}"}},
+        keys.globex: {"name": name, "version": 1, "steps": [
+            {"id": "first", "task": "builtin.echo", "input": {"by": "globex"}},
+            {"id": "second", "task": "builtin.echo", "after": ["first"],
+             "input": {"by": "${steps.first.output.by}"}},
+        ], "output": {"ran": "${steps.second.output.by}"}},
+    }  # fmt: skip
+    for key, definition in versions.items():  # the same name:version, no 409 across tenants
+        await _register(client, key, definition)
+
+    started = {}
+    for key in versions:
+        accepted = await client.post(
+            "/v1/workflows", json={"definition": name, "version": 1, "input": {}},
+            headers=bearer(key),
+        )  # fmt: skip
+        assert accepted.status_code == 202, accepted.text
+        started[key] = accepted.json()["id"]
+
+    acme = await _wait(client, keys.acme, started[keys.acme], WAIT)
+    assert (acme["status"], acme["output"]) == ("completed", {"ran": "acme"}), acme
+    assert [s["id"] for s in acme["steps"]] == ["only"]
+    globex = await _wait(client, keys.globex, started[keys.globex], WAIT)
+    assert (globex["status"], globex["output"]) == ("completed", {"ran": "globex"}), globex
+    assert [s["id"] for s in globex["steps"]] == ["first", "second"]

@@ -28,6 +28,7 @@ from foldflow.topics import Topology
 from producers import Publisher
 from schemas.codec import decode, encode
 from schemas.messages import (
+    DEFAULT_TENANT,
     CancelWorkflow,
     DefinitionRegistered,
     Envelope,
@@ -38,6 +39,7 @@ from schemas.messages import (
     StartWorkflow,
     StepCompleted,
     TerminateWorkflow,
+    definition_key,
     dump_json,
 )
 
@@ -247,11 +249,11 @@ class Deployment:
             tenant="default",
         )  # fmt: skip
 
-    def register(self, definition: Definition) -> None:
-        """Publish ``definition.registered.v1`` for one definition version."""
-        key = f"{definition.name}:{definition.version}"
+    def register(self, definition: Definition, *, tenant: str = DEFAULT_TENANT) -> None:
+        """Publish ``definition.registered.v1`` for one definition version of ``tenant``."""
+        key = definition_key(tenant, definition.name, definition.version)
         payload = DefinitionRegistered(
-            name=definition.name, version=definition.version, tenant="default",
+            name=definition.name, version=definition.version, tenant=tenant,
             definition_json=definition.canonical_json(),
         )  # fmt: skip
         self.publisher.publish(self.topology.definitions, self._envelope(key, payload), key=key)

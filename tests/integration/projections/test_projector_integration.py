@@ -91,8 +91,6 @@ def test_every_kind_of_workflow_is_projected_as_its_events_say(
 
     assert [(d.name, d.version) for d in queries.list_definitions(engine, "acme")] == [
         ("order", 1), ("order", 2)]
-    assert queries.definition_owners(engine, "order", 1) == ["acme"]
-    assert queries.definition_owners(engine, "order", 9) == []
     assert queries.workflow_owner(engine, scripts["failed"].workflow_id) == "acme"
     assert queries.workflow_owner(engine, "no-such-workflow") is None
     latest = queries.get_definition(engine, "acme", "order")
