@@ -76,7 +76,8 @@ def test_a_cold_broker_starts_keeps_its_data_across_a_restart_and_stops(
             "kafka_bootstrap": f"127.0.0.1:{_free_port_pair()}",
             "state_dir": tmp_path / "state",
             "kafka_data_dir": tmp_path / "data",
-            "kafka_heap": "256m",
+            # the product's default: 256m ran out of heap on a restart once
+            "kafka_heap": Settings().kafka_heap,
         }
     )
     topic = unique_name()
