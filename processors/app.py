@@ -177,8 +177,11 @@ def create_app(
     def load(record: InputRecord) -> bytes | None:
         return table.get(record.key or b"")  # the memory store needs no current event
 
+    def owns(topic: str, partition: int) -> bool:
+        return TP(topic, partition) in app.consumer.assignment()
+
     def owned(record: InputRecord) -> bool:
-        return TP(record.topic, record.partition) in app.consumer.assignment()
+        return owns(record.topic, record.partition)
 
     def store(partition: int, key: bytes, value: bytes) -> None:
         # Written to the record's own changelog partition (not the current event's,
@@ -196,7 +199,7 @@ def create_app(
             store(record.partition, record.key or b"", value)
         # after the values: the marker says their events are covered (processors/catchup.py)
         for partition, end in orchestrator.take_events_end().items():
-            if TP(topology.commands, partition) in app.consumer.assignment():
+            if owns(topology.commands, partition):
                 store_marker(partition, end)
 
     async def handle_until_stored(records: list[InputRecord]) -> None:
@@ -235,19 +238,18 @@ def create_app(
             return committed
         return int((await app.consumer.earliest_offsets(tp))[tp])
 
-    order = InputOrder(
-        holes, owned=lambda t, p: TP(t, p) in app.consumer.assignment(), start=start_offset
-    )
+    order = InputOrder(holes, owned=owns, start=start_offset)
     serial = asyncio.Lock()  # the agent's batches and the stall check's fills: one at a time
 
     async def filled_stored() -> None:
         """Let faust commit past the ranges read from the log, now that they are stored."""
         for topic, partition, start, end in order.take_filled():
-            tp = TP(topic, partition)
-            if tp in app.consumer.assignment():
+            if owns(topic, partition):
                 # faust's own gap bookkeeping (offsets that need no ack): without it, a hole
                 # at the head of its acked offsets stops its commits for the partition
-                await app.consumer._add_gap(tp, start, end - 1)  # type: ignore[attr-defined]
+                await app.consumer._add_gap(  # type: ignore[attr-defined]
+                    TP(topic, partition), start, end - 1
+                )
 
     async def orchestrate(stream: faust.StreamT[bytes]) -> None:
         # Batches amortise the wait for the broker's acks; take_events acks (and so lets

@@ -66,15 +66,19 @@ class HoleReader:
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()  # one read at a time (the agent has concurrency 1)
 
+    def _client(self) -> Consumer:
+        """The consumer, made on first use (call with the lock held)."""
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+        return self._consumer
+
     def read(self, topic: str, partition: int, start: int, end: int) -> list[InputRecord]:
         """The records at offsets ``start`` to ``end - 1`` (fewer if retention deleted some).
 
         Blocking: call it in a thread. Raises :class:`HoleError` after the timeout.
         """
         with self._lock:
-            if self._consumer is None:
-                self._consumer = Consumer(self._config)
-            consumer = self._consumer
+            consumer = self._client()
             consumer.assign([TopicPartition(topic, partition, start)])
             try:
                 return self._read(consumer, topic, partition, start, end)
@@ -111,9 +115,7 @@ class HoleReader:
     def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         """The partition's first offset and its end (the next offset to be written)."""
         with self._lock:
-            if self._consumer is None:
-                self._consumer = Consumer(self._config)
-            low, high = self._consumer.get_watermark_offsets(
+            low, high = self._client().get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=10
             )
         return int(low), int(high)
@@ -121,9 +123,7 @@ class HoleReader:
     def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset of the partition, from the broker (None: none)."""
         with self._lock:
-            if self._consumer is None:
-                self._consumer = Consumer(self._config)
-            [tp] = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+            [tp] = self._client().committed([TopicPartition(topic, partition)], timeout=10)
         return tp.offset if tp.offset >= 0 else None
 
     def close(self) -> None:
