@@ -12,7 +12,6 @@ The language is documented in docs/definitions.md.
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +28,7 @@ from pydantic import (
 )
 
 from foldflow.definition_checks import Problem, graph_problems
+from foldflow.durations import parse_duration_ms
 from schemas.messages import dump_json
 
 __all__ = [
@@ -44,29 +44,15 @@ __all__ = [
 ]
 
 DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _ID_RE = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 #: A task type names a Kafka topic (``wf.tasks.<type>``): only the characters Kafka allows.
 _TASK_RE = r"^[A-Za-z0-9._-]+$"
 
 
 def parse_duration(value: Any) -> int:
-    """A duration in ms from ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '5s'")
-    if isinstance(value, int | float):
-        ms = round(value * 1000)
-    elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if not match:
-            raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
-        ms = round(float(match.group(1)) * _UNITS_MS[match.group(2)])
-    else:
-        raise ValueError("a duration is a number of seconds or a string like '5s'")
-    if ms < 0:
-        raise ValueError("a duration cannot be negative")
-    return ms
+    """A duration in ms: ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"``, ``"1h30m"`` or
+    a number of seconds (the one syntax of :mod:`foldflow.durations`)."""
+    return parse_duration_ms(value)
 
 
 #: A duration, held in ms, written back as ``"<n>ms"`` so the canonical form round-trips.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foldflow.dlq import DeadLetter, read_dead_letters, replay
+from foldflow.durations import parse_duration_ms
 from foldflow.settings import get_settings
 
 __all__ = ["app", "dlq_table", "parse_since"]
@@ -20,14 +21,11 @@ __all__ = ["app", "dlq_table", "parse_since"]
 app = typer.Typer(help="Dead letters on wf.dlq.", no_args_is_help=True)
 console = Console()
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_since(text: str, *, now_ms: int) -> int:
-    """``"15m"``/``"2h"``/``"1d"`` ago, or an ISO 8601 time (UTC if no zone) → epoch ms."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if match:
-        return now_ms - int(float(match[1]) * _UNITS[match[2]] * 1000)
+    """A duration ago (``"15m"``, ``"2h"``, ``"1d"``: :mod:`foldflow.durations`), or an
+    ISO 8601 time (UTC if no zone) → epoch ms."""
+    with contextlib.suppress(ValueError):
+        return now_ms - parse_duration_ms(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:

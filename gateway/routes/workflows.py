@@ -9,7 +9,6 @@ second workflow. Commands to a running workflow live in :mod:`gateway.routes.com
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
+from foldflow.durations import DURATION_PATTERN, parse_seconds
 from gateway.commands import envelope_for, workflow_id_for_key
 from gateway.context import GatewayContext
 from gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
@@ -44,17 +44,13 @@ router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 
 IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 _DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
 
 
 def parse_timeout(text: str) -> float:
-    """``"10s"``, ``"500ms"``, ``"2m"`` or ``"3"`` (seconds) as seconds; ValueError otherwise."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 500ms, 1m)")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    """``"10s"``, ``"500ms"``, ``"2m"`` or ``"3"`` (seconds) as seconds; ValueError otherwise
+    (the one duration syntax of :mod:`foldflow.durations`)."""
+    return parse_seconds(text)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -179,7 +175,7 @@ async def get_workflow(
     ] = None,
     timeout: Annotated[
         str,
-        Query(pattern=_DURATION.pattern, description="how long to wait (capped), e.g. 10s"),
+        Query(pattern=DURATION_PATTERN, description="how long to wait (capped), e.g. 10s"),
     ] = "10s",
 ) -> WorkflowPublic:
     """The workflow with its steps; with ``wait_for`` the answer waits (bounded) for it."""

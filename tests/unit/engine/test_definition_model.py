@@ -110,7 +110,7 @@ steps:
         ("- {id: a, task: t, input: {v: '${bogus.x}'}}", "steps[0].input", "bad reference"),
         ("- {id: a}", "steps[0]", "a task step needs 'task'"),
         ("- {id: a, task: t, sleep: 1}", "steps[0]", "cannot have 'task'"),
-        ("- {id: a, task: t, timeout: soon}", "steps[0].timeout", "bad duration"),
+        ("- {id: a, task: t, timeout: soon}", "steps[0].timeout", "not a duration"),
         ("- {id: a, task: t, retry: {jitter: 2}}", "steps[0].retry.jitter", "less than or equal"),
         ("- {id: 'a b', task: t}", "steps[0].id", "should match pattern"),
         (

@@ -1,0 +1,75 @@
+"""The one duration syntax of Foldflow: definitions, the gateway and the CLI all parse here.
+
+A duration is a number with a unit, ``ms``, ``s``, ``m``, ``h`` or ``d`` (``500ms``,
+``30s``, ``15m``, ``2h``, ``1d``), several of them in a row from the largest unit down
+(``1h30m``, ``2m30s``), or a plain number of seconds (``90``, ``0.5``). Spaces are ignored
+(``1h 30m``). It is never negative and at most :data:`MAX_DURATION_MS` (ten years).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+__all__ = [
+    "DURATION_PATTERN",
+    "MAX_DURATION_MS",
+    "parse_duration_ms",
+    "parse_seconds",
+]
+
+#: The longest duration anything accepts: ten years (a workflow timeout, a wait, ...).
+MAX_DURATION_MS = 3650 * 86_400_000
+
+_UNITS_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_ORDER = list(_UNITS_MS)  # largest first
+_NUMBER = r"\d{1,15}(?:\.\d{1,9})?"
+_PART = re.compile(rf"({_NUMBER})(ms|[dhms])")
+#: The accepted syntax as one regular expression (for OpenAPI ``pattern``s and the like).
+DURATION_PATTERN = rf"^\s*(?:{_NUMBER}|(?:{_NUMBER}\s*(?:ms|[dhms])\s*)+)\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
+_HINT = "use e.g. 500ms, 30s, 15m, 2h, 1d, 1h30m, or a number of seconds"
+
+
+def parse_duration_ms(value: Any) -> int:
+    """A duration in whole milliseconds from text (see the module doc) or a number of seconds.
+
+    Raises ValueError, naming the syntax, for anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"a duration is a number of seconds or text: {_HINT}")
+    if isinstance(value, int | float):
+        if value != value or value < 0:  # NaN or negative
+            raise ValueError(f"not a duration: {value!r} is negative")
+        if value * 1000 > MAX_DURATION_MS:
+            raise ValueError(_too_long(value))
+        return round(value * 1000)
+    if not isinstance(value, str):
+        raise ValueError(f"a duration is a number of seconds or text: {_HINT}")
+    text = re.sub(r"\s+", "", value)
+    if text.startswith("-"):
+        raise ValueError(f"not a duration: {value!r} is negative")
+    if _DURATION.fullmatch(text) is None:
+        raise ValueError(f"not a duration: {value!r} ({_HINT})")
+    parts = _PART.findall(text)
+    if not parts:  # a plain number of seconds
+        ms = float(text) * 1000
+    else:
+        units = [_ORDER.index(unit) for _, unit in parts]
+        if units != sorted(set(units)):
+            raise ValueError(f"not a duration: {value!r} (give each unit once, largest "
+                             "first, e.g. 1h30m)")
+        ms = sum(float(number) * _UNITS_MS[unit] for number, unit in parts)
+    if ms > MAX_DURATION_MS:
+        raise ValueError(_too_long(value))
+    return round(ms)
+
+
+def parse_seconds(value: Any) -> float:
+    """A duration (see the module doc) in seconds, as a float."""
+    return parse_duration_ms(value) / 1000
+
+
+def _too_long(value: Any) -> str:
+    return f"duration {value!r} is longer than {timedelta(milliseconds=MAX_DURATION_MS).days} days"
