@@ -1,4 +1,4 @@
-"""The DESIGN §14 benchmark harness behind ``foldflow bench`` (see README, Benchmarks).
+"""The benchmark harness behind ``foldflow bench`` (see README, Benchmarks).
 
 Pure parts (unit-tested): :mod:`bench.stats`, :mod:`bench.figures`, :mod:`bench.results`,
 :mod:`bench.lines`, :mod:`bench.readings`, :mod:`bench.report`, :mod:`bench.analysis`,

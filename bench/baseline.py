@@ -1,4 +1,4 @@
-"""The raw Kafka ceiling of this machine, measured in the same run (DESIGN §14).
+"""The raw Kafka ceiling of this machine, measured in the same run.
 
 confluent-kafka with exactly the Publisher's producer settings (``acks=all``, idempotent,
 ``murmur2_random``, ``linger.ms=5``, lz4: :func:`producers.publisher.producer_config`)

@@ -1,6 +1,6 @@
-"""The figures a run reports, the targets of DESIGN §14 beside them, and the verdicts.
+"""The figures a run reports, the performance targets beside them, and the verdicts.
 
-Pure: a :class:`Figure` holds a measured value, its target (if DESIGN §14 sets one) and
+Pure: a :class:`Figure` holds a measured value, its target (if there is one) and
 the comparable raw-Kafka figure of the same run; :func:`judge` says whether the target is
 met and by how much; :func:`ratio` relates a figure to the raw-Kafka baseline.
 """
@@ -23,7 +23,7 @@ __all__ = [
 
 Better = Literal["higher", "lower"]
 
-#: DESIGN §14, on this 2-core machine with everything sharing it.
+#: The performance targets (docs/architecture.md), on a 2-core machine with everything sharing it.
 TARGET_WORKFLOWS_PER_S_3_STEPS = 500.0
 TARGET_TASK_RUNS_PER_S = 1500.0
 TARGET_DISPATCH_P99_MS = 20.0
@@ -33,7 +33,7 @@ TARGET_RSS_MB_AT_100K = 300.0
 
 @dataclass(frozen=True)
 class Target:
-    """A bound from DESIGN §14: ``higher`` means at least ``limit``, ``lower`` at most."""
+    """A target bound: ``higher`` means at least ``limit``, ``lower`` at most."""
 
     limit: float
     better: Better
@@ -115,7 +115,7 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Targets:
-    """The DESIGN §14 targets, scaled to a run's number of steps ``k``."""
+    """The performance targets, scaled to a run's number of steps ``k``."""
 
     workflows_per_s: Target
     task_runs_per_s: Target
@@ -128,7 +128,7 @@ class Targets:
 def targets_for(steps: int) -> Targets:
     """Targets for workflows of ``steps`` no-op steps.
 
-    DESIGN §14 states 500 three-step workflows/s, i.e. 1,500 task runs/s; for another
+    The target is 500 three-step workflows/s, i.e. 1,500 task runs/s; for another
     step count the task-run rate is what stays fixed, so the workflow target is
     1,500 / k. Events/s has no target of its own: a k-step sequential workflow writes
     2k + 2 events, so the implied target is that many times the workflow target.

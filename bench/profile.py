@@ -1,4 +1,4 @@
-"""Where the orchestrator's time goes: py-spy samples, summarised (DESIGN §14).
+"""Where the orchestrator's time goes: py-spy samples, summarised.
 
 :func:`record` runs ``py-spy record --format raw`` against a running process (collapsed
 stacks: ``frame;frame;...;leaf count`` per line, loadable in speedscope or

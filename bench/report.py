@@ -114,7 +114,7 @@ def figures_table(result: BenchResult, *, previous: Mapping[str, Previous] | Non
                   title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    table.add_column("target (DESIGN §14)")
+    table.add_column("target")
     table.add_column("verdict")
     table.add_column("vs raw Kafka, same run", style="cyan")
     if previous is not None:

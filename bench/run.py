@@ -1,4 +1,4 @@
-"""One benchmark run, end to end (DESIGN §14): the composition root of the harness.
+"""One benchmark run, end to end: the composition root of the harness.
 
 1. private topics (a unique prefix) and migrations on the given database;
 2. the raw-Kafka baseline on the idle services' machine;
@@ -155,7 +155,7 @@ def _first_look(run: Session, window: PhaseWindow) -> float:
 
 
 def latency_rate(config: BenchConfig, measured: float) -> tuple[float, str]:
-    """The open-loop start rate of the latency phase and why (DESIGN §14: half load)."""
+    """The open-loop start rate of the latency phase and why (the targets are at half load)."""
     if config.latency_rate is not None:
         return config.latency_rate, "as asked (--latency-rate)"
     half_target = targets_for(config.steps).workflows_per_s.limit / 2
@@ -240,7 +240,7 @@ def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int) -> Memory
     store = run.settings.orchestrator_store.split(":", 1)[0]
     if store == "memory":
         run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
-                         "(terminal ones too); DESIGN's RSS target assumes the RocksDB store")
+                         "(terminal ones too); the RSS target assumes a disk-backed store")
     return MemoryResult(
         store=store,
         rss_idle_mb=idle_mb,

@@ -123,7 +123,7 @@ class Session:
         The topics are those of ``foldflow topics ensure`` (same partitions, cleanup,
         retention) plus ``message.timestamp.type=LogAppendTime``: every record's Kafka
         timestamp is then the moment the broker appended it, i.e. acked it (RF 1), which
-        is what DESIGN §14 times ("result acked → next task command acked"). No Foldflow
+        is what the dispatch target times ("result acked → next task command acked"). No Foldflow
         service reads record timestamps (they use the envelope's), so nothing else changes.
         """
         from confluent_kafka.admin import NewTopic

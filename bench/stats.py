@@ -15,7 +15,7 @@ MIN_WORKFLOWS_TO_PROJECT = 5_000
 #: What one entry of faust's memory:// store costs besides the state bytes (CPython: a
 #: dict slot, a bytes key and a bytes value object), for the projection from state size.
 ENTRY_OVERHEAD_BYTES = 200
-#: DESIGN §14: the orchestrator's memory at this many workflows.
+#: The performance target: the orchestrator's memory at this many workflows.
 RSS_TARGET_WORKFLOWS = 100_000
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Creating and checking the topics of DESIGN §3 with Kafka's admin API.
+"""Creating and checking Foldflow's topics (docs/architecture.md) with Kafka's admin API.
 
 ``foldflow topics ensure``, ``foldflow up`` and tests call :func:`ensure_topics`.
 """

@@ -1,4 +1,4 @@
-"""Workflow definitions: the validated model, loaded from YAML or JSON (DESIGN §6).
+"""Workflow definitions: the validated model, loaded from YAML or JSON.
 
 Shared by the CLI, the gateway, the orchestrator and the projector, so it lives in the
 kernel. ``Definition.load`` refuses a bad definition with one :class:`DefinitionError`

@@ -1,4 +1,4 @@
-"""``foldflow demo``: a batch of the example workflows, run end to end on Kafka (DESIGN §12).
+"""``foldflow demo``: a batch of the example workflows, run end to end on Kafka.
 
 :func:`plan` decides the batch (pure): which example, which input, which outcome is
 expected, which signal the demo sends once the workflow waits for it. :func:`run_batch`

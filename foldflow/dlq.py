@@ -1,4 +1,4 @@
-"""Reading and replaying ``wf.dlq`` (DESIGN §3, the dead letters of every consumer).
+"""Reading and replaying ``wf.dlq`` (the dead letters of every consumer).
 
 A dead letter is the original record (key, value, headers) plus the ``dlq.*`` headers
 ``Publisher.send_to_dlq`` adds: reason, reason kind, topic, partition and offset of

@@ -1,4 +1,4 @@
-"""Resilience helpers for task handler code (DESIGN §7), on maintained libraries.
+"""Resilience helpers for task handler code, on maintained libraries.
 
 - :func:`retry` — tenacity: exponential backoff with jitter, a bounded number of attempts,
   only on the exception types (or predicate) you name. Works on sync and async functions.

@@ -1,4 +1,4 @@
-"""The background services of ``foldflow up|down|ps`` (DESIGN §12).
+"""The background services of ``foldflow up|down|ps``.
 
 ``up`` starts each service of :func:`services` as a detached ``foldflow run <svc>``
 process (its own session, so it outlives the shell), with its log in

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     orchestrator_session_timeout_s: float = Field(
         default=10.0, gt=0, description="consumer group session timeout (failover time)"
     )
-    # Gateway (DESIGN §9): authentication, limits, timeouts
+    # Gateway: authentication, limits, timeouts
     api_keys: tuple[ConfiguredApiKey, ...] = Field(
         default=(), description="API keys besides the api_keys table (JSON list)"
     )

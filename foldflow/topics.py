@@ -1,6 +1,7 @@
 """The topology in one place: topic names, their specs, consumer groups.
 
-DESIGN §3. Runners and poll loops live elsewhere; they ask this module for names.
+The table is in docs/architecture.md. Runners and poll loops live elsewhere; they ask this
+module for names.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list[TopicSpec]:
-    """Every topic of DESIGN §3 (plus one per given task type) with its partitions and cleanup."""
+    """Every topic of Foldflow (plus one per given task type) with its partitions and cleanup."""
     p, rf, prefix = settings.partitions, settings.replication_factor, settings.topic_prefix
     isr = str(settings.min_insync_replicas)
 

@@ -1,4 +1,4 @@
-"""The REST gateway (DESIGN §9): writes become commands on Kafka, reads come from projections.
+"""The REST gateway: writes become commands on Kafka, reads come from projections.
 
 ``gateway.app.create_app`` is the composition root; ``gateway.keys.create_api_key`` makes
 API keys. This package imports nothing heavy at import time, so the CLI can use

@@ -1,6 +1,6 @@
 """Commands onto Kafka: envelopes the gateway builds and publishes, acked before answering.
 
-A 202 means the broker acked the command (DESIGN §11). A publish that fails or outlasts
+A 202 means the broker acked the command. A publish that fails or outlasts
 ``gateway_kafka_timeout_s`` is a ``503 kafka unavailable``: the client retries, and the
 deterministic ids (Idempotency-Key) make the retry harmless.
 """

@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST API (DESIGN §9), apart from the tables.
+"""Request and response bodies of the REST API, apart from the tables.
 
 ``XCreate`` is what a client sends, ``XPublic`` what it gets back. Statuses are the
 projection's (``running``, ``paused``, ``compensating`` and the six terminal ones).

@@ -1,7 +1,7 @@
-"""The orchestrator as a faust-streaming app (DESIGN §5, §13).
+"""The orchestrator as a faust-streaming app.
 
 :func:`create_app` builds everything from one :class:`Settings`; there are no module-level
-apps, so every test and process gets its own. One agent (``concurrency=1``, DESIGN §13)
+apps, so every test and process gets its own. One agent (``concurrency=1``)
 reads ``wf.commands`` and ``wf.results`` (co-partitioned) and keeps each workflow's state
 in the ``workflows`` table (raw bytes, changelog plain ``compact``). For each record the
 :class:`~processors.runner.Orchestrator` decides, produces and waits for the acks; only
@@ -207,7 +207,7 @@ def create_app(
 
         An exception out of the agent body does not just restart the agent: faust's
         take_events acks the batch in its ``finally``, so faust commits the offsets of
-        inputs that were never applied, silently (DESIGN §11). A retry is safe: nothing
+        inputs that were never applied, silently. A retry is safe: nothing
         of the failed attempt was stored, and what it published is re-published
         identically (the decider is deterministic); records already stored are
         recognised by their offsets and skipped.

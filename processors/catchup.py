@@ -1,6 +1,6 @@
 """After a recovery, fold into the table the events its values do not cover yet.
 
-The orchestrator stores a workflow's state only after its events were acked (DESIGN §5),
+The orchestrator stores a workflow's state only after its events were acked,
 and the table's changelog reaches Kafka later still, at faust's next commit. An
 orchestrator killed in between leaves events on ``wf.events`` that the recovered state
 does not know. Re-handling the inputs behind them gives the same events only if they

@@ -1,4 +1,4 @@
-"""The pure workflow decider (DESIGN §5, docs/internals.md "Decider").
+"""The pure workflow decider (docs/internals.md "Decider").
 
 ``decide(state, message, now)`` returns the events an input causes; ``evolve`` folds an
 event into the state; ``react(state, event)`` gives the messages that follow from an

@@ -1,4 +1,4 @@
-"""The orchestrator's in-memory view of ``wf.definitions`` (DESIGN §3, §6).
+"""The orchestrator's in-memory view of ``wf.definitions``.
 
 A consumer without a group reads the compacted topic from the beginning and keeps every
 registered ``(tenant, name, version)``: each tenant has its own namespace, and "latest"

@@ -1,4 +1,4 @@
-"""The timer loop's output: ``timer.fire.v1`` commands for due timers (DESIGN §5).
+"""The timer loop's output: ``timer.fire.v1`` commands for due timers.
 
 A fire command's id is derived from (workflow, timer, due time), so however often a timer
 fires the decider applies it once. It is sent in a span under the trace of the input that

@@ -2,7 +2,7 @@
 
 Pure (no I/O): :func:`apply_input` runs ``decide``, folds the events with ``evolve`` and
 collects, per event and in order, what ``react`` derives from it, each routed to its
-topic (DESIGN §3): events to ``wf.events``, ``ExecuteTask`` to ``wf.tasks.<type>``,
+topic: events to ``wf.events``, ``ExecuteTask`` to ``wf.tasks.<type>``,
 ``StartWorkflow``, ``CancelWorkflow`` and ``TerminateWorkflow`` of a child to
 ``wf.commands``, ``ChildFinished`` to ``wf.results``.
 """

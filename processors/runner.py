@@ -3,7 +3,7 @@
 :class:`Orchestrator` is the effectful shell around :func:`processors.plan.apply_input`.
 It knows nothing of faust: the app hands it a batch of records and a way to read the
 stored values, and stores what :meth:`Orchestrator.handle_batch` returns. That happens
-only after every message produced for the batch was acked (DESIGN §5); inputs of one
+only after every message produced for the batch was acked; inputs of one
 workflow within a batch are applied in order, each to the state the previous one left.
 Undecodable or invalid inputs go to ``wf.dlq`` with a reason and processing continues.
 """

@@ -1,4 +1,4 @@
-"""The orchestrator's per-workflow state (DESIGN §5) and its byte form for the state table.
+"""The orchestrator's per-workflow state and its byte form for the state table.
 
 State is immutable: :func:`processors.evolve.evolve` returns a new one per event. It is
 self-contained (it carries the pinned definition's canonical JSON), so the decider needs

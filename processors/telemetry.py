@@ -1,4 +1,4 @@
-"""The orchestrator's metrics, derived from the events it emits (DESIGN §10).
+"""The orchestrator's metrics, derived from the events it emits.
 
 Workers count the attempts they run (``foldflow_step_attempts_total`` with outcome
 succeeded/failed/timed_out); the orchestrator adds only what a worker cannot see: an

@@ -1,6 +1,6 @@
 """The orchestrator's index of the workflows it owns: pending timers and liveness.
 
-The timer loop must not scan every state on every tick (DESIGN §5), so the orchestrator
+The timer loop must not scan every state on every tick, so the orchestrator
 keeps, per workflow it stores, the partition it lives on, its pending timers
 (``timer_id -> due_at`` ms) and whether it is still active. A heap orders the timers by
 when they should fire; entries go stale when a state changes and are skipped lazily.

@@ -2,7 +2,7 @@
 
 ``acks=all`` + ``enable.idempotence`` (no loss, no duplicates from producer retries),
 ``partitioner=murmur2_random`` (the same partition as aiokafka/faust and the Java client
-pick for a key, DESIGN §13), small ``linger.ms`` and lz4 compression. A background thread
+pick for a key), small ``linger.ms`` and lz4 compression. A background thread
 serves delivery reports, so :meth:`Publisher.publish` (threads) and
 :meth:`Publisher.publish_async` (asyncio) both return only once the broker acked.
 """

@@ -1,4 +1,4 @@
-"""The pure fold: events in, row changes out. No I/O, no clock (DESIGN §8).
+"""The pure fold: events in, row changes out. No I/O, no clock.
 
 The projector loads the current rows of the workflows a batch touches, calls
 :func:`fold_batch`, and writes back what it returns with bulk statements. Per workflow,

@@ -1,4 +1,4 @@
-"""The read API the gateway and the CLI use (DESIGN §8, §9): typed results, never ORM rows.
+"""The read API the gateway and the CLI use: typed results, never ORM rows.
 
 Every function takes a :class:`~sqlalchemy.Connection` or :class:`~sqlalchemy.Engine`
 (the composition root owns the engine) and a tenant: a caller sees its tenant's rows only.

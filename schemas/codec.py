@@ -1,4 +1,4 @@
-"""Avro single-object encoding of :class:`~schemas.messages.Envelope` (DESIGN §4).
+"""Avro single-object encoding of :class:`~schemas.messages.Envelope`.
 
 Wire format: ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
 schema's parsing canonical form, then the Avro binary body. :func:`encode` always writes

@@ -504,7 +504,7 @@ def kind_of(payload: object) -> MessageKind:
 
 @dataclass(frozen=True)
 class Envelope:
-    """What every Kafka message value holds (DESIGN §4); ``event_type`` follows the payload.
+    """What every Kafka message value holds; ``event_type`` follows the payload.
 
     ``workflow_id`` is the message key (for definitions: ``name:version``); ``sequence``
     is set on events only (1, 2, 3… per workflow); ``causation_id`` is the id of the

@@ -67,8 +67,9 @@ def record_schema(cls: type) -> dict[str, Any]:
 def envelope_schema(version: int) -> dict[str, Any]:
     """The envelope record of the given version with the payload union of the whole catalog.
 
-    v1: the envelope of DESIGN §4. v2 adds ``tenant`` (the caller's tenant, on every
-    message, so consumers can scope a message without looking up its workflow).
+    v1: the envelope of docs/architecture.md (the event contract). v2 adds ``tenant`` (the
+    caller's tenant, on every message, so consumers can scope a message without looking up
+    its workflow).
     """
     payloads = [record_schema(cls) for cls, _ in messages.MESSAGE_TYPES.values()]
     fields: list[dict[str, Any]] = [
@@ -90,7 +91,7 @@ def envelope_schema(version: int) -> dict[str, Any]:
         "type": "record",
         "name": "Envelope",
         "namespace": NAMESPACE,
-        "doc": f"Foldflow message envelope, version {version} (DESIGN §4).",
+        "doc": f"Foldflow message envelope, version {version}.",
         "fields": fields,
     }
 

@@ -1,4 +1,4 @@
-"""The built-in task types every worker serves (DESIGN §7), so definitions can be tried
+"""The built-in task types every worker serves, so definitions can be tried
 without writing code: ``builtin.echo``, ``builtin.sleep``, ``builtin.fail``, ``builtin.http``.
 
 They live in their own :data:`registry`; ``foldflow run worker`` merges it with the user's.

@@ -2,7 +2,7 @@
 
 No Kafka here: :func:`run_attempt` calls the handler (async on the event loop, sync in a
 thread pool), enforces the attempt timeout and turns every outcome into a result payload;
-:func:`result_envelope` wraps it with the ids DESIGN §4 and docs/internals.md ask for.
+:func:`result_envelope` wraps it with the ids docs/architecture.md and docs/internals.md ask for.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The task registry: ``@task("payment.charge")`` maps a task type to its handler (DESIGN §7).
+"""The task registry: ``@task("payment.charge")`` maps a task type to its handler.
 
 A handler is ``handler(input, ctx) -> output``, sync or ``async``. ``input`` is the step's
 input as decoded JSON, ``ctx`` a :class:`TaskContext`; the return value must be

@@ -1,4 +1,4 @@
-"""The worker runtime: Kafka consumer groups that run task handlers (DESIGN §7).
+"""The worker runtime: Kafka consumer groups that run task handlers.
 
 One confluent-kafka consumer per served task type (topic ``wf.tasks.<type>``, group
 ``wf.worker.<type>``), all driven by one asyncio loop:

@@ -1,10 +1,10 @@
-"""``foldflow bench``: the DESIGN §14 benchmark against the real services and broker.
+"""``foldflow bench``: the benchmark against the real services and broker.
 
 Starts its own orchestrator, projector and worker(s) as ``foldflow run …`` subprocesses on
 private topics (a unique prefix, deleted afterwards) and the configured database, drives
 k-step no-op workflows through them, measures raw Kafka in the same run, and prints every
-figure beside its target. The harness lives in the top-level ``bench/`` directory of a
-source checkout; this module is only its command line.
+figure beside its target. The harness is the ``bench`` package (installed with Foldflow's
+server extras); this module is only its command line.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from foldflow.cli.output import FAILED, INTERRUPTED, USAGE, JsonOption, duration_option, err
 from foldflow.settings import get_settings
 
 __all__ = ["bench"]
@@ -23,37 +24,24 @@ __all__ = ["bench"]
 console = Console()
 
 
-def _import_bench() -> None:
-    """Make the checkout's ``bench/`` importable (it is not an installed package)."""
-    try:
-        import bench  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[2]
-        if not (root / "bench" / "run.py").exists():
-            console.print("[red]foldflow bench needs a source checkout (the bench/ directory)"
-                          "[/red]")
-            raise typer.Exit(2) from None
-        sys.path.insert(0, str(root))
-
-
 def bench(
     steps: int = typer.Option(3, "--steps", "-k", min=1, max=50,
                               help="No-op builtin.echo steps per workflow (sequential)."),
-    concurrency: int = typer.Option(200, "--concurrency", "-n", min=1,
+    concurrency: int = typer.Option(200, "--concurrency", min=1,
                                     help="Workflows in flight in the throughput phase."),
-    duration: float = typer.Option(30.0, "--duration", min=1,
-                                   help="Seconds of the throughput phase."),
+    duration: float = duration_option(30.0, "--duration",
+                                      help="How long the throughput phase runs (at least 1s)."),
     total: int | None = typer.Option(None, "--total", min=1,
                                      help="Stop the throughput phase after this many starts."),
-    latency_duration: float = typer.Option(
-        30.0, "--latency-duration", min=0,
-        help="Seconds of the latency phase (open loop at half load); 0 skips it."),
+    latency_duration: float = duration_option(
+        30.0, "--latency-duration",
+        help="How long the latency phase runs (open loop at half load); 0 skips it."),
     latency_rate: float | None = typer.Option(
         None, "--latency-rate", min=0.1,
         help="Starts/s of the latency phase (default: half the target, or half the "
              "measured throughput when that is lower)."),
-    warmup: float = typer.Option(3.0, "--warmup", min=0,
-                                 help="Seconds at the start of each phase left out of rates."),
+    warmup: float = duration_option(3.0, "--warmup",
+                                    help="The start of each phase left out of rates."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (builtin.echo)."),
     worker_concurrency: int = typer.Option(32, "--worker-concurrency", min=1,
                                            help="Handlers each worker runs at once."),
@@ -63,23 +51,29 @@ def bench(
     profile: bool = typer.Option(
         False, "--profile", help="When a target is missed, py-spy the orchestrator under "
                                  "load and show where its time goes."),
-    profile_seconds: float = typer.Option(8.0, "--profile-seconds", min=1,
-                                          help="How long py-spy samples (under load)."),
+    profile_seconds: float = duration_option(8.0, "--profile-seconds",
+                                             help="How long py-spy samples (under load)."),
     log_level: str | None = typer.Option(
         None, "--log-level", help="FOLDFLOW_LOG_LEVEL of the services (default: settings)."),
     keep_topics: bool = typer.Option(False, "--keep-topics",
                                      help="Keep the run's private topics for inspection."),
-    json_file: Path | None = typer.Option(None, "--json", help="Also write the run as JSON."),
+    as_json: bool = JsonOption,
+    json_file: Path | None = typer.Option(None, "--output", "-o",
+                                          help="Also write the run as JSON to this file."),
     compare: Path | None = typer.Option(
         None, "--compare", exists=True, dir_okay=False,
         help="An earlier run's --json: show how each figure moved since."),
 ) -> None:
-    """Benchmark workflows end to end (DESIGN §14) and compare with raw Kafka.
+    """Benchmark workflows end to end and compare with raw Kafka.
 
     Uses FOLDFLOW_KAFKA_BOOTSTRAP and FOLDFLOW_DATABASE_URL (give it a database of its
-    own); topics get a unique prefix and are deleted at the end.
+    own); topics get a unique prefix and are deleted at the end. The targets are in
+    docs/architecture.md.
     """
-    _import_bench()
+    if duration < 1:
+        raise typer.BadParameter("at least 1s", param_hint="--duration")
+    if profile_seconds < 1:
+        raise typer.BadParameter("at least 1s", param_hint="--profile-seconds")
     from bench.report import load_previous, render, to_json_text
     from bench.run import BenchConfig, BenchError, run_benchmark
 
@@ -88,8 +82,8 @@ def bench(
         try:
             previous = load_previous(json.loads(compare.read_text()))
         except (OSError, ValueError) as exc:
-            console.print(f"[red]--compare: cannot read {compare}:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from exc
+            err.print(f"[red]--compare: cannot read {compare}:[/red] {exc}", highlight=False)
+            raise typer.Exit(USAGE) from exc
 
     config = BenchConfig(
         steps=steps, concurrency=concurrency, duration=duration, total=total,
@@ -100,17 +94,20 @@ def bench(
     )
 
     def progress(line: str) -> None:
-        console.print(f"[dim]{line}[/dim]", highlight=False)
+        err.print(f"[dim]{line}[/dim]", highlight=False)
 
     try:
         result = run_benchmark(get_settings(), config, progress=progress)
     except (BenchError, RuntimeError) as exc:
-        console.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        err.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(FAILED) from exc
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted; services stopped, topics deleted[/yellow]")
-        raise typer.Exit(130) from None
-    console.print(render(result, previous=previous))
+        err.print("[yellow]interrupted; services stopped, topics deleted[/yellow]")
+        raise typer.Exit(INTERRUPTED) from None
+    if as_json:
+        sys.stdout.write(to_json_text(result) + "\n")
+    else:
+        console.print(render(result, previous=previous))
     if json_file is not None:
         json_file.write_text(to_json_text(result) + "\n")
-        console.print(f"written {json_file}", highlight=False)
+        err.print(f"written {json_file}", highlight=False)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from foldflow import services as svc
 from foldflow import stack as local_stack
+from foldflow.cli.output import duration_option
 from foldflow.cli.services import bring_up, key_path
 from foldflow.cli.workflows import command_envelope
 from foldflow.demo import EXAMPLES_DIR, plan, read_back, run_batch, summary_table
@@ -30,7 +31,7 @@ if not console.is_terminal and "COLUMNS" not in os.environ:
 
 def demo(
     batch: int = typer.Option(20, "--batch", min=1, help="How many workflows to start."),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the batch."),
+    timeout: float = duration_option(180.0, "--timeout", help="How long to wait for the batch."),
     examples: Path = typer.Option(EXAMPLES_DIR, "--examples", help="Definitions to register."),
     skip_up: bool = typer.Option(False, "--no-up", help="Assume `foldflow up` already ran."),
 ) -> None:

@@ -15,7 +15,7 @@ from foldflow.settings import get_settings
 
 __all__ = ["app", "run_gateway"]
 
-app = typer.Typer(help="The REST gateway (DESIGN §9).", no_args_is_help=True)
+app = typer.Typer(help="The REST gateway.", no_args_is_help=True)
 
 
 def run_gateway(

@@ -1,4 +1,4 @@
-"""``foldflow run orchestrator``: the faust orchestrator in the foreground (DESIGN §5, §12).
+"""``foldflow run orchestrator``: the faust orchestrator in the foreground.
 
 Creates the topics it needs (idempotent), serves ``/metrics`` when
 ``FOLDFLOW_METRICS_PORT`` is set (from the moment its state is recovered, so an answering
@@ -29,7 +29,7 @@ STORE_REFUSAL = (
 EOS_REFUSAL = (
     "processing_guarantee=exactly_once is refused: with faust-streaming 0.15.3 the "
     "orchestrator's crash test fails in that mode (after a SIGKILL failover the survivor "
-    "crashes with ProducerFenced / IllegalOperation, DESIGN §13). at_least_once is safe: "
+    "crashes with ProducerFenced / IllegalOperation). at_least_once is safe: "
     "events are deterministic and state is stored only after the broker acked them."
 )
 

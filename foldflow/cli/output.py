@@ -45,8 +45,8 @@ INTERRUPTED = 130  # Ctrl-C
 #: The exit codes as ``--help`` shows them (the root command's epilog).
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 the outcome is not the one asked for (a workflow did not complete, "
-    "a service is not ready, a check failed) or Kafka/PostgreSQL failed; 2 usage or "
-    "configuration error (bad option, bad JSON or definition file); 3 timed out; "
+    "a service is not ready, a definition is invalid, a check failed) or Kafka/PostgreSQL "
+    "failed; 2 usage or configuration error (a bad option or JSON argument); 3 timed out; "
     "130 interrupted. Durations are 500ms, 30s, 15m, 2h, 1d, 1h30m or seconds. "
     "Listing commands take --json. More in docs/cli.md."
 )

@@ -1,26 +1,30 @@
 """Read-side commands: ``foldflow status ID``, ``foldflow events ID`` (tables from the
-projections) and ``foldflow projections rebuild`` (DESIGN §8, §12)."""
+projections) and ``foldflow projections rebuild``."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine
 
+from foldflow.cli.output import FAILED, JsonOption, err, print_json
 from foldflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = ["app", "events", "register", "status"]
 
 app = typer.Typer(help="The PostgreSQL projections.", no_args_is_help=True)
 console = Console()
 TenantOption = typer.Option(
-    None, "--tenant", help="The tenant the workflow belongs to (default: whichever holds it)."
+    None, "--tenant", "-t",
+    help="The tenant the workflow belongs to (default: whichever holds it).",
 )
 STATUS_COLOURS = {"completed": "green", "running": "cyan", "paused": "yellow",
                   "compensating": "yellow", "failed": "red", "compensated": "magenta",
@@ -51,9 +55,13 @@ def _tenant_of(engine: Engine, workflow_id: str, tenant: str | None) -> str:
     return tenant or workflow_owner(engine, workflow_id) or "default"
 
 
+NOT_FOUND = "Exit codes: 0 shown; 1 no such workflow (or PostgreSQL failed)."
+
+
 def status(
     workflow_id: str = typer.Argument(..., help="The workflow id."),
     tenant: str | None = TenantOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """A workflow's status and steps, as projected in PostgreSQL."""
     from projections.db import make_engine
@@ -63,8 +71,11 @@ def status(
     tenant = _tenant_of(engine, workflow_id, tenant)
     detail = get_workflow(engine, tenant, workflow_id)
     if detail is None:
-        console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
-        raise typer.Exit(1)
+        err.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        raise typer.Exit(FAILED)
+    if as_json:
+        print_json(detail)
+        return
     head = Table(show_header=False, title=f"workflow {detail.id}")
     for key, value in (
         ("status", _coloured(detail.status)),
@@ -97,8 +108,10 @@ def status(
 def events(
     workflow_id: str = typer.Argument(..., help="The workflow id."),
     tenant: str | None = TenantOption,
-    after: int = typer.Option(0, "--after", help="Only events after this sequence."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="At most this many events."),
+    after: int = typer.Option(0, "--after", min=0, help="Only events after this sequence."),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000,
+                              help="At most this many events."),
+    as_json: bool = JsonOption,
 ) -> None:
     """A workflow's history: one row per event, in sequence order."""
     from projections.db import make_engine
@@ -108,8 +121,11 @@ def events(
     tenant = _tenant_of(engine, workflow_id, tenant)
     history = get_history(engine, tenant, workflow_id, after_sequence=after, limit=limit)
     if history is None:
-        console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
-        raise typer.Exit(1)
+        err.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        raise typer.Exit(FAILED)
+    if as_json:
+        print_json(history)
+        return
     table = Table(title=f"history of {workflow_id}")
     for column in ("seq", "type", "time", "payload"):
         table.add_column(column)
@@ -143,13 +159,13 @@ def rebuild(
         try:
             applied = job.run(progress, on_phase=phase)
         except RebuildError as exc:
-            console.print(f"[red]rebuild failed:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from exc
+            err.print(f"[red]rebuild failed:[/red] {exc}", highlight=False)
+            raise typer.Exit(FAILED) from exc
     console.print(f"[green]rebuilt and swapped in:[/green] {applied} events", highlight=False)
 
 
 def register(root: typer.Typer) -> None:
     """Add ``status``, ``events`` and the ``projections`` group to the root app."""
-    root.command("status")(status)
-    root.command("events")(events)
+    root.command("status", epilog=NOT_FOUND)(status)
+    root.command("events", epilog=NOT_FOUND)(events)
     root.add_typer(app, name="projections")

@@ -1,4 +1,4 @@
-"""``foldflow run projector``: the projector in the foreground (DESIGN §8, §12).
+"""``foldflow run projector``: the projector in the foreground.
 
 The composition root of the projector process: settings, JSON logs, tracing, metrics
 server, engine, DLQ publisher, then :class:`projections.projector.Projector`. SIGTERM and

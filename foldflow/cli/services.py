@@ -1,4 +1,4 @@
-"""``foldflow up|down|ps``: the whole system in the background on this machine (DESIGN §12).
+"""``foldflow up|down|ps``: the whole system in the background on this machine.
 
 ``up`` is idempotent: the local stack (Kafka, PostgreSQL), the topics (with the built-in
 task types), the database migrations (``foldflow db upgrade``), every service of
@@ -22,6 +22,7 @@ from foldflow import services as svc
 from foldflow import stack as local_stack
 from foldflow.admin import ensure_topics
 from foldflow.cli.introspect import resolve
+from foldflow.cli.output import JsonOption, print_json
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import BUILTIN_TASK_TYPES
 
@@ -167,21 +168,25 @@ def ps_table(rows: list[svc.ServiceStatus]) -> Table:
     return table
 
 
-def ps() -> None:
+def ps(as_json: bool = JsonOption) -> None:
     """Show each background service: pid, state, uptime, port and log file.
 
     Exits 1 unless every service is ready.
     """
     settings = get_settings()
     rows = svc.status(settings, svc.services(settings))
-    console.print(ps_table(rows))
+    if as_json:
+        print_json(rows)
+    else:
+        console.print(ps_table(rows))
     if not all(r.state == "ready" for r in rows):
         raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``up``, ``down`` and ``ps`` to the root ``foldflow`` app."""
-    app.command("up")(up)
+    app.command("up", epilog="Exit codes: 0 everything is up and ready; 1 a part failed "
+                             "(its log tail is printed).")(up)
     app.command("down")(down)
-    app.command("ps")(ps)
+    app.command("ps", epilog="Exit codes: 0 every service is ready; 1 one is not.")(ps)
 

@@ -1,4 +1,4 @@
-"""``foldflow stack up|down|status``: Kafka and PostgreSQL only (DESIGN §12)."""
+"""``foldflow stack up|down|status``: Kafka and PostgreSQL only."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foldflow import stack as local_stack
+from foldflow.cli.output import FAILED, JsonOption, print_json
 from foldflow.settings import get_settings
 
 app = typer.Typer(
@@ -31,13 +32,18 @@ def down() -> None:
     local_stack.down(get_settings(), report=lambda line: console.print(line, highlight=False))
 
 
-@app.command("status")
-def status() -> None:
+@app.command("status", epilog="Exit codes: 0 both answer; 1 Kafka or PostgreSQL does not.")
+def status(as_json: bool = JsonOption) -> None:
     """Show whether Kafka and PostgreSQL answer, and who started them."""
+    parts = local_stack.status(get_settings())
+    if as_json:
+        print_json(parts)
+        if not all(p.running for p in parts):
+            raise typer.Exit(FAILED)
+        return
     table = Table(title="Foldflow local stack")
     for column in ("part", "address", "state", "managed here", "detail"):
         table.add_column(column)
-    parts = local_stack.status(get_settings())
     for part in parts:
         table.add_row(
             part.name,
@@ -48,4 +54,4 @@ def status() -> None:
         )
     console.print(table)
     if not all(p.running for p in parts):
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)

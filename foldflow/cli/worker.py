@@ -1,8 +1,8 @@
-"""``foldflow run worker``: serve task types in the foreground (DESIGN §7, §12).
+"""``foldflow run worker``: serve task types in the foreground.
 
 The built-in task types are always available; ``--module`` imports user modules so their
 ``@task`` registrations load. SIGTERM/SIGINT shut down gracefully: no new commands are
-fetched, running attempts get ``--grace-period`` seconds, the rest is left uncommitted for
+fetched, running attempts get ``--grace-period`` (a duration), the rest is left uncommitted for
 another worker.
 """
 
@@ -16,6 +16,7 @@ import threading
 
 import typer
 
+from foldflow.cli.output import USAGE, duration_option
 from foldflow.settings import get_settings
 
 __all__ = ["run_worker"]
@@ -32,21 +33,23 @@ def run_worker(
         [],
         "--types",
         "--task-type",
-        "-t",
         help="Task types to serve (comma-separated or repeated); default: every registered one.",
     ),
     module: list[str] = typer.Option(
         [], "--module", "-m", help="Import this module first (its @task handlers register)."
     ),
     concurrency: int = typer.Option(8, min=1, help="Handlers running at once, across types."),
-    grace_period: float = typer.Option(
-        15.0, min=0, help="Seconds in-flight attempts may finish after SIGTERM."
+    grace_period: float = duration_option(
+        15.0, "--grace-period", help="How long in-flight attempts may finish after SIGTERM."
     ),
-    session_timeout_ms: int = typer.Option(
-        45_000,
-        min=1,
-        help="Consumer group session timeout (how soon a dead worker's "
-        "partitions move to another).",
+    session_timeout: float = duration_option(
+        45.0, "--session-timeout",
+        help="Consumer group session timeout (how soon a dead worker's partitions move to "
+        "another).",
+    ),
+    session_timeout_ms: int | None = typer.Option(
+        None, "--session-timeout-ms", min=1, hidden=True,
+        help="The same in milliseconds (kept for older scripts).",
     ),
 ) -> None:
     """Run a worker in the foreground."""  # fmt: skip
@@ -69,7 +72,7 @@ def run_worker(
             importlib.import_module(name)
         except ImportError as exc:
             typer.echo(f"cannot import task module {name!r}: {exc}", err=True)
-            raise typer.Exit(2) from exc
+            raise typer.Exit(USAGE) from exc
     registry = builtin_registry.merged(default_registry)
     try:
         worker = Worker(
@@ -78,11 +81,12 @@ def run_worker(
             task_types=_split(types) or None,
             concurrency=concurrency,
             grace_period=grace_period,
-            consumer_config={"session.timeout.ms": session_timeout_ms},
+            consumer_config={"session.timeout.ms": session_timeout_ms
+                             or max(1, round(session_timeout * 1000))},
         )
     except ValueError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(USAGE) from exc
     try:  # a user's task type needs its wf.tasks.<type> topic; idempotent
         ensure_topics(settings, task_types=worker.task_types)
     except (PartitionMismatch, KafkaException) as exc:

@@ -1,8 +1,8 @@
-"""Commands that talk to Kafka directly, no gateway needed (DESIGN §12).
+"""Commands that talk to Kafka directly, no gateway needed.
 
-``foldflow definitions register FILE...``, ``foldflow start NAME --input JSON [--wait]``,
-``foldflow signal|cancel|pause|resume|terminate ID``. Each publishes one message and
-returns once the broker acked it (``producers.Publisher``).
+``foldflow start NAME --input JSON [--wait]``, ``foldflow signal|cancel|pause|resume|terminate
+ID`` (and ``foldflow definitions register``, :mod:`foldflow.cli.definitions`). Each publishes
+one message and returns once the broker acked it (``producers.Publisher``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from foldflow.cli.output import (
+    FAILED,
+    TIMED_OUT,
+    USAGE,
+    JsonOption,
+    duration_option,
+    err,
+    print_json,
+)
 from foldflow.follow import EventFollower, Progress, track
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
 from schemas.messages import (
     CancelWorkflow,
-    DefinitionRegistered,
     Envelope,
     PauseWorkflow,
     Payload,
@@ -31,19 +39,16 @@ from schemas.messages import (
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
-    definition_key,
     dump_json,
 )
 
-__all__ = ["command_envelope", "parse_json", "register", "wait_for"]
+__all__ = ["command_envelope", "parse_json", "publish", "register", "wait_for"]
 
 console = Console()
 SOURCE = "cli"
-TenantOption = typer.Option("default", "--tenant", help="The tenant the message belongs to.")
+TenantOption = typer.Option("default", "--tenant", "-t",
+                            help="The tenant the message belongs to.")
 ReasonOption = typer.Option(None, "--reason", help="Why (kept in the workflow's history).")
-
-definitions_app = typer.Typer(help="Workflow definitions on wf.definitions.",
-                              no_args_is_help=True)
 
 
 def command_envelope(workflow_id: str, payload: Payload, *, tenant: str) -> Envelope:
@@ -65,54 +70,21 @@ def parse_json(text: str, *, what: str) -> Any:
         raw = Path(text[1:]).read_text() if text.startswith("@") else text
         return json.loads(raw)
     except (OSError, ValueError) as exc:
-        console.print(f"[red]{what} is not valid JSON:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        err.print(f"[red]{what} is not valid JSON:[/red] {exc}", highlight=False)
+        raise typer.Exit(USAGE) from exc
 
 
-def _publish(settings: Settings, topic: str, envelope: Envelope) -> None:
+def publish(settings: Settings, topic: str, envelope: Envelope) -> None:
+    """Publish one message and wait for the broker's ack; exits 1 when it does not ack."""
     from producers import Publisher, PublishError  # lazy: the CLI is the composition root
 
     try:
         with Publisher(settings, source=SOURCE) as publisher:
             publisher.publish(topic, envelope)
     except PublishError as exc:
-        console.print(f"[red]not acked by Kafka at {settings.kafka_bootstrap}:[/red] {exc}",
-                      highlight=False)
-        raise typer.Exit(1) from exc
-
-
-@definitions_app.command("register")
-def register_definitions(
-    files: list[Path] = typer.Argument(..., help="YAML or JSON definition files."),
-    tenant: str = TenantOption,
-) -> None:
-    """Validate every file, then publish each as ``definition.registered.v1``.
-
-    Nothing is published if any file is invalid; every problem is printed with its path.
-    """
-    from foldflow.definitions import Definition, DefinitionError
-
-    loaded = []
-    failed = False
-    for path in files:
-        try:
-            loaded.append(Definition.load(path))
-        except DefinitionError as exc:
-            failed = True
-            console.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]", highlight=False)
-            for problem in exc.problems:
-                console.print(f"  {problem.path or '<definition>'}: {problem.message}",
-                              highlight=False, markup=False)
-    if failed:
-        raise typer.Exit(1)
-    settings = get_settings()
-    topic = Topology.of(settings).definitions
-    for definition in loaded:
-        payload = DefinitionRegistered(definition.name, definition.version, tenant,
-                                       definition.canonical_json())
-        key = definition_key(tenant, definition.name, definition.version)
-        _publish(settings, topic, command_envelope(key, payload, tenant=tenant))
-        console.print(f"registered {definition.key} (tenant {tenant})", highlight=False)
+        err.print(f"[red]not acked by Kafka at {settings.kafka_bootstrap}:[/red] {exc}",
+                  highlight=False)
+        raise typer.Exit(FAILED) from exc
 
 
 def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float,
@@ -156,46 +128,72 @@ def start(
     workflow_id: str | None = typer.Option(None, "--id", help="Workflow id (default: random)."),
     tenant: str = TenantOption,
     wait: bool = typer.Option(False, "--wait", help="Follow wf.events until it ends."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds --wait waits at most."),
+    timeout: float = duration_option(60.0, "--timeout", help="How long --wait waits at most."),
+    as_json: bool = JsonOption,
 ) -> None:
-    """Start a workflow; with --wait, print its final status and output.
-
-    With --wait the exit code is 0 only when the workflow completed (1: it ended otherwise,
-    3: still running after --timeout).
-    """
+    """Start a workflow; with --wait, print its final status and output."""
     data = parse_json(input_json, what="--input")
     settings = get_settings()
     wid = workflow_id or str(uuid.uuid4())
     payload = StartWorkflow(name, version, dump_json(data), tenant)
     envelope = command_envelope(wid, payload, tenant=tenant)
     if not wait:
-        _publish(settings, Topology.of(settings).commands, envelope)
-        console.print(f"started {wid} ({name})", highlight=False)
+        publish(settings, Topology.of(settings).commands, envelope)
+        if as_json:
+            print_json({"id": wid, "definition": name, "version": version, "tenant": tenant,
+                        "command_id": envelope.event_id})
+        else:
+            console.print(f"started {wid} ({name})", highlight=False)
         return
     with EventFollower(settings) as follower:
         follower.watch([wid])  # before publishing: the log end *now* is where we read from
-        _publish(settings, Topology.of(settings).commands, envelope)
-        console.print(f"started {wid} ({name}), waiting up to {timeout:.0f}s ...",
-                      highlight=False)
-        with console.status(f"{wid}: waiting for workflow.started") as spinner:
+        publish(settings, Topology.of(settings).commands, envelope)
+        err.print(f"started {wid} ({name}), waiting up to {timeout:g}s ...", highlight=False)
+        with err.status(f"{wid}: waiting for workflow.started") as spinner:
 
             def show(event: Envelope, progress: Progress) -> None:
                 spinner.update(f"{wid}: {progress.status}, last event {event.event_type}")
 
             progress = wait_for(follower, wid, timeout=timeout, on_event=show)
-    console.print(progress_table(progress))
+    if as_json:
+        print_json(progress_json(progress))
+    else:
+        console.print(progress_table(progress))
     if not progress.terminal:
-        console.print(f"[yellow]{wid} did not end within {timeout:.0f}s[/yellow]")
-        raise typer.Exit(3)
+        err.print(f"[yellow]{wid} did not end within {timeout:g}s[/yellow]")
+        raise typer.Exit(TIMED_OUT)
     if progress.status != "completed":
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
+
+
+def progress_json(progress: Progress) -> dict[str, Any]:
+    """One workflow's outcome for ``--json``."""
+    return {
+        "id": progress.workflow_id,
+        "definition": progress.definition,
+        "status": progress.status,
+        "terminal": progress.terminal,
+        "duration_s": progress.duration_s,
+        "steps_completed": sorted(progress.steps_completed),
+        "attempts": progress.attempts,
+        "failed_attempts": progress.failed_attempts,
+        "events": progress.events,
+        "output": progress.output,
+        "error": progress.error,
+    }
 
 
 def _send(workflow_id: str, payload: Payload, tenant: str, verb: str) -> None:
     settings = get_settings()
     envelope = command_envelope(workflow_id, payload, tenant=tenant)
-    _publish(settings, Topology.of(settings).commands, envelope)
+    publish(settings, Topology.of(settings).commands, envelope)
     console.print(f"{verb} {workflow_id} (command {envelope.event_id})", highlight=False)
+
+
+START_EXITS = ("Exit codes: 0 published (with --wait: the workflow completed); 1 Kafka did "
+               "not ack (with --wait: it ended otherwise: failed, compensated, cancelled …); "
+               "2 bad --input; 3 --wait: still running after --timeout.")
+SENT = "Exit codes: 0 the command was acked by Kafka; 1 it was not; 2 bad arguments."
 
 
 def signal(
@@ -211,7 +209,7 @@ def signal(
 
 def cancel(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
            tenant: str = TenantOption) -> None:
-    """Cancel a workflow: compensate its completed steps, then end ``cancelled``."""
+    """Cancel a workflow: compensate its completed steps, then end `cancelled`."""
     _send(workflow_id, CancelWorkflow(reason), tenant, "cancel sent to")
 
 
@@ -235,6 +233,6 @@ def terminate(workflow_id: str = typer.Argument(...), reason: str | None = Reaso
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the root ``foldflow`` app."""
-    app.add_typer(definitions_app, name="definitions")
-    for command in (start, signal, cancel, pause, resume, terminate):
-        app.command(command.__name__)(command)
+    app.command("start", epilog=START_EXITS)(start)
+    for command in (signal, cancel, pause, resume, terminate):
+        app.command(command.__name__, epilog=SENT)(command)

@@ -1,1 +1,1 @@
-"""Observability base: JSON logs, Prometheus metrics, OpenTelemetry tracing (DESIGN §10)."""
+"""Observability base: JSON logs, Prometheus metrics, OpenTelemetry tracing."""

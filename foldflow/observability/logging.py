@@ -1,4 +1,4 @@
-"""JSON logs on stdout with the ids that tie a line to a workflow and a trace (DESIGN §10).
+"""JSON logs on stdout with the ids that tie a line to a workflow and a trace.
 
 Every line carries ``timestamp``, ``level``, ``service``, ``instance``, ``logger``,
 ``message``, ``correlation_id``, ``workflow_id``, ``trace_id`` and ``span_id``. The ids

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of DESIGN §10, declared once so all services share the names.
+"""Every Prometheus metric of Foldflow, declared once so all services share the names.
 
 Services import the metric objects from here and never declare their own: a name is a
 contract with the Grafana dashboards and alert rules in ``deploy/``. All live in the

@@ -1,4 +1,4 @@
-"""OpenTelemetry setup and W3C trace context over Kafka headers (DESIGN §10, §13).
+"""OpenTelemetry setup and W3C trace context over Kafka headers.
 
 Kafka headers are ``(str, bytes)`` tuples, as confluent-kafka and aiokafka give them. The
 explicit :func:`inject_headers` / :func:`extract_context` pair keeps one trace one trace

@@ -1,6 +1,6 @@
 """The local stack without Docker: one Apache Kafka 4.x node (KRaft) and the machine's PostgreSQL.
 
-DESIGN §12. ``foldflow stack up|down|status`` and the test session fixture call
+See docs/cli.md. ``foldflow stack up|down|status`` and the test session fixture call
 :func:`up`, :func:`down` and :func:`status`. Kafka's jars come from Maven Central into
 ``settings.cache_dir`` (outside the repo); the broker's data lives in
 ``settings.cache_dir / "kafka-data"`` and survives restarts. What ``up`` started is

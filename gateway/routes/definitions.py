@@ -78,7 +78,7 @@ async def register_definition(
     body: Annotated[
         dict[str, Any],
         Body(
-            description="a workflow definition (DESIGN §6, docs/definitions.md) as JSON",
+            description="a workflow definition (docs/definitions.md) as JSON",
             json_schema_extra={"required": ["name", "steps"]},
             examples=[EXAMPLE],
         ),

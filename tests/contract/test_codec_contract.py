@@ -84,8 +84,11 @@ def test_fingerprint_is_the_avro_spec_crc64() -> None:
 def test_dataclasses_match_the_newest_schema_exactly() -> None:
     newest = schema_versions()[-1].version
     written = json.loads((AVRO_DIR / f"envelope.v{newest}.avsc").read_text())
+    generated = envelope_schema(newest)
 
-    assert written == envelope_schema(newest)  # every record, field, order, type, default
+    # every record, field, order, type, default; the top-level doc of a published file is
+    # prose outside the canonical form (its fingerprint) and stays as published
+    assert {**written, "doc": None} == {**generated, "doc": None}
 
 
 def test_envelope_dataclass_matches_the_envelope_record() -> None:
