@@ -13,13 +13,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 from rich.table import Table
 
 from foldflow.follow import EventFollower, Progress, track
+from foldflow.resources import examples_dir
 from schemas.messages import Envelope, SignalWorkflow, StartWorkflow, StepWaiting, dump_json
 
 __all__ = [
@@ -34,9 +34,8 @@ __all__ = [
     "summary_table",
 ]
 
-_CHECKOUT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-#: The checkout's examples/, or ./examples where the package is installed (the image's /app).
-EXAMPLES_DIR = _CHECKOUT_EXAMPLES if _CHECKOUT_EXAMPLES.is_dir() else Path("examples")
+#: The checkout's examples/, or the copy the installed package ships.
+EXAMPLES_DIR = examples_dir()
 
 #: The outcome each example ends in (see the comment at the top of each examples/*.yaml).
 EXPECTED: dict[str, str] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from foldflow.cli import (
     bench,
@@ -85,7 +86,7 @@ def main() -> None:
             raise
         output.err.print(
             f"[red]this command needs the server extras[/red] (no module {exc.name!r}): "
-            "pip install 'foldflow[server]'", highlight=False,
+            + escape("pip install 'foldflow[server]'"), highlight=False,
         )
         sys.exit(output.USAGE)
 

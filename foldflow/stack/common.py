@@ -6,11 +6,10 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
+from foldflow.resources import deploy_local_dir
 from foldflow.settings import Settings
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local"
+DEPLOY_DIR = deploy_local_dir()
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 #: Receives one human-readable progress line at a time (the CLI prints them).
@@ -43,6 +42,8 @@ def kafka_address(settings: Settings) -> tuple[str, int]:
 
 def postgres_address(settings: Settings) -> tuple[str, int]:
     """Host and port of the database server in ``settings.database_url``."""
+    from sqlalchemy.engine import make_url  # lazy: a worker-only install has no SQLAlchemy
+
     url = make_url(settings.database_url)
     return url.host or "127.0.0.1", url.port or 5432
 
@@ -106,6 +107,7 @@ def kafka_reachable(settings: Settings, *, timeout: float = 3.0) -> bool:
 def postgres_reachable(settings: Settings, *, timeout: int = 3) -> bool:
     """True when the database in ``settings.database_url`` accepts a login."""
     import psycopg
+    from sqlalchemy.engine import make_url  # lazy: a worker-only install has no SQLAlchemy
 
     url = make_url(settings.database_url)
     try:

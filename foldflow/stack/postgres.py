@@ -6,8 +6,6 @@ import os
 import shutil
 import subprocess
 
-from sqlalchemy.engine import make_url
-
 from foldflow.settings import Settings
 from foldflow.stack.common import Report, StackError, postgres_address
 
@@ -89,6 +87,8 @@ def _sql_ident(value: str) -> str:
 def ensure_role_and_database(settings: Settings) -> None:
     """Create the URL's role (with its password, allowed to create the test suite's scratch
     databases) and database if missing; idempotent."""
+    from sqlalchemy.engine import make_url  # lazy: a worker-only install has no SQLAlchemy
+
     url = make_url(settings.database_url)
     user, password, db = url.username or "foldflow", url.password or "", url.database or "foldflow"
     _, port = postgres_address(settings)
