@@ -7,6 +7,7 @@ valid value, ports agree with the settings, the Prometheus targets and the publi
 
 from __future__ import annotations
 
+import ast
 import shlex
 import tomllib
 from pathlib import Path
@@ -119,8 +120,21 @@ def test_dockerfile_installs_every_package_with_the_constraints() -> None:
     assert "FROM python:3.11-slim" in lines
     assert 'ENTRYPOINT ["foldflow"]' in lines
     assert "-c constraints.txt" in text
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = [p.rstrip("*") for p in include]
-    for package in packages:
+    wheel = _setup_py_constants()
+    for package in wheel["PACKAGES"]:
         assert f"COPY {package} ./{package}" in lines, f"{package} is not copied into the image"
+    for folder in wheel["SHIPPED_FOLDERS"].values():
+        assert f"COPY {folder} ./{folder}" in lines, f"{folder} is not copied into the image"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert '["optional-dependencies"]["server"]' in text  # the server extras' libraries too
+    assert "server" in pyproject["project"]["optional-dependencies"]
+
+
+def _setup_py_constants() -> dict[str, Any]:
+    """The literal constants of setup.py (which packages and folders the wheel holds)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    return {
+        target.id: ast.literal_eval(node.value)
+        for node in tree.body if isinstance(node, ast.Assign)
+        for target in node.targets if isinstance(target, ast.Name) and target.id.isupper()
+    }
