@@ -151,6 +151,53 @@ def test_start_wait_follows_examples_to_their_end(deployment: dict[str, str]) ->
     assert "compensated" in saga.stdout
 
 
+def test_json_outputs_of_a_running_deployment(deployment: dict[str, str]) -> None:
+    """ps, start --wait, status, events and definitions list|show print one JSON document."""
+    def parsed(*args: str, code: int = 0) -> Any:
+        proc = foldflow(deployment, *args)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+
+    ps = parsed("ps", "--json")
+    assert {s["name"]: s["state"] for s in ps} == dict.fromkeys(SERVICES, "ready")
+    assert all(isinstance(s["pid"], int) and s["log"].endswith(".log") for s in ps)
+
+    example = str(REPO / "examples" / "flaky-retry.yaml")
+    assert foldflow(deployment, "definitions", "register", example).returncode == 0
+    done = parsed("start", "flaky-retry", "--input", '{"n": 2}', "--wait", "--timeout", "2m",
+                  "--json")
+    assert done["status"] == "completed" and done["terminal"] is True
+    assert (done["attempts"], done["failed_attempts"]) == (4, 2)
+    wid = done["id"]
+
+    deadline = time.monotonic() + 60  # the projector writes a moment after wf.events
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline and status.get("status") != "completed":
+        proc = foldflow(deployment, "status", wid, "--json")
+        status = json.loads(proc.stdout) if proc.returncode == 0 else {}
+        time.sleep(0.5)
+    assert status["status"] == "completed" and status["id"] == wid, status
+    assert status["tenant"] == "default" and status["steps"], status
+    assert {step["status"] for step in status["steps"]} == {"succeeded"}
+
+    history = parsed("events", wid, "--json")
+    assert [e["sequence"] for e in history] == list(range(1, len(history) + 1))
+    assert history[0]["event_type"] == "workflow.started.v1"
+    assert history[-1]["event_type"] == "workflow.completed.v1"
+
+    listed = parsed("definitions", "list", "--json")
+    assert {"name": "flaky-retry", "version": 1, "tenant": "default"}.items() <= \
+        next(d for d in listed if d["name"] == "flaky-retry").items()
+    shown = parsed("definitions", "show", "flaky-retry", "--json")
+    assert shown["version"] == 1 and shown["definition"]["name"] == "flaky-retry"
+    assert shown["definition"]["steps"]
+
+    missing = foldflow(deployment, "status", "no-such-workflow", "--json")
+    assert missing.returncode == 1 and missing.stdout == ""
+    unknown = foldflow(deployment, "definitions", "show", "no-such-definition", "--json")
+    assert unknown.returncode == 1 and unknown.stdout == ""
+
+
 def test_demo_runs_a_batch_and_reads_it_back_through_the_gateway(
     deployment: dict[str, str],
 ) -> None:
