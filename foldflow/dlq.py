@@ -13,14 +13,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas import codec
 
-__all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay"]
+__all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay", "watermarks"]
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -91,6 +93,27 @@ def from_record(*, partition: int, offset: int, key: bytes | None, value: bytes 
     )
 
 
+class _Watermarks(Protocol):
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+        ...
+
+
+def watermarks(consumer: _Watermarks, partition: TopicPartition, *, timeout: float,
+               attempts: int = 5) -> tuple[int, int]:
+    """A partition's low and high offsets; a retriable error (a leader that is moving, a
+    topic created a moment ago) is retried a few times with backoff before it is raised."""
+    retrying = Retrying(
+        retry=retry_if_exception(_retriable), stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.2, max=2), reraise=True,
+    )  # fmt: skip
+    return retrying(consumer.get_watermark_offsets, partition, timeout=timeout)
+
+
+def _retriable(error: BaseException) -> bool:
+    return (isinstance(error, KafkaException) and bool(error.args)
+            and hasattr(error.args[0], "retriable") and bool(error.args[0].retriable()))
+
+
 def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
                       timeout: float = 10.0) -> list[DeadLetter]:
     """Every dead letter (parked at or after ``since_ms``), oldest first per partition."""
@@ -109,7 +132,7 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = watermarks(consumer, TopicPartition(topic, p), timeout=timeout)
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))

@@ -1,4 +1,4 @@
-"""Dead letters: parsing the dlq.* headers, the table, and --since."""
+"""Dead letters: parsing the dlq.* headers, the table, --since, the watermarks."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 import typer
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from rich.console import Console
 
 from foldflow.cli.dlq import dlq_table, parse_since
-from foldflow.dlq import from_record
+from foldflow.dlq import from_record, watermarks
 from schemas import codec
 from schemas.messages import CancelWorkflow, Envelope
 
@@ -73,3 +74,30 @@ def test_since_takes_durations_and_iso_times() -> None:
     assert parse_since("2026-01-01T01:00:00+01:00", now_ms=now) == 1767225600000
     with pytest.raises(typer.BadParameter):
         parse_since("yesterday", now_ms=now)
+
+
+class _FlakyBroker:
+    """get_watermark_offsets that fails with ``errors`` first (a leader moving, say)."""
+
+    def __init__(self, errors: list[KafkaError]) -> None:
+        self.errors = errors
+        self.calls = 0
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+        self.calls += 1
+        if self.errors:
+            raise KafkaException(self.errors.pop(0))
+        return (3, 7)
+
+
+def test_watermarks_retry_a_leader_that_is_moving() -> None:
+    broker = _FlakyBroker([KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, retriable=True)] * 2)
+    assert watermarks(broker, TopicPartition("wf.dlq", 0), timeout=1) == (3, 7)
+    assert broker.calls == 3
+
+
+def test_watermarks_raise_what_will_not_heal_at_once() -> None:
+    broker = _FlakyBroker([KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, retriable=False)])
+    with pytest.raises(KafkaException):
+        watermarks(broker, TopicPartition("wf.dlq", 0), timeout=1)
+    assert broker.calls == 1
