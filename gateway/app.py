@@ -26,7 +26,7 @@ from gateway.commands import CommandSender, PublishesAsync
 from gateway.context import GatewayContext
 from gateway.db import make_engine
 from gateway.observe import ObserveMiddleware
-from gateway.openapi import build_openapi
+from gateway.openapi import build_openapi, operation_id
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
@@ -95,6 +95,7 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
         ],
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.gateway = context
     errors.install(app)
