@@ -92,8 +92,10 @@ def from_record(*, partition: int, offset: int, key: bytes | None, value: bytes 
 
 
 def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
-                      timeout: float = 10.0) -> list[DeadLetter]:
-    """Every dead letter (parked at or after ``since_ms``), oldest first per partition."""
+                      timeout: float = 10.0,
+                      newest_per_partition: int | None = None) -> list[DeadLetter]:
+    """Every dead letter (parked at or after ``since_ms``), oldest first per partition;
+    with ``newest_per_partition`` only the last that many records of each partition."""
     topic = Topology.of(settings).dlq
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -110,6 +112,8 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         starts: list[TopicPartition] = []
         for p in sorted(info.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if newest_per_partition is not None:
+                low = max(low, high - newest_per_partition)
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
@@ -119,7 +123,12 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         letters: list[DeadLetter] = []
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
-            for record in consumer.consume(num_messages=500, timeout=1.0):
+            records = consumer.consume(num_messages=500, timeout=1.0)
+            if not records:  # the end may be a transaction marker no record stands at
+                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                    if tp.offset >= ends.get(tp.partition, 0):
+                        ends.pop(tp.partition)
+            for record in records:
                 if record.error() is not None:
                     continue
                 partition, offset = record.partition(), record.offset()

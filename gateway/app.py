@@ -31,6 +31,7 @@ from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
 from gateway.routes import commands, definitions, health, workflows
+from gateway.ui import install as install_console
 
 __all__ = ["create_app"]
 
@@ -103,5 +104,6 @@ def create_app(
     app.include_router(definitions.router)
     app.include_router(workflows.router)
     app.include_router(commands.router)
+    install_console(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
