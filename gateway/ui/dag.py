@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["Edge", "Layout", "Node", "StepInfo", "layout", "steps_of"]
 
 NODE_W = 168
-NODE_H = 46
+NODE_H = 58
 GAP_X = 56
 GAP_Y = 18
 MARGIN = 12

@@ -145,7 +145,11 @@ class _Builder:
             self.close(step, at)  # the backoff before this attempt ends here
             self.begin(step, "running", at, f"{step}: attempt {attempt} ({p.get('task_type')})")
         elif event_type == "step.completed.v1":
-            self.close(step, at, kind="succeeded", title=f"{step}: attempt {attempt} succeeded")
+            waited = self.open.get((step, False))
+            if waited is not None and waited.kind.startswith("wait"):
+                self.close(step, at)  # a timer, signal or child: the wait is the bar
+            else:
+                self.close(step, at, kind="succeeded", title=f"{step}: attempt {attempt} succeeded")
         elif event_type == "step.attempt_failed.v1":
             error = str(p.get("error", ""))[:200]
             what = "timed out" if p.get("timed_out") else "failed"
