@@ -198,3 +198,14 @@ def test_a_dead_letter_preview_decodes_envelopes_and_shows_raw_bytes_otherwise()
     assert decoded and shown["workflow_id"] == "wf-1" and shown["payload"]["input"] == {"a": 1}
     shown, decoded = preview(b"not avro \xff" * 100)
     assert not decoded and shown["bytes"] == 1000 and "more bytes" in shown["text"]
+
+
+def test_the_vendored_htmx_is_the_pinned_one() -> None:
+    import hashlib
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    pinned = re.search(r"^HTMX_SHA256\s*:=\s*(\w+)", (root / "Makefile").read_text(), re.M)
+    vendored = (root / "gateway" / "ui" / "static" / "htmx.min.js").read_bytes()
+    assert pinned and hashlib.sha256(vendored).hexdigest() == pinned.group(1)
