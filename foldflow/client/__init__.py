@@ -8,6 +8,7 @@ that only drives workflows needs httpx, pydantic, tenacity and PyYAML::
 
     with Client("http://127.0.0.1:8080", api_key=KEY) as client:
         started = client.start("approval", {"request": "laptop"})
+        client.wait(started.id, until="running")  # projected: it can be steered now
         client.signal(started.id, "approve", {"approved": True, "by": "ana"})
         print(client.wait(started.id, timeout=30).status)
 """
