@@ -11,12 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,39 +23,16 @@ from sqlalchemy import create_engine, make_url, text
 
 from foldflow.settings import Settings
 
-REPO = Path(__file__).resolve().parents[3]
-ARTIFACTS = REPO / ".foldflow" / "test-artifacts"
-CHROMIUM = os.environ.get("FOLDFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A running private deployment: its URL, environment and keys."""
-
-    url: str
-    env: dict[str, str]
-    settings: Settings
-    key: str  # tenant default, every scope (what `foldflow up` wrote)
-    read_only: str  # tenant default, workflows:read
-    other_tenant: str  # tenant globex, every workflow scope
-
-    def foldflow(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run the CLI against this deployment."""
-        return run_foldflow(self.env, *args)
-
-
-def run_foldflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "foldflow.cli.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+from console_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Deployment,
+    free_port,
+    run_foldflow,
+)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +47,7 @@ def deployment(
     with server.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     state_dir = tmp_path_factory.mktemp("console-e2e")
-    port = _free_port()
+    port = free_port()
     prefix = f"e2e-ui-{uuid.uuid4().hex[:8]}."
     database_url = make_url(stack.database_url).set(database=name).render_as_string(
         hide_password=False)
@@ -85,9 +59,9 @@ def deployment(
         "FOLDFLOW_PARTITIONS": "3",
         "FOLDFLOW_STATE_DIR": str(state_dir),
         "FOLDFLOW_GATEWAY_PORT": str(port),
-        "FOLDFLOW_ORCHESTRATOR_METRICS_PORT": str(_free_port()),
-        "FOLDFLOW_WORKER_METRICS_PORT": str(_free_port()),
-        "FOLDFLOW_PROJECTOR_METRICS_PORT": str(_free_port()),
+        "FOLDFLOW_ORCHESTRATOR_METRICS_PORT": str(free_port()),
+        "FOLDFLOW_WORKER_METRICS_PORT": str(free_port()),
+        "FOLDFLOW_PROJECTOR_METRICS_PORT": str(free_port()),
     }
     try:
         up = run_foldflow(env, "up")

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import REPO, Deployment
+from console_support import REPO, Deployment
 
 from foldflow.client import Client
 from foldflow.topics import Topology
