@@ -7,6 +7,7 @@ so edges cross less. The result is plain geometry the template draws.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,16 +117,40 @@ def _layers(steps: Sequence[StepInfo]) -> dict[str, int]:
     return layer
 
 
-def _order(steps: Sequence[StepInfo], layer: Mapping[str, int]) -> list[list[str]]:
+def _dummy(source: str, target: str, layer: int) -> str:
+    """The placeholder a long edge holds in a layer it crosses (NULs: no step id has one)."""
+    return f"\0{source}\0{target}\0{layer}"
+
+
+def _graph(
+    steps: Sequence[StepInfo], layer: Mapping[str, int]
+) -> tuple[list[list[str]], dict[str, list[str]], dict[str, list[str]]]:
+    """Rows of step ids per layer, where an edge that skips layers holds a placeholder in
+    each one it crosses (so ordering keeps it clear of the steps there), and the
+    neighbours of each id above and below."""
     count = max(layer.values(), default=-1) + 1
     rows: list[list[str]] = [[] for _ in range(count)]
+    preds: dict[str, list[str]] = {s.id: [] for s in steps}
+    succs: dict[str, list[str]] = {s.id: [] for s in steps}
     for s in steps:  # definition order first: stable and what the author wrote
         rows[layer[s.id]].append(s.id)
-    preds = {s.id: [a for a in s.after if a in layer] for s in steps}
-    succs: dict[str, list[str]] = {s.id: [] for s in steps}
     for s in steps:
-        for a in preds[s.id]:
-            succs[a].append(s.id)
+        for dep in dict.fromkeys(a for a in s.after if a in layer and a != s.id):
+            chain = [dep] + [_dummy(dep, s.id, i) for i in range(layer[dep] + 1, layer[s.id])]
+            for i, dummy in enumerate(chain[1:], start=layer[dep] + 1):
+                rows[i].append(dummy)
+                preds[dummy], succs[dummy] = [], []
+            chain.append(s.id)
+            for upper, lower in itertools.pairwise(chain):
+                succs[upper].append(lower)
+                preds[lower].append(upper)
+    return rows, preds, succs
+
+
+def _order(
+    rows: list[list[str]], preds: Mapping[str, list[str]], succs: Mapping[str, list[str]]
+) -> list[list[str]]:
+    count = len(rows)
 
     def sweep(order: range, neighbours: Mapping[str, list[str]]) -> None:
         for i in order:
@@ -155,33 +180,41 @@ def layout(
     if not steps:
         return Layout(nodes=(), edges=(), width=0, height=0)
     layer = _layers(steps)
-    rows = _order(steps, layer)
+    rows = _order(*_graph(steps, layer))
     tallest = max(len(row) for row in rows)
-    by_id = {s.id: s for s in steps}
-    placed: dict[str, Node] = {}
+    slots: dict[str, tuple[int, int]] = {}  # top-left corner of every id, placeholders too
     for i, row in enumerate(rows):
         offset = (tallest - len(row)) * (NODE_H + GAP_Y) // 2
         for j, sid in enumerate(row):
-            status, attempts, compensation = states.get(sid, ("pending", 0, None))
-            placed[sid] = Node(
-                step=by_id[sid], layer=i, status=status, attempts=attempts,
-                compensation_status=compensation,
-                x=MARGIN + i * (NODE_W + GAP_X), y=MARGIN + offset + j * (NODE_H + GAP_Y),
-            )  # fmt: skip
+            slots[sid] = (MARGIN + i * (NODE_W + GAP_X), MARGIN + offset + j * (NODE_H + GAP_Y))
+    placed: dict[str, Node] = {}
+    for s in steps:
+        status, attempts, compensation = states.get(s.id, ("pending", 0, None))
+        x, y = slots[s.id]
+        placed[s.id] = Node(step=s, layer=layer[s.id], status=status, attempts=attempts,
+                            compensation_status=compensation, x=x, y=y)  # fmt: skip
     edges = []
     for s in steps:
-        for dep in s.after:
-            if dep in placed and dep != s.id:
-                edges.append(_edge(placed[dep], placed[s.id]))
+        for dep in dict.fromkeys(a for a in s.after if a in placed and a != s.id):
+            via = [slots[_dummy(dep, s.id, i)] for i in range(layer[dep] + 1, layer[s.id])]
+            edges.append(_edge(placed[dep], placed[s.id], via))
     width = 2 * MARGIN + len(rows) * NODE_W + (len(rows) - 1) * GAP_X
     height = 2 * MARGIN + tallest * NODE_H + (tallest - 1) * GAP_Y
     return Layout(nodes=tuple(placed[s.id] for s in steps), edges=tuple(edges),
                   width=width, height=height)  # fmt: skip
 
 
-def _edge(source: Node, target: Node) -> Edge:
-    x1, y1 = source.x + source.w, source.y + source.h // 2
+def _edge(source: Node, target: Node, via: Sequence[tuple[int, int]]) -> Edge:
+    """A curve from the end of ``source`` to the start of ``target``, straight across the
+    slots ``via`` it holds in the layers between."""
+    x, y = source.x + source.w, source.y + source.h // 2
+    path = f"M{x},{y}"
+    for slot_x, slot_y in via:
+        y2 = slot_y + NODE_H // 2
+        bend = max(20, (slot_x - x) // 2)
+        path += f" C{x + bend},{y} {slot_x - bend},{y2} {slot_x},{y2} L{slot_x + NODE_W},{y2}"
+        x, y = slot_x + NODE_W, y2
     x2, y2 = target.x, target.y + target.h // 2
-    bend = max(20, (x2 - x1) // 2)
-    path = f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2 - 2},{y2}"
+    bend = max(20, (x2 - x) // 2)
+    path += f" C{x + bend},{y} {x2 - bend},{y2} {x2 - 2},{y2}"
     return Edge(source=source.step.id, target=target.step.id, path=path)

@@ -3,6 +3,7 @@ tokens, the definition diff, the dead-letter preview."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -209,3 +210,24 @@ def test_the_vendored_htmx_is_the_pinned_one() -> None:
     pinned = re.search(r"^HTMX_SHA256\s*:=\s*(\w+)", (root / "Makefile").read_text(), re.M)
     vendored = (root / "gateway" / "ui" / "static" / "htmx.min.js").read_bytes()
     assert pinned and hashlib.sha256(vendored).hexdigest() == pinned.group(1)
+
+
+def test_an_edge_that_skips_layers_keeps_clear_of_the_steps_between() -> None:
+    # fan-out-pipeline: enrich (layer 1) joins load (layer 3) past settle (layer 2).
+    steps = dag.steps_of({"steps": [
+        {"id": "extract", "task": "t"},
+        {"id": "a", "task": "t", "after": ["extract"]},
+        {"id": "b", "task": "t", "after": ["extract"]},
+        {"id": "enrich", "task": "t", "after": ["extract"]},
+        {"id": "settle", "sleep": "1s", "after": ["a", "b"]},
+        {"id": "load", "task": "t", "after": ["settle", "enrich"]},
+    ]})  # fmt: skip
+    layout = dag.layout(steps)
+    nodes = {n.step.id: n for n in layout.nodes}
+    edge = next(e for e in layout.edges if (e.source, e.target) == ("enrich", "load"))
+    settle = nodes["settle"]
+    crossing = re.search(rf"C[^C]* {settle.x},(\d+) L{settle.x + settle.w},(\d+)", edge.path)
+    assert crossing, edge.path  # straight across layer 2, in a slot of its own
+    y = int(crossing.group(1))
+    assert not settle.y <= y <= settle.y + settle.h
+    assert layout.height >= max(n.y + n.h for n in layout.nodes)
