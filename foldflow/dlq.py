@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -23,6 +23,8 @@ from schemas import codec
 __all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay"]
 
 Headers = tuple[tuple[str, bytes], ...]
+_LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                         KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,23 @@ def from_record(*, partition: int, offset: int, key: bytes | None, value: bytes 
     )
 
 
+def _watermarks(consumer: Consumer, tp: TopicPartition, *, timeout: float) -> tuple[int, int]:
+    """The partition's low and high offsets, asked again while the broker answers with a
+    retriable error (a leader moving or not yet elected, as on a topic just created)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _LEADERLESS)
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
                       timeout: float = 10.0,
                       newest_per_partition: int | None = None) -> list[DeadLetter]:
@@ -111,7 +130,7 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout=timeout)
             if newest_per_partition is not None:
                 low = max(low, high - newest_per_partition)
             if high > low:

@@ -116,9 +116,10 @@ async def test_without_a_session_every_page_leads_to_the_login(
 async def test_a_session_ends_when_its_credential_stops_authenticating(
     browser: httpx.AsyncClient,
 ) -> None:
-    token = make_jwt("acme", "workflows:read", exp=int(time.time()) + 2)
-    await log_in(browser, token)
-    await asyncio.sleep(3)  # the JWT expired: the next request re-authenticates and fails
+    expires = int(time.time()) + 8  # long enough to log in on a busy machine
+    await log_in(browser, make_jwt("acme", "workflows:read", exp=expires))
+    await asyncio.sleep(max(0.0, expires + 1 - time.time()))
+    # the JWT expired: the next request authenticates it again, and that fails
     assert (await browser.get("/ui/workflows")).status_code == 303
 
 
