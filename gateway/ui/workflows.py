@@ -158,6 +158,7 @@ async def _live(viewer: Viewer, workflow_id: str) -> dict[str, Any]:
         "signals": waiting_signals + [s for s in signals if s not in waiting_signals],
         "children": [s for s in workflow.steps if s.child_workflow_id],
         "viewer": viewer,
+        "events": events,
     }
 
 
@@ -165,9 +166,8 @@ async def _live(viewer: Viewer, workflow_id: str) -> dict[str, Any]:
 async def workflow_page(viewer: ViewerDep, workflow_id: str) -> Response:
     """One workflow, updating itself until it ends."""
     live = await _live(viewer, workflow_id)
-    events = await _history(viewer, workflow_id)
-    return html("workflow.html", {**live, "events": events, "nav": "workflows",
-                                  "truncated": len(events) >= HISTORY_LIMIT})  # fmt: skip
+    return html("workflow.html", {**live, "nav": "workflows",
+                                  "truncated": len(live["events"]) >= HISTORY_LIMIT})  # fmt: skip
 
 
 @router.get("/fragments/workflow", response_class=Response)
