@@ -76,7 +76,7 @@ def test_log_in_and_filter_the_list(page: Any, deployment: Deployment, started: 
     assert page.get_by_test_id("tenant").inner_text() == "default"
     rows = page.locator("#rows tr[data-status]")
     rows.first.wait_for()
-    assert rows.count() >= 5
+    assert rows.count() >= 2  # the saga and the flaky one, at least
     page.get_by_label("compensated", exact=True).check()
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(r".*status=compensated.*"))
