@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldflow-installed
 
-.PHONY: setup tools test lint demo stack-up stack-down stack-status constraints
+.PHONY: setup tools test lint demo stack-up stack-down stack-status constraints vendor-htmx
 
 setup: $(STAMP)
 
@@ -20,12 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup tools
 	$(PY) -m pytest
 
-# Prometheus (and its promtool) from Debian's packages, so the dashboard and alert-rule
-# tests run against a real Prometheus; without it those tests skip and say so.
+# Prometheus (and its promtool) and Chromium from Debian's packages, so the dashboard and
+# alert-rule tests run against a real Prometheus and the console's browser tests drive a
+# real Chromium (Playwright's own browser download is not used); without them those tests
+# skip and say so.
+TOOLS := prometheus chromium
 tools:
-	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
-	  || echo "prometheus not installed: the Prometheus-backed tests will skip"; }
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "not installed:$$missing: the tests that need them will skip"; }
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -49,3 +53,14 @@ constraints: setup
 	@{ echo '# Pinned versions of every dependency (pip freeze of a working .venv, foldflow excluded).'; \
 	   echo '# Regenerate with `make constraints` after changing pyproject.toml.'; \
 	   cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
+
+# The console's htmx, vendored into the package (served by the gateway, shipped in the
+# wheel; no CDN). To move to another version, change both lines and run this target.
+HTMX_VERSION := 2.0.11
+HTMX_SHA256  := d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717
+vendor-htmx:
+	@dir=$$(mktemp -d) && cd $$dir && npm pack -q htmx.org@$(HTMX_VERSION) >/dev/null \
+	  && tar xzf htmx.org-$(HTMX_VERSION).tgz \
+	  && echo "$(HTMX_SHA256)  package/dist/htmx.min.js" | sha256sum -c --quiet - \
+	  && cp package/dist/htmx.min.js $(CURDIR)/gateway/ui/static/htmx.min.js \
+	  && cp package/LICENSE $(CURDIR)/gateway/ui/static/LICENSE.htmx && rm -rf $$dir

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import httpx
 from rich.table import Table
 
+from foldflow.client import ApiError, Client, WaitTimeout
 from foldflow.follow import EventFollower, Progress, track
 from foldflow.resources import examples_dir
 from schemas.messages import Envelope, SignalWorkflow, StartWorkflow, StepWaiting, dump_json
@@ -163,24 +164,21 @@ def run_batch(
 
 
 def read_back(gateway_url: str, api_key: str, workflow_ids: Sequence[str], *,
-              wait: str = "15s") -> dict[str, str]:
+              wait: float = 15.0, transport: httpx.BaseTransport | None = None) -> dict[str, str]:
     """Each workflow's status as the gateway serves it from the projections (waiting, bounded,
     for a terminal one): the read side's view, to compare with what ``wf.events`` said.
     """
     statuses: dict[str, str] = {}
-    with httpx.Client(base_url=gateway_url, headers={"X-API-Key": api_key},
-                      timeout=60.0) as client:
+    with Client(gateway_url, api_key=api_key, timeout=60.0, transport=transport) as client:
         for workflow_id in workflow_ids:
             try:
-                response = client.get(f"/v1/workflows/{workflow_id}",
-                                      params={"wait_for": "terminal", "timeout": wait})
+                statuses[workflow_id] = client.wait(workflow_id, timeout=wait).status
+            except WaitTimeout as exc:
+                statuses[workflow_id] = exc.workflow.status if exc.workflow else "not found"
+            except ApiError as exc:
+                statuses[workflow_id] = f"HTTP {exc.status}"
             except httpx.HTTPError as exc:
                 statuses[workflow_id] = f"unreachable ({type(exc).__name__})"
-                continue
-            if response.status_code == 200:
-                statuses[workflow_id] = str(response.json().get("status"))
-            else:
-                statuses[workflow_id] = f"HTTP {response.status_code}"
     return statuses
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from foldflow.settings import Settings
@@ -25,6 +25,8 @@ from schemas import codec
 __all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay", "watermarks"]
 
 Headers = tuple[tuple[str, bytes], ...]
+_LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                         KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,17 @@ def watermarks(consumer: _Watermarks, partition: TopicPartition, *, timeout: flo
 
 
 def _retriable(error: BaseException) -> bool:
-    return (isinstance(error, KafkaException) and bool(error.args)
-            and hasattr(error.args[0], "retriable") and bool(error.args[0].retriable()))
+    kafka_error = error.args[0] if isinstance(error, KafkaException) and error.args else None
+    return isinstance(kafka_error, KafkaError) and (
+        kafka_error.retriable() or kafka_error.code() in _LEADERLESS
+    )
 
 
 def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
-                      timeout: float = 10.0) -> list[DeadLetter]:
-    """Every dead letter (parked at or after ``since_ms``), oldest first per partition."""
+                      timeout: float = 10.0,
+                      newest_per_partition: int | None = None) -> list[DeadLetter]:
+    """Every dead letter (parked at or after ``since_ms``), oldest first per partition;
+    with ``newest_per_partition`` only the last that many records of each partition."""
     topic = Topology.of(settings).dlq
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -133,6 +139,8 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         starts: list[TopicPartition] = []
         for p in sorted(info.partitions):
             low, high = watermarks(consumer, TopicPartition(topic, p), timeout=timeout)
+            if newest_per_partition is not None:
+                low = max(low, high - newest_per_partition)
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
@@ -142,7 +150,12 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         letters: list[DeadLetter] = []
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
-            for record in consumer.consume(num_messages=500, timeout=1.0):
+            records = consumer.consume(num_messages=500, timeout=1.0)
+            if not records:  # the end may be a transaction marker no record stands at
+                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                    if tp.offset >= ends.get(tp.partition, 0):
+                        ends.pop(tp.partition)
+            for record in records:
                 if record.error() is not None:
                     continue
                 partition, offset = record.partition(), record.offset()

@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     gateway_kafka_timeout_s: float = Field(default=10.0, gt=0)
     gateway_db_timeout_s: float = Field(default=5.0, gt=0)
     gateway_max_wait_s: float = Field(default=60.0, gt=0, description="cap of ?wait_for")
+    # The web console at /ui (gateway/ui): its session cookie
+    ui_session_secret: SecretStr | None = Field(
+        default=None,
+        description="encrypts and signs console sessions; random per process when unset "
+        "(set it when several gateways serve one console, or sessions should survive restarts)",
+    )
+    ui_session_ttl_s: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400.0)
+    ui_secure_cookie: bool = Field(
+        default=False, description="mark the session cookie Secure (always so over https)"
+    )
 
     # `foldflow up`: the /metrics port each background service is started with
     # (FOLDFLOW_METRICS_PORT of that process); the gateway serves /metrics on gateway_port.

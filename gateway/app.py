@@ -26,11 +26,12 @@ from gateway.commands import CommandSender, PublishesAsync
 from gateway.context import GatewayContext
 from gateway.db import make_engine
 from gateway.observe import ObserveMiddleware
-from gateway.openapi import build_openapi
+from gateway.openapi import build_openapi, operation_id
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
 from gateway.routes import commands, definitions, health, workflows
+from gateway.ui import install as install_console
 
 __all__ = ["create_app"]
 
@@ -95,6 +96,7 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
         ],
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.gateway = context
     errors.install(app)
@@ -102,5 +104,6 @@ def create_app(
     app.include_router(definitions.router)
     app.include_router(workflows.router)
     app.include_router(commands.router)
+    install_console(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

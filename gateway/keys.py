@@ -41,7 +41,9 @@ __all__ = [
 
 KEY_PREFIX = "ffk_"
 #: Every scope a key or token may carry (reading definitions needs ``workflows:read``).
-SCOPES = ("workflows:read", "workflows:write", "definitions:write")
+#: ``dlq:read``/``dlq:replay`` open the console's view of ``wf.dlq``, whose records belong
+#: to no tenant: give them to operators' keys only.
+SCOPES = ("workflows:read", "workflows:write", "definitions:write", "dlq:read", "dlq:replay")
 
 metadata = MetaData()
 

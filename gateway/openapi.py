@@ -3,6 +3,8 @@
 Routes declare their error statuses with :func:`gateway.errors.problems`; here each is moved
 from ``application/json`` to ``application/problem+json`` and FastAPI's default
 ``HTTPValidationError`` 422 is replaced by :class:`~gateway.errors.Problem`.
+:func:`operation_id` names each operation after its route function in camelCase
+(``start_workflow`` → ``startWorkflow``), so generated clients read well.
 :func:`document_json` is what ``foldflow gateway openapi`` prints and what
 ``gateway/openapi.json`` holds (a contract test compares the two).
 """
@@ -14,14 +16,21 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from gateway.errors import PROBLEM_JSON
 
-__all__ = ["build_openapi", "document_json"]
+__all__ = ["build_openapi", "document_json", "operation_id"]
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 _UNUSED = ("HTTPValidationError", "ValidationError")
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operationId of a route: its function's name in camelCase (``getWorkflow``)."""
+    first, *rest = route.name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _fix_responses(responses: dict[str, Any]) -> None:

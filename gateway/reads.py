@@ -93,13 +93,14 @@ class Reads:
         created_before: datetime | None,
         limit: int,
         cursor: str | None,
+        id_prefix: str | None = None,
     ) -> tuple[list[WorkflowSummary], str | None]:
         """A page of the tenant's workflows; an invalid cursor is a 422 problem."""
         try:
             views, next_cursor = await call_db(
                 self.timeout_s, queries.list_workflows, self.engine, tenant,
                 status=status or None, definition=definition, created_after=created_after,
-                created_before=created_before, limit=limit, cursor=cursor,
+                created_before=created_before, id_prefix=id_prefix, limit=limit, cursor=cursor,
             )  # fmt: skip
         except queries.InvalidCursorError as exc:
             raise ProblemError(

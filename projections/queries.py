@@ -182,13 +182,15 @@ def list_workflows(
     definition: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    id_prefix: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[WorkflowSummary], str | None]:
     """A page of the tenant's workflows, newest first, and the cursor of the next page.
 
-    ``created_after`` is inclusive, ``created_before`` exclusive. ``next_cursor`` is None
-    on the last page.
+    ``created_after`` is inclusive, ``created_before`` exclusive; ``id_prefix`` keeps the
+    ids that start with it (``%`` and ``_`` match themselves). ``next_cursor`` is None on
+    the last page.
     """
     wi = workflow_instances
     limit = max(1, min(limit, MAX_LIMIT))
@@ -203,6 +205,8 @@ def list_workflows(
         conds.append(wi.c.created_at >= created_after)
     if created_before is not None:
         conds.append(wi.c.created_at < created_before)
+    if id_prefix:
+        conds.append(wi.c.id.startswith(id_prefix, autoescape=True))
     if cursor is not None:
         at, after_id = decode_cursor(cursor)
         conds.append(tuple_(wi.c.created_at, wi.c.id) < tuple_(at, after_id))

@@ -100,8 +100,9 @@ def demo(
         raise typer.Exit(1)
     console.print("[green]every workflow ended as expected[/green]"
                   + (" and the gateway serves the same" if projected is not None else ""))
-    console.print(f"Gateway: http://127.0.0.1:{settings.gateway_port}/docs (API key in "
-                  f"{key_path(settings)}); `foldflow down` stops the services.", highlight=False)
+    base = f"http://127.0.0.1:{settings.gateway_port}"
+    console.print(f"Console: {base}/ui (log in with the API key in {key_path(settings)}); "
+                  f"API docs: {base}/docs; `foldflow down` stops the services.", highlight=False)
 
 
 def _read_back(settings: Settings, workflow_ids: list[str]) -> dict[str, str] | None:

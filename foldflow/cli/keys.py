@@ -20,7 +20,8 @@ def create(
         ...,
         "--scopes",
         "-s",
-        help="workflows:read, workflows:write, definitions:write (repeat or comma-separate).",
+        help="workflows:read, workflows:write, definitions:write, dlq:read, dlq:replay "
+        "(repeat or comma-separate).",
     ),
     name: str = typer.Option("cli", "--name", "-n", help="A label to recognise the key by."),
 ) -> None:

@@ -198,7 +198,7 @@ async def get_workflow(
     summary="A workflow's history",
     responses=problems(401, 403, 404, 422, 429, 503),
 )
-async def get_events(
+async def list_workflow_events(
     workflow_id: IdParam,
     caller: WorkflowReader,
     ctx: Ctx,

@@ -86,3 +86,26 @@ def test_dead_letters_are_listed_and_replayed_to_their_origin(topics: Settings) 
     assert got[topology.commands][2] == ["event_type"]  # the dlq.* headers are gone
     assert got[topology.results][:2] == (b"wf-dlq-2", b"\x00junk")
     assert read_dead_letters(topics, since_ms=2**62) == []
+
+
+def test_dead_letters_written_in_a_transaction_are_read_to_the_end_at_once(
+    topics: Settings,
+) -> None:
+    """A transactional writer (the orchestrator) ends a partition with a commit marker that no
+    record stands at: the reader stops there instead of waiting out its timeout and failing."""
+    import time
+
+    dlq_topic = Topology.of(topics).dlq
+    producer = Producer({**producer_config(topics, source="test-txn-dlq"),
+                         "transactional.id": f"t-{uuid.uuid4().hex}"})  # fmt: skip
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    producer.produce(dlq_topic, key=b"wf-txn", value=b"\x00junk", partition=0,
+                     headers=[("dlq.reason", b"parked in a transaction")])  # fmt: skip
+    producer.commit_transaction(10)
+    began = time.monotonic()
+    letters = read_dead_letters(topics, timeout=5.0)
+    assert [d.reason for d in letters] == ["parked in a transaction"]
+    assert time.monotonic() - began < 5.0
+    newest = read_dead_letters(topics, timeout=5.0, newest_per_partition=1)
+    assert newest == []  # the newest offset of partition 0 is the marker, not a record

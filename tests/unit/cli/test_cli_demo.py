@@ -72,3 +72,26 @@ def test_summary_compares_the_projection_with_the_events() -> None:
     text = console.export_text()
     assert "projection" in text and "1/2 agree" in text
     assert "✗ HTTP 404" in text
+
+
+def test_read_back_asks_the_gateway_through_the_client() -> None:
+    import httpx
+
+    from foldflow.demo import read_back
+
+    now = "2026-01-01T00:00:00Z"
+    statuses = {"done": "completed", "slow": "running"}
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        workflow_id = request.url.path.rsplit("/", 1)[-1]
+        assert request.headers["authorization"] == "Bearer k"
+        assert request.url.params["wait_for"] == "terminal"
+        if workflow_id not in statuses:
+            return httpx.Response(404, json={"title": "Not Found", "status": 404})
+        return httpx.Response(200, json={"id": workflow_id, "definition": "d", "version": 1,
+                                         "status": statuses[workflow_id], "created_at": now,
+                                         "updated_at": now})  # fmt: skip
+
+    seen = read_back("http://gw", "k", ["done", "slow", "gone"], wait=0.3,
+                     transport=httpx.MockTransport(gateway))  # fmt: skip
+    assert seen == {"done": "completed", "slow": "running", "gone": "not found"}
