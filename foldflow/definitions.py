@@ -12,6 +12,7 @@ The language is documented in docs/definitions.md.
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +29,21 @@ from pydantic import (
     model_validator,
 )
 
+from foldflow import jsonsafe
 from foldflow.definition_checks import Problem, graph_problems
+from foldflow.limits import (
+    MAX_DEFINITION_BYTES,
+    MAX_DEFINITION_STRING,
+    MAX_DEFINITION_VALUES,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_DURATION_MS,
+    MAX_EXPRESSION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PROBLEMS,
+    MAX_STEPS,
+    MAX_VERSION,
+    human_bytes,
+)
 from schemas.messages import dump_json
 
 __all__ = [
@@ -47,26 +62,39 @@ DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _ID_RE = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 #: A task type names a Kafka topic (``wf.tasks.<type>``): only the characters Kafka allows.
 _TASK_RE = r"^[A-Za-z0-9._-]+$"
 
 
 def parse_duration(value: Any) -> int:
-    """A duration in ms from ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or seconds."""
+    """A duration in ms from ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or seconds.
+
+    At most ``MAX_DURATION_MS`` (365 days): a timer's due time, now + duration, must fit
+    an Avro long.
+    """
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '5s'")
-    if isinstance(value, int | float):
-        ms = round(value * 1000)
+    ms: int | float
+    if isinstance(value, int):
+        ms = value * 1000
+    elif isinstance(value, float):
+        ms = value * 1000.0
     elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if not match:
-            raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
-        ms = round(float(match.group(1)) * _UNITS_MS[match.group(2)])
+            shown = value if len(value) <= 40 else value[:40] + "…"
+            raise ValueError(f"bad duration {shown!r}: use e.g. '500ms', '5s', '2m', '1h'")
+        ms = float(match.group(1)) * _UNITS_MS[match.group(2)]
     else:
         raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if isinstance(ms, float) and math.isnan(ms):
+        raise ValueError("a duration is a number, not NaN")
     if ms < 0:
         raise ValueError("a duration cannot be negative")
-    return ms
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"a duration is at most 365d ({MAX_DURATION_MS}ms)")
+    return round(ms)
 
 
 #: A duration, held in ms, written back as ``"<n>ms"`` so the canonical form round-trips.
@@ -80,6 +108,8 @@ StepKind = Literal["task", "sleep", "signal", "child"]
 def _check_when(value: Any) -> Any:
     if value is not None and not isinstance(value, str | bool):
         raise ValueError('a condition is a string (e.g. "input.x > 1") or a boolean')
+    if isinstance(value, str) and len(value) > MAX_EXPRESSION_LENGTH:
+        raise ValueError(f"a condition is at most {MAX_EXPRESSION_LENGTH} characters")
     return value
 
 
@@ -104,7 +134,11 @@ class RetryPolicy(_Model):
 
     def backoff_ms(self, failed_attempt: int, fraction: float) -> int:
         """The delay before the attempt after ``failed_attempt`` (1-based); fraction ∈ [0,1)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (failed_attempt - 1))
+        try:
+            growth = self.multiplier ** (failed_attempt - 1)
+        except OverflowError:  # 100.0 ** 999: far past any max_backoff
+            growth = math.inf
+        base = min(self.max_backoff, self.initial_backoff * growth)
         spread = 1.0 - self.jitter + 2.0 * self.jitter * fraction
         return max(0, min(self.max_backoff, round(base * spread)))
 
@@ -112,7 +146,7 @@ class RetryPolicy(_Model):
 class Compensation(_Model):
     """The task that undoes a completed step (saga)."""
 
-    task: str = Field(min_length=1, max_length=200, pattern=_TASK_RE)
+    task: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_TASK_RE)
     input: dict[str, Any] = Field(default_factory=dict)
     timeout: Duration | None = None
 
@@ -122,11 +156,15 @@ class Step(_Model):
 
     id: str = Field(pattern=_ID_RE, max_length=100)
     kind: StepKind = "task"
-    task: str | None = Field(default=None, min_length=1, max_length=200, pattern=_TASK_RE)
+    task: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_TASK_RE
+    )
     sleep: Duration | None = None
-    signal: str | None = Field(default=None, pattern=_ID_RE)
-    workflow: str | None = Field(default=None, min_length=1)
-    version: int | None = Field(default=None, ge=1)
+    signal: str | None = Field(default=None, max_length=MAX_NAME_LENGTH, pattern=_ID_RE)
+    workflow: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_NAME_RE
+    )
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     input: dict[str, Any] = Field(default_factory=dict)
     after: list[str] = Field(default_factory=list)
     when: Annotated[str | bool | None, BeforeValidator(_check_when)] = None
@@ -168,6 +206,9 @@ class DefinitionError(ValueError):
     """A definition was refused; ``problems`` lists every problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:
+        if len(problems) > MAX_PROBLEMS:
+            more = Problem(path="", message=f"... and {len(problems) - MAX_PROBLEMS} more")
+            problems = [*problems[:MAX_PROBLEMS], more]
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid workflow definition ({len(problems)} problem(s)):\n{lines}")
@@ -176,12 +217,12 @@ class DefinitionError(ValueError):
 class Definition(_Model):
     """A workflow definition: a DAG of steps plus input schema, timeout and output."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=200)
-    version: int = Field(default=1, ge=1)
-    description: str | None = None
+    name: str = Field(pattern=_NAME_RE, max_length=MAX_NAME_LENGTH)
+    version: int = Field(default=1, ge=1, le=MAX_VERSION)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
     input_schema: dict[str, Any] | None = None
     timeout: Duration | None = None
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     output: Any = None
 
     # --- loading ------------------------------------------------------------------------
@@ -199,6 +240,9 @@ class Definition(_Model):
             data = yaml.safe_load(str(text))
         except yaml.YAMLError as exc:
             raise DefinitionError([Problem(path="", message=f"not YAML/JSON: {exc}")]) from exc
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+            message = f"not loadable: {str(exc) or type(exc).__name__}"
+            raise DefinitionError([Problem(path="", message=message)]) from exc
         return cls.from_data(data)
 
     @classmethod
@@ -211,15 +255,30 @@ class Definition(_Model):
         """Validate parsed data; raises :class:`DefinitionError` with every problem."""
         if not isinstance(data, dict):
             raise DefinitionError([Problem(path="", message="a definition is a mapping")])
+        # Values no downstream can store, and sizes past the bounds, first: the checks
+        # below assume a document of bounded size and depth.
+        unsafe = jsonsafe.problems(
+            data, max_string=MAX_DEFINITION_STRING, max_values=MAX_DEFINITION_VALUES
+        )
+        if unsafe:
+            raise DefinitionError(unsafe)
         problems: list[Problem] = []
         model: Definition | None = None
         try:
             model = cls.model_validate(data)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc))
-        problems.extend(p for p in graph_problems(data) if p not in problems)
+        known = set(problems)
+        problems.extend(p for p in graph_problems(data) if p not in known)
         if problems or model is None:
             raise DefinitionError(problems)
+        size = jsonsafe.utf8_size(model.canonical_json())
+        if size > MAX_DEFINITION_BYTES:
+            message = (
+                f"the definition is {size} bytes as canonical JSON (defaults spelled out), "
+                f"over the {human_bytes(MAX_DEFINITION_BYTES)} limit"
+            )
+            raise DefinitionError([Problem(path="", message=message)])
         return model
 
     def canonical_json(self) -> str:
@@ -279,12 +338,14 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
-    for error in exc.errors():
+    known: set[Problem] = set()
+    for error in exc.errors(include_input=False, include_url=False):
         loc = tuple(x for x in error["loc"] if not (isinstance(x, str) and "[" in x))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         problem = Problem(path=_path(loc), message=message)
-        if problem not in problems:
+        if problem not in known:
+            known.add(problem)
             problems.append(problem)
     return problems

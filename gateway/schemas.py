@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from foldflow.jsonsafe import size_problem
+from foldflow.limits import MAX_PAYLOAD_BYTES, MAX_VERSION, human_bytes
 from schemas.messages import TERMINAL_STATUS
 
 __all__ = [
+    "IDEMPOTENCY_KEY_PATTERN",
     "ID_PATTERN",
     "NAME_PATTERN",
     "TERMINAL_STATUSES",
@@ -39,6 +42,21 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: A definition name (as foldflow.definitions accepts it).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+#: An ``Idempotency-Key``: visible ASCII only (it is hashed into ids, never stored raw).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
+
+
+def _payload_sized(value: Any) -> Any:
+    """Refuse a value whose canonical JSON is over MAX_PAYLOAD_BYTES (docs/limits.md)."""
+    problem = size_problem(value, path="")
+    if problem is not None:
+        raise ValueError(problem.message)
+    return value
+
+
+#: A JSON value that travels in one message (workflow input, signal data).
+Payload = Annotated[Any, AfterValidator(_payload_sized)]
+_PAYLOAD_NOTE = f"at most {human_bytes(MAX_PAYLOAD_BYTES)} as canonical JSON (docs/limits.md)"
 
 WorkflowStatus = Literal[
     "running",
@@ -67,9 +85,11 @@ class WorkflowCreate(_Body):
 
     definition: str = Field(max_length=200, pattern=NAME_PATTERN, examples=["order"])
     version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="the definition version (default: latest)"
+        default=None, ge=1, le=MAX_VERSION, description="the definition version (default: latest)"
     )
-    input: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-17"}])
+    input: Annotated[dict[str, Any], AfterValidator(_payload_sized)] = Field(
+        default_factory=dict, examples=[{"order_id": "A-17"}], description=_PAYLOAD_NOTE
+    )
     id: str | None = Field(
         default=None,
         pattern=ID_PATTERN,
@@ -158,7 +178,7 @@ class SignalCreate(_Body):
     """A named signal with data, for a ``signal`` step waiting for it."""
 
     name: str = Field(min_length=1, max_length=200, examples=["approved"])
-    data: Any = None
+    data: Payload = Field(default=None, description=_PAYLOAD_NOTE)
 
 
 class CommandAccepted(BaseModel):

@@ -12,6 +12,8 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from foldflow.expressions import render
+from foldflow.jsonsafe import utf8_size
+from foldflow.limits import MAX_PAYLOAD_BYTES, human_bytes
 from processors.evolve import evolve
 from processors.state import WorkflowState
 from schemas.messages import Envelope, Payload, StartWorkflow, dump_json, event_id_for
@@ -25,6 +27,7 @@ __all__ = [
     "child_reported",
     "context",
     "jitter_fraction",
+    "oversize",
     "render_json",
     "wants_signal",
 ]
@@ -126,6 +129,20 @@ def context(state: WorkflowState) -> dict[str, Any]:
 def render_json(mapping: Any, state: WorkflowState) -> str:
     """Render an input/output mapping against the state, as canonical JSON."""
     return dump_json(render(mapping, context(state)))
+
+
+def oversize(text: str) -> str | None:
+    """Why a JSON text cannot travel in a message (over ``MAX_PAYLOAD_BYTES``), or None.
+
+    A rendered input, output or signal past the bound would make a message over Kafka's
+    limit (docs/limits.md): the decider fails that one workflow instead.
+    """
+    if len(text) <= MAX_PAYLOAD_BYTES // 4:  # 4 bytes per character at most: surely fits
+        return None
+    size = utf8_size(text)
+    if size <= MAX_PAYLOAD_BYTES:
+        return None
+    return f"is {size} bytes as JSON, over the {human_bytes(MAX_PAYLOAD_BYTES)} limit"
 
 
 def jitter_fraction(workflow_id: str, step_id: str, attempt: int) -> float:
