@@ -10,6 +10,7 @@ Kafka and PostgreSQL; a refused command never reaches ``wf.commands``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from typing import Any
@@ -166,10 +167,10 @@ _STEP = {"id": "a", "task": "builtin.echo"}
 
 def _reverse_chain(count: int) -> list[dict[str, Any]]:
     """Step i waits for step i+1: the search for cycles walks the whole chain deep."""
-    return [
-        {"id": f"s{i}", "task": "builtin.echo", **({"after": [f"s{i + 1}"]} if i < count - 1 else {})}
-        for i in range(count)
-    ]  # fmt: skip
+    steps: list[dict[str, Any]] = [{"id": f"s{i}", "task": "builtin.echo"} for i in range(count)]
+    for i, step in enumerate(steps[:-1]):
+        step["after"] = [f"s{i + 1}"]
+    return steps
 
 
 @pytest.mark.parametrize(
@@ -290,7 +291,7 @@ async def test_validation_runs_off_the_event_loop(client: httpx.AsyncClient, key
     # all of it validated, then refused as a whole: it is over the canonical size bound
     assert created.status_code == 422 and "canonical JSON" in created.text, created.text[:300]
     assert probed in done and probed.result() == 200  # the probe finished first
-    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False) if a >= started]
+    gaps = [b - a for a, b in itertools.pairwise(beats) if a >= started]
     assert max(gaps) < took / 3, f"the loop stalled {max(gaps):.3f}s of a {took:.3f}s request"
 
 
