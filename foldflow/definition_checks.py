@@ -6,8 +6,9 @@ check failed too: one :class:`foldflow.definitions.DefinitionError` lists everyt
 Every check is linear in the definition's size (no recursion on user data): cycles are
 found by an iterative depth-first search, and ancestry ("may step B reference step A?")
 is a bitset per step, built once in topological order, so each reference costs one bit
-test. A definition past ``MAX_STEPS`` steps or ``MAX_AFTER_EDGES`` edges is refused by
-the model check and not walked here.
+test. ``Definition.from_data`` does not call these checks for a definition past
+``MAX_STEPS`` steps (the model check refuses it); past ``MAX_AFTER_EDGES`` edges they
+report only that.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from foldflow.expressions import (
     parse_condition,
 )
 from foldflow.input_schema import schema_problems
-from foldflow.limits import MAX_AFTER_EDGES, MAX_STEPS
+from foldflow.limits import MAX_AFTER_EDGES
 from foldflow.problems import Problem
 
 __all__ = ["Problem", "graph_problems"]
@@ -57,8 +58,6 @@ def graph_problems(data: dict[str, Any]) -> list[Problem]:
     if isinstance(schema, dict):
         problems.extend(schema_problems(schema))
     steps = _raw_steps(data)
-    if len(steps) > MAX_STEPS:
-        return problems  # the model check reports the count
     edges = sum(len(_deps(step)) for _, step, _ in steps)
     if edges > MAX_AFTER_EDGES:
         message = f"the steps have {edges} 'after' entries in all, over the limit of "

@@ -268,8 +268,10 @@ class Definition(_Model):
             model = cls.model_validate(data)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc))
-        known = set(problems)
-        problems.extend(p for p in graph_problems(data) if p not in known)
+        steps = data.get("steps")
+        if not isinstance(steps, list) or len(steps) <= MAX_STEPS:  # else: reported above
+            known = set(problems)
+            problems.extend(p for p in graph_problems(data) if p not in known)
         if problems or model is None:
             raise DefinitionError(problems)
         size = jsonsafe.utf8_size(model.canonical_json())

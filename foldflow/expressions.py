@@ -363,10 +363,10 @@ def _number(text: str) -> int | float:
         raise ExpressionError(
             f"a number literal is at most {MAX_NUMBER_LENGTH} characters: {_excerpt(text)}"
         )
-    value = json.loads(text)
+    # not json.loads: the token allows leading zeros ("007"), which JSON does not
+    value = int(text) if text.lstrip("-").isdigit() else float(text)
     if isinstance(value, float) and not math.isfinite(value):
         raise ExpressionError(f"number {_excerpt(text)} is out of range")
-    assert isinstance(value, int | float)
     return value
 
 
