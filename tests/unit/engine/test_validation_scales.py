@@ -10,6 +10,7 @@ to show the algorithm, not the bound, is what keeps them cheap.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,10 +47,8 @@ def _ratio(make: Callable[[int], Callable[[], object]], small: int) -> float:
 
 def _raises(error: type[Exception], call: Callable[[], object]) -> Callable[[], object]:
     def run() -> None:
-        try:
+        with contextlib.suppress(error):
             call()
-        except error:
-            pass
 
     return run
 
