@@ -42,6 +42,9 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: A definition name (as foldflow.definitions accepts it).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+#: Free text that PostgreSQL can store (no NUL; the body check refuses it anyway, this
+#: says so in the OpenAPI document).
+TEXT_PATTERN = r"^[^\x00]*$"
 #: An ``Idempotency-Key``: visible ASCII only (it is hashed into ids, never stored raw).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 
@@ -171,13 +174,13 @@ class EventPage(BaseModel):
 class CommandCreate(_Body):
     """Optional body of cancel, pause, resume and terminate."""
 
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
 
 
 class SignalCreate(_Body):
     """A named signal with data, for a ``signal`` step waiting for it."""
 
-    name: str = Field(min_length=1, max_length=200, examples=["approved"])
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN, examples=["approved"])
     data: Payload = Field(default=None, description=_PAYLOAD_NOTE)
 
 
