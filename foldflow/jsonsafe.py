@@ -169,7 +169,8 @@ def problems(
                 report(trail, f"a number is at most {MAX_NUMBER_LENGTH} digits")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                report(trail, f"{item} is not a JSON number (numbers must be finite)")
+                name = "NaN" if math.isnan(item) else ("-" if item < 0 else "") + "Infinity"
+                report(trail, f"{name} is not a JSON number (numbers must be finite)")
         elif isinstance(item, dict):
             if depth > max_depth:
                 report(trail, _too_deep(max_depth))

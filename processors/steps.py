@@ -14,6 +14,7 @@ from processors.decision import (
     context,
     jitter_fraction,
     oversize,
+    refused,
     render_json,
 )
 from schemas.messages import (
@@ -45,9 +46,9 @@ def start_workflow(d: Decision, p: StartWorkflow, definition: Definition | None)
         d.emit(WorkflowFailed(error=f"unknown definition {p.definition_name} v{version}"))
         return
     input_json = canonical(p.input_json)
-    too_big = oversize(input_json)
-    if too_big is not None:  # it could not travel in workflow.started.v1
-        d.emit(WorkflowFailed(error=f"the workflow input {too_big}"))
+    why = refused(input_json)
+    if why is not None:  # it could not travel in workflow.started.v1, or be stored
+        d.emit(WorkflowFailed(error=f"the workflow input {why}"))
         return
     d.emit(
         WorkflowStarted(

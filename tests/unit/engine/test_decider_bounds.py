@@ -20,6 +20,7 @@ from schemas.messages import (
     StartWorkflow,
     StepFailed,
     StepScheduled,
+    TaskSucceeded,
     WorkflowCompleted,
     WorkflowFailed,
     dump_json,
@@ -207,3 +208,46 @@ def test_retry_backoff_never_overflows_even_past_float_range() -> None:
     policy = definition.steps[0].retry
 
     assert policy.backoff_ms(999, 0.5) == 86_400_000  # 100.0 ** 998 raised OverflowError
+
+
+@pytest.mark.parametrize(
+    ("output_json", "says"),
+    [
+        ('{"price": NaN}', "at price: NaN"),
+        ('{"body": "a\\u0000b"}', "at body: contains the NUL"),
+        ('["\\ud800"]', "at [0]: contains a lone surrogate"),
+        ("[" * 70 + "]" * 70, "deeper than 64 levels"),
+    ],
+)
+def test_a_task_output_no_downstream_can_store_fails_the_attempt_for_good(
+    output_json: str, says: str
+) -> None:
+    """A worker's output (a ``builtin.http`` response...) never reaches the projections."""
+    run = Run("name: s\nsteps: [{id: a, task: t}]")
+    run.start()
+    ss = run.state.steps["a"]
+
+    out = run.send(TaskSucceeded(ss.task_id or "", "a", 1, "step", output_json))
+
+    assert types(out) == ["StepAttemptFailed", "StepFailed", "WorkflowFailed"]
+    assert "the task's output holds a value no downstream can store" in out[0].error
+    assert says in out[0].error
+
+
+def test_an_output_merely_mentioning_nan_passes() -> None:
+    run = Run("name: s\nsteps: [{id: a, task: t}]")
+    run.start()
+
+    out = run.succeed("a", {"fruit": "NaNa Infinity \\u0000", "list": [[[[1]]]]})
+
+    assert types(out) == ["StepCompleted", "WorkflowCompleted"]
+
+
+def test_a_start_input_or_signal_no_downstream_can_store_fails_the_workflow() -> None:
+    run = Run("name: s\nsteps: [{id: wait, signal: go}]")
+    assert types(run.send(StartWorkflow("s", 1, '{"x": Infinity}'))) == ["WorkflowFailed"]
+
+    other = Run("name: s\nsteps: [{id: wait, signal: go}]", workflow_id="wf-2")
+    other.start()
+    out = other.send(SignalWorkflow(name="go", data_json='{"v": "\\u0000"}'))
+    assert types(out) == ["WorkflowFailed"] and "at v: contains the NUL" in out[0].error
