@@ -98,3 +98,16 @@ def test_a_definition_written_straight_to_kafka_past_the_bounds_fails_only_its_w
     assert statuses[hostile] == "failed"
     assert f"unknown definition {name} v1" in _error(events, hostile)
     assert {statuses[w] for w in others} == {"completed"}
+
+
+def test_an_unstorable_input_written_straight_to_kafka_fails_only_its_workflow(
+    deployment: Deployment, events: EventLog
+) -> None:
+    hostile = deployment.start("t-pause", {"x": float("nan"), "y": "a\x00"})  # NaN, \u0000
+    others = [deployment.start("t-pause", {}) for _ in range(2)]
+
+    statuses = events.wait_finished([hostile, *others], timeout=FINISH_S)
+
+    assert statuses[hostile] == "failed"
+    assert "holds a value no downstream can store at x: NaN" in _error(events, hostile)
+    assert {statuses[w] for w in others} == {"completed"}
