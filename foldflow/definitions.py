@@ -32,14 +32,17 @@ from pydantic import (
 from foldflow import jsonsafe
 from foldflow.definition_checks import Problem, graph_problems
 from foldflow.limits import (
+    MAX_ATTEMPTS,
     MAX_DEFINITION_BYTES,
     MAX_DEFINITION_STRING,
     MAX_DEFINITION_VALUES,
     MAX_DESCRIPTION_LENGTH,
     MAX_DURATION_MS,
     MAX_EXPRESSION_LENGTH,
+    MAX_MULTIPLIER,
     MAX_NAME_LENGTH,
     MAX_PROBLEMS,
+    MAX_STEP_ID_LENGTH,
     MAX_STEPS,
     MAX_VERSION,
     human_bytes,
@@ -120,10 +123,10 @@ class _Model(BaseModel):
 class RetryPolicy(_Model):
     """How often and how fast a failed attempt is retried (backoff = initial·multiplier^n)."""
 
-    max_attempts: int = Field(default=3, ge=1, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     initial_backoff: Duration = 1000
     max_backoff: Duration = 60_000
-    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    multiplier: float = Field(default=2.0, ge=1.0, le=MAX_MULTIPLIER)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -154,7 +157,7 @@ class Compensation(_Model):
 class Step(_Model):
     """One node of the workflow DAG; ``kind`` is inferred from task/sleep/signal/workflow."""
 
-    id: str = Field(pattern=_ID_RE, max_length=100)
+    id: str = Field(pattern=_ID_RE, max_length=MAX_STEP_ID_LENGTH)
     kind: StepKind = "task"
     task: str | None = Field(
         default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_TASK_RE

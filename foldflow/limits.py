@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_AFTER_EDGES",
+    "MAX_ATTEMPTS",
     "MAX_DEFINITION_BYTES",
     "MAX_DEFINITION_STRING",
     "MAX_DEFINITION_VALUES",
@@ -17,13 +18,17 @@ __all__ = [
     "MAX_DURATION_MS",
     "MAX_EXPRESSION_DEPTH",
     "MAX_EXPRESSION_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_JSON_DEPTH",
     "MAX_KEY_LENGTH",
+    "MAX_MULTIPLIER",
     "MAX_NAME_LENGTH",
     "MAX_NUMBER_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_PROBLEMS",
+    "MAX_REASON_LENGTH",
     "MAX_STEPS",
+    "MAX_STEP_ID_LENGTH",
     "MAX_VERSION",
     "human_bytes",
 ]
@@ -46,6 +51,10 @@ MAX_NUMBER_LENGTH = 100
 #: carries a definition and an input, so both bounds together stay well below Kafka's
 #: default 1,000,000-byte message limit.
 MAX_PAYLOAD_BYTES = 256 * KIB
+#: Characters of the ``reason`` of cancel, pause, resume and terminate.
+MAX_REASON_LENGTH = 1000
+#: Characters of an ``Idempotency-Key`` (visible ASCII).
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 # --- workflow definitions -------------------------------------------------------------------
 
@@ -65,8 +74,13 @@ MAX_DESCRIPTION_LENGTH = 4 * KIB
 MAX_EXPRESSION_LENGTH = 2 * KIB
 #: Parentheses and ``not`` nested in one condition.
 MAX_EXPRESSION_DEPTH = 32
-#: Characters of a definition name, task type, step id or signal name.
+#: Characters of a definition name, task type or signal name.
 MAX_NAME_LENGTH = 200
+#: Characters of a step id.
+MAX_STEP_ID_LENGTH = 100
+#: A retry policy's ``max_attempts`` and ``multiplier``.
+MAX_ATTEMPTS = 1000
+MAX_MULTIPLIER = 100.0
 #: Definition versions (and a child step's ``version``): 1 .. 2^31-1, an Avro int.
 MAX_VERSION = 2**31 - 1
 #: Any duration (sleep, timeouts, backoffs): at most 365 days, so a timer's due time

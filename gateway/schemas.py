@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from foldflow.jsonsafe import size_problem
-from foldflow.limits import MAX_PAYLOAD_BYTES, MAX_VERSION, human_bytes
+from foldflow.limits import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_LENGTH,
+    MAX_VERSION,
+    human_bytes,
+)
 from schemas.messages import TERMINAL_STATUS
 
 __all__ = [
@@ -46,7 +53,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 #: says so in the OpenAPI document).
 TEXT_PATTERN = r"^[^\x00]*$"
 #: An ``Idempotency-Key``: visible ASCII only (it is hashed into ids, never stored raw).
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"
 
 
 def _payload_sized(value: Any) -> Any:
@@ -174,13 +181,15 @@ class EventPage(BaseModel):
 class CommandCreate(_Body):
     """Optional body of cancel, pause, resume and terminate."""
 
-    reason: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
+    reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH, pattern=TEXT_PATTERN)
 
 
 class SignalCreate(_Body):
     """A named signal with data, for a ``signal`` step waiting for it."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN, examples=["approved"])
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, pattern=TEXT_PATTERN, examples=["approved"]
+    )
     data: Payload = Field(default=None, description=_PAYLOAD_NOTE)
 
 
