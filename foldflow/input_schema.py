@@ -66,7 +66,7 @@ def _unknown_meta_schemas(schema: Any, path: str) -> list[Problem]:
         node, where = stack.pop()
         if isinstance(node, dict):
             meta = node.get("$schema")
-            if meta is not None and meta not in KNOWN_META_SCHEMAS:
+            if meta is not None and (not isinstance(meta, str) or meta not in KNOWN_META_SCHEMAS):
                 found.append(
                     Problem(
                         path=join_path(where, "$schema"),
