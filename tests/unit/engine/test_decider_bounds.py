@@ -251,3 +251,16 @@ def test_a_start_input_or_signal_no_downstream_can_store_fails_the_workflow() ->
     other.start()
     out = other.send(SignalWorkflow(name="go", data_json='{"v": "\\u0000"}'))
     assert types(out) == ["WorkflowFailed"] and "at v: contains the NUL" in out[0].error
+
+
+@pytest.mark.timeout(60)  # Python's re needed ~2^40 steps here: this never finished
+def test_a_catastrophic_input_schema_pattern_cannot_stall_the_decider() -> None:
+    run = Run(
+        "name: s\ninput_schema: {properties: {s: {type: string, pattern: '^(a+)+$'}}}\n"
+        "steps: [{id: a, task: t}]"
+    )
+
+    out = run.start({"s": "a" * 40 + "!"})
+
+    assert types(out) == ["WorkflowStarted", "WorkflowFailed"]
+    assert out[1].error.startswith("input does not match input_schema at s: ")
