@@ -4,9 +4,11 @@ Shared by the CLI, the gateway, the orchestrator and the projector, so it lives 
 kernel. ``Definition.load`` refuses a bad definition with one :class:`DefinitionError`
 listing every problem with its path (schema problems from pydantic plus graph checks:
 duplicate ids, unknown step references, references to steps that are not ancestors,
-cycles, bad expressions). ``canonical_json`` is the stable form that travels in
+cycles, bad expressions) and every bound of :mod:`foldflow.limits` (steps, sizes,
+durations, versions; values no downstream can store). Validation is linear in the
+definition's size. ``canonical_json`` is the stable form that travels in
 ``DefinitionRegistered`` and ``WorkflowStarted``; ``from_json`` reads it back.
-The language is documented in docs/definitions.md.
+The language is documented in docs/definitions.md, the bounds in docs/limits.md.
 """
 
 from __future__ import annotations
