@@ -4,14 +4,17 @@ Shared by the CLI, the gateway, the orchestrator and the projector, so it lives 
 kernel. ``Definition.load`` refuses a bad definition with one :class:`DefinitionError`
 listing every problem with its path (schema problems from pydantic plus graph checks:
 duplicate ids, unknown step references, references to steps that are not ancestors,
-cycles, bad expressions). ``canonical_json`` is the stable form that travels in
+cycles, bad expressions) and every bound of :mod:`foldflow.limits` (steps, sizes,
+durations, versions; values no downstream can store). Validation is linear in the
+definition's size. ``canonical_json`` is the stable form that travels in
 ``DefinitionRegistered`` and ``WorkflowStarted``; ``from_json`` reads it back.
-The language is documented in docs/definitions.md.
+The language is documented in docs/definitions.md, the bounds in docs/limits.md.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,8 +30,25 @@ from pydantic import (
     model_validator,
 )
 
+from foldflow import jsonsafe
 from foldflow.definition_checks import Problem, graph_problems
 from foldflow.durations import parse_duration_ms
+from foldflow.limits import (
+    MAX_ATTEMPTS,
+    MAX_DEFINITION_BYTES,
+    MAX_DEFINITION_STRING,
+    MAX_DEFINITION_VALUES,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_DURATION_MS,
+    MAX_EXPRESSION_LENGTH,
+    MAX_MULTIPLIER,
+    MAX_NAME_LENGTH,
+    MAX_PROBLEMS,
+    MAX_STEP_ID_LENGTH,
+    MAX_STEPS,
+    MAX_VERSION,
+    human_bytes,
+)
 from schemas.messages import dump_json
 
 __all__ = [
@@ -45,14 +65,22 @@ __all__ = [
 
 DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
 _ID_RE = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 #: A task type names a Kafka topic (``wf.tasks.<type>``): only the characters Kafka allows.
 _TASK_RE = r"^[A-Za-z0-9._-]+$"
 
 
 def parse_duration(value: Any) -> int:
     """A duration in ms: ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"``, ``"1h30m"`` or
-    a number of seconds (the one syntax of :mod:`foldflow.durations`)."""
-    return parse_duration_ms(value)
+    a number of seconds (the one syntax of :mod:`foldflow.durations`).
+
+    At most ``MAX_DURATION_MS`` (365 days): a timer's due time, now + duration, must fit
+    an Avro long.
+    """
+    ms = parse_duration_ms(value)
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"a duration in a definition is at most 365d ({MAX_DURATION_MS}ms)")
+    return ms
 
 
 #: A duration, held in ms, written back as ``"<n>ms"`` so the canonical form round-trips.
@@ -66,6 +94,8 @@ StepKind = Literal["task", "sleep", "signal", "child"]
 def _check_when(value: Any) -> Any:
     if value is not None and not isinstance(value, str | bool):
         raise ValueError('a condition is a string (e.g. "input.x > 1") or a boolean')
+    if isinstance(value, str) and len(value) > MAX_EXPRESSION_LENGTH:
+        raise ValueError(f"a condition is at most {MAX_EXPRESSION_LENGTH} characters")
     return value
 
 
@@ -76,10 +106,10 @@ class _Model(BaseModel):
 class RetryPolicy(_Model):
     """How often and how fast a failed attempt is retried (backoff = initial·multiplier^n)."""
 
-    max_attempts: int = Field(default=3, ge=1, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     initial_backoff: Duration = 1000
     max_backoff: Duration = 60_000
-    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    multiplier: float = Field(default=2.0, ge=1.0, le=MAX_MULTIPLIER)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -90,7 +120,11 @@ class RetryPolicy(_Model):
 
     def backoff_ms(self, failed_attempt: int, fraction: float) -> int:
         """The delay before the attempt after ``failed_attempt`` (1-based); fraction ∈ [0,1)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (failed_attempt - 1))
+        try:
+            growth = self.multiplier ** (failed_attempt - 1)
+        except OverflowError:  # 100.0 ** 999: far past any max_backoff
+            growth = math.inf
+        base = min(self.max_backoff, self.initial_backoff * growth)
         spread = 1.0 - self.jitter + 2.0 * self.jitter * fraction
         return max(0, min(self.max_backoff, round(base * spread)))
 
@@ -98,7 +132,7 @@ class RetryPolicy(_Model):
 class Compensation(_Model):
     """The task that undoes a completed step (saga)."""
 
-    task: str = Field(min_length=1, max_length=200, pattern=_TASK_RE)
+    task: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_TASK_RE)
     input: dict[str, Any] = Field(default_factory=dict)
     timeout: Duration | None = None
 
@@ -106,13 +140,17 @@ class Compensation(_Model):
 class Step(_Model):
     """One node of the workflow DAG; ``kind`` is inferred from task/sleep/signal/workflow."""
 
-    id: str = Field(pattern=_ID_RE, max_length=100)
+    id: str = Field(pattern=_ID_RE, max_length=MAX_STEP_ID_LENGTH)
     kind: StepKind = "task"
-    task: str | None = Field(default=None, min_length=1, max_length=200, pattern=_TASK_RE)
+    task: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_TASK_RE
+    )
     sleep: Duration | None = None
-    signal: str | None = Field(default=None, pattern=_ID_RE)
-    workflow: str | None = Field(default=None, min_length=1)
-    version: int | None = Field(default=None, ge=1)
+    signal: str | None = Field(default=None, max_length=MAX_NAME_LENGTH, pattern=_ID_RE)
+    workflow: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=_NAME_RE
+    )
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     input: dict[str, Any] = Field(default_factory=dict)
     after: list[str] = Field(default_factory=list)
     when: Annotated[str | bool | None, BeforeValidator(_check_when)] = None
@@ -154,6 +192,9 @@ class DefinitionError(ValueError):
     """A definition was refused; ``problems`` lists every problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:
+        if len(problems) > MAX_PROBLEMS:
+            more = Problem(path="", message=f"... and {len(problems) - MAX_PROBLEMS} more")
+            problems = [*problems[:MAX_PROBLEMS], more]
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid workflow definition ({len(problems)} problem(s)):\n{lines}")
@@ -162,12 +203,12 @@ class DefinitionError(ValueError):
 class Definition(_Model):
     """A workflow definition: a DAG of steps plus input schema, timeout and output."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=200)
-    version: int = Field(default=1, ge=1)
-    description: str | None = None
+    name: str = Field(pattern=_NAME_RE, max_length=MAX_NAME_LENGTH)
+    version: int = Field(default=1, ge=1, le=MAX_VERSION)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
     input_schema: dict[str, Any] | None = None
     timeout: Duration | None = None
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     output: Any = None
 
     # --- loading ------------------------------------------------------------------------
@@ -185,6 +226,9 @@ class Definition(_Model):
             data = yaml.safe_load(str(text))
         except yaml.YAMLError as exc:
             raise DefinitionError([Problem(path="", message=f"not YAML/JSON: {exc}")]) from exc
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+            message = f"not loadable: {str(exc) or type(exc).__name__}"
+            raise DefinitionError([Problem(path="", message=message)]) from exc
         return cls.from_data(data)
 
     @classmethod
@@ -197,15 +241,32 @@ class Definition(_Model):
         """Validate parsed data; raises :class:`DefinitionError` with every problem."""
         if not isinstance(data, dict):
             raise DefinitionError([Problem(path="", message="a definition is a mapping")])
+        # Values no downstream can store, and sizes past the bounds, first: the checks
+        # below assume a document of bounded size and depth.
+        unsafe = jsonsafe.problems(
+            data, max_string=MAX_DEFINITION_STRING, max_values=MAX_DEFINITION_VALUES
+        )
+        if unsafe:
+            raise DefinitionError(unsafe)
         problems: list[Problem] = []
         model: Definition | None = None
         try:
             model = cls.model_validate(data)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc))
-        problems.extend(p for p in graph_problems(data) if p not in problems)
+        steps = data.get("steps")
+        if not isinstance(steps, list) or len(steps) <= MAX_STEPS:  # else: reported above
+            known = set(problems)
+            problems.extend(p for p in graph_problems(data) if p not in known)
         if problems or model is None:
             raise DefinitionError(problems)
+        size = jsonsafe.utf8_size(model.canonical_json())
+        if size > MAX_DEFINITION_BYTES:
+            message = (
+                f"the definition is {size} bytes as canonical JSON (defaults spelled out), "
+                f"over the {human_bytes(MAX_DEFINITION_BYTES)} limit"
+            )
+            raise DefinitionError([Problem(path="", message=message)])
         return model
 
     def canonical_json(self) -> str:
@@ -265,12 +326,14 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
-    for error in exc.errors():
+    known: set[Problem] = set()
+    for error in exc.errors(include_input=False, include_url=False):
         loc = tuple(x for x in error["loc"] if not (isinstance(x, str) and "[" in x))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         problem = Problem(path=_path(loc), message=message)
-        if problem not in problems:
+        if problem not in known:
+            known.add(problem)
             problems.append(problem)
     return problems

@@ -12,16 +12,22 @@ Two forms:
 References: ``input.a.b``, ``steps.<id>.output.x``, ``signals.<name>.x``; a numeric
 segment indexes a list. A path that does not exist resolves to ``null`` (never an
 error), so evaluation is total. No ``eval``: a hand-written tokenizer and
-recursive-descent parser build a tiny AST.
+recursive-descent parser build a tiny AST. Parsing is linear in the text's length, and
+nesting (parentheses, ``not``) is bounded by ``MAX_EXPRESSION_DEPTH`` before the parser
+recurses, so no input reaches Python's recursion limit; ``and``/``or`` chains are n-ary
+nodes, so the tree is no deeper than that nesting.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+from foldflow.limits import MAX_EXPRESSION_DEPTH, MAX_NUMBER_LENGTH
 
 __all__ = [
     "Condition",
@@ -40,7 +46,8 @@ __all__ = [
 ROOTS = ("input", "steps", "signals")
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
 _REF_RE = re.compile(rf"^(?:{'|'.join(ROOTS)})(?:\.{_SEGMENT})*$")
-_HOLE_RE = re.compile(r"\$\{([^}]*)\}")
+#: Characters of an expression quoted in an error message.
+_EXCERPT = 60
 
 #: The evaluation context: {"input": ..., "steps": {id: {"output": ...}}, "signals": {...}}
 Context: TypeAlias = Mapping[str, Any]
@@ -48,6 +55,11 @@ Context: TypeAlias = Mapping[str, Any]
 
 class ExpressionError(ValueError):
     """An expression that does not parse; the message says where and why."""
+
+
+def _excerpt(text: str) -> str:
+    """``text`` quoted for an error message, cut to a short excerpt."""
+    return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…")
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,14 @@ def parse_reference(text: str) -> Reference:
     text = text.strip()
     if not _REF_RE.match(text):
         raise ExpressionError(
-            f"bad reference {text!r}: expected input.…, steps.<id>.output… or signals.<name>…"
+            f"bad reference {_excerpt(text)}: expected input.…, steps.<id>.output… "
+            "or signals.<name>…"
         )
     root, *path = text.split(".")
     if root == "steps" and (len(path) < 2 or path[1] != "output"):
-        raise ExpressionError(f"bad reference {text!r}: expected steps.<id>.output…")
+        raise ExpressionError(f"bad reference {_excerpt(text)}: expected steps.<id>.output…")
     if root == "signals" and not path:
-        raise ExpressionError(f"bad reference {text!r}: expected signals.<name>…")
+        raise ExpressionError(f"bad reference {_excerpt(text)}: expected signals.<name>…")
     return Reference(root, tuple(path))
 
 
@@ -127,19 +140,23 @@ class Template:
 
 
 def parse_template(text: str) -> Template:
-    """Parse a template string; raises :class:`ExpressionError` on a bad hole."""
+    """Parse a template string; raises :class:`ExpressionError` on a bad hole.
+
+    A hole runs from ``${`` to the next ``}``. One pass over the text (each search
+    starts where the last one ended), so the work is linear in its length.
+    """
     parts: list[str | Reference] = []
     pos = 0
-    for match in _HOLE_RE.finditer(text):
-        if match.start() > pos:
-            parts.append(text[pos : match.start()])
-        parts.append(parse_reference(match.group(1)))
-        pos = match.end()
-    rest = text[pos:]
-    if "${" in rest:
-        raise ExpressionError(f"unclosed '${{' in {text!r}")
-    if rest:
-        parts.append(rest)
+    while (start := text.find("${", pos)) >= 0:
+        end = text.find("}", start + 2)
+        if end < 0:
+            raise ExpressionError(f"unclosed '${{' at {start} in {_excerpt(text)}")
+        if start > pos:
+            parts.append(text[pos:start])
+        parts.append(parse_reference(text[start + 2 : end]))
+        pos = end + 1
+    if pos < len(text):
+        parts.append(text[pos:])
     return Template(tuple(parts))
 
 
@@ -175,8 +192,9 @@ def render(value: Any, ctx: Context) -> Any:
 
 # --- conditions ------------------------------------------------------------------------
 
+_SPACE_RE = re.compile(r"\s*")
 _TOKEN_RE = re.compile(
-    r"""\s*(?:
+    r"""(?:
       (?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
     | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
     | (?P<hole>\$\{[^}]*\})
@@ -205,11 +223,10 @@ class Not:
 
 @dataclass(frozen=True)
 class BoolOp:
-    """``left and right`` / ``left or right``."""
+    """``a and b and …`` / ``a or b or …``: one node for a whole chain."""
 
     op: str
-    left: Condition
-    right: Condition
+    operands: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
@@ -227,17 +244,17 @@ Condition: TypeAlias = Literal | Reference | Not | BoolOp | Compare
 def _tokenize(text: str) -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
+    while True:
+        pos = _SPACE_RE.match(text, pos).end()  # type: ignore[union-attr]  # \s* always matches
+        if pos >= len(text):
+            return tokens
         match = _TOKEN_RE.match(text, pos)
         if not match or match.end() == pos:
-            raise ExpressionError(f"unexpected character at {pos} in {text!r}")
+            raise ExpressionError(f"unexpected character at {pos} in {_excerpt(text)}")
         kind = match.lastgroup
         assert kind is not None
         tokens.append((kind, match.group(kind)))
         pos = match.end()
-    return tokens
 
 
 class _Parser:
@@ -245,6 +262,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0  # parentheses and `not` open around the current token
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -252,7 +270,7 @@ class _Parser:
     def take(self) -> tuple[str, str]:
         token = self.peek()
         if token is None:
-            raise ExpressionError(f"unexpected end of {self.text!r}")
+            raise ExpressionError(f"unexpected end of {_excerpt(self.text)}")
         self.pos += 1
         return token
 
@@ -262,29 +280,47 @@ class _Parser:
 
     def parse(self) -> Condition:
         node = self.or_()
-        if self.peek() is not None:
-            raise ExpressionError(f"unexpected {self.peek()[1]!r} in {self.text!r}")  # type: ignore[index]
+        token = self.peek()
+        if token is not None:
+            raise ExpressionError(f"unexpected {_excerpt(token[1])} in {_excerpt(self.text)}")
         return node
 
     def or_(self) -> Condition:
-        node = self.and_()
+        operands = [self.and_()]
         while self.is_word("or"):
             self.take()
-            node = BoolOp("or", node, self.and_())
-        return node
+            operands.append(self.and_())
+        return operands[0] if len(operands) == 1 else BoolOp("or", tuple(operands))
 
     def and_(self) -> Condition:
-        node = self.not_()
+        operands = [self.not_()]
         while self.is_word("and"):
             self.take()
-            node = BoolOp("and", node, self.not_())
-        return node
+            operands.append(self.not_())
+        return operands[0] if len(operands) == 1 else BoolOp("and", tuple(operands))
+
+    def nest(self) -> None:
+        """Enter a parenthesis or a ``not``, refusing nesting past the bound."""
+        self.depth += 1
+        if self.depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"parentheses and 'not' nest deeper than {MAX_EXPRESSION_DEPTH} levels "
+                f"in {_excerpt(self.text)}"
+            )
 
     def not_(self) -> Condition:
-        if self.is_word("not"):
+        if not self.is_word("not"):
+            return self.comparison()
+        nots = 0
+        while self.is_word("not"):  # a run of `not`s is a loop, not a recursion
             self.take()
-            return Not(self.not_())
-        return self.comparison()
+            self.nest()
+            nots += 1
+        node = self.comparison()
+        self.depth -= nots
+        for _ in range(nots):
+            node = Not(node)
+        return node
 
     def comparison(self) -> Condition:
         node = self.atom()
@@ -294,32 +330,58 @@ class _Parser:
             node = Compare(token[1], node, self.atom())
             after = self.peek()
             if after is not None and after[0] == "op" and after[1] in _COMPARISONS:
-                raise ExpressionError(f"chained comparison in {self.text!r}: use 'and'")
+                raise ExpressionError(f"chained comparison in {_excerpt(self.text)}: use 'and'")
         return node
 
     def atom(self) -> Condition:
         kind, value = self.take()
         if kind == "num":
-            return Literal(json.loads(value))
+            return Literal(_number(value))
         if kind == "str":
-            body = value[1:-1]
-            if value[0] == "'":
-                body = body.replace('\\"', '"').replace("\\'", "'").replace('"', '\\"')
-            return Literal(json.loads(f'"{body}"'))
+            return Literal(_string(value))
         if kind == "hole":
             return parse_reference(value[2:-1])
         if kind == "op" and value == "(":
+            self.nest()
             node = self.or_()
             if self.take() != ("op", ")"):
-                raise ExpressionError(f"expected ')' in {self.text!r}")
+                raise ExpressionError(f"expected ')' in {_excerpt(self.text)}")
+            self.depth -= 1
             return node
         if kind == "word":
             if value in _KEYWORDS:
                 return Literal(_KEYWORDS[value])
             if value in ("and", "or", "not"):
-                raise ExpressionError(f"unexpected {value!r} in {self.text!r}")
+                raise ExpressionError(f"unexpected {value!r} in {_excerpt(self.text)}")
             return parse_reference(value)
-        raise ExpressionError(f"unexpected {value!r} in {self.text!r}")
+        raise ExpressionError(f"unexpected {_excerpt(value)} in {_excerpt(self.text)}")
+
+
+def _number(text: str) -> int | float:
+    """A number literal's value: at most MAX_NUMBER_LENGTH characters, finite."""
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise ExpressionError(
+            f"a number literal is at most {MAX_NUMBER_LENGTH} characters: {_excerpt(text)}"
+        )
+    # not json.loads: the token allows leading zeros ("007"), which JSON does not
+    value = int(text) if text.lstrip("-").isdigit() else float(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExpressionError(f"number {_excerpt(text)} is out of range")
+    return value
+
+
+def _string(token: str) -> str:
+    """A quoted string literal's value (JSON escapes; single quotes may hold ``"``)."""
+    body = token[1:-1]
+    if token[0] == "'":
+        body = body.replace('\\"', '"').replace("\\'", "'").replace('"', '\\"')
+    try:
+        value = json.loads(f'"{body}"')
+    except ValueError as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ExpressionError(f"bad string literal {_excerpt(token)}: {reason}") from exc
+    assert isinstance(value, str)
+    return value
 
 
 def parse_condition(text: str | bool) -> Condition:
@@ -337,7 +399,9 @@ def condition_references(node: Condition) -> list[Reference]:
         return [node]
     if isinstance(node, Not):
         return condition_references(node.operand)
-    if isinstance(node, BoolOp | Compare):
+    if isinstance(node, BoolOp):
+        return [ref for operand in node.operands for ref in condition_references(operand)]
+    if isinstance(node, Compare):
         return condition_references(node.left) + condition_references(node.right)
     return []
 
@@ -354,10 +418,9 @@ def _value(node: Condition, ctx: Context) -> Any:
     if isinstance(node, Not):
         return not _truthy(_value(node.operand, ctx))
     if isinstance(node, BoolOp):
-        left = _truthy(_value(node.left, ctx))
         if node.op == "and":
-            return left and _truthy(_value(node.right, ctx))
-        return left or _truthy(_value(node.right, ctx))
+            return all(_truthy(_value(operand, ctx)) for operand in node.operands)
+        return any(_truthy(_value(operand, ctx)) for operand in node.operands)
     return _compare(node.op, _value(node.left, ctx), _value(node.right, ctx))
 
 

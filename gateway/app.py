@@ -3,7 +3,8 @@
 Tests pass their own ``publisher`` or ``engine`` (real ones, on private topics and a
 private database); ``foldflow run gateway`` passes none and the app owns, and closes,
 what it creates. Middleware, outermost first: observability (request id, span, RED
-metrics, access log), rate limit, body size limit.
+metrics, access log), rate limit, body size limit, JSON safety (values no downstream can
+store are refused with a 422 before any route runs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.bodylimit import BodyLimitMiddleware
 from gateway.commands import CommandSender, PublishesAsync
 from gateway.context import GatewayContext
 from gateway.db import make_engine
+from gateway.jsonbody import JsonSafetyMiddleware
 from gateway.observe import ObserveMiddleware
 from gateway.openapi import build_openapi, operation_id
 from gateway.ratelimit import RateLimitMiddleware
@@ -94,6 +96,7 @@ def create_app(
             Middleware(ObserveMiddleware),
             Middleware(RateLimitMiddleware, rate=settings.gateway_rate_limit),
             Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
+            Middleware(JsonSafetyMiddleware),
         ],
         redoc_url=None,
         generate_unique_id_function=operation_id,

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from foldflow.jsonsafe import size_problem
+from foldflow.limits import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_LENGTH,
+    MAX_VERSION,
+    human_bytes,
+)
 from schemas.messages import TERMINAL_STATUS
 
 __all__ = [
+    "IDEMPOTENCY_KEY_PATTERN",
     "ID_PATTERN",
     "NAME_PATTERN",
     "TERMINAL_STATUSES",
@@ -39,6 +49,24 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: A definition name (as foldflow.definitions accepts it).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+#: Free text that PostgreSQL can store (no NUL; the body check refuses it anyway, this
+#: says so in the OpenAPI document).
+TEXT_PATTERN = r"^[^\x00]*$"
+#: An ``Idempotency-Key``: visible ASCII only (it is hashed into ids, never stored raw).
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"
+
+
+def _payload_sized(value: Any) -> Any:
+    """Refuse a value whose canonical JSON is over MAX_PAYLOAD_BYTES (docs/limits.md)."""
+    problem = size_problem(value, path="")
+    if problem is not None:
+        raise ValueError(problem.message)
+    return value
+
+
+#: A JSON value that travels in one message (workflow input, signal data).
+Payload = Annotated[Any, AfterValidator(_payload_sized)]
+_PAYLOAD_NOTE = f"at most {human_bytes(MAX_PAYLOAD_BYTES)} as canonical JSON (docs/limits.md)"
 
 WorkflowStatus = Literal[
     "running",
@@ -67,9 +95,11 @@ class WorkflowCreate(_Body):
 
     definition: str = Field(max_length=200, pattern=NAME_PATTERN, examples=["order"])
     version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="the definition version (default: latest)"
+        default=None, ge=1, le=MAX_VERSION, description="the definition version (default: latest)"
     )
-    input: dict[str, Any] = Field(default_factory=dict, examples=[{"order_id": "A-17"}])
+    input: Annotated[dict[str, Any], AfterValidator(_payload_sized)] = Field(
+        default_factory=dict, examples=[{"order_id": "A-17"}], description=_PAYLOAD_NOTE
+    )
     id: str | None = Field(
         default=None,
         pattern=ID_PATTERN,
@@ -151,14 +181,16 @@ class EventPage(BaseModel):
 class CommandCreate(_Body):
     """Optional body of cancel, pause, resume and terminate."""
 
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH, pattern=TEXT_PATTERN)
 
 
 class SignalCreate(_Body):
     """A named signal with data, for a ``signal`` step waiting for it."""
 
-    name: str = Field(min_length=1, max_length=200, examples=["approved"])
-    data: Any = None
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, pattern=TEXT_PATTERN, examples=["approved"]
+    )
+    data: Payload = Field(default=None, description=_PAYLOAD_NOTE)
 
 
 class CommandAccepted(BaseModel):

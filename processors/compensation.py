@@ -9,7 +9,7 @@ each retried by its step's policy.
 from __future__ import annotations
 
 from foldflow.definitions import Step
-from processors.decision import Decision, jitter_fraction, render_json
+from processors.decision import Decision, jitter_fraction, oversize, render_json
 from schemas.messages import (
     CompensationAttemptFailed,
     CompensationFailed,
@@ -77,13 +77,24 @@ def schedule_compensation(d: Decision, step: Step, attempt: int) -> None:
     """Dispatch attempt ``attempt`` of a step's compensation task."""
     comp = step.compensate
     assert comp is not None
+    input_json = render_json(comp.input, d.state)
+    too_big = oversize(input_json)
+    if too_big is not None:  # it cannot be dispatched: the compensation fails for good
+        error = f"the rendered compensation input {too_big}"
+        d.emit(CompensationFailed(step_id=step.id, attempt=attempt, error=error))
+        d.emit(
+            WorkflowCompensationFailed(
+                error=f"compensation of step {step.id} failed: {error}", step_id=step.id
+            )
+        )
+        return
     d.emit(
         CompensationScheduled(
             step_id=step.id,
             attempt=attempt,
             task_id=task_id(d.state.workflow_id, step.id, attempt, compensation=True),
             task_type=comp.task,
-            input_json=render_json(comp.input, d.state),
+            input_json=input_json,
             timeout_ms=comp.timeout if comp.timeout is not None else step.attempt_timeout_ms,
         )
     )

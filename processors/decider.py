@@ -18,7 +18,7 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from processors.compensation import comp_attempt_failed, schedule_compensation, stop
-from processors.decision import Decision, canonical, child_ended_error, wants_signal
+from processors.decision import Decision, canonical, child_ended_error, refused, wants_signal
 from processors.evolve import evolve, initial_state, is_terminal
 from processors.react import react
 from processors.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
@@ -121,6 +121,11 @@ def _signal(d: Decision, p: SignalWorkflow) -> None:
     if d.state.status not in ("running", "paused"):
         return
     data = canonical(p.data_json)
+    why = refused(data)
+    if why is not None:  # past the gateway's bounds: written straight to Kafka
+        reason = f"signal {p.name!r}: its data {why}"
+        stop(d, cause="failure", reason=reason, failed_step_id=None)
+        return
     for step in d.definition.steps:
         if (
             step.kind == "signal"
@@ -162,6 +167,11 @@ def _task_succeeded(d: Decision, p: TaskSucceeded) -> None:
             d.emit(CompensationCompleted(step_id=p.step_id, attempt=p.attempt, task_id=p.task_id))
     elif _accepts_step_result(d, p.step_id, p.attempt, p.task_id):
         output = canonical(p.output_json)
+        why = refused(output)
+        if why is not None:  # it would not fit the workflow's state and events, or be stored
+            error = f"the task's output {why}"
+            attempt_failed(d, p.step_id, p.attempt, error, retryable=False, timed_out=False)
+            return
         d.emit(
             StepCompleted(
                 step_id=p.step_id, attempt=p.attempt, output_json=output, task_id=p.task_id

@@ -12,6 +12,8 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from foldflow.expressions import render
+from foldflow.jsonsafe import problems, utf8_size
+from foldflow.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, human_bytes
 from processors.evolve import evolve
 from processors.state import WorkflowState
 from schemas.messages import Envelope, Payload, StartWorkflow, dump_json, event_id_for
@@ -25,6 +27,8 @@ __all__ = [
     "child_reported",
     "context",
     "jitter_fraction",
+    "oversize",
+    "refused",
     "render_json",
     "wants_signal",
 ]
@@ -97,7 +101,7 @@ def canonical(text: str) -> str:
     """Canonical JSON of a JSON text; text that is not JSON becomes a JSON string."""
     try:
         return dump_json(json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past what json parses is not JSON either
         return dump_json(text)
 
 
@@ -126,6 +130,58 @@ def context(state: WorkflowState) -> dict[str, Any]:
 def render_json(mapping: Any, state: WorkflowState) -> str:
     """Render an input/output mapping against the state, as canonical JSON."""
     return dump_json(render(mapping, context(state)))
+
+
+def oversize(text: str) -> str | None:
+    """Why a JSON text cannot travel in a message (over ``MAX_PAYLOAD_BYTES``), or None.
+
+    A rendered input, output or signal past the bound would make a message over Kafka's
+    limit (docs/limits.md): the decider fails that one workflow instead.
+    """
+    if len(text) <= MAX_PAYLOAD_BYTES // 4:  # 4 bytes per character at most: surely fits
+        return None
+    size = utf8_size(text)
+    if size <= MAX_PAYLOAD_BYTES:
+        return None
+    return f"is {size} bytes as JSON, over the {human_bytes(MAX_PAYLOAD_BYTES)} limit"
+
+
+def _unstorable(text: str) -> str | None:
+    """Why a canonical JSON text holds a value no downstream can store, or None.
+
+    The fast path is a few scans of the text; only a text that might hold ``NaN``,
+    ``Infinity``, ``\\u0000``, a lone surrogate or deep nesting is parsed and walked.
+    """
+    suspicious = (
+        "NaN" in text
+        or "Infinity" in text
+        or "\\u0000" in text
+        or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    )
+    if not suspicious:
+        if text.isascii():
+            return None
+        try:
+            text.encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            pass
+    found = problems(json.loads(text), limit=1)
+    if not found:
+        return None
+    where = found[0].path or "<root>"
+    return f"holds a value no downstream can store at {where}: {found[0].message}"
+
+
+def refused(text: str) -> str | None:
+    """Why a JSON text that came in over Kafka cannot travel on, or None.
+
+    The gateway and the CLI refuse such values up front (docs/limits.md); anything
+    written straight to Kafka, or a worker's output, is checked here: over
+    ``MAX_PAYLOAD_BYTES``, or holding ``NaN``, ``\\u0000``, a lone surrogate, nesting past
+    ``MAX_JSON_DEPTH``...
+    """
+    return oversize(text) or _unstorable(text)
 
 
 def jitter_fraction(workflow_id: str, step_id: str, attempt: int) -> float:

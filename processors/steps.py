@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
-from jsonschema.exceptions import best_match
-
 from foldflow.definitions import Definition, Step
 from foldflow.expressions import evaluate_condition, parse_condition
+from foldflow.input_schema import input_violation
 from processors.compensation import drive_compensation, stop
-from processors.decision import Decision, canonical, context, jitter_fraction, render_json
+from processors.decision import (
+    Decision,
+    canonical,
+    context,
+    jitter_fraction,
+    oversize,
+    refused,
+    render_json,
+)
 from schemas.messages import (
     ChildWorkflowRequested,
     SignalReceived,
@@ -39,12 +45,17 @@ def start_workflow(d: Decision, p: StartWorkflow, definition: Definition | None)
         version = "latest" if p.definition_version is None else str(p.definition_version)
         d.emit(WorkflowFailed(error=f"unknown definition {p.definition_name} v{version}"))
         return
+    input_json = canonical(p.input_json)
+    why = refused(input_json)
+    if why is not None:  # it could not travel in workflow.started.v1, or be stored
+        d.emit(WorkflowFailed(error=f"the workflow input {why}"))
+        return
     d.emit(
         WorkflowStarted(
             definition_name=definition.name,
             definition_version=definition.version,
             definition_json=definition.canonical_json(),
-            input_json=canonical(p.input_json),
+            input_json=input_json,
             tenant=p.tenant,
             parent_workflow_id=p.parent_workflow_id,
             parent_step_id=p.parent_step_id,
@@ -56,22 +67,13 @@ def start_workflow(d: Decision, p: StartWorkflow, definition: Definition | None)
         d.emit(WorkflowFailed(error=f"input is not valid JSON: {exc}"))
         return
     if definition.input_schema is not None:
-        validator_cls = jsonschema.validators.validator_for(definition.input_schema)
-        error = best_match(validator_cls(definition.input_schema).iter_errors(value))
-        if error is not None:
-            where = "/".join(str(x) for x in error.absolute_path) or "<root>"
-            d.emit(
-                WorkflowFailed(
-                    error=f"input does not match input_schema at {where}: {error.message}"
-                )
-            )
+        violation = input_violation(definition.input_schema, value)
+        if violation is not None:
+            d.emit(WorkflowFailed(error=f"input does not match input_schema {violation}"))
 
 
 def advance(d: Decision) -> None:
     """Start every ready step (unless paused), complete the workflow, drive compensation."""
-    if d.state.status == "compensating":
-        drive_compensation(d)
-        return
     if d.state.status == "running":
         progressed = True
         while progressed and d.state.status == "running":
@@ -87,6 +89,14 @@ def advance(d: Decision) -> None:
         d.state.step(s.id).status in _DONE for s in d.definition.steps
     ):
         _complete(d)
+    if d.state.status == "compensating":  # also when starting a step just stopped it
+        drive_compensation(d)
+
+
+def _refuse_step(d: Decision, step: Step, attempt: int, error: str) -> None:
+    """Fail a step whose message could not be produced, and so the workflow."""
+    d.emit(StepFailed(step_id=step.id, attempt=attempt, error=error))
+    stop(d, cause="failure", reason=f"step {step.id} failed: {error}", failed_step_id=step.id)
 
 
 def _start_step(d: Decision, step: Step) -> None:
@@ -111,13 +121,18 @@ def _start_step(d: Decision, step: Step) -> None:
     else:
         assert step.workflow is not None
         child = d.child_id(step.id)
+        child_input = render_json(step.input, d.state)
+        too_big = oversize(child_input)
+        if too_big is not None:
+            _refuse_step(d, step, 1, f"the child workflow's input {too_big}")
+            return
         d.emit(
             ChildWorkflowRequested(
                 step_id=step.id,
                 child_workflow_id=child,
                 definition_name=step.workflow,
                 definition_version=step.version,
-                input_json=render_json(step.input, d.state),
+                input_json=child_input,
             )
         )
         until = None if step.timeout is None else d.now + step.timeout
@@ -127,13 +142,18 @@ def _start_step(d: Decision, step: Step) -> None:
 def schedule_attempt(d: Decision, step: Step, attempt: int) -> None:
     """Dispatch attempt ``attempt`` of a task step (an ``ExecuteTask`` follows in react)."""
     assert step.task is not None
+    input_json = render_json(step.input, d.state)
+    too_big = oversize(input_json)
+    if too_big is not None:
+        _refuse_step(d, step, attempt, f"the rendered input {too_big}")
+        return
     d.emit(
         StepScheduled(
             step_id=step.id,
             attempt=attempt,
             task_id=task_id(d.state.workflow_id, step.id, attempt),
             task_type=step.task,
-            input_json=render_json(step.input, d.state),
+            input_json=input_json,
             timeout_ms=step.attempt_timeout_ms,
         )
     )
@@ -176,6 +196,11 @@ def _complete(d: Decision) -> None:
             for s in d.definition.steps
             if d.state.step(s.id).status == "succeeded"
         }
-        d.emit(WorkflowCompleted(output_json=dump_json(value)))
+        output_json = dump_json(value)
     else:
-        d.emit(WorkflowCompleted(output_json=render_json(output, d.state)))
+        output_json = render_json(output, d.state)
+    too_big = oversize(output_json)
+    if too_big is not None:
+        stop(d, cause="failure", reason=f"the workflow output {too_big}", failed_step_id=None)
+        return
+    d.emit(WorkflowCompleted(output_json=output_json))

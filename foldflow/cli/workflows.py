@@ -7,7 +7,6 @@ one message and returns once the broker acked it (``producers.Publisher``).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from foldflow import jsonsafe
 from foldflow.cli.output import (
     FAILED,
     TIMED_OUT,
@@ -65,13 +65,31 @@ def command_envelope(workflow_id: str, payload: Payload, *, tenant: str) -> Enve
 
 
 def parse_json(text: str, *, what: str) -> Any:
-    """JSON from the command line (``@path`` reads a file); exits 2 when it is not JSON."""
+    """JSON from the command line (``@path`` reads a file); exits 2 when it is not JSON.
+
+    The same bounds as the gateway's (docs/limits.md): a value no downstream could store
+    (NaN, ``\\u0000``, a lone surrogate, deep nesting...) or over the size limit is
+    refused with every offending path.
+    """
     try:
         raw = Path(text[1:]).read_text() if text.startswith("@") else text
-        return json.loads(raw)
+        value = jsonsafe.loads(raw)
+    except jsonsafe.UnsafeJson as exc:
+        problems = exc.problems
     except (OSError, ValueError) as exc:
         err.print(f"[red]{what} is not valid JSON:[/red] {exc}", highlight=False)
         raise typer.Exit(USAGE) from exc
+    else:
+        too_big = jsonsafe.size_problem(value, path="", what=what)
+        if too_big is None:
+            return value
+        problems = [too_big]
+    err.print(f"[red]{what} cannot be sent:[/red]", highlight=False)
+    for problem in problems:
+        where = what + (problem.path if problem.path.startswith("[") else f".{problem.path}")
+        err.print(f"  {where if problem.path else what}: {problem.message}",
+                  highlight=False, markup=False)
+    raise typer.Exit(USAGE)
 
 
 def publish(settings: Settings, topic: str, envelope: Envelope) -> None:

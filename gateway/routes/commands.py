@@ -20,6 +20,7 @@ from gateway.deps import Ctx, JsonBody, WorkflowWriter
 from gateway.errors import ProblemError, problems
 from gateway.schemas import (
     ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
     TERMINAL_STATUSES,
     CommandAccepted,
     CommandCreate,
@@ -44,6 +45,7 @@ IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=200,
+           pattern=IDEMPOTENCY_KEY_PATTERN,
            description="a retry with the same key is applied once"),
 ]  # fmt: skip
 _ERRORS = problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)

@@ -1,7 +1,8 @@
 """``/v1/definitions``: register workflow definitions and read the caller's tenant's ones.
 
 Registering validates with :mod:`foldflow.definitions` (every problem, with its path, in a
-422) and publishes ``definition.registered.v1`` to ``wf.definitions`` keyed by
+422; in a worker thread, so a large definition never stalls other requests) and publishes
+``definition.registered.v1`` to ``wf.definitions`` keyed by
 :func:`~schemas.messages.definition_key` (tenant, name and version); the 201 follows the
 broker's ack. Each tenant has its own namespace: re-registering identical content is a
 no-op (200), different content under a version the caller's tenant holds is a 409, and
@@ -14,12 +15,14 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Request, Response
 
 from foldflow.definitions import Definition, DefinitionError
 from gateway.commands import envelope_for
 from gateway.deps import Ctx, DefinitionWriter, JsonBody, WorkflowReader
 from gateway.errors import FieldProblem, ProblemError, problems
+from gateway.jsonbody import body_location
 from gateway.schemas import NAME_PATTERN, DefinitionPage, DefinitionPublic
 from schemas.messages import DefinitionRegistered, definition_key, dump_json
 
@@ -40,23 +43,23 @@ EXAMPLE = {
 }
 
 
-def _location(path: str) -> str:
-    if not path:
-        return "body"
-    return "body." + path if not path.startswith("[") else "body" + path
+def _validated(body: dict[str, Any]) -> tuple[Definition, str]:
+    """The definition and its canonical JSON, or a 422 listing every problem.
 
-
-def _validated(body: dict[str, Any]) -> Definition:
+    CPU-bound (linear in the definition's size, which docs/limits.md bounds): the route
+    runs it in a worker thread.
+    """
     try:
-        return Definition.from_data(body)
+        definition = Definition.from_data(body)
     except DefinitionError as exc:
         raise ProblemError(
             422,
             f"the definition has {len(exc.problems)} problem(s)",
             kind="invalid-definition",
-            errors=[FieldProblem(location=_location(p.path), message=p.message)
+            errors=[FieldProblem(location=body_location(p.path), message=p.message)
                     for p in exc.problems],
         ) from exc  # fmt: skip
+    return definition, definition.canonical_json()
 
 
 @router.post(
@@ -89,9 +92,8 @@ async def register_definition(
     response: Response,
 ) -> DefinitionPublic:
     """Validate a definition and publish it for the caller's tenant."""
-    definition = _validated(body)
+    definition, canonical = await anyio.to_thread.run_sync(_validated, body)
     name, version = definition.name, definition.version
-    canonical = definition.canonical_json()
     existing = await ctx.reads.get_definition(caller.tenant, name, version)
     if existing is not None:
         if dump_json(existing.definition) != canonical:

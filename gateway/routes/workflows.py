@@ -23,6 +23,7 @@ from gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
 from gateway.errors import FieldProblem, ProblemError, problems
 from gateway.schemas import (
     ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
     TERMINAL_STATUSES,
     EventPage,
@@ -96,6 +97,7 @@ async def start_workflow(
             alias="Idempotency-Key",
             min_length=1,
             max_length=200,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="retries with the same key start the same (one) workflow",
         ),
     ] = None,

@@ -128,7 +128,7 @@ def test_input_violating_the_schema_fails_the_workflow() -> None:
     out = run.start({"n": "three"})
     assert types(out) == ["WorkflowStarted", "WorkflowFailed"]
     assert (
-        out[1].error == "input does not match input_schema at n: 'three' is not of type 'integer'"
+        out[1].error == 'input does not match input_schema at n: "three" is not of type "integer"'
     )
     assert run.state.status == "failed"
 

@@ -140,7 +140,7 @@ def test_top_level_problems() -> None:
     assert problems_of("- just a list")[0][1] == "a definition is a mapping"
     assert "not YAML" in problems_of("name: [unclosed")[0][1]
     schema_problems = problems_of("name: x\ninput_schema: {type: 3}\nsteps: [{id: a, task: t}]")
-    assert schema_problems[0][0] == "input_schema"
+    assert schema_problems[0][0] == "input_schema.type"
     assert schema_problems[0][1].startswith("not a valid JSON Schema: 3 is not valid")
 
 

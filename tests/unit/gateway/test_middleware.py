@@ -64,3 +64,28 @@ async def test_several_windows_all_apply() -> None:
     async with _client(app) as http:
         statuses = [(await http.get("/")).status_code for _ in range(2)]
     assert statuses == [200, 429]
+
+
+async def test_json_bodies_no_downstream_can_store_are_422_before_the_app() -> None:
+    from gateway.jsonbody import JsonSafetyMiddleware
+
+    app = JsonSafetyMiddleware(Starlette(routes=[Route("/", echo, methods=["POST"])]))
+    json_type = {"content-type": "application/json"}
+    big_and_bad = b'{"items": [' + b'"ok", ' * 20_000 + b'NaN]}'  # checked in a thread
+    async with _client(app) as http:
+        nan = await http.post("/", content=b'{"a": {"b": NaN}}', headers=json_type)
+        problem_type = await http.post(
+            "/", content=b'["\\u0000"]', headers={"content-type": "application/merge-patch+json"}
+        )
+        big = await http.post("/", content=big_and_bad, headers=json_type)
+        malformed = await http.post("/", content=b'{"a": ', headers=json_type)
+        not_json = await http.post("/", content=b"NaN", headers={"content-type": "text/plain"})
+        fine = await http.post("/", content=b'{"a": [1.5, "\\ud83d\\ude00"]}', headers=json_type)
+    assert nan.status_code == 422 and nan.headers["content-type"] == "application/problem+json"
+    assert [e["location"] for e in nan.json()["errors"]] == ["body.a.b"]
+    assert problem_type.status_code == 422
+    assert big.status_code == 422
+    assert big.json()["errors"][0]["location"] == "body.items[20000]"
+    # what is not JSON, or not checkable, reaches the app untouched (FastAPI answers it)
+    assert malformed.json() == {"size": 6} and not_json.json() == {"size": 3}
+    assert fine.status_code == 200
