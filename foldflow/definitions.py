@@ -77,10 +77,7 @@ def parse_duration(value: Any) -> int:
     At most ``MAX_DURATION_MS`` (365 days): a timer's due time, now + duration, must fit
     an Avro long.
     """
-    ms = parse_duration_ms(value)
-    if ms > MAX_DURATION_MS:
-        raise ValueError(f"a duration in a definition is at most 365d ({MAX_DURATION_MS}ms)")
-    return ms
+    return parse_duration_ms(value, maximum_ms=MAX_DURATION_MS)
 
 
 #: A duration, held in ms, written back as ``"<n>ms"`` so the canonical form round-trips.

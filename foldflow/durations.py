@@ -32,18 +32,20 @@ _DURATION = re.compile(DURATION_PATTERN)
 _HINT = "use e.g. 500ms, 30s, 15m, 2h, 1d, 1h30m, or a number of seconds"
 
 
-def parse_duration_ms(value: Any) -> int:
+def parse_duration_ms(value: Any, *, maximum_ms: int = MAX_DURATION_MS) -> int:
     """A duration in whole milliseconds from text (see the module doc) or a number of seconds.
 
-    Raises ValueError, naming the syntax, for anything else.
+    Raises ValueError, naming the syntax, for anything else or for more than ``maximum_ms``.
     """
     if isinstance(value, bool):
         raise ValueError(f"a duration is a number of seconds or text: {_HINT}")
     if isinstance(value, int | float):
-        if value != value or value < 0:  # NaN or negative
+        if value != value:
+            raise ValueError("not a duration: NaN is not a number")
+        if value < 0:
             raise ValueError(f"not a duration: {value!r} is negative")
-        if value * 1000 > MAX_DURATION_MS:
-            raise ValueError(_too_long(value))
+        if value * 1000 > maximum_ms:
+            raise ValueError(_too_long(value, maximum_ms))
         return round(value * 1000)
     if not isinstance(value, str):
         raise ValueError(f"a duration is a number of seconds or text: {_HINT}")
@@ -61,8 +63,8 @@ def parse_duration_ms(value: Any) -> int:
             raise ValueError(f"not a duration: {value!r} (give each unit once, largest "
                              "first, e.g. 1h30m)")
         ms = sum(float(number) * _UNITS_MS[unit] for number, unit in parts)
-    if ms > MAX_DURATION_MS:
-        raise ValueError(_too_long(value))
+    if ms > maximum_ms:
+        raise ValueError(_too_long(value, maximum_ms))
     return round(ms)
 
 
@@ -71,5 +73,6 @@ def parse_seconds(value: Any) -> float:
     return parse_duration_ms(value) / 1000
 
 
-def _too_long(value: Any) -> str:
-    return f"duration {value!r} is longer than {timedelta(milliseconds=MAX_DURATION_MS).days} days"
+def _too_long(value: Any, maximum_ms: int) -> str:
+    shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "…"
+    return f"a duration is at most {timedelta(milliseconds=maximum_ms).days}d, not {shown!r}"

@@ -37,9 +37,9 @@ def test_everything_else_is_refused_with_the_syntax(value: object) -> None:
 
 def test_the_bound_is_ten_years() -> None:
     assert parse_duration_ms("3650d") == MAX_DURATION_MS
-    with pytest.raises(ValueError, match="longer than 3650 days"):
+    with pytest.raises(ValueError, match="at most 3650d"):
         parse_duration_ms("3651d")
-    with pytest.raises(ValueError, match="longer than 3650 days"):
+    with pytest.raises(ValueError, match="at most 3650d"):
         parse_duration_ms(MAX_DURATION_MS)  # seconds, not ms
 
 

@@ -58,9 +58,9 @@ def _with_step(**step: Any) -> dict[str, Any]:
         (1e300, "365d"),
         (10**40, "365d"),
         ("99999999999999d", "365d"),
-        ("9" * 400 + "d", "365d"),
+        ("9" * 400 + "d", "not a duration"),
         ("366d", "365d"),
-        ("-1s", "bad duration"),
+        ("-1s", "negative"),
     ],
 )
 def test_durations_past_a_year_or_not_finite_are_refused(value: Any, says: str) -> None:
