@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine
 
+from foldflow.cli.ids import workflow_target
 from foldflow.settings import get_settings
 
 __all__ = ["app", "events", "register", "status"]
@@ -20,7 +20,10 @@ __all__ = ["app", "events", "register", "status"]
 app = typer.Typer(help="The PostgreSQL projections.", no_args_is_help=True)
 console = Console()
 TenantOption = typer.Option(
-    None, "--tenant", help="The tenant the workflow belongs to (default: whichever holds it)."
+    None,
+    "--tenant",
+    help="The tenant whose workflow ID is (default: the default tenant). An ID of the form "
+    "@<tenant>/<id> (a workflow key, as logs show it) names its tenant itself.",
 )
 STATUS_COLOURS = {"completed": "green", "running": "cyan", "paused": "yellow",
                   "compensating": "yellow", "failed": "red", "compensated": "magenta",
@@ -44,13 +47,6 @@ def _coloured(status: str | None) -> str:
     return f"[{colour}]{status}[/]" if colour else status
 
 
-def _tenant_of(engine: Engine, workflow_id: str, tenant: str | None) -> str:
-    """The given tenant, or (an operator at the database) the one holding the workflow."""
-    from projections.queries import workflow_owner
-
-    return tenant or workflow_owner(engine, workflow_id) or "default"
-
-
 def status(
     workflow_id: str = typer.Argument(..., help="The workflow id."),
     tenant: str | None = TenantOption,
@@ -59,11 +55,12 @@ def status(
     from projections.db import make_engine
     from projections.queries import get_workflow
 
+    tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings().database_url, pool_size=1)
-    tenant = _tenant_of(engine, workflow_id, tenant)
     detail = get_workflow(engine, tenant, workflow_id)
     if detail is None:
-        console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        console.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
+                      highlight=False, markup=False)
         raise typer.Exit(1)
     head = Table(show_header=False, title=f"workflow {detail.id}")
     for key, value in (
@@ -104,11 +101,12 @@ def events(
     from projections.db import make_engine
     from projections.queries import get_history
 
+    tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings().database_url, pool_size=1)
-    tenant = _tenant_of(engine, workflow_id, tenant)
     history = get_history(engine, tenant, workflow_id, after_sequence=after, limit=limit)
     if history is None:
-        console.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        console.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
+                      highlight=False, markup=False)
         raise typer.Exit(1)
     table = Table(title=f"history of {workflow_id}")
     for column in ("seq", "type", "time", "payload"):

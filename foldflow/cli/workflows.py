@@ -2,7 +2,8 @@
 
 ``foldflow definitions register FILE...``, ``foldflow start NAME --input JSON [--wait]``,
 ``foldflow signal|cancel|pause|resume|terminate ID``. Each publishes one message and
-returns once the broker acked it (``producers.Publisher``).
+returns once the broker acked it (``producers.Publisher``). An ``ID`` is the ``--tenant``'s
+own workflow id (or a workflow key, :mod:`foldflow.cli.ids`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from foldflow.cli.ids import workflow_target
 from foldflow.follow import EventFollower, Progress, track
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
 from schemas.messages import (
+    DEFAULT_TENANT,
     CancelWorkflow,
     DefinitionRegistered,
     Envelope,
@@ -39,7 +42,9 @@ __all__ = ["command_envelope", "parse_json", "register", "wait_for"]
 
 console = Console()
 SOURCE = "cli"
-TenantOption = typer.Option("default", "--tenant", help="The tenant the message belongs to.")
+TenantOption = typer.Option(
+    None, "--tenant", help="The tenant the workflow belongs to (default: the default tenant)."
+)
 ReasonOption = typer.Option(None, "--reason", help="Why (kept in the workflow's history).")
 
 definitions_app = typer.Typer(help="Workflow definitions on wf.definitions.",
@@ -84,7 +89,9 @@ def _publish(settings: Settings, topic: str, envelope: Envelope) -> None:
 @definitions_app.command("register")
 def register_definitions(
     files: list[Path] = typer.Argument(..., help="YAML or JSON definition files."),
-    tenant: str = TenantOption,
+    tenant: str = typer.Option(
+        DEFAULT_TENANT, "--tenant", help="The tenant the definitions belong to."
+    ),
 ) -> None:
     """Validate every file, then publish each as ``definition.registered.v1``.
 
@@ -128,14 +135,14 @@ def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float,
     return progress
 
 
-def progress_table(progress: Progress) -> Table:
-    """One workflow's outcome as a two-column table."""
+def progress_table(progress: Progress, *, shown_id: str | None = None) -> Table:
+    """One workflow's outcome as a two-column table (``shown_id``: its tenant's own id)."""
     table = Table(show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     duration = progress.duration_s
     rows = [
-        ("workflow", progress.workflow_id),
+        ("workflow", shown_id or progress.workflow_id),
         ("definition", progress.definition or "-"),
         ("status", progress.status),
         ("duration", f"{duration:.2f}s" if duration is not None else "-"),
@@ -154,7 +161,7 @@ def start(
     input_json: str = typer.Option("{}", "--input", help="Workflow input as JSON (or @file)."),
     version: int | None = typer.Option(None, "--version", help="Definition version (latest)."),
     workflow_id: str | None = typer.Option(None, "--id", help="Workflow id (default: random)."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
     wait: bool = typer.Option(False, "--wait", help="Follow wf.events until it ends."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds --wait waits at most."),
 ) -> None:
@@ -165,25 +172,26 @@ def start(
     """
     data = parse_json(input_json, what="--input")
     settings = get_settings()
-    wid = workflow_id or str(uuid.uuid4())
+    tenant, wid, key = workflow_target(workflow_id or str(uuid.uuid4()), tenant)
     payload = StartWorkflow(name, version, dump_json(data), tenant)
-    envelope = command_envelope(wid, payload, tenant=tenant)
+    envelope = command_envelope(key, payload, tenant=tenant)
+    whose = "" if tenant == DEFAULT_TENANT else f", tenant {tenant}"
     if not wait:
         _publish(settings, Topology.of(settings).commands, envelope)
-        console.print(f"started {wid} ({name})", highlight=False)
+        console.print(f"started {wid} ({name}{whose})", highlight=False)
         return
     with EventFollower(settings) as follower:
-        follower.watch([wid])  # before publishing: the log end *now* is where we read from
+        follower.watch([key])  # before publishing: the log end *now* is where we read from
         _publish(settings, Topology.of(settings).commands, envelope)
-        console.print(f"started {wid} ({name}), waiting up to {timeout:.0f}s ...",
+        console.print(f"started {wid} ({name}{whose}), waiting up to {timeout:.0f}s ...",
                       highlight=False)
         with console.status(f"{wid}: waiting for workflow.started") as spinner:
 
             def show(event: Envelope, progress: Progress) -> None:
                 spinner.update(f"{wid}: {progress.status}, last event {event.event_type}")
 
-            progress = wait_for(follower, wid, timeout=timeout, on_event=show)
-    console.print(progress_table(progress))
+            progress = wait_for(follower, key, timeout=timeout, on_event=show)
+    console.print(progress_table(progress, shown_id=wid))
     if not progress.terminal:
         console.print(f"[yellow]{wid} did not end within {timeout:.0f}s[/yellow]")
         raise typer.Exit(3)
@@ -191,18 +199,19 @@ def start(
         raise typer.Exit(1)
 
 
-def _send(workflow_id: str, payload: Payload, tenant: str, verb: str) -> None:
+def _send(workflow_id: str, payload: Payload, tenant: str | None, verb: str) -> None:
     settings = get_settings()
-    envelope = command_envelope(workflow_id, payload, tenant=tenant)
+    tenant, own, key = workflow_target(workflow_id, tenant)
+    envelope = command_envelope(key, payload, tenant=tenant)
     _publish(settings, Topology.of(settings).commands, envelope)
-    console.print(f"{verb} {workflow_id} (command {envelope.event_id})", highlight=False)
+    console.print(f"{verb} {own} (command {envelope.event_id})", highlight=False)
 
 
 def signal(
     workflow_id: str = typer.Argument(..., help="Workflow id."),
     name: str = typer.Argument(..., help="Signal name (a signal step waits for it)."),
     data: str = typer.Option("null", "--data", help="Signal data as JSON (or @file)."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
 ) -> None:
     """Deliver a named signal with data to a workflow."""
     payload = SignalWorkflow(name, dump_json(parse_json(data, what="--data")))
@@ -210,25 +219,25 @@ def signal(
 
 
 def cancel(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-           tenant: str = TenantOption) -> None:
+           tenant: str | None = TenantOption) -> None:
     """Cancel a workflow: compensate its completed steps, then end ``cancelled``."""
     _send(workflow_id, CancelWorkflow(reason), tenant, "cancel sent to")
 
 
 def pause(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-          tenant: str = TenantOption) -> None:
+          tenant: str | None = TenantOption) -> None:
     """Pause a workflow: no new tasks are dispatched until it is resumed."""
     _send(workflow_id, PauseWorkflow(reason), tenant, "pause sent to")
 
 
 def resume(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-           tenant: str = TenantOption) -> None:
+           tenant: str | None = TenantOption) -> None:
     """Resume a paused workflow."""
     _send(workflow_id, ResumeWorkflow(reason), tenant, "resume sent to")
 
 
 def terminate(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-              tenant: str = TenantOption) -> None:
+              tenant: str | None = TenantOption) -> None:
     """Terminate a workflow at once, without compensation."""
     _send(workflow_id, TerminateWorkflow(reason), tenant, "terminate sent to")
 
