@@ -2,8 +2,8 @@
 
 Tests pass their own ``publisher`` or ``engine`` (real ones, on private topics and a
 private database); ``foldflow run gateway`` passes none and the app owns, and closes,
-what it creates. Middleware, outermost first: observability (request id, span, RED
-metrics, access log), rate limit, body size limit.
+what it creates. Middleware, outermost first: security headers, observability (request
+id, span, RED metrics, access log), rate limit, body size limit, raw workflow paths.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from gateway.bodylimit import BodyLimitMiddleware
 from gateway.commands import CommandSender, PublishesAsync
 from gateway.context import GatewayContext
 from gateway.db import make_engine
+from gateway.headers import SecurityHeadersMiddleware
 from gateway.observe import ObserveMiddleware
 from gateway.openapi import build_openapi
+from gateway.paths import RawWorkflowPathMiddleware
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
-from gateway.routes import commands, definitions, health, workflows
+from gateway.routes import commands, definitions, docs, health, workflows
 
 __all__ = ["create_app"]
 
@@ -84,20 +86,30 @@ def create_app(
             else:
                 resource.close()
 
+    # The Content-Security-Policy of each path prefix that serves pages (/docs sets its own).
+    csp_by_prefix: dict[str, str] = {}
     app = FastAPI(
         title="Foldflow",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
         middleware=[
+            Middleware(
+                SecurityHeadersMiddleware,
+                csp_by_prefix=csp_by_prefix,
+                hsts_max_age_s=settings.gateway_hsts_max_age_s,
+            ),
             Middleware(ObserveMiddleware),
             Middleware(RateLimitMiddleware, rate=settings.gateway_rate_limit),
             Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
+            Middleware(RawWorkflowPathMiddleware),
         ],
+        docs_url=None,  # gateway.routes.docs serves /docs with its own policy
         redoc_url=None,
     )
     app.state.gateway = context
     errors.install(app)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(definitions.router)
     app.include_router(workflows.router)
