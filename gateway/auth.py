@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,25 +112,44 @@ def _token_problem(exc: jwt.PyJWTError, *, audience: str) -> ProblemError:
 
 
 class FailureBudget:
-    """Failed authentications allowed per client address and overall (moving windows)."""
+    """Failed authentications allowed per client address and overall (moving windows).
+
+    Lookups still in flight count as failures-to-be, so a burst of concurrent requests
+    cannot all pass the check before the first of them failed.
+    """
 
     def __init__(self, *, per_client: str, overall: str) -> None:
         self._per_client = limits.parse_many(per_client)
         self._overall = limits.parse_many(overall)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._in_flight: Counter[tuple[str, ...]] = Counter()
 
     def _windows(self, client: str) -> list[tuple[limits.RateLimitItem, tuple[str, ...]]]:
-        return [(item, ("auth-failed", "client", client)) for item in self._per_client] + [
+        mine = ("auth-failed", "client", client)
+        return [(item, mine) for item in self._per_client] + [
             (item, ("auth-failed", "all")) for item in self._overall
         ]
 
     def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may fail again (None: its budget is not spent)."""
+        """Seconds until ``client`` may fail again (None: it may fail once more now)."""
         for item, ids in self._windows(client):
-            if not self._limiter.test(item, *ids):
+            if not self._limiter.test(item, *ids, cost=self._in_flight[ids] + 1):
                 reset = self._limiter.get_window_stats(item, *ids).reset_time
                 return max(1, math.ceil(reset - time.time()))
         return None
+
+    @contextmanager
+    def in_flight(self, client: str) -> Iterator[None]:
+        """Count an attempt that may still fail (a lookup) against ``client``'s budget."""
+        ids = {ids for _, ids in self._windows(client)}
+        self._in_flight.update(ids)
+        try:
+            yield
+        finally:
+            self._in_flight.subtract(ids)
+            for key in ids:
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
 
     def failed(self, client: str) -> None:
         """Count one failed authentication of ``client``."""
@@ -211,7 +232,8 @@ class Authenticator:
             until, stored = self._looked_up.get(digest, (0.0, None))
             if until < time.monotonic():  # never looked up, or forgotten: ask the table
                 self._spent(client)  # a client out of failures gets no lookup
-                stored = await self._lookup(digest)
+                with self._failures.in_flight(client):
+                    stored = await self._lookup(digest)
         if stored is None:
             raise unauthorized("unknown or revoked API key")
         return Principal(tenant=stored.tenant, scopes=stored.scopes, subject=f"key:{stored.name}")
