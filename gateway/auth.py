@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from foldflow.settings import Settings
 from gateway.db import call_db
 from gateway.errors import ProblemError
-from gateway.keys import StoredKey, find_key, hash_key
+from gateway.keys import MAX_TENANT_LENGTH, StoredKey, find_key, hash_key, valid_tenant
 
 __all__ = [
     "Authenticator",
@@ -51,8 +51,6 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="foldflow"'}
 MIN_SECRET_BYTES = 32
 #: At most this many key lookups (found or not) are remembered.
 _CACHE_SIZE = 4096
-#: A tenant is a non-empty printable string of at most this many characters.
-MAX_TENANT_LENGTH = 200
 
 
 def unauthorized(detail: str) -> ProblemError:
@@ -86,11 +84,6 @@ def _scopes_of(claims: dict[str, Any]) -> frozenset[str]:
     if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
         return frozenset(raw)
     raise unauthorized("invalid token: 'scope'/'scopes' must be a string or a list of strings")
-
-
-def valid_tenant(tenant: object) -> bool:
-    """Whether ``tenant`` can name a tenant: 1 to 200 printable characters."""
-    return isinstance(tenant, str) and 0 < len(tenant) <= MAX_TENANT_LENGTH and tenant.isprintable()
 
 
 def _token_problem(exc: jwt.PyJWTError, *, audience: str) -> ProblemError:

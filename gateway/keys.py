@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 __all__ = [
     "KEY_PREFIX",
+    "MAX_TENANT_LENGTH",
     "SCOPES",
     "ApiKeyInfo",
     "StoredKey",
@@ -46,9 +47,12 @@ __all__ = [
     "issue_api_key",
     "list_api_keys",
     "revoke_api_key",
+    "valid_tenant",
 ]
 
 KEY_PREFIX = "ffk_"
+#: A tenant is a non-empty printable string of at most this many characters.
+MAX_TENANT_LENGTH = 200
 #: Every scope a key or token may carry (reading definitions needs ``workflows:read``).
 SCOPES = ("workflows:read", "workflows:write", "definitions:write")
 
@@ -108,6 +112,13 @@ def _info(row: Any) -> ApiKeyInfo:  # a Row of _INFO_COLUMNS
     )  # fmt: skip
 
 
+def valid_tenant(tenant: object) -> bool:
+    """Whether ``tenant`` can name a tenant: 1 to 200 printable characters."""
+    return (
+        isinstance(tenant, str) and 0 < len(tenant) <= MAX_TENANT_LENGTH and tenant.isprintable()
+    )
+
+
 def generate_key() -> str:
     """A new random API key."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
@@ -133,8 +144,8 @@ def issue_api_key(
 
     The key is never shown again: only its SHA-256 is stored.
     """
-    if not tenant or len(tenant) > 200:
-        raise ValueError("a key needs a tenant of 1 to 200 characters")
+    if not valid_tenant(tenant):
+        raise ValueError(f"a key needs a tenant of 1 to {MAX_TENANT_LENGTH} printable characters")
     checked = _check_scopes(scopes)
     key = generate_key()
     with engine.begin() as conn:
