@@ -108,8 +108,12 @@ class FailureBudget:
     """Failed authentications allowed per client address and overall (moving windows).
 
     Lookups still in flight count as failures-to-be, so a burst of concurrent requests
-    cannot all pass the check before the first of them failed.
+    cannot all pass the check before the first of them failed. The overall budget holds
+    back only clients that failed lately themselves: a flood from many addresses costs
+    each of them one lookup, and clients that never failed are not locked out by it.
     """
+
+    _ALL = ("auth-failed", "all")
 
     def __init__(self, *, per_client: str, overall: str) -> None:
         self._per_client = limits.parse_many(per_client)
@@ -117,24 +121,35 @@ class FailureBudget:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._in_flight: Counter[tuple[str, ...]] = Counter()
 
-    def _windows(self, client: str) -> list[tuple[limits.RateLimitItem, tuple[str, ...]]]:
-        mine = ("auth-failed", "client", client)
-        return [(item, mine) for item in self._per_client] + [
-            (item, ("auth-failed", "all")) for item in self._overall
-        ]
+    @staticmethod
+    def _mine(client: str) -> tuple[str, ...]:
+        return ("auth-failed", "client", client)
 
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may fail again (None: it may fail once more now)."""
-        for item, ids in self._windows(client):
+    def _spent(self, items: list[limits.RateLimitItem], ids: tuple[str, ...]) -> int | None:
+        for item in items:
             if not self._limiter.test(item, *ids, cost=self._in_flight[ids] + 1):
                 reset = self._limiter.get_window_stats(item, *ids).reset_time
                 return max(1, math.ceil(reset - time.time()))
         return None
 
+    def _failed_lately(self, client: str) -> bool:
+        mine = self._mine(client)
+        return self._in_flight[mine] > 0 or any(
+            self._limiter.get_window_stats(item, *mine).remaining < item.amount
+            for item in self._per_client
+        )
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may fail again (None: it may fail once more now)."""
+        spent = self._spent(self._per_client, self._mine(client))
+        if spent is None and self._failed_lately(client):
+            spent = self._spent(self._overall, self._ALL)
+        return spent
+
     @contextmanager
     def in_flight(self, client: str) -> Iterator[None]:
-        """Count an attempt that may still fail (a lookup) against ``client``'s budget."""
-        ids = {ids for _, ids in self._windows(client)}
+        """Count an attempt that may still fail (a lookup) against the budgets."""
+        ids = (self._mine(client), self._ALL)
         self._in_flight.update(ids)
         try:
             yield
@@ -146,8 +161,10 @@ class FailureBudget:
 
     def failed(self, client: str) -> None:
         """Count one failed authentication of ``client``."""
-        for item, ids in self._windows(client):
-            self._limiter.hit(item, *ids)
+        for item in self._per_client:
+            self._limiter.hit(item, *self._mine(client))
+        for item in self._overall:
+            self._limiter.hit(item, *self._ALL)
 
 
 class Authenticator:
