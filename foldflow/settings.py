@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     metrics_port: int = 0
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the services' /metrics binds (0.0.0.0 where Prometheus scrapes)",
+    )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     # Orchestrator (processors/)
@@ -90,8 +94,30 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(default=None, description="HMAC key for JWTs (HS*)")
     jwt_public_key: str | None = Field(default=None, description="PEM key for JWTs (RS*/ES*)")
     jwt_algorithms: tuple[str, ...] = ("HS256",)
-    jwt_audience: str | None = None
+    jwt_audience: str | None = Field(
+        default=None, description="the `aud` every JWT must carry (required with a JWT key)"
+    )
     jwt_issuer: str | None = None
+    jwt_max_lifetime_s: int = Field(
+        default=3600, gt=0, description="longest JWT lifetime accepted (`exp` - `iat`)"
+    )
+    jwt_leeway_s: int = Field(default=30, ge=0, description="clock skew allowed on exp/iat")
+    gateway_key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long an API key looked up (found or not) is remembered: a revoked "
+        "key stops working within this time",
+    )
+    gateway_auth_failure_limit: str = Field(
+        default="30/minute",
+        description="failed authentications per client address, then 429 (`limits` notation)",
+    )
+    gateway_auth_failure_global_limit: str = Field(
+        default="300/minute", description="failed authentications of all clients, then 429"
+    )
+    gateway_hsts_max_age_s: int = Field(
+        default=0, ge=0, description="Strict-Transport-Security max-age (0: no HSTS header)"
+    )
     gateway_rate_limit: str = Field(
         default="100/second", description="per client, `limits` notation (moving window)"
     )

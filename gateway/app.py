@@ -2,9 +2,9 @@
 
 Tests pass their own ``publisher`` or ``engine`` (real ones, on private topics and a
 private database); ``foldflow run gateway`` passes none and the app owns, and closes,
-what it creates. Middleware, outermost first: observability (request id, span, RED
-metrics, access log), rate limit, body size limit, JSON safety (values no downstream can
-store are refused with a 422 before any route runs).
+what it creates. Middleware, outermost first: security headers, observability (request
+id, span, RED metrics, access log), rate limit, body size limit, JSON safety (values no
+downstream can store are refused with a 422 before any route runs), raw workflow paths.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from gateway.bodylimit import BodyLimitMiddleware
 from gateway.commands import CommandSender, PublishesAsync
 from gateway.context import GatewayContext
 from gateway.db import make_engine
+from gateway.headers import SecurityHeadersMiddleware
 from gateway.jsonbody import JsonSafetyMiddleware
 from gateway.observe import ObserveMiddleware
 from gateway.openapi import build_openapi, operation_id
+from gateway.paths import RawWorkflowPathMiddleware
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.readiness import Readiness
 from gateway.reads import Reads
-from gateway.routes import commands, definitions, health, workflows
+from gateway.routes import commands, definitions, docs, health, workflows
 from gateway.ui import install as install_console
+from gateway.ui.render import CONTENT_SECURITY_POLICY as CONSOLE_CSP
 
 __all__ = ["create_app"]
 
@@ -87,22 +90,32 @@ def create_app(
             else:
                 resource.close()
 
+    # The Content-Security-Policy of each path prefix that serves pages (/docs sets its own).
+    csp_by_prefix: dict[str, str] = {"/ui": CONSOLE_CSP}
     app = FastAPI(
         title="Foldflow",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
         middleware=[
+            Middleware(
+                SecurityHeadersMiddleware,
+                csp_by_prefix=csp_by_prefix,
+                hsts_max_age_s=settings.gateway_hsts_max_age_s,
+            ),
             Middleware(ObserveMiddleware),
             Middleware(RateLimitMiddleware, rate=settings.gateway_rate_limit),
             Middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes),
             Middleware(JsonSafetyMiddleware),
+            Middleware(RawWorkflowPathMiddleware),
         ],
+        docs_url=None,  # gateway.routes.docs serves /docs with its own policy
         redoc_url=None,
         generate_unique_id_function=operation_id,
     )
     app.state.gateway = context
     errors.install(app)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(definitions.router)
     app.include_router(workflows.router)

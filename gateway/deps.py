@@ -56,7 +56,8 @@ async def get_principal(
 ) -> Principal:
     """The authenticated caller (401 problem when there is none)."""
     credential = api_key or (bearer.credentials if bearer else None)
-    principal = await ctx.authenticator.authenticate(credential)
+    client = request.client.host if request.client else "unknown"
+    principal = await ctx.authenticator.authenticate(credential, client=client)
     request.state.tenant = principal.tenant
     return principal
 

@@ -33,7 +33,7 @@ _tracer = trace.get_tracer("foldflow.gateway")
 def route_template(scope: Scope) -> str:
     """The path template of the route that handled ``scope`` (or ``unmatched``)."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)  # "{workflow_id}", also for "{workflow_id:path}"
     return path if isinstance(path, str) else "unmatched"
 
 

@@ -1,10 +1,9 @@
 """The read side as the API shows it: :mod:`projections.queries` results as public bodies.
 
 Every call of :class:`Reads` is timed (:func:`gateway.db.call_db`), tenant-scoped, and
-turns projection views into :mod:`gateway.schemas` models. One tenant-blind lookup
-(``workflow_owner``) exists only to refuse a workflow id another tenant already holds
-(workflow ids share one key space); it never returns that tenant's data. Definitions need
-none: each tenant has its own namespace.
+turns projection views into :mod:`gateway.schemas` models. Each tenant has its own
+workflow ids and definitions, so no read ever needs to look at another tenant's rows: a
+workflow id another tenant also uses is simply not found.
 """
 
 from __future__ import annotations
@@ -161,6 +160,22 @@ class Reads:
         )
         return None if view is None else _definition(view)
 
-    async def workflow_owner(self, workflow_id: str) -> str | None:
-        """The tenant that holds ``workflow_id`` (tenant-blind; only used to refuse reuse)."""
-        return await call_db(self.timeout_s, queries.workflow_owner, self.engine, workflow_id)
+    async def wait_for_definition(
+        self, tenant: str, name: str, version: int, *, wait_s: float
+    ) -> bool:
+        """Poll until the tenant's definition ``name`` has ``version``; False after ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        interval = 0.02
+        while await self.get_definition(tenant, name, version) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.25)
+        return True
+
+    async def workflow_status(self, tenant: str, workflow_id: str) -> str | None:
+        """The status of the tenant's workflow (None: the tenant has no such workflow)."""
+        return await call_db(
+            self.timeout_s, queries.workflow_status, self.engine, tenant, workflow_id
+        )

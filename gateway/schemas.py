@@ -28,6 +28,7 @@ __all__ = [
     "ID_PATTERN",
     "NAME_PATTERN",
     "TERMINAL_STATUSES",
+    "WORKFLOW_PATH_PATTERN",
     "WORKFLOW_STATUSES",
     "CommandAccepted",
     "CommandCreate",
@@ -45,8 +46,12 @@ __all__ = [
     "WorkflowSummary",
 ]
 
-#: A workflow id: it is a Kafka key and a URL path segment.
+#: A workflow id a client chooses (a URL path segment; the tenant's own, see workflow_key).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+#: Any workflow id in a path: a chosen one, or a child's ``<parent id>/<step id>`` (nested).
+WORKFLOW_PATH_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}(?:/[A-Za-z_][A-Za-z0-9_-]{0,99}){0,32}$"
+)
 #: A definition name (as foldflow.definitions accepts it).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 #: Free text that PostgreSQL can store (no NUL; the body check refuses it anyway, this

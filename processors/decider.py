@@ -18,7 +18,14 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from processors.compensation import comp_attempt_failed, schedule_compensation, stop
-from processors.decision import Decision, canonical, child_ended_error, refused, wants_signal
+from processors.decision import (
+    Decision,
+    canonical,
+    child_ended_error,
+    foreign_tenant,
+    refused,
+    wants_signal,
+)
 from processors.evolve import evolve, initial_state, is_terminal
 from processors.react import react
 from processors.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
@@ -54,6 +61,7 @@ __all__ = [
     "WorkflowState",
     "decide",
     "evolve",
+    "foreign_tenant",
     "initial_state",
     "is_terminal",
     "react",
@@ -67,9 +75,10 @@ def decide(
 ) -> list[Envelope]:
     """The events ``message`` causes in a workflow in ``state`` (``[]``: nothing happens).
 
-    ``definition`` is used by ``StartWorkflow`` only (None: unknown definition).
+    ``definition`` is used by ``StartWorkflow`` only (None: unknown definition). An input
+    from another tenant than the workflow's changes nothing (:func:`foreign_tenant`).
     """
-    if message.event_id in state.applied:
+    if message.event_id in state.applied or foreign_tenant(state, message):
         return []
     payload = message.payload
     decision = Decision(state, message, now)

@@ -16,7 +16,20 @@ from foldflow.jsonsafe import problems, utf8_size
 from foldflow.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, human_bytes
 from processors.evolve import evolve
 from processors.state import WorkflowState
-from schemas.messages import Envelope, Payload, StartWorkflow, dump_json, event_id_for
+from schemas.messages import (
+    DEFAULT_TENANT,
+    CancelWorkflow,
+    Envelope,
+    PauseWorkflow,
+    Payload,
+    ResumeWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    dump_json,
+    event_id_for,
+    split_workflow_key,
+)
 
 __all__ = [
     "SOURCE",
@@ -26,10 +39,12 @@ __all__ = [
     "child_id",
     "child_reported",
     "context",
+    "foreign_tenant",
     "jitter_fraction",
     "oversize",
     "refused",
     "render_json",
+    "shown_id",
     "wants_signal",
 ]
 
@@ -83,9 +98,48 @@ def child_id(workflow_id: str, step_id: str) -> str:
     return f"{workflow_id}/{step_id}"
 
 
+#: The commands a tenant sends: each must name the tenant of the workflow it is for.
+TENANT_COMMANDS = (
+    StartWorkflow, PauseWorkflow, ResumeWorkflow, CancelWorkflow, TerminateWorkflow,
+    SignalWorkflow,
+)  # fmt: skip
+
+
+def foreign_tenant(state: WorkflowState, message: Envelope) -> bool:
+    """Whether ``message`` claims another tenant than the workflow's (it must be ignored).
+
+    The workflow's tenant is the one its start recorded, else the one its key names
+    (:func:`~schemas.messages.workflow_key`). A tenant's command names it in its envelope
+    (a command naming none is the default tenant's) and a start also in its payload; any
+    other input (a worker's result, a timer) may name none, but never another tenant.
+    """
+    if state.definition_json is not None:
+        owner = state.tenant
+    else:
+        try:
+            owner = split_workflow_key(message.workflow_id)[0]
+        except ValueError:
+            return True  # a key no tenant can have
+    payload = message.payload
+    claimed = message.tenant
+    if isinstance(payload, TENANT_COMMANDS):
+        claimed = claimed or DEFAULT_TENANT
+        if isinstance(payload, StartWorkflow) and payload.tenant != owner:
+            return True
+    return claimed is not None and claimed != owner
+
+
+def shown_id(key: str) -> str:
+    """A workflow's id as its tenant knows it, for texts the tenant reads (errors, reasons)."""
+    try:
+        return split_workflow_key(key)[1]
+    except ValueError:
+        return key
+
+
 def child_ended_error(child: str, status: str, error: str | None) -> str:
     """The error of a child step whose child reported ending ``status`` (not completed)."""
-    return f"child workflow {child} ended {status}" + (f": {error}" if error else "")
+    return f"child workflow {shown_id(child)} ended {status}" + (f": {error}" if error else "")
 
 
 def child_reported(child: str, step_error: str) -> bool:
@@ -94,7 +148,7 @@ def child_reported(child: str, step_error: str) -> bool:
     Otherwise (its wait timed out) the child may still be running. Events carry no cause,
     so this reads the error :func:`child_ended_error` wrote.
     """
-    return step_error.startswith(f"child workflow {child} ended ")
+    return step_error.startswith(f"child workflow {shown_id(child)} ended ")
 
 
 def canonical(text: str) -> str:

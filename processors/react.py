@@ -15,7 +15,7 @@ The target topic follows from the payload type; ids are ``derived_id(event.event
 
 from __future__ import annotations
 
-from processors.decision import SOURCE, child_id, child_reported
+from processors.decision import SOURCE, child_id, child_reported, shown_id
 from processors.state import WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
@@ -35,6 +35,7 @@ from schemas.messages import (
     WorkflowFailed,
     WorkflowTerminated,
     derived_id,
+    split_workflow_key,
 )
 
 __all__ = ["react"]
@@ -141,7 +142,7 @@ _STOPPED = {"cancel": "cancelled", "failure": "failed", "timeout": "timed out"}
 
 
 def _because(parent: str, what: str, reason: str | None) -> str:
-    return f"parent workflow {parent} {what}" + (f": {reason}" if reason else "")
+    return f"parent workflow {shown_id(parent)} {what}" + (f": {reason}" if reason else "")
 
 
 def _parent_of(state: WorkflowState, event: Envelope) -> tuple[str, str] | None:
@@ -154,8 +155,12 @@ def _parent_of(state: WorkflowState, event: Envelope) -> tuple[str, str] | None:
     if state.parent_workflow_id and state.parent_step_id:
         return state.parent_workflow_id, state.parent_step_id
     if state.definition_json is None and isinstance(event.payload, WorkflowFailed):
-        parent, _, step = event.workflow_id.rpartition("/")
-        if parent and step:
+        try:
+            own_id = split_workflow_key(event.workflow_id)[1]
+        except ValueError:
+            return None
+        if "/" in own_id:  # a child's; a root's id has none (its key's tenant part may)
+            parent, _, step = event.workflow_id.rpartition("/")
             return parent, step
     return None
 

@@ -17,6 +17,7 @@ from foldflow.observability.metrics import (
     WORKFLOWS_FINISHED,
     WORKFLOWS_STARTED,
 )
+from processors.decider import foreign_tenant
 from processors.plan import Plan
 from processors.state import WorkflowState
 from schemas.messages import (
@@ -76,6 +77,8 @@ def ignored_reason(state: WorkflowState, message: Envelope) -> str:
     """Why an input produced no events (a label of ``foldflow_inputs_ignored_total``)."""
     if message.event_id in state.applied:
         return "duplicate"
+    if foreign_tenant(state, message):
+        return "foreign_tenant"
     payload = message.payload
     if state.status == "new":
         return "unknown_workflow"

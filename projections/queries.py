@@ -2,7 +2,10 @@
 
 Every function takes a :class:`~sqlalchemy.Connection` or :class:`~sqlalchemy.Engine`
 (the composition root owns the engine) and a tenant: a caller sees its tenant's rows only.
-Lists are newest first with keyset pagination over ``(created_at, id)``; the cursor is
+Workflow ids are the tenant's own: the rows hold each workflow's key
+(:func:`~schemas.messages.workflow_key`), and ids go in and come out as the tenant knows
+them, so another tenant's workflow of the same id is a different row, never found.
+Lists are newest first with keyset pagination over ``(created_at, key)``; the cursor is
 opaque (URL-safe base64 of that pair).
 """
 
@@ -27,6 +30,7 @@ from projections.models import (
     workflow_events,
     workflow_instances,
 )
+from schemas.messages import own_workflow_id, workflow_key
 
 __all__ = [
     "DefinitionView",
@@ -43,7 +47,7 @@ __all__ = [
     "list_definitions",
     "list_workflows",
     "wait_for_status",
-    "workflow_owner",
+    "workflow_status",
 ]
 
 Bind = Connection | Engine
@@ -159,9 +163,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursorError("invalid cursor") from exc
 
 
+def _key(tenant: str, workflow_id: str) -> str | None:
+    """The key of the tenant's workflow ``workflow_id`` (None: no workflow can have it)."""
+    try:
+        return workflow_key(tenant, workflow_id)
+    except ValueError:
+        return None
+
+
+def _own(tenant: str, key: str | None) -> str | None:
+    return None if key is None else own_workflow_id(tenant, key)
+
+
 def _summary_fields(r: Row[Any]) -> dict[str, Any]:
     return {
-        "id": r.id,
+        "id": own_workflow_id(r.tenant, r.id),
         "tenant": r.tenant,
         "definition": r.definition_name,
         "version": r.definition_version,
@@ -170,7 +186,7 @@ def _summary_fields(r: Row[Any]) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "completed_at": r.completed_at,
         "last_sequence": r.last_sequence,
-        "parent_workflow_id": r.parent_workflow_id,
+        "parent_workflow_id": _own(r.tenant, r.parent_workflow_id),
     }
 
 
@@ -208,8 +224,8 @@ def list_workflows(
     if id_prefix:
         conds.append(wi.c.id.startswith(id_prefix, autoescape=True))
     if cursor is not None:
-        at, after_id = decode_cursor(cursor)
-        conds.append(tuple_(wi.c.created_at, wi.c.id) < tuple_(at, after_id))
+        at, after_key = decode_cursor(cursor)
+        conds.append(tuple_(wi.c.created_at, wi.c.id) < tuple_(at, after_key))
     query = (
         select(wi).where(and_(*conds))
         .order_by(wi.c.created_at.desc(), wi.c.id.desc()).limit(limit + 1)
@@ -218,20 +234,22 @@ def list_workflows(
         rows = list(conn.execute(query))
     items = [WorkflowSummary(**_summary_fields(r)) for r in rows[:limit]]
     more = len(rows) > limit
-    return items, (encode_cursor(items[-1].created_at, items[-1].id) if more else None)
+    last = rows[limit - 1] if more else None
+    return items, (encode_cursor(last.created_at, last.id) if last is not None else None)
 
 
 def get_workflow(bind: Bind, tenant: str, workflow_id: str) -> WorkflowDetail | None:
-    """The workflow with its steps, or None (unknown, or another tenant's)."""
+    """The tenant's workflow ``workflow_id`` with its steps, or None (it has none such)."""
     wi, se = workflow_instances, step_executions
+    key = _key(tenant, workflow_id)
+    if key is None:
+        return None
     with _connect(bind) as conn:
-        row = conn.execute(
-            select(wi).where(wi.c.id == workflow_id, wi.c.tenant == tenant)
-        ).first()
+        row = conn.execute(select(wi).where(wi.c.id == key, wi.c.tenant == tenant)).first()
         if row is None:
             return None
         steps = conn.execute(
-            select(se).where(se.c.workflow_id == workflow_id)
+            select(se).where(se.c.workflow_id == key)
             .order_by(se.c.first_sequence, se.c.step_id)
         ).all()
     return WorkflowDetail(
@@ -240,12 +258,42 @@ def get_workflow(bind: Bind, tenant: str, workflow_id: str) -> WorkflowDetail | 
         output=row.output,
         error=row.error,
         parent_step_id=row.parent_step_id,
-        steps=tuple(
-            StepView(**{k: v for k, v in s._asdict().items()
-                        if k not in {"workflow_id", "first_sequence"}})
-            for s in steps
-        ),
+        steps=tuple(_step_view(tenant, s) for s in steps),
     )
+
+
+def _step_view(tenant: str, row: Row[Any]) -> StepView:
+    fields = {k: v for k, v in row._asdict().items() if k not in {"workflow_id", "first_sequence"}}
+    fields["child_workflow_id"] = _own(tenant, fields["child_workflow_id"])
+    return StepView(**fields)
+
+
+#: Event payload fields that hold a workflow key: shown as the tenant's own ids.
+_KEY_FIELDS = ("parent_workflow_id", "child_workflow_id")
+
+
+def _event_view(tenant: str, row: Row[Any]) -> EventView:
+    fields = {k: v for k, v in row._asdict().items() if k != "workflow_id"}
+    payload = fields["payload"]
+    if isinstance(payload, dict) and any(isinstance(payload.get(f), str) for f in _KEY_FIELDS):
+        fields["payload"] = {
+            k: own_workflow_id(tenant, v) if k in _KEY_FIELDS and isinstance(v, str) else v
+            for k, v in payload.items()
+        }
+    return EventView(**fields)
+
+
+def workflow_status(bind: Bind, tenant: str, workflow_id: str) -> str | None:
+    """The status of the tenant's workflow ``workflow_id`` (None: it has none such)."""
+    wi = workflow_instances
+    key = _key(tenant, workflow_id)
+    if key is None:
+        return None
+    with _connect(bind) as conn:
+        status: str | None = conn.execute(
+            select(wi.c.status).where(wi.c.id == key, wi.c.tenant == tenant)
+        ).scalar_one_or_none()
+    return status
 
 
 def get_history(
@@ -254,19 +302,18 @@ def get_history(
     """Events after ``after_sequence`` in order (at most ``limit``); None: no such workflow."""
     wi, we = workflow_instances, workflow_events
     limit = max(1, min(limit, 10 * MAX_LIMIT))
+    key = _key(tenant, workflow_id)
+    if key is None:
+        return None
     with _connect(bind) as conn:
-        owner = conn.execute(
-            select(wi.c.id).where(wi.c.id == workflow_id, wi.c.tenant == tenant)
-        ).first()
+        owner = conn.execute(select(wi.c.id).where(wi.c.id == key, wi.c.tenant == tenant)).first()
         if owner is None:
             return None
         rows = conn.execute(
-            select(we).where(we.c.workflow_id == workflow_id, we.c.sequence > after_sequence)
+            select(we).where(we.c.workflow_id == key, we.c.sequence > after_sequence)
             .order_by(we.c.sequence).limit(limit)
         ).all()
-    return [
-        EventView(**{k: v for k, v in r._asdict().items() if k != "workflow_id"}) for r in rows
-    ]
+    return [_event_view(tenant, r) for r in rows]
 
 
 def _definition(r: Row[Any]) -> DefinitionView:
@@ -318,14 +365,3 @@ def wait_for_status(
             return detail
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
-
-
-
-def workflow_owner(bind: Bind, workflow_id: str) -> str | None:
-    """The tenant holding ``workflow_id`` (tenant-blind: only to refuse reusing an id)."""
-    wi = workflow_instances
-    with _connect(bind) as conn:
-        owner: str | None = conn.execute(
-            select(wi.c.tenant).where(wi.c.id == workflow_id)
-        ).scalar_one_or_none()
-    return owner

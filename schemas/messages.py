@@ -20,10 +20,12 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 __all__ = [
     "DEFAULT_TENANT",
     "MESSAGE_TYPES",
+    "TENANT_MARK",
     "TERMINAL_STATUS",
     "TYPE_NAMES",
     "CancelWorkflow",
@@ -67,8 +69,11 @@ __all__ = [
     "dump_json",
     "event_id_for",
     "kind_of",
+    "own_workflow_id",
     "parse_definition_key",
+    "split_workflow_key",
     "task_id",
+    "workflow_key",
 ]
 
 #: The tenant of messages that name none (envelope v1, the CLI's and the demo's default).
@@ -117,6 +122,47 @@ def parse_definition_key(key: str) -> tuple[str, str, int] | None:
     if not name or not version.isdigit() or (slash and not tenant):
         return None
     return (tenant if slash else DEFAULT_TENANT), name, int(version)
+
+
+#: Starts the key of a workflow of any tenant but the default one (``@<tenant>/<id>``).
+TENANT_MARK = "@"
+
+
+def workflow_key(tenant: str, workflow_id: str) -> str:
+    """The key of ``tenant``'s workflow ``workflow_id``: its Kafka key and envelope id.
+
+    Each tenant has its own workflow ids. The default tenant's id is its own key; another
+    tenant's key is ``@<tenant>/<id>``, the tenant percent-encoded so that it holds no
+    ``/``. An id never starts with ``@`` (ValueError), so no tenant's key is another's,
+    and a child's key ``<parent key>/<step>`` stays in its parent's tenant.
+    """
+    if not tenant or not workflow_id or workflow_id.startswith(TENANT_MARK):
+        raise ValueError(f"not a workflow id of tenant {tenant!r}: {workflow_id!r}")
+    if tenant == DEFAULT_TENANT:
+        return workflow_id
+    return f"{TENANT_MARK}{quote(tenant, safe='')}/{workflow_id}"
+
+
+def split_workflow_key(key: str) -> tuple[str, str]:
+    """``(tenant, id)`` of a :func:`workflow_key`; ValueError if no tenant has this key."""
+    if not key.startswith(TENANT_MARK):
+        if not key:
+            raise ValueError("an empty workflow key")
+        return DEFAULT_TENANT, key
+    encoded, slash, workflow_id = key[len(TENANT_MARK) :].partition("/")
+    tenant = unquote(encoded)
+    if not slash or not workflow_id or not tenant or workflow_key(tenant, workflow_id) != key:
+        raise ValueError(f"not a workflow key: {key!r}")
+    return tenant, workflow_id
+
+
+def own_workflow_id(tenant: str, key: str) -> str:
+    """The id ``tenant`` knows its workflow ``key`` by (``key`` itself if it is not its own)."""
+    try:
+        owner, workflow_id = split_workflow_key(key)
+    except ValueError:
+        return key
+    return workflow_id if owner == tenant else key
 
 
 # --- commands on wf.commands (key: workflow id) -------------------------------------------
@@ -506,7 +552,8 @@ def kind_of(payload: object) -> MessageKind:
 class Envelope:
     """What every Kafka message value holds; ``event_type`` follows the payload.
 
-    ``workflow_id`` is the message key (for definitions: ``name:version``); ``sequence``
+    ``workflow_id`` is the message key: the workflow's :func:`workflow_key` (for
+    definitions: :func:`definition_key`); ``sequence``
     is set on events only (1, 2, 3… per workflow); ``causation_id`` is the id of the
     message that caused this one; ``tenant`` (since envelope v2) is the tenant the message
     belongs to, copied from cause to effect so every consumer can scope it.

@@ -35,26 +35,34 @@ START_MS = 1_780_000_000_000
 
 @dataclass
 class Script:
-    """The event log of one workflow, appended to like the orchestrator does."""
+    """The event log of one workflow, appended to like the orchestrator does.
+
+    ``workflow_id`` is the tenant's own id; the events carry the workflow's ``key``.
+    """
 
     workflow_id: str
     tenant: str = "default"
     clock: int = START_MS
     events: list[m.Envelope] = field(default_factory=list)
 
+    @property
+    def key(self) -> str:
+        """The workflow's key (its Kafka key and the projection rows' id)."""
+        return m.workflow_key(self.tenant, self.workflow_id)
+
     def add(self, payload: m.Payload, *, step_ms: int = 10) -> m.Envelope:
         """Append the next event (sequence + 1, time + ``step_ms``)."""
         self.clock += step_ms
         seq = len(self.events) + 1
         env = m.Envelope(
-            event_id=m.event_id_for(self.workflow_id, seq),
+            event_id=m.event_id_for(self.key, seq),
             timestamp=self.clock,
             source="orchestrator",
-            correlation_id=f"corr-{self.workflow_id}",
-            workflow_id=self.workflow_id,
+            correlation_id=f"corr-{self.key}",
+            workflow_id=self.key,
             payload=payload,
             sequence=seq,
-            causation_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{self.workflow_id}/{seq}")),
+            causation_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{self.key}/{seq}")),
             tenant=self.tenant,
         )
         self.events.append(env)
@@ -73,7 +81,7 @@ class Script:
     def run_step(self, step: str, *, attempt: int = 1, output: object = None,
                  task_type: str = "builtin.echo") -> Script:
         """Append ``step.scheduled`` + ``step.completed``."""
-        tid = m.task_id(self.workflow_id, step, attempt)
+        tid = m.task_id(self.key, step, attempt)
         self.add(m.StepScheduled(step, attempt, tid, task_type, m.dump_json({"s": step}), 5000))
         self.add(m.StepCompleted(step, attempt, m.dump_json(output if output is not None
                                                             else {"done": step}), tid))
@@ -81,7 +89,7 @@ class Script:
 
     def fail_attempt(self, step: str, attempt: int, *, retry: bool) -> Script:
         """Append ``step.scheduled`` + ``step.attempt_failed`` (with ``retry_at`` if retry)."""
-        tid = m.task_id(self.workflow_id, step, attempt)
+        tid = m.task_id(self.key, step, attempt)
         self.add(m.StepScheduled(step, attempt, tid, "builtin.fail", "{}", 5000))
         self.add(m.StepAttemptFailed(step, attempt, tid, f"boom {attempt}", retryable=retry,
                                      retry_at=self.clock + 100 if retry else None))

@@ -30,8 +30,13 @@ def run_gateway(
 
     settings = get_settings()
     configure_logging(settings, service="gateway")
+    try:
+        api = create_app(settings)
+    except ValueError as exc:  # a setting the gateway cannot run with (JWT key, audience)
+        typer.echo(f"gateway: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
     uvicorn.run(
-        create_app(settings),
+        api,
         host=host or settings.gateway_host,
         port=port if port is not None else settings.gateway_port,
         log_config=None,  # our JSON logging; the gateway writes its own access log

@@ -68,7 +68,7 @@ def run_orchestrator() -> None:
 
     def serve_metrics() -> None:  # once recovered: /metrics answering means ready
         if settings.metrics_port:
-            port = start_metrics_server(settings.metrics_port)
+            port = start_metrics_server(settings.metrics_port, addr=settings.metrics_host)
             log.info("serving /metrics on port %d", port)
 
     app = create_app(settings, on_ready=serve_metrics)

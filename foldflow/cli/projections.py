@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from foldflow.cli.ids import workflow_target
 from foldflow.cli.output import FAILED, JsonOption, err, print_json
 from foldflow.settings import get_settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 __all__ = ["app", "events", "register", "status"]
 
 app = typer.Typer(help="The PostgreSQL projections.", no_args_is_help=True)
 console = Console()
 TenantOption = typer.Option(
-    None, "--tenant", "-t",
-    help="The tenant the workflow belongs to (default: whichever holds it).",
+    None,
+    "--tenant",
+    "-t",
+    help="The tenant whose workflow ID is (default: the default tenant). An ID of the form "
+    "@<tenant>/<id> (a workflow key, as logs show it) names its tenant itself.",
 )
 STATUS_COLOURS = {"completed": "green", "running": "cyan", "paused": "yellow",
                   "compensating": "yellow", "failed": "red", "compensated": "magenta",
@@ -48,13 +49,6 @@ def _coloured(status: str | None) -> str:
     return f"[{colour}]{status}[/]" if colour else status
 
 
-def _tenant_of(engine: Engine, workflow_id: str, tenant: str | None) -> str:
-    """The given tenant, or (an operator at the database) the one holding the workflow."""
-    from projections.queries import workflow_owner
-
-    return tenant or workflow_owner(engine, workflow_id) or "default"
-
-
 NOT_FOUND = "Exit codes: 0 shown; 1 no such workflow (or PostgreSQL failed)."
 
 
@@ -67,11 +61,12 @@ def status(
     from projections.db import make_engine
     from projections.queries import get_workflow
 
+    tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings().database_url, pool_size=1)
-    tenant = _tenant_of(engine, workflow_id, tenant)
     detail = get_workflow(engine, tenant, workflow_id)
     if detail is None:
-        err.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        err.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
+                  highlight=False, markup=False)
         raise typer.Exit(FAILED)
     if as_json:
         print_json(detail)
@@ -117,11 +112,12 @@ def events(
     from projections.db import make_engine
     from projections.queries import get_history
 
+    tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings().database_url, pool_size=1)
-    tenant = _tenant_of(engine, workflow_id, tenant)
     history = get_history(engine, tenant, workflow_id, after_sequence=after, limit=limit)
     if history is None:
-        err.print(f"[red]no workflow {workflow_id} for tenant {tenant}[/red]")
+        err.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
+                  highlight=False, markup=False)
         raise typer.Exit(FAILED)
     if as_json:
         print_json(history)

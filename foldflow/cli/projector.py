@@ -69,7 +69,7 @@ def run_projector() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if settings.metrics_port:
-        start_metrics_server(settings.metrics_port)
+        start_metrics_server(settings.metrics_port, addr=settings.metrics_host)
     try:
         projector.run()
     finally:

@@ -92,7 +92,7 @@ def run_worker(
     except (PartitionMismatch, KafkaException) as exc:
         log.warning("could not ensure the topics: %s", exc)
     if settings.metrics_port:
-        start_metrics_server(settings.metrics_port)
+        start_metrics_server(settings.metrics_port, addr=settings.metrics_host)
     worker.run()
     stuck = [t for t in threading.enumerate() if t.name.startswith("task") and t.is_alive()]
     if stuck:

@@ -2,7 +2,8 @@
 
 ``foldflow start NAME --input JSON [--wait]``, ``foldflow signal|cancel|pause|resume|terminate
 ID`` (and ``foldflow definitions register``, :mod:`foldflow.cli.definitions`). Each publishes
-one message and returns once the broker acked it (``producers.Publisher``).
+one message and returns once the broker acked it (``producers.Publisher``). An ``ID`` is the
+``--tenant``'s own workflow id (or a workflow key, :mod:`foldflow.cli.ids`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foldflow import jsonsafe
+from foldflow.cli.ids import workflow_target
 from foldflow.cli.output import (
     FAILED,
     TIMED_OUT,
@@ -31,6 +33,7 @@ from foldflow.follow import EventFollower, Progress, track
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
 from schemas.messages import (
+    DEFAULT_TENANT,
     CancelWorkflow,
     Envelope,
     PauseWorkflow,
@@ -46,8 +49,10 @@ __all__ = ["command_envelope", "parse_json", "publish", "register", "wait_for"]
 
 console = Console()
 SOURCE = "cli"
-TenantOption = typer.Option("default", "--tenant", "-t",
-                            help="The tenant the message belongs to.")
+TenantOption = typer.Option(
+    None, "--tenant", "-t",
+    help="The tenant the workflow belongs to (default: the default tenant).",
+)
 ReasonOption = typer.Option(None, "--reason", help="Why (kept in the workflow's history).")
 
 
@@ -118,14 +123,14 @@ def wait_for(follower: EventFollower, workflow_id: str, *, timeout: float,
     return progress
 
 
-def progress_table(progress: Progress) -> Table:
-    """One workflow's outcome as a two-column table."""
+def progress_table(progress: Progress, *, shown_id: str | None = None) -> Table:
+    """One workflow's outcome as a two-column table (``shown_id``: its tenant's own id)."""
     table = Table(show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     duration = progress.duration_s
     rows = [
-        ("workflow", progress.workflow_id),
+        ("workflow", shown_id or progress.workflow_id),
         ("definition", progress.definition or "-"),
         ("status", progress.status),
         ("duration", f"{duration:.2f}s" if duration is not None else "-"),
@@ -144,7 +149,7 @@ def start(
     input_json: str = typer.Option("{}", "--input", help="Workflow input as JSON (or @file)."),
     version: int | None = typer.Option(None, "--version", help="Definition version (latest)."),
     workflow_id: str | None = typer.Option(None, "--id", help="Workflow id (default: random)."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
     wait: bool = typer.Option(False, "--wait", help="Follow wf.events until it ends."),
     timeout: float = duration_option(60.0, "--timeout", help="How long --wait waits at most."),
     as_json: bool = JsonOption,
@@ -152,31 +157,33 @@ def start(
     """Start a workflow; with --wait, print its final status and output."""
     data = parse_json(input_json, what="--input")
     settings = get_settings()
-    wid = workflow_id or str(uuid.uuid4())
+    tenant, wid, key = workflow_target(workflow_id or str(uuid.uuid4()), tenant)
     payload = StartWorkflow(name, version, dump_json(data), tenant)
-    envelope = command_envelope(wid, payload, tenant=tenant)
+    envelope = command_envelope(key, payload, tenant=tenant)
+    whose = "" if tenant == DEFAULT_TENANT else f", tenant {tenant}"
     if not wait:
         publish(settings, Topology.of(settings).commands, envelope)
         if as_json:
             print_json({"id": wid, "definition": name, "version": version, "tenant": tenant,
                         "command_id": envelope.event_id})
         else:
-            console.print(f"started {wid} ({name})", highlight=False)
+            console.print(f"started {wid} ({name}{whose})", highlight=False)
         return
     with EventFollower(settings) as follower:
-        follower.watch([wid])  # before publishing: the log end *now* is where we read from
+        follower.watch([key])  # before publishing: the log end *now* is where we read from
         publish(settings, Topology.of(settings).commands, envelope)
-        err.print(f"started {wid} ({name}), waiting up to {timeout:g}s ...", highlight=False)
+        err.print(f"started {wid} ({name}{whose}), waiting up to {timeout:g}s ...",
+                  highlight=False)
         with err.status(f"{wid}: waiting for workflow.started") as spinner:
 
             def show(event: Envelope, progress: Progress) -> None:
                 spinner.update(f"{wid}: {progress.status}, last event {event.event_type}")
 
-            progress = wait_for(follower, wid, timeout=timeout, on_event=show)
+            progress = wait_for(follower, key, timeout=timeout, on_event=show)
     if as_json:
-        print_json(progress_json(progress))
+        print_json({**progress_json(progress), "id": wid})
     else:
-        console.print(progress_table(progress))
+        console.print(progress_table(progress, shown_id=wid))
     if not progress.terminal:
         err.print(f"[yellow]{wid} did not end within {timeout:g}s[/yellow]")
         raise typer.Exit(TIMED_OUT)
@@ -201,11 +208,12 @@ def progress_json(progress: Progress) -> dict[str, Any]:
     }
 
 
-def _send(workflow_id: str, payload: Payload, tenant: str, verb: str) -> None:
+def _send(workflow_id: str, payload: Payload, tenant: str | None, verb: str) -> None:
     settings = get_settings()
-    envelope = command_envelope(workflow_id, payload, tenant=tenant)
+    tenant, own, key = workflow_target(workflow_id, tenant)
+    envelope = command_envelope(key, payload, tenant=tenant)
     publish(settings, Topology.of(settings).commands, envelope)
-    console.print(f"{verb} {workflow_id} (command {envelope.event_id})", highlight=False)
+    console.print(f"{verb} {own} (command {envelope.event_id})", highlight=False)
 
 
 START_EXITS = ("Exit codes: 0 published (with --wait: the workflow completed); 1 Kafka did "
@@ -218,7 +226,7 @@ def signal(
     workflow_id: str = typer.Argument(..., help="Workflow id."),
     name: str = typer.Argument(..., help="Signal name (a signal step waits for it)."),
     data: str = typer.Option("null", "--data", help="Signal data as JSON (or @file)."),
-    tenant: str = TenantOption,
+    tenant: str | None = TenantOption,
 ) -> None:
     """Deliver a named signal with data to a workflow."""
     payload = SignalWorkflow(name, dump_json(parse_json(data, what="--data")))
@@ -226,25 +234,25 @@ def signal(
 
 
 def cancel(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-           tenant: str = TenantOption) -> None:
+           tenant: str | None = TenantOption) -> None:
     """Cancel a workflow: compensate its completed steps, then end `cancelled`."""
     _send(workflow_id, CancelWorkflow(reason), tenant, "cancel sent to")
 
 
 def pause(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-          tenant: str = TenantOption) -> None:
+          tenant: str | None = TenantOption) -> None:
     """Pause a workflow: no new tasks are dispatched until it is resumed."""
     _send(workflow_id, PauseWorkflow(reason), tenant, "pause sent to")
 
 
 def resume(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-           tenant: str = TenantOption) -> None:
+           tenant: str | None = TenantOption) -> None:
     """Resume a paused workflow."""
     _send(workflow_id, ResumeWorkflow(reason), tenant, "resume sent to")
 
 
 def terminate(workflow_id: str = typer.Argument(...), reason: str | None = ReasonOption,
-              tenant: str = TenantOption) -> None:
+              tenant: str | None = TenantOption) -> None:
     """Terminate a workflow at once, without compensation."""
     _send(workflow_id, TerminateWorkflow(reason), tenant, "terminate sent to")
 

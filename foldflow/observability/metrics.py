@@ -135,10 +135,12 @@ CIRCUIT_BREAKER_STATE = Gauge(
 )
 
 
-def start_metrics_server(port: int, *, addr: str = "0.0.0.0") -> int:
+def start_metrics_server(port: int, *, addr: str = "127.0.0.1") -> int:
     """Serve ``/metrics`` of the default registry on a background thread; return the port.
 
-    ``port=0`` binds a free port (tests, several processes on one machine).
+    ``port=0`` binds a free port (tests, several processes on one machine). ``addr`` is
+    the ``metrics_host`` setting: loopback unless a container publishes the port to
+    Prometheus (``/metrics`` has no authentication).
     """
     server, _thread = start_http_server(port, addr=addr)
     return int(server.server_port)

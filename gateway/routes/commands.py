@@ -1,9 +1,12 @@
 """``/v1/workflows/{id}/cancel|pause|resume|terminate|signals``: steer a workflow.
 
-Each answers 202 once Kafka acked the command. The projection is checked first: an
-unknown workflow (or another tenant's) is 404, a finished one 409. With an
-``Idempotency-Key`` the command's id is deterministic, so a retried request is applied
-once (the orchestrator remembers the inputs it applied).
+Each answers 202 once Kafka acked the command. The projection is checked first: a
+workflow the caller's tenant does not have is 404 (another tenant's workflow of the same
+id is a different workflow), a finished one 409. The command is keyed by the workflow's
+:func:`~schemas.messages.workflow_key` and names the caller's tenant, which the
+orchestrator checks again. With an ``Idempotency-Key`` the command's id is deterministic,
+so a retried request is applied once (the orchestrator remembers the inputs it applied).
+A child's id (``<parent>/<step>``) is a path (:mod:`gateway.paths`).
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.types import DecoratedCallable
 
 from gateway.commands import command_id_for_key, envelope_for
 from gateway.context import GatewayContext
 from gateway.deps import Ctx, JsonBody, WorkflowWriter
 from gateway.errors import ProblemError, problems
+from gateway.paths import WorkflowIdPath
 from gateway.schemas import (
-    ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     TERMINAL_STATUSES,
     CommandAccepted,
@@ -35,13 +38,13 @@ from schemas.messages import (
     SignalWorkflow,
     TerminateWorkflow,
     dump_json,
+    workflow_key,
 )
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 
-IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=200,
@@ -60,27 +63,25 @@ async def _send(
     idempotency_key: str | None,
 ) -> CommandAccepted:
     """Publish a command to an existing, unfinished workflow of the caller's tenant."""
-    found = await ctx.reads.get_workflow(tenant, workflow_id)
-    if found is None:
+    status = await ctx.reads.workflow_status(tenant, workflow_id)
+    if status is None:
         raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
-    if found.status in TERMINAL_STATUSES:
-        raise ProblemError(
-            409, f"workflow {workflow_id} is {found.status}", kind="workflow-finished"
-        )
+    if status in TERMINAL_STATUSES:
+        raise ProblemError(409, f"workflow {workflow_id} is {status}", kind="workflow-finished")
     event_type = TYPE_NAMES[type(payload)]
     event_id = (
         command_id_for_key(tenant, idempotency_key, workflow_id, event_type)
         if idempotency_key is not None else None
     )  # fmt: skip
-    envelope = envelope_for(workflow_id, payload, tenant=tenant, event_id=event_id,
-                            correlation_id=request.state.request_id)  # fmt: skip
+    envelope = envelope_for(workflow_key(tenant, workflow_id), payload, tenant=tenant,
+                            event_id=event_id, correlation_id=request.state.request_id)  # fmt: skip
     await ctx.commands.send(ctx.topology.commands, envelope)
     return CommandAccepted(id=workflow_id, command=event_type)
 
 
 def _route(action: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
     return router.post(
-        f"/{{workflow_id}}/{action}",
+        f"/{{workflow_id:path}}/{action}",
         summary=summary,
         status_code=202,
         response_model=CommandAccepted,
@@ -91,7 +92,7 @@ def _route(action: str, summary: str) -> Callable[[DecoratedCallable], Decorated
 
 @_route("cancel", "Cancel (compensate, then end)")
 async def cancel_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    caller: WorkflowWriter, workflow_id: WorkflowIdPath, ctx: Ctx, request: Request,
     body: CommandCreate | None = None, idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:  # fmt: skip
     """Compensate the completed steps, then end ``cancelled``."""
@@ -101,7 +102,7 @@ async def cancel_workflow(
 
 @_route("pause", "Pause (dispatch no new tasks)")
 async def pause_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    caller: WorkflowWriter, workflow_id: WorkflowIdPath, ctx: Ctx, request: Request,
     body: CommandCreate | None = None, idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:  # fmt: skip
     """Stop dispatching new tasks; running ones may finish."""
@@ -111,7 +112,7 @@ async def pause_workflow(
 
 @_route("resume", "Resume after a pause")
 async def resume_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    caller: WorkflowWriter, workflow_id: WorkflowIdPath, ctx: Ctx, request: Request,
     body: CommandCreate | None = None, idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:  # fmt: skip
     """Dispatch again after a pause."""
@@ -121,7 +122,7 @@ async def resume_workflow(
 
 @_route("terminate", "Terminate at once")
 async def terminate_workflow(
-    workflow_id: IdParam, caller: WorkflowWriter, ctx: Ctx, request: Request,
+    caller: WorkflowWriter, workflow_id: WorkflowIdPath, ctx: Ctx, request: Request,
     body: CommandCreate | None = None, idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:  # fmt: skip
     """End ``terminated`` at once, without compensation."""
@@ -131,7 +132,7 @@ async def terminate_workflow(
 
 @_route("signals", "Send a signal")
 async def signal_workflow(
-    workflow_id: IdParam, body: SignalCreate, caller: WorkflowWriter, ctx: Ctx,
+    caller: WorkflowWriter, workflow_id: WorkflowIdPath, body: SignalCreate, ctx: Ctx,
     request: Request, idempotency_key: IdempotencyKey = None,
 ) -> CommandAccepted:  # fmt: skip
     """Deliver named data to the workflow (a ``signal`` step waits for it)."""

@@ -3,10 +3,14 @@
 Registering validates with :mod:`foldflow.definitions` (every problem, with its path, in a
 422; in a worker thread, so a large definition never stalls other requests) and publishes
 ``definition.registered.v1`` to ``wf.definitions`` keyed by
-:func:`~schemas.messages.definition_key` (tenant, name and version); the 201 follows the
-broker's ack. Each tenant has its own namespace: re-registering identical content is a
-no-op (200), different content under a version the caller's tenant holds is a 409, and
-what other tenants registered is neither visible nor in the way.
+:func:`~schemas.messages.definition_key` (tenant, name and version). The answer waits
+for the broker's ack, then (bounded) until the definition is readable: a 201 means every
+read after it sees the new version, so a start that names no version runs it
+(read-your-writes, on every gateway of the database). Acked but not readable in time is
+a 202: registered, but pin its version to start it until GET shows it. Each tenant has
+its own namespace: re-registering identical content is a no-op (200), different content
+under a version the caller's tenant holds is a 409, and what other tenants registered is
+neither visible nor in the way.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from schemas.messages import DefinitionRegistered, definition_key, dump_json
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/definitions", tags=["definitions"])
+
+#: How long a registration waits, after the ack, for the definition to become readable.
+VISIBLE_WAIT_S = 10.0
 
 NameParam = Annotated[str, Path(max_length=200, pattern=NAME_PATTERN)]
 VersionParam = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -71,7 +78,13 @@ def _validated(body: dict[str, Any]) -> tuple[Definition, str]:
     responses={
         200: {"model": DefinitionPublic, "description": "already registered, same content"},
         201: {
-            "description": "registered (acked by Kafka)",
+            "description": "registered (acked by Kafka) and readable: a start without a "
+            "version runs it",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        202: {
+            "model": DefinitionPublic,
+            "description": "registered (acked by Kafka), not readable yet: pin its version",
             "headers": {"Location": {"schema": {"type": "string"}}},
         },
         **problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
@@ -113,6 +126,9 @@ async def register_definition(
     )  # fmt: skip
     await ctx.commands.send(ctx.topology.definitions, envelope, key=key)
     response.headers["Location"] = f"/v1/definitions/{name}/{version}"
+    wait_s = min(VISIBLE_WAIT_S, ctx.settings.gateway_max_wait_s)
+    if not await ctx.reads.wait_for_definition(caller.tenant, name, version, wait_s=wait_s):
+        response.status_code = 202
     return DefinitionPublic(
         name=name,
         version=version,

@@ -1,9 +1,12 @@
 """``/v1/workflows``: start workflows (a command on Kafka) and read them (projections).
 
 A start answers 202 only after the broker acked its command. The workflow id is the
-body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; a start
-whose id already exists is a no-op in the orchestrator, so a retried POST never starts a
-second workflow. Commands to a running workflow live in :mod:`gateway.routes.commands`.
+body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; it is the
+caller's tenant's own (the command is keyed by :func:`~schemas.messages.workflow_key`),
+so another tenant's workflow of the same id neither blocks it nor shows. A start whose
+id already exists is a no-op in the orchestrator, so a retried POST never starts a second
+workflow. A child's id (``<parent>/<step>``) is a path (:mod:`gateway.paths`). Commands
+to a running workflow live in :mod:`gateway.routes.commands`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from foldflow.durations import DURATION_PATTERN, parse_seconds
 from gateway.commands import envelope_for, workflow_id_for_key
 from gateway.context import GatewayContext
 from gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
 from gateway.errors import FieldProblem, ProblemError, problems
+from gateway.paths import WorkflowIdPath
 from gateway.schemas import (
-    ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
     TERMINAL_STATUSES,
@@ -37,13 +40,13 @@ from schemas.messages import (
     StartWorkflow,
     derived_id,
     dump_json,
+    workflow_key,
 )
 
 __all__ = ["parse_timeout", "router"]
 
 router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 
-IdParam = Annotated[str, Path(pattern=ID_PATTERN, description="the workflow id")]
 _DEFINITION_WAIT_S = 3.0  # a definition registered a moment ago may not be projected yet
 _ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
 
@@ -82,7 +85,7 @@ async def _resolve_version(ctx: GatewayContext, tenant: str, body: WorkflowCreat
     dependencies=[JsonBody],
     responses={
         202: {"description": "the start command was acked by Kafka", "headers": _ACCEPTED_HEADERS},
-        **problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        **problems(400, 401, 403, 413, 415, 422, 429, 503),
     },
 )
 async def start_workflow(
@@ -111,12 +114,10 @@ async def start_workflow(
     else:
         workflow_id = str(uuid.uuid4())
     response.headers["Location"] = f"/v1/workflows/{workflow_id}"
+    key = workflow_key(tenant, workflow_id)
 
-    owner = await ctx.reads.workflow_owner(workflow_id)
-    if owner is not None and owner != tenant:
-        raise ProblemError(409, f"the workflow id {workflow_id!r} is taken", kind="id-taken")
-    if owner == tenant:  # already started: a retry; the orchestrator would ignore it anyway
-        return WorkflowAccepted(id=workflow_id)
+    if await ctx.reads.workflow_status(tenant, workflow_id) is not None:
+        return WorkflowAccepted(id=workflow_id)  # a retry: the orchestrator would ignore it
 
     version = await _resolve_version(ctx, tenant, body)
     command = StartWorkflow(
@@ -126,8 +127,8 @@ async def start_workflow(
         tenant=tenant,
     )
     envelope = envelope_for(
-        workflow_id, command, tenant=tenant, correlation_id=request.state.request_id,
-        event_id=derived_id(workflow_id, 0),
+        key, command, tenant=tenant, correlation_id=request.state.request_id,
+        event_id=derived_id(key, 0),
     )  # fmt: skip
     await ctx.commands.send(ctx.topology.commands, envelope)
     return WorkflowAccepted(id=workflow_id)
@@ -161,15 +162,42 @@ async def list_workflows(
     return WorkflowPage(items=items, next_cursor=next_cursor)
 
 
+# The history route comes first: its path would also match the workflow route's.
 @router.get(
-    "/{workflow_id}",
+    "/{workflow_id:path}/events",
+    response_model=EventPage,
+    summary="A workflow's history",
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def list_workflow_events(
+    caller: WorkflowReader,  # first: a caller without credentials gets 401 for any id
+    workflow_id: WorkflowIdPath,
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^\d{1,18}$", description="next_cursor of the last page")
+    ] = None,
+) -> EventPage:
+    """The workflow's events in sequence order, a page at a time."""
+    after = int(cursor) if cursor else 0
+    events = await ctx.reads.get_history(
+        caller.tenant, workflow_id, after_sequence=after, limit=limit
+    )
+    if events is None:
+        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
+    next_cursor = str(events[-1].sequence) if len(events) == limit else None
+    return EventPage(items=events, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{workflow_id:path}",
     response_model=WorkflowPublic,
     summary="A workflow, optionally once it reaches a status",
     responses=problems(401, 403, 404, 422, 429, 503),
 )
 async def get_workflow(
-    workflow_id: IdParam,
-    caller: WorkflowReader,
+    caller: WorkflowReader,  # first: a caller without credentials gets 401 for any id
+    workflow_id: WorkflowIdPath,
     ctx: Ctx,
     wait_for: Annotated[
         Literal["terminal"] | WorkflowStatus | None,
@@ -192,29 +220,3 @@ async def get_workflow(
     if found is None:
         raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
     return found
-
-
-@router.get(
-    "/{workflow_id}/events",
-    response_model=EventPage,
-    summary="A workflow's history",
-    responses=problems(401, 403, 404, 422, 429, 503),
-)
-async def list_workflow_events(
-    workflow_id: IdParam,
-    caller: WorkflowReader,
-    ctx: Ctx,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(pattern=r"^\d{1,18}$", description="next_cursor of the last page")
-    ] = None,
-) -> EventPage:
-    """The workflow's events in sequence order, a page at a time."""
-    after = int(cursor) if cursor else 0
-    events = await ctx.reads.get_history(
-        caller.tenant, workflow_id, after_sequence=after, limit=limit
-    )
-    if events is None:
-        raise ProblemError(404, f"no workflow {workflow_id}", kind="not-found")
-    next_cursor = str(events[-1].sequence) if len(events) == limit else None
-    return EventPage(items=events, next_cursor=next_cursor)

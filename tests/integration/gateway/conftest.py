@@ -58,6 +58,8 @@ def gw_settings(stack: Settings, gw_database: str, admin: AdminClient) -> Iterat
         "database_url": gw_database,
         "partitions": 3,
         "gateway_rate_limit": "100000/second",
+        "gateway_auth_failure_limit": "100000/second",  # tests of the limits set their own
+        "gateway_auth_failure_global_limit": "100000/second",
         "gateway_max_wait_s": 20.0,
         "jwt_secret": SecretStr(JWT_SECRET),
         "jwt_algorithms": ("HS256",),

@@ -19,7 +19,14 @@ from sqlalchemy.exc import OperationalError
 from foldflow.settings import Settings
 from producers import Publisher
 from schemas.codec import decode
-from schemas.messages import Envelope, Payload, WorkflowStarted, dump_json, event_id_for
+from schemas.messages import (
+    Envelope,
+    Payload,
+    WorkflowStarted,
+    dump_json,
+    event_id_for,
+    workflow_key,
+)
 
 JWT_SECRET = "gateway-tests-hmac-secret-of-at-least-32-bytes"
 DEFINITION = {
@@ -69,7 +76,8 @@ def bearer(key: str) -> dict[str, str]:
 
 def make_jwt(tenant: str, scopes: str | list[str], **claims: Any) -> str:
     """An HS256 token the module's settings accept (unless ``claims`` spoil it)."""
-    body: dict[str, Any] = {"tenant": tenant, "aud": "foldflow", "exp": int(time.time()) + 300,
+    now = int(time.time())
+    body: dict[str, Any] = {"tenant": tenant, "aud": "foldflow", "iat": now, "exp": now + 300,
                             "sub": "tester"}  # fmt: skip
     body["scope" if isinstance(scopes, str) else "scopes"] = scopes
     body.update(claims)
@@ -78,7 +86,10 @@ def make_jwt(tenant: str, scopes: str | list[str], **claims: Any) -> str:
 
 @dataclass
 class EventWriter:
-    """Publishes a workflow's events as the orchestrator would (sequences 1, 2, ...)."""
+    """Publishes a workflow's events as the orchestrator would (sequences 1, 2, ...).
+
+    ``workflow_id`` is the tenant's own id: the events are keyed by its workflow key.
+    """
 
     publisher: Publisher
     topic: str
@@ -86,24 +97,33 @@ class EventWriter:
 
     def emit(self, workflow_id: str, payload: Payload, *, tenant: str) -> Envelope:
         """Publish the workflow's next event and wait for the ack."""
-        sequence = self.sequences.get(workflow_id, 0) + 1
-        self.sequences[workflow_id] = sequence
+        key = workflow_key(tenant, workflow_id)
+        sequence = self.sequences.get(key, 0) + 1
+        self.sequences[key] = sequence
         envelope = Envelope(
-            event_id=event_id_for(workflow_id, sequence), timestamp=int(time.time() * 1000),
-            source="orchestrator", correlation_id=workflow_id, workflow_id=workflow_id,
+            event_id=event_id_for(key, sequence), timestamp=int(time.time() * 1000),
+            source="orchestrator", correlation_id=key, workflow_id=key,
             payload=payload, sequence=sequence, tenant=tenant,
         )  # fmt: skip
         self.publisher.publish(self.topic, envelope)
         return envelope
 
     def start(
-        self, workflow_id: str, *, tenant: str, definition: str = "order", version: int = 1
+        self,
+        workflow_id: str,
+        *,
+        tenant: str,
+        definition: str = "order",
+        version: int = 1,
+        parent: tuple[str, str] | None = None,
     ) -> Envelope:
-        """``workflow.started.v1`` for a new workflow."""
+        """``workflow.started.v1`` for a new workflow (``parent``: its id and step)."""
         started = WorkflowStarted(
             definition_name=definition, definition_version=version,
             definition_json=dump_json({**DEFINITION, "name": definition, "version": version}),
             input_json=dump_json({"amount": 5}), tenant=tenant,
+            parent_workflow_id=workflow_key(tenant, parent[0]) if parent else None,
+            parent_step_id=parent[1] if parent else None,
         )  # fmt: skip
         return self.emit(workflow_id, started, tenant=tenant)
 

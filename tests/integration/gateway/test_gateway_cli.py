@@ -47,3 +47,13 @@ def test_gateway_openapi_prints_the_committed_document(gw_settings: Settings) ->
     done = _foldflow(gw_settings, "gateway", "openapi")
     assert done.returncode == 0, done.stderr
     assert done.stdout == (REPO / "gateway" / "openapi.json").read_text(encoding="utf-8")
+
+
+def test_run_gateway_refuses_jwts_without_an_audience(gw_settings: Settings) -> None:
+    env = {**os.environ, "FOLDFLOW_DATABASE_URL": gw_settings.database_url,
+           "FOLDFLOW_JWT_SECRET": "x" * 40, "FOLDFLOW_JWT_AUDIENCE": "",
+           "FOLDFLOW_GATEWAY_PORT": "1"}  # fmt: skip
+    done = subprocess.run([str(FOLDFLOW), "run", "gateway"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False, cwd=REPO)  # fmt: skip
+    assert done.returncode == 2
+    assert "jwt_audience is required" in done.stderr

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,19 @@ import pytest
 from gateway_support import Keys, bearer
 
 from foldflow.settings import Settings
+from foldflow.topics import Topology
 from gateway.schemas import TERMINAL_STATUSES
+from producers import Publisher
+from schemas.messages import (
+    CancelWorkflow,
+    Envelope,
+    PauseWorkflow,
+    Payload,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    workflow_key,
+)
 
 pytestmark = pytest.mark.usefixtures("projector", "services")
 
@@ -172,22 +185,26 @@ async def test_a_signal_lets_a_waiting_workflow_finish_and_cancel_ends_another(
     assert late.status_code == 409
 
 
-async def _waiting_for_signal(client: httpx.AsyncClient, keys: Keys, workflow_id: str) -> None:
-    """Until the projection shows the signal step waiting (bounded by ROUNDS waits)."""
+async def _waiting_for_signal(
+    client: httpx.AsyncClient, keys: Keys, workflow_id: str, *, step: str = "approval",
+    key: str | None = None,
+) -> None:  # fmt: skip
+    """Until the projection shows the step waiting (bounded by ROUNDS waits)."""
+    headers = bearer(key or keys.acme)
     for _ in range(ROUNDS * 20):
         found = await client.get(f"/v1/workflows/{workflow_id}",
                                  params={"wait_for": "running", "timeout": "1s"},
-                                 headers=bearer(keys.acme))  # fmt: skip
+                                 headers=headers)  # fmt: skip
         if found.status_code == 200 and any(
-            s["id"] == "approval" and s["status"] == "waiting" for s in found.json()["steps"]
+            s["id"] == step and s["status"] == "waiting" for s in found.json()["steps"]
         ):
             return
         await asyncio.sleep(0.2)
-    history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=bearer(keys.acme))
-    raise AssertionError(f"{workflow_id} never waited for its signal: {history.text}")
+    history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=headers)
+    raise AssertionError(f"{workflow_id} never waited at {step}: {history.text}")
 
 
-async def test_each_tenant_runs_its_own_definition_of_a_shared_name(
+async def test_each_tenant_runs_its_own_definition_of_a_shared_name_and_id(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
@@ -205,13 +222,15 @@ async def test_each_tenant_runs_its_own_definition_of_a_shared_name(
         await _register(client, key, definition)
 
     started = {}
+    workflow_id = f"order-{uuid.uuid4().hex[:8]}"  # both tenants run a workflow of this id
     for key in versions:
         accepted = await client.post(
-            "/v1/workflows", json={"definition": name, "version": 1, "input": {}},
-            headers=bearer(key),
+            "/v1/workflows", json={"definition": name, "version": 1, "input": {},
+                                   "id": workflow_id}, headers=bearer(key),
         )  # fmt: skip
         assert accepted.status_code == 202, accepted.text
         started[key] = accepted.json()["id"]
+    assert started == {keys.acme: workflow_id, keys.globex: workflow_id}
 
     acme = await _wait(client, keys.acme, started[keys.acme], WAIT)
     assert (acme["status"], acme["output"]) == ("completed", {"ran": "acme"}), acme
@@ -219,3 +238,124 @@ async def test_each_tenant_runs_its_own_definition_of_a_shared_name(
     globex = await _wait(client, keys.globex, started[keys.globex], WAIT)
     assert (globex["status"], globex["output"]) == ("completed", {"ran": "globex"}), globex
     assert [s["id"] for s in globex["steps"]] == ["first", "second"]
+
+
+def _approval(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "steps": [
+            {"id": "approval", "signal": "approve", "timeout": "10m"},
+            {"id": "done", "task": "builtin.echo", "after": ["approval"],
+             "input": {"by": "${signals.approve.by}"}},
+        ],
+        "output": {"by": "${steps.done.output.by}"},
+    }  # fmt: skip
+
+
+def _crafted(key: str, payload: Payload, tenant: str | None) -> Envelope:
+    """A command as anyone with write access to wf.commands could write it."""
+    return Envelope(
+        event_id=str(uuid.uuid4()), timestamp=int(time.time() * 1000), source="mallory",
+        correlation_id="mallory", workflow_id=key, payload=payload, tenant=tenant,
+    )  # fmt: skip
+
+
+async def test_commands_naming_another_tenant_written_to_kafka_are_not_applied(
+    client: httpx.AsyncClient, keys: Keys, gw_settings: Settings, gw_publisher: Publisher
+) -> None:
+    name = f"guarded-{uuid.uuid4().hex[:8]}"
+    await _register(client, keys.acme, _approval(name))
+    workflow_id, fresh = f"vault-{uuid.uuid4().hex[:8]}", f"fresh-{uuid.uuid4().hex[:8]}"
+    accepted = await client.post("/v1/workflows", json={"definition": name, "id": workflow_id},
+                                 headers=bearer(keys.acme))  # fmt: skip
+    assert accepted.status_code == 202
+    await _waiting_for_signal(client, keys, workflow_id)
+
+    commands = Topology.of(gw_settings).commands
+    key = workflow_key("acme", workflow_id)
+    for payload, tenant in [
+        (CancelWorkflow("globex says so"), "globex"),
+        (TerminateWorkflow("no tenant named"), None),
+        (PauseWorkflow("globex"), "globex"),
+        (SignalWorkflow("approve", '{"by":"mallory"}'), "globex"),
+        (StartWorkflow(name, 1, '{"x":1}', "globex"), "globex"),  # a restart as globex
+    ]:  # fmt: skip
+        gw_publisher.publish(commands, _crafted(key, payload, tenant))
+    # A start in acme's namespace that claims globex, then acme's own start of that id.
+    fresh_key = workflow_key("acme", fresh)
+    gw_publisher.publish(commands, _crafted(fresh_key, StartWorkflow(name, 1, "{}", "globex"),
+                                            "globex"))  # fmt: skip
+    gw_publisher.publish(commands, _crafted(fresh_key, StartWorkflow(name, 1, "{}", "acme"),
+                                            "globex"))  # envelope and payload disagree
+    # Acme's own signal comes after the forged commands on the same partition.
+    signalled = await client.post(f"/v1/workflows/{workflow_id}/signals",
+                                  json={"name": "approve", "data": {"by": "ana"}},
+                                  headers=bearer(keys.acme))  # fmt: skip
+    assert signalled.status_code == 202
+
+    done = await _wait(client, keys.acme, workflow_id, WAIT)
+    assert (done["status"], done["output"]) == ("completed", {"by": "ana"}), done
+    history = await client.get(f"/v1/workflows/{workflow_id}/events", headers=bearer(keys.acme))
+    types = [e["event_type"] for e in history.json()["items"]]
+    assert types == ["workflow.started.v1", "step.waiting.v1", "signal.received.v1",
+                     "step.completed.v1", "step.scheduled.v1", "step.completed.v1",
+                     "workflow.completed.v1"], types  # fmt: skip
+
+    started = await client.post("/v1/workflows", json={"definition": name, "id": fresh},
+                                headers=bearer(keys.acme))  # fmt: skip
+    assert started.status_code == 202
+    await _waiting_for_signal(client, keys, fresh)  # acme's start ran: no forged one did
+    first = await client.get(f"/v1/workflows/{fresh}/events", headers=bearer(keys.acme))
+    assert first.json()["items"][0]["payload"]["tenant"] == "acme"
+
+
+async def test_a_child_workflow_is_read_and_steered_over_rest(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    kid, parent = f"kid-{uuid.uuid4().hex[:8]}", f"parent-{uuid.uuid4().hex[:8]}"
+    await _register(client, keys.acme, _approval(kid))
+    await _register(client, keys.acme, {
+        "name": parent,
+        "steps": [{"id": "review", "workflow": kid}],
+        "output": {"child": "${steps.review.output}"},
+    })  # fmt: skip
+    ids = []
+    for _ in range(2):
+        accepted = await client.post("/v1/workflows", json={"definition": parent},
+                                     headers=bearer(keys.acme))  # fmt: skip
+        assert accepted.status_code == 202
+        ids.append(accepted.json()["id"])
+    signalled_parent, cancelled_parent = ids
+    children = [f"{p}/review" for p in ids]
+    for child in children:
+        await _waiting_for_signal(client, keys, child)  # GET of the child, by its path
+    shown = await client.get(f"/v1/workflows/{children[0]}", headers=bearer(keys.acme))
+    assert (shown.json()["id"], shown.json()["parent_workflow_id"]) == (
+        children[0], signalled_parent)  # fmt: skip
+    encoded = await client.get(f"/v1/workflows/{signalled_parent}%2Freview/events",
+                               headers=bearer(keys.acme))  # fmt: skip
+    assert encoded.status_code == 200
+    assert encoded.json()["items"][0]["payload"]["parent_workflow_id"] == signalled_parent
+
+    signal = await client.post(f"/v1/workflows/{children[0]}/signals",
+                               json={"name": "approve", "data": {"by": "kid-reviewer"}},
+                               headers=bearer(keys.acme))  # fmt: skip
+    assert signal.status_code == 202, signal.text
+    cancel = await client.post(f"/v1/workflows/{children[1]}/cancel",
+                               json={"reason": "not needed"},
+                               headers=bearer(keys.acme))  # fmt: skip
+    assert cancel.status_code == 202, cancel.text
+
+    child_done = await _wait(client, keys.acme, children[0], WAIT)
+    assert (child_done["status"], child_done["output"]) == ("completed", {"by": "kid-reviewer"})
+    parent_done = await _wait(client, keys.acme, signalled_parent, WAIT)
+    assert parent_done["status"] == "completed"
+    assert parent_done["output"] == {"child": {"by": "kid-reviewer"}}
+    assert (await _wait(client, keys.acme, children[1], WAIT))["status"] == "cancelled"
+    failed_parent = await _wait(client, keys.acme, cancelled_parent, WAIT)
+    assert failed_parent["status"] == "failed", failed_parent
+    assert failed_parent["error"] == (
+        f"step review failed: child workflow {children[1]} ended cancelled: not needed"
+    )
+    theirs = await client.get(f"/v1/workflows/{children[0]}", headers=bearer(keys.globex))
+    assert theirs.status_code == 404

@@ -43,7 +43,7 @@ def test_status_events_and_rebuild_commands(
         wait_until(lambda: caught_up(engine, settings), timeout=60, what="offsets at the end")
     before = dump_tables(engine)
 
-    status = foldflow(settings, "status", saga.workflow_id)  # the tenant holding it
+    status = foldflow(settings, "status", saga.key)  # a key names its tenant itself
     assert status.returncode == 0, status.stderr
     for text in ("compensated", "saga v1", "reserve", "charge", "succeeded", "failed"):
         assert text in status.stdout, text
@@ -56,6 +56,11 @@ def test_status_events_and_rebuild_commands(
     missing = foldflow(settings, "status", saga.workflow_id, "--tenant", "someone-else")
     assert missing.returncode == 1
     assert "no workflow" in missing.stdout
+    not_defaults = foldflow(settings, "status", saga.workflow_id)  # the default tenant's id
+    assert not_defaults.returncode == 1
+    assert f"no workflow {saga.workflow_id} for tenant default" in not_defaults.stdout
+    conflicting = foldflow(settings, "events", saga.key, "--tenant", "someone-else")
+    assert conflicting.returncode == 2 and "not 'someone-else'" in conflicting.stderr
 
     rebuilt = foldflow(settings, "projections", "rebuild", "--batch", "4")
     assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout

@@ -91,8 +91,9 @@ def test_every_kind_of_workflow_is_projected_as_its_events_say(
 
     assert [(d.name, d.version) for d in queries.list_definitions(engine, "acme")] == [
         ("order", 1), ("order", 2)]
-    assert queries.workflow_owner(engine, scripts["failed"].workflow_id) == "acme"
-    assert queries.workflow_owner(engine, "no-such-workflow") is None
+    assert queries.workflow_status(engine, "acme", scripts["failed"].workflow_id) == "failed"
+    assert queries.workflow_status(engine, "other-tenant", scripts["failed"].workflow_id) is None
+    assert queries.workflow_status(engine, "acme", "no-such-workflow") is None
     latest = queries.get_definition(engine, "acme", "order")
     assert latest is not None and latest.version == 2
     assert queries.get_definition(engine, "other-tenant", "order") is None

@@ -87,7 +87,9 @@ def test_ports_agree_with_settings_and_prometheus(monkeypatch: pytest.MonkeyPatc
     }
     for name, port in expected.items():
         with monkeypatch.context() as m:
-            assert _settings(FOLDFLOW[name], m).metrics_port == port
+            served = _settings(FOLDFLOW[name], m)
+        # Prometheus scrapes from another container: /metrics must not stay on loopback.
+        assert (served.metrics_port, served.metrics_host) == (port, "0.0.0.0")
         assert str(port) in FOLDFLOW[name]["expose"]
     with monkeypatch.context() as m:
         gateway = _settings(FOLDFLOW["gateway"], m)
@@ -118,6 +120,7 @@ def test_dockerfile_installs_every_package_with_the_constraints() -> None:
     text = (REPO / "deploy/Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines()]
     assert "FROM python:3.11-slim" in lines
+    assert "FOLDFLOW_METRICS_HOST=0.0.0.0" in lines  # in a container, Prometheus is outside
     assert 'ENTRYPOINT ["foldflow"]' in lines
     assert "-c constraints.txt" in text
     wheel = _setup_py_constants()

@@ -80,6 +80,9 @@ def test_probes_and_scraping_use_the_served_port(name: str) -> None:
     [port] = container["ports"]
     served = env.get("FOLDFLOW_METRICS_PORT") or env["FOLDFLOW_GATEWAY_PORT"]
     assert str(port["containerPort"]) == served
+    listens = env.get("FOLDFLOW_METRICS_HOST") if "FOLDFLOW_METRICS_PORT" in env \
+        else env.get("FOLDFLOW_GATEWAY_HOST")  # fmt: skip
+    assert listens == "0.0.0.0"  # the kubelet's probes and Prometheus come from outside
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == served
     assert container["readinessProbe"]["httpGet"]["port"] == port["name"]

@@ -92,10 +92,10 @@ def test_the_alerts_cover_what_operators_need() -> None:
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert {"FoldflowServiceDown", "FoldflowDeadLettersGrowing", "FoldflowConsumerLagHigh",
             "FoldflowProjectionLagHigh", "FoldflowProjectionGaps",
-            "FoldflowWorkflowsFailing"} <= names
+            "FoldflowWorkflowsFailing", "FoldflowForeignTenantCommands"} <= names
     for metric in ("foldflow_dlq_messages_total", "foldflow_consumer_lag",
                    "foldflow_projection_lag_seconds_bucket", "foldflow_projection_gaps_total",
-                   "foldflow_workflows_finished_total"):
+                   "foldflow_workflows_finished_total", "foldflow_inputs_ignored_total"):
         assert metric in exprs
 
 

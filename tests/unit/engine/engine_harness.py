@@ -24,8 +24,15 @@ T0 = 1_700_000_000_000
 class Run:
     """One workflow instance driven by hand; every decision is checked for basic contracts."""
 
-    def __init__(self, definition: Definition | str | None, workflow_id: str = "wf-1") -> None:
+    def __init__(
+        self,
+        definition: Definition | str | None,
+        workflow_id: str = "wf-1",
+        *,
+        tenant: str | None = None,
+    ) -> None:
         self.definition = Definition.load(definition) if isinstance(definition, str) else definition
+        self.tenant = tenant  # the envelope tenant of commands (results carry none, as workers')
         self.state: WorkflowState = initial_state(workflow_id)
         self.history: list[Envelope] = []
         self.now = T0
@@ -43,6 +50,7 @@ class Run:
             correlation_id="corr-1",
             workflow_id=self.state.workflow_id,
             payload=payload,
+            tenant=None if isinstance(payload, TaskSucceeded | TaskFailed) else self.tenant,
         )
 
     def send_envelope(self, message: Envelope) -> list[Envelope]:

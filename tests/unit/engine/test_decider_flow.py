@@ -18,6 +18,7 @@ from schemas.messages import (
     WorkflowFailed,
     WorkflowStarted,
     event_id_for,
+    workflow_key,
 )
 
 DIAMOND = """
@@ -216,11 +217,11 @@ def test_state_round_trips_through_bytes() -> None:
 
 
 def test_events_and_commands_carry_the_workflows_tenant() -> None:
-    run = Run(DIAMOND)
+    run = Run(DIAMOND, workflow_key("acme", "wf-1"), tenant="acme")
     run.start({"x": 1}, tenant="acme")
     run.succeed("a")  # the result itself carries no tenant (e.g. a v1 message)
     assert {e.tenant for e in run.history} == {"acme"}
     assert {c.tenant for c in run.commands()} == {"acme"}
-    unknown = Run(None)
+    unknown = Run(None, workflow_key("acme", "wf-2"), tenant="acme")
     unknown.send(StartWorkflow("nope", 1, "{}", tenant="acme"))
     assert unknown.history[0].tenant == "acme"

@@ -31,8 +31,9 @@ def authenticator() -> Authenticator:
 
 
 def token(**claims: Any) -> str:
+    now = int(time.time())
     body = {"tenant": "acme", "scope": "workflows:read workflows:write", "aud": "foldflow",
-            "iss": "https://idp", "exp": int(time.time()) + 60, "sub": "u1", **claims}  # fmt: skip
+            "iss": "https://idp", "iat": now, "exp": now + 60, "sub": "u1", **claims}  # fmt: skip
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
 
 
@@ -62,7 +63,7 @@ async def test_a_jwt_gives_tenant_and_scopes(authenticator: Authenticator) -> No
 @pytest.mark.parametrize(
     "bad",
     [
-        {"exp": int(time.time()) - 5},
+        {"exp": int(time.time()) - 120},  # beyond the leeway (jwt_leeway_s, 30 s)
         {"exp": None},
         {"aud": "other"},
         {"iss": "https://evil"},
@@ -78,8 +79,9 @@ async def test_a_bad_jwt_is_401(authenticator: Authenticator, bad: dict[str, Any
 
 
 async def test_unsigned_or_foreign_tokens_are_refused(authenticator: Authenticator) -> None:
+    now = int(time.time())
     claims = {"tenant": "acme", "scope": "workflows:read", "aud": "foldflow",
-              "iss": "https://idp", "exp": int(time.time()) + 60}  # fmt: skip
+              "iss": "https://idp", "iat": now, "exp": now + 60}  # fmt: skip
     unsigned = jwt.encode(claims, key=None, algorithm="none")  # type: ignore[arg-type]
     foreign = jwt.encode(claims, "another-secret-of-enough-length-1234", algorithm="HS256")
     for credential in (unsigned, foreign):
@@ -104,7 +106,9 @@ async def test_jwts_are_refused_without_a_configured_key() -> None:
 
 def test_a_short_jwt_secret_is_refused_at_startup() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
-        Authenticator(Settings(jwt_secret=SecretStr("changeme")), engine=None)
+        Authenticator(
+            Settings(jwt_secret=SecretStr("changeme"), jwt_audience="foldflow"), engine=None
+        )
 
 
 async def test_rs256_tokens_verify_against_the_public_key_only() -> None:
@@ -118,9 +122,12 @@ async def test_rs256_tokens_verify_against_the_public_key_only() -> None:
         .decode()
     )
     authenticator = Authenticator(
-        Settings(jwt_public_key=public_pem, jwt_algorithms=("RS256",)), engine=None
+        Settings(jwt_public_key=public_pem, jwt_algorithms=("RS256",), jwt_audience="ff"),
+        engine=None,
     )
-    claims = {"tenant": "acme", "scopes": ["workflows:read"], "exp": int(time.time()) + 60}
+    now = int(time.time())
+    claims = {"tenant": "acme", "scopes": ["workflows:read"], "aud": "ff", "iat": now,
+              "exp": now + 60}  # fmt: skip
 
     principal = await authenticator.authenticate(jwt.encode(claims, private, algorithm="RS256"))
     assert principal.tenant == "acme" and principal.scopes == {"workflows:read"}
@@ -130,3 +137,111 @@ async def test_rs256_tokens_verify_against_the_public_key_only() -> None:
     with pytest.raises(ProblemError) as caught:
         await authenticator.authenticate(forged)
     assert caught.value.status == 401
+
+
+# --- audience, lifetime, clear reasons -----------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [{"jwt_secret": SecretStr(SECRET)}, {"jwt_public_key": "PEM"}])
+def test_accepting_jwts_needs_an_audience(key: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="jwt_audience is required"):
+        Authenticator(Settings(**key), engine=None)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"aud": None}, "it has no 'aud' claim"),
+        ({"aud": "another-service"}, "audience ('aud') is not 'foldflow'"),
+        ({"aud": ["another-service", "yet-another"]}, "audience ('aud') is not 'foldflow'"),
+        ({"iat": None}, "it has no 'iat' claim"),
+        ({"exp": None}, "it has no 'exp' claim"),
+        ({"exp": int(time.time()) - 120}, "the token has expired"),
+        ({"iat": int(time.time()) + 600, "exp": int(time.time()) + 900}, "not valid yet"),
+        ({"iat": int(time.time()), "exp": int(time.time()) + 3601}, "lives 3601s"),
+        ({"iat": int(time.time()) - 86_400, "exp": int(time.time()) + 60}, "at most 3600s"),
+        ({"iss": "https://evil"}, "issuer ('iss') is not the configured one"),
+        ({"tenant": "x" * 201}, "'tenant' claim must be a string of 1 to 200"),
+        ({"tenant": "acme\nroot"}, "'tenant' claim must be a string of 1 to 200"),
+        ({"tenant": ""}, "'tenant' claim must be a string of 1 to 200"),
+    ],
+)  # fmt: skip
+async def test_a_bad_jwt_is_401_saying_why(
+    authenticator: Authenticator, bad: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ProblemError) as caught:
+        await authenticator.authenticate(token(**bad))
+    assert caught.value.status == 401
+    assert reason in (caught.value.detail or ""), caught.value.detail
+
+
+async def test_a_token_for_several_audiences_including_ours_passes(
+    authenticator: Authenticator,
+) -> None:
+    principal = await authenticator.authenticate(token(aud=["billing", "foldflow"]))
+    assert principal.tenant == "acme"
+
+
+async def test_the_longest_lifetime_is_a_setting() -> None:
+    short = Authenticator(
+        Settings(jwt_secret=SecretStr(SECRET), jwt_audience="foldflow", jwt_max_lifetime_s=60),
+        engine=None,
+    )
+    now = int(time.time())
+    assert (await short.authenticate(token(iss=None, iat=now, exp=now + 60))).tenant == "acme"
+    with pytest.raises(ProblemError, match="at most 60s"):
+        await short.authenticate(token(iss=None, iat=now, exp=now + 61))
+
+
+# --- failed authentications ----------------------------------------------------------------
+
+
+def _limited(*, overall: str = "100/minute") -> Authenticator:
+    settings = Settings(
+        api_keys=(ConfiguredApiKey(tenant="acme", scopes=("workflows:read",),
+                                   key=SecretStr("good")),),
+        gateway_auth_failure_limit="3/minute", gateway_auth_failure_global_limit=overall,
+        jwt_secret=SecretStr(SECRET), jwt_audience="foldflow",
+    )  # fmt: skip
+    return Authenticator(settings, engine=None)
+
+
+async def _status(authenticator: Authenticator, credential: str, client: str) -> int:
+    try:
+        await authenticator.authenticate(credential, client=client)
+    except ProblemError as exc:
+        return exc.status
+    return 200
+
+
+async def test_a_client_that_failed_too_often_gets_429_but_good_credentials_pass() -> None:
+    authenticator = _limited()
+    bogus = [await _status(authenticator, f"bogus-{i}", "10.0.0.1") for i in range(6)]
+    assert bogus == [401, 401, 401, 429, 429, 429]
+    with pytest.raises(ProblemError) as caught:
+        await authenticator.authenticate("bogus-again", client="10.0.0.1")
+    assert caught.value.status == 429 and int(caught.value.headers["Retry-After"]) >= 1
+    assert await _status(authenticator, "forged.jwt.token", "10.0.0.1") == 429
+    # What needs no lookup still passes; other clients still have their budget.
+    assert await _status(authenticator, "good", "10.0.0.1") == 200
+    assert await _status(authenticator, token(iss=None), "10.0.0.1") == 200
+    assert await _status(authenticator, "bogus-x", "10.0.0.2") == 401
+
+
+async def test_everyone_together_has_a_budget_for_clients_that_failed_lately() -> None:
+    authenticator = _limited(overall="4/minute")
+    statuses = [
+        await _status(authenticator, f"bogus-{i}-{n}", f"10.0.1.{i}")
+        for i in range(4) for n in range(2)
+    ]  # fmt: skip
+    # Everyone together may fail 4 times: then a client that failed lately gets 429, ...
+    assert statuses == [401, 401, 401, 401, 401, 429, 401, 429]
+    # ... but a client that never failed still gets its lookup, and known keys pass.
+    assert await _status(authenticator, "bogus-new", "10.0.2.1") == 401
+    assert await _status(authenticator, "good", "10.0.1.0") == 200
+
+
+async def test_no_credential_is_not_a_failed_authentication() -> None:
+    authenticator = _limited()
+    assert [await _status(authenticator, "", "10.0.0.3") for _ in range(5)] == [401] * 5
+    assert await _status(authenticator, "bogus", "10.0.0.3") == 401

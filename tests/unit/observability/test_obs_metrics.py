@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from foldflow.observability import metrics
 from foldflow.observability.metrics import render_metrics, start_metrics_server
+from foldflow.settings import Settings
 
 EXPECTED = {
     "foldflow_http_requests": {"method", "route", "status"},
@@ -57,3 +60,33 @@ def test_render_and_http_server_expose_samples() -> None:
     assert REGISTRY.get_sample_value(
         "foldflow_workflows_started_total", {"definition": "render-test"}
     ) == 1.0
+
+
+def _outward_address() -> str | None:
+    """An address of this machine that is not loopback (None: it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_metrics_listen_on_loopback_unless_told_otherwise() -> None:
+    assert Settings(_env_file=None).metrics_host == "127.0.0.1"  # type: ignore[call-arg]
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no address but loopback")
+    private = start_metrics_server(0)
+    assert _answers("127.0.0.1", private) and not _answers(outward, private)
+    published = start_metrics_server(0, addr="0.0.0.0")
+    assert _answers(outward, published)

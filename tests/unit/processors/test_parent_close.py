@@ -72,7 +72,7 @@ class Run:
     """One workflow driven by hand: every input's events folded, react's output kept."""
 
     definition: Definition | None
-    workflow_id: str = "wf-1"
+    workflow_id: str = "@acme/wf-1"
     state: WorkflowState = field(init=False)
     history: list[Envelope] = field(default_factory=list)
     outbox: list[Envelope] = field(default_factory=list)
@@ -146,8 +146,11 @@ def closing(out: list[Envelope]) -> list[tuple[str, str]]:
     ]
 
 
-BOTH_CANCELLED = [("wf-1/kid1", "CancelWorkflow"), ("wf-1/kid2", "CancelWorkflow")]
-BOTH_TERMINATED = [("wf-1/kid1", "TerminateWorkflow"), ("wf-1/kid2", "TerminateWorkflow")]
+BOTH_CANCELLED = [("@acme/wf-1/kid1", "CancelWorkflow"), ("@acme/wf-1/kid2", "CancelWorkflow")]
+BOTH_TERMINATED = [
+    ("@acme/wf-1/kid1", "TerminateWorkflow"),
+    ("@acme/wf-1/kid2", "TerminateWorkflow"),
+]
 
 
 def test_cancel_with_nothing_to_undo_cancels_every_waiting_child() -> None:
@@ -159,7 +162,7 @@ def test_cancel_with_nothing_to_undo_cancels_every_waiting_child() -> None:
     first = out[0]
     assert first == Envelope(
         event_id=derived_id(cancelled.event_id, 0), timestamp=cancelled.timestamp,
-        source="orchestrator", correlation_id="corr-1", workflow_id="wf-1/kid1",
+        source="orchestrator", correlation_id="corr-1", workflow_id="@acme/wf-1/kid1",
         payload=CancelWorkflow("parent workflow wf-1 cancelled: user asked"),
         causation_id=cancelled.event_id, tenant="acme",
     )  # fmt: skip
@@ -233,13 +236,13 @@ def test_a_cancel_while_paused_cancels_the_waiting_children() -> None:
 
 def test_a_child_that_reported_its_end_gets_nothing() -> None:
     run = waiting_parent()
-    run.send(ChildFinished("wf-1/kid1", "kid1", "completed", "{}"))
-    assert closing(run.send(TerminateWorkflow())) == [("wf-1/kid2", "TerminateWorkflow")]
+    run.send(ChildFinished("@acme/wf-1/kid1", "kid1", "completed", "{}"))
+    assert closing(run.send(TerminateWorkflow())) == [("@acme/wf-1/kid2", "TerminateWorkflow")]
 
     failing = waiting_parent()
-    out = failing.send(ChildFinished("wf-1/kid1", "kid1", "failed", None, "boom"))
+    out = failing.send(ChildFinished("@acme/wf-1/kid1", "kid1", "failed", None, "boom"))
     assert failing.state.status == "failed"
-    assert closing(out) == [("wf-1/kid2", "CancelWorkflow")]
+    assert closing(out) == [("@acme/wf-1/kid2", "CancelWorkflow")]
 
 
 def test_a_child_whose_wait_timed_out_is_cancelled_once() -> None:
@@ -259,8 +262,8 @@ def test_a_child_whose_wait_timed_out_is_cancelled_once() -> None:
 
 def test_a_parent_that_completes_sends_nothing() -> None:
     run = waiting_parent()
-    run.send(ChildFinished("wf-1/kid1", "kid1", "completed", "{}"))
-    run.send(ChildFinished("wf-1/kid2", "kid2", "completed", "{}"))
+    run.send(ChildFinished("@acme/wf-1/kid1", "kid1", "completed", "{}"))
+    run.send(ChildFinished("@acme/wf-1/kid2", "kid2", "completed", "{}"))
     run.succeed("work")
     run.succeed("done")
     assert run.state.status == "completed"
@@ -291,13 +294,13 @@ def test_a_replay_derives_identical_commands(stop: Payload) -> None:
 
 def test_the_cancelled_child_compensates_and_its_report_is_harmless_to_the_parent() -> None:
     parent_run = waiting_parent()
-    child = Run(CHILD, workflow_id="wf-1/kid1")
-    child.start(parent_workflow_id="wf-1", parent_step_id="kid1")
+    child = Run(CHILD, workflow_id="@acme/wf-1/kid1")
+    child.start(parent_workflow_id="@acme/wf-1", parent_step_id="kid1")
     child.succeed("hold")
     assert child.state.steps["gate"].status == "waiting"
 
     out = parent_run.send(CancelWorkflow("stop"))
-    to_child = next(m for m in out if m.workflow_id == "wf-1/kid1")
+    to_child = next(m for m in out if m.workflow_id == "@acme/wf-1/kid1")
     child.deliver(to_child)
     assert child.state.status == "compensating"
     ss = child.state.steps["hold"]
@@ -305,7 +308,7 @@ def test_the_cancelled_child_compensates_and_its_report_is_harmless_to_the_paren
     assert child.state.status == "cancelled"
     assert [m.payload for m in report] == [
         ChildFinished(
-            "wf-1/kid1", "kid1", "cancelled", None, "parent workflow wf-1 cancelled: stop"
+            "@acme/wf-1/kid1", "kid1", "cancelled", None, "parent workflow wf-1 cancelled: stop"
         )
     ]
     assert decide(parent_run.state, report[0], report[0].timestamp) == []  # parent is finished
@@ -320,7 +323,7 @@ def test_a_child_cancelled_while_its_parent_compensates_reports_harmlessly() -> 
     parent_run = waiting_parent(compensate=True)
     out = parent_run.send(CancelWorkflow())
     assert parent_run.state.status == "compensating"
-    report = ChildFinished("wf-1/kid1", "kid1", "cancelled", None, "x")
+    report = ChildFinished("@acme/wf-1/kid1", "kid1", "cancelled", None, "x")
     assert closing(out)
     before = parent_run.state
     assert parent_run.send(report) == []
@@ -328,13 +331,13 @@ def test_a_child_cancelled_while_its_parent_compensates_reports_harmlessly() -> 
 
 
 def test_a_stopping_child_passes_the_command_on_to_its_own_children() -> None:
-    middle = Run(parent(), workflow_id="wf-1/kid1")
-    middle.start(parent_workflow_id="wf-1", parent_step_id="kid1")
+    middle = Run(parent(), workflow_id="@acme/wf-1/kid1")
+    middle.start(parent_workflow_id="@acme/wf-1", parent_step_id="kid1")
     middle.succeed("prep")
     out = middle.send(TerminateWorkflow("parent workflow wf-1 terminated"))
     assert [(m.workflow_id, type(m.payload).__name__) for m in out] == [
-        ("wf-1", "ChildFinished"),
-        ("wf-1/kid1/kid1", "TerminateWorkflow"),
-        ("wf-1/kid1/kid2", "TerminateWorkflow"),
+        ("@acme/wf-1", "ChildFinished"),
+        ("@acme/wf-1/kid1/kid1", "TerminateWorkflow"),
+        ("@acme/wf-1/kid1/kid2", "TerminateWorkflow"),
     ]
     assert len({m.event_id for m in out}) == 3

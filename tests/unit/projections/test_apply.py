@@ -89,14 +89,14 @@ def test_failed_workflow() -> None:
 
 def test_compensated_workflow() -> None:
     fold = fold_all(SCENARIOS["compensated"]("wf-s", "t1").events)
-    row = one(fold, "wf-s")
+    row = one(fold, "@t1/wf-s")  # rows hold the workflow key (t1's own id is wf-s)
     assert (row.status, row.error, row.tenant) == ("compensated", "step charge failed", "t1")
-    reserve = fold.steps["wf-s", "reserve"]
+    reserve = fold.steps["@t1/wf-s", "reserve"]
     assert (reserve.status, reserve.compensation_status, reserve.compensation_attempts) == (
         "succeeded", "compensated", 2)
     assert reserve.compensation_error == "undo failed"
-    assert fold.steps["wf-s", "charge"].status == "failed"
-    assert fold.steps["wf-s", "charge"].compensation_status is None
+    assert fold.steps["@t1/wf-s", "charge"].status == "failed"
+    assert fold.steps["@t1/wf-s", "charge"].compensation_status is None
 
 
 def test_compensation_in_progress_then_failed_for_good() -> None:
@@ -203,7 +203,7 @@ def test_a_start_refused_by_the_orchestrator_is_a_failed_workflow(
 ) -> None:
     s = Script("wf-refused", tenant="acme")
     s.add(m.WorkflowFailed(error))
-    row = fold_all(s.events).instances["wf-refused"]
+    row = fold_all(s.events).instances[s.key]
     assert (row.status, row.error, row.tenant, row.last_sequence) == ("failed", error, "acme", 1)
     assert (row.definition_name, row.definition_version) == (name, version)
     assert row.completed_at == row.created_at
