@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
 from foldflow.cli.output import JsonOption, print_json
 from foldflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = ["app"]
 

@@ -212,7 +212,13 @@ async def get_workflow(
     if wait_for is None:
         found = await ctx.reads.get_workflow(caller.tenant, workflow_id)
     else:
-        wait_s = min(parse_timeout(timeout), ctx.settings.gateway_max_wait_s)
+        try:
+            wait_s = min(parse_timeout(timeout), ctx.settings.gateway_max_wait_s)
+        except ValueError as exc:
+            raise ProblemError(
+                422, "the timeout is not a duration this API takes", kind="invalid-request",
+                errors=[FieldProblem(location="query.timeout", message=str(exc))],
+            ) from exc
         statuses = TERMINAL_STATUSES if wait_for == "terminal" else frozenset({wait_for})
         found = await ctx.reads.wait_for_workflow(
             caller.tenant, workflow_id, statuses=statuses, wait_s=wait_s

@@ -82,5 +82,5 @@ def test_waiting_on_a_tenants_start_follows_its_key(topics: Settings) -> None:
     waited = foldflow(topics, "start", "order", "--tenant", "acme", "--id", wid, "--wait",
                       "--timeout", "2")  # fmt: skip
     assert waited.returncode == 3  # nothing runs the workflow here: still pending
-    assert f"{wid} did not end within 2s" in waited.stdout
+    assert f"{wid} did not end within 2s" in waited.stderr
     assert "@acme" not in waited.stdout

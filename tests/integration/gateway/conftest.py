@@ -64,6 +64,7 @@ def gw_settings(stack: Settings, gw_database: str, admin: AdminClient) -> Iterat
         "jwt_secret": SecretStr(JWT_SECRET),
         "jwt_algorithms": ("HS256",),
         "jwt_audience": "foldflow",
+        "jwt_leeway_s": 0,  # tests of expiry wait for it; no clock skew on one machine
         "api_keys": (),
     })  # fmt: skip
     ensure_topics(settings, task_types=BUILTIN_TASK_TYPES)

@@ -23,7 +23,7 @@ from gateway.keys import create_api_key
 from gateway.ui.session import LOGIN_COOKIE, SESSION_COOKIE
 from producers import Publisher
 from schemas.codec import encode
-from schemas.messages import Envelope, StartWorkflow
+from schemas.messages import Envelope, StartWorkflow, workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
@@ -92,7 +92,7 @@ async def test_a_bad_key_a_stale_form_and_a_foreign_next_are_refused(
 ) -> None:
     form = await browser.get("/ui/login")
     bad = await browser.post("/ui/login", data={"credential": "ffk_nope", "csrf": csrf_of(form)})
-    assert bad.status_code == 401 and "unknown API key" in bad.text
+    assert bad.status_code == 401 and "unknown or revoked API key" in bad.text
     stale = await browser.post("/ui/login", data={"credential": keys.acme, "csrf": "0" * 64})
     assert stale.status_code == 403 and SESSION_COOKIE not in stale.cookies
     form = await browser.get("/ui/login")
@@ -172,7 +172,8 @@ async def test_actions_need_the_csrf_token_and_reach_wf_commands(
     cancelled = await browser.post("/ui/actions/cancel", data={"id": workflow_id, "csrf": csrf,
                                    "reason": "from the console"})  # fmt: skip
     assert cancelled.status_code == 303
-    seen = command_log.wait_for(lambda e: e.workflow_id == workflow_id and e.event_type in (
+    key = workflow_key("acme", workflow_id)
+    seen = command_log.wait_for(lambda e: e.workflow_id == key and e.event_type in (
         "workflow.signal.v1", "workflow.cancel.v1"), count=2)  # fmt: skip
     by_type = {e.event_type: e for e, _ in seen}
     assert by_type["workflow.cancel.v1"].payload.reason == "from the console"  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ import pytest
 from gateway_support import DEFINITION, Keys, TopicLog, bearer, eventually, new_id
 
 from foldflow.limits import MAX_PAYLOAD_BYTES, MAX_STEPS
-from schemas.messages import StartWorkflow
+from schemas.messages import StartWorkflow, workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 
@@ -89,8 +89,8 @@ async def test_start_input_no_downstream_can_store_is_422_and_never_published(
         "/v1/workflows", json={"definition": name, "id": marker}, headers=bearer(keys.acme)
     )
     assert accepted.status_code == 202
-    command_log.wait_for(lambda e: e.workflow_id == marker)
-    assert not [e for e, _ in command_log.seen if e.workflow_id == refused_id]
+    command_log.wait_for(lambda e: e.workflow_id == workflow_key("acme", marker))
+    assert not [e for e, _ in command_log.seen if e.workflow_id == workflow_key("acme", refused_id)]
 
 
 async def test_every_offending_path_is_named_at_once(
@@ -191,7 +191,8 @@ def _reverse_chain(count: int) -> list[dict[str, Any]]:
         ({"steps": [{**_STEP, "when": "input.a < 1e999"}]}, "body.steps[0].when", "range"),
         ({"steps": [{"id": "z", "sleep": 10**9}]}, "body.steps[0].sleep", "365d"),
         ({"steps": [{"id": "z", "sleep": "99999999999999d"}]}, "body.steps[0].sleep", "365d"),
-        ({"steps": [{"id": "z", "sleep": "9" * 400 + "d"}]}, "body.steps[0].sleep", "365d"),
+        ({"steps": [{"id": "z", "sleep": "9" * 400 + "d"}]}, "body.steps[0].sleep",
+         "not a duration"),
         ({"steps": [{**_STEP, "timeout": "366d"}]}, "body.steps[0].timeout", "365d"),
         ({"timeout": 10**12}, "body.timeout", "365d"),
         ({"version": 2**31}, "body.version", "2147483647"),
@@ -308,5 +309,5 @@ async def test_a_start_input_near_the_bound_is_accepted(
     )  # fmt: skip
 
     assert accepted.status_code == 202, accepted.text[:300]
-    [(envelope, _)] = command_log.wait_for(lambda e: e.workflow_id == wid)
+    [(envelope, _)] = command_log.wait_for(lambda e: e.workflow_id == workflow_key("acme", wid))
     assert isinstance(envelope.payload, StartWorkflow)

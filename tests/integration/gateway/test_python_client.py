@@ -18,6 +18,7 @@ from foldflow.settings import Settings
 from gateway.app import create_app
 from gateway.commands import workflow_id_for_key
 from producers import Publisher
+from schemas.messages import workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 
@@ -57,7 +58,7 @@ async def test_a_workflow_through_the_client(
 
     started = await acme.start(name, {"amount": 3}, idempotency_key="client-test-1")
     assert started.id == workflow_id_for_key("acme", "client-test-1")
-    sent = command_log.wait_for(lambda e: e.workflow_id == started.id)
+    sent = command_log.wait_for(lambda e: e.workflow_id == workflow_key("acme", started.id))
     assert sent[0][0].event_type == "workflow.start.v1"
 
     events.start(started.id, tenant="acme", definition=name)
@@ -73,7 +74,7 @@ async def test_a_workflow_through_the_client(
 
     cancelled = await acme.cancel(started.id, reason="client")
     assert cancelled.command == "workflow.cancel.v1"
-    command_log.wait_for(lambda e: e.workflow_id == started.id
+    command_log.wait_for(lambda e: e.workflow_id == workflow_key("acme", started.id)
                          and e.event_type == "workflow.cancel.v1")  # fmt: skip
 
 

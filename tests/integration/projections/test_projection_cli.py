@@ -55,10 +55,10 @@ def test_status_events_and_rebuild_commands(
         "workflow.compensated.v1")
     missing = foldflow(settings, "status", saga.workflow_id, "--tenant", "someone-else")
     assert missing.returncode == 1
-    assert "no workflow" in missing.stdout
+    assert "no workflow" in missing.stderr
     not_defaults = foldflow(settings, "status", saga.workflow_id)  # the default tenant's id
     assert not_defaults.returncode == 1
-    assert f"no workflow {saga.workflow_id} for tenant default" in not_defaults.stdout
+    assert f"no workflow {saga.workflow_id} for tenant default" in not_defaults.stderr
     conflicting = foldflow(settings, "events", saga.key, "--tenant", "someone-else")
     assert conflicting.returncode == 2 and "not 'someone-else'" in conflicting.stderr
 

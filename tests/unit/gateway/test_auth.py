@@ -30,8 +30,13 @@ def authenticator() -> Authenticator:
     return Authenticator(settings, engine=None)
 
 
+class In(int):
+    """A time claim given as seconds from when the token is made (not when tests are collected)."""
+
+
 def token(**claims: Any) -> str:
     now = int(time.time())
+    claims = {k: now + v if isinstance(v, In) else v for k, v in claims.items()}
     body = {"tenant": "acme", "scope": "workflows:read workflows:write", "aud": "foldflow",
             "iss": "https://idp", "iat": now, "exp": now + 60, "sub": "u1", **claims}  # fmt: skip
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
@@ -63,7 +68,7 @@ async def test_a_jwt_gives_tenant_and_scopes(authenticator: Authenticator) -> No
 @pytest.mark.parametrize(
     "bad",
     [
-        {"exp": int(time.time()) - 120},  # beyond the leeway (jwt_leeway_s, 30 s)
+        {"exp": In(-120)},  # beyond the leeway (jwt_leeway_s, 30 s)
         {"exp": None},
         {"aud": "other"},
         {"iss": "https://evil"},
@@ -156,10 +161,10 @@ def test_accepting_jwts_needs_an_audience(key: dict[str, Any]) -> None:
         ({"aud": ["another-service", "yet-another"]}, "audience ('aud') is not 'foldflow'"),
         ({"iat": None}, "it has no 'iat' claim"),
         ({"exp": None}, "it has no 'exp' claim"),
-        ({"exp": int(time.time()) - 120}, "the token has expired"),
-        ({"iat": int(time.time()) + 600, "exp": int(time.time()) + 900}, "not valid yet"),
-        ({"iat": int(time.time()), "exp": int(time.time()) + 3601}, "lives 3601s"),
-        ({"iat": int(time.time()) - 86_400, "exp": int(time.time()) + 60}, "at most 3600s"),
+        ({"exp": In(-120)}, "the token has expired"),
+        ({"iat": In(600), "exp": In(900)}, "not valid yet"),
+        ({"iat": In(0), "exp": In(3601)}, "lives 3601s"),
+        ({"iat": In(-86_400), "exp": In(60)}, "at most 3600s"),
         ({"iss": "https://evil"}, "issuer ('iss') is not the configured one"),
         ({"tenant": "x" * 201}, "'tenant' claim must be a string of 1 to 200"),
         ({"tenant": "acme\nroot"}, "'tenant' claim must be a string of 1 to 200"),
