@@ -44,8 +44,9 @@ async def run_attempt(
     :class:`asyncio.CancelledError`).
 
     A handler that exceeds ``timeout_ms`` (when > 0) yields a retryable ``TaskFailed``
-    "timed out after … ms"; a sync handler cannot be interrupted, so its thread keeps
-    running until it returns, but its result is discarded.
+    "timed out after … ms" with ``timed_out`` set (as the orchestrator's own timeout
+    does); a sync handler cannot be interrupted, so its thread keeps running until it
+    returns, but its result is discarded.
     """
     task = command.payload
     assert isinstance(task, ExecuteTask)
@@ -62,8 +63,10 @@ async def run_attempt(
         correlation_id=command.correlation_id,
     )
 
-    def failed(error: str, retryable: bool) -> TaskFailed:
-        return TaskFailed(task.task_id, task.step_id, task.attempt, task.kind, error, retryable)
+    def failed(error: str, retryable: bool, *, timed_out: bool = False) -> TaskFailed:
+        return TaskFailed(
+            task.task_id, task.step_id, task.attempt, task.kind, error, retryable, timed_out
+        )
 
     clock = time.monotonic()
     try:
@@ -83,7 +86,9 @@ async def run_attempt(
         elapsed = time.monotonic() - clock
         if isinstance(exc, TimeoutError) and timer.expired():
             return Outcome(
-                failed(f"timed out after {task.timeout_ms} ms", True), "timed_out", elapsed
+                failed(f"timed out after {task.timeout_ms} ms", True, timed_out=True),
+                "timed_out",
+                elapsed,
             )
         retryable = not isinstance(exc, NonRetryableError)
         return Outcome(failed(_error_text(exc), retryable), "failed", elapsed)

@@ -92,6 +92,7 @@ def test_attempt_timeout_gives_retryable_failure(send, results, start_worker):
 
     assert isinstance(result.payload, TaskFailed)
     assert result.payload.retryable is True
+    assert result.payload.timed_out is True  # the same as when the orchestrator notices
     assert result.payload.error == "timed out after 300 ms"
 
 

@@ -120,7 +120,7 @@ async def test_async_timeout_is_a_retryable_failure(pool: ThreadPoolExecutor) ->
     outcome = await run(handler, command(None, timeout_ms=50), pool)
     assert isinstance(outcome.result, TaskFailed)
     assert outcome.result.error == "timed out after 50 ms"
-    assert outcome.result.retryable
+    assert outcome.result.retryable and outcome.result.timed_out
     assert outcome.outcome == "timed_out"
 
 
@@ -129,7 +129,7 @@ async def test_sync_timeout_is_a_retryable_failure(pool: ThreadPoolExecutor) -> 
         time.sleep(0.5)
 
     outcome = await run(handler, command(None, timeout_ms=50), pool)
-    assert isinstance(outcome.result, TaskFailed)
+    assert isinstance(outcome.result, TaskFailed) and outcome.result.timed_out
     assert outcome.outcome == "timed_out"
 
 
@@ -142,6 +142,7 @@ async def test_handlers_own_timeout_error_is_not_the_attempt_timeout(
     outcome = await run(handler, command(None, timeout_ms=5_000), pool)
     assert isinstance(outcome.result, TaskFailed)
     assert outcome.result.error == "downstream timed out"
+    assert not outcome.result.timed_out
     assert outcome.outcome == "failed"
 
 
