@@ -56,7 +56,8 @@ def run_worker(
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from workers.builtin import registry as builtin_registry
+    from workers.builtin import builtin_registry
+    from workers.builtin_http import HttpOptions
     from workers.registry import default_registry
     from workers.runtime import Worker
 
@@ -70,7 +71,12 @@ def run_worker(
         except ImportError as exc:
             typer.echo(f"cannot import task module {name!r}: {exc}", err=True)
             raise typer.Exit(2) from exc
-    registry = builtin_registry.merged(default_registry)
+    try:
+        http = HttpOptions.from_settings(settings)
+    except ValueError as exc:
+        typer.echo(f"FOLDFLOW_HTTP_ALLOW: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    registry = builtin_registry(http=http).merged(default_registry)
     try:
         worker = Worker(
             settings,
