@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     orchestrator_session_timeout_s: float = Field(
         default=10.0, gt=0, description="consumer group session timeout (failover time)"
     )
+    # Workers (workers/; docs/operations.md): how soon a dead worker's tasks move on
+    worker_session_timeout_ms: int = Field(
+        default=6_000, ge=1_000,
+        description="consumer group session timeout of the workers (the broker's minimum "
+        "is group.min.session.timeout.ms, 6 s by default)",
+    )
     # builtin.http (workers/builtin_http.py; docs/operations.md)
     http_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),

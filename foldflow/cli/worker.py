@@ -42,11 +42,11 @@ def run_worker(
     grace_period: float = typer.Option(
         15.0, min=0, help="Seconds in-flight attempts may finish after SIGTERM."
     ),
-    session_timeout_ms: int = typer.Option(
-        45_000,
-        min=1,
-        help="Consumer group session timeout (how soon a dead worker's "
-        "partitions move to another).",
+    session_timeout_ms: int | None = typer.Option(
+        None,
+        min=1_000,
+        help="Consumer group session timeout in ms: how soon a dead worker's partitions "
+        "move to another (default FOLDFLOW_WORKER_SESSION_TIMEOUT_MS, 6000).",
     ),
 ) -> None:
     """Run a worker in the foreground."""  # fmt: skip
@@ -84,7 +84,12 @@ def run_worker(
             task_types=_split(types) or None,
             concurrency=concurrency,
             grace_period=grace_period,
-            consumer_config={"session.timeout.ms": session_timeout_ms},
+            consumer_config=(
+                {} if session_timeout_ms is None else {
+                    "session.timeout.ms": session_timeout_ms,
+                    "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+                }
+            ),
         )
     except ValueError as exc:
         typer.echo(str(exc), err=True)

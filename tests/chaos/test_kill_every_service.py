@@ -91,9 +91,10 @@ class Supervised:
         self.start()
 
     def stop(self) -> None:
-        if self.service is not None and self.service.proc is not None:
-            if self.service.proc.poll() is None:
-                self.service.kill()
+        proc = self.service.proc if self.service is not None else None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture
