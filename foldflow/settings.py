@@ -6,12 +6,13 @@ same code runs against the local stack, a user's own Kafka/PostgreSQL or the Doc
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfiguredApiKey(BaseModel):
@@ -87,6 +88,34 @@ class Settings(BaseSettings):
     orchestrator_session_timeout_s: float = Field(
         default=10.0, gt=0, description="consumer group session timeout (failover time)"
     )
+    # Workers (workers/; docs/operations.md): how soon a dead worker's tasks move on
+    worker_session_timeout_ms: int = Field(
+        default=6_000, ge=1_000,
+        description="consumer group session timeout of the workers (the broker's minimum "
+        "is group.min.session.timeout.ms, 6 s by default)",
+    )
+    # builtin.http (workers/builtin_http.py; docs/operations.md)
+    http_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="what builtin.http may call besides public addresses: networks "
+        "(10.0.0.0/8), address:port (127.0.0.1:8080, [::1]:8080), host[:port]; "
+        "comma-separated or a JSON list",
+    )
+    http_max_response_bytes: int = Field(
+        default=256 * 1024, ge=1, description="builtin.http's cap on a body and its output"
+    )
+
+    @field_validator("http_allow", mode="before")
+    @classmethod
+    def _allow_entries(cls, value: Any) -> Any:
+        """A comma-separated string, or a JSON list (a list given in Python stays one)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith('["') or text.startswith("[ "):
+                return json.loads(text)
+            return tuple(e.strip() for e in text.split(",") if e.strip())
+        return value
+
     # Gateway: authentication, limits, timeouts
     api_keys: tuple[ConfiguredApiKey, ...] = Field(
         default=(), description="API keys besides the api_keys table (JSON list)"
@@ -147,6 +176,7 @@ class Settings(BaseSettings):
     service_stop_grace: float = Field(
         default=20.0, ge=0, description="SIGTERM → SIGKILL grace period of `foldflow down`"
     )
+
 
 
 @lru_cache(maxsize=1)

@@ -174,6 +174,12 @@ class EventPublic(BaseModel):
     correlation_id: str
     causation_id: str | None = None
     payload: dict[str, Any]
+    altered: dict[str, Any] | None = Field(
+        default=None,
+        description="Set when a value of the event could not be stored as it was (NaN, "
+        "\\u0000, a lone surrogate, nesting too deep...): what was replaced, where and why, "
+        "with the original text (docs/operations.md).",
+    )
 
 
 class EventPage(BaseModel):

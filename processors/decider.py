@@ -192,10 +192,12 @@ def _task_failed(d: Decision, p: TaskFailed) -> None:
     if p.kind == "compensation":
         if _accepts_comp_result(d, p.step_id, p.attempt, p.task_id):
             comp_attempt_failed(
-                d, p.step_id, p.attempt, p.error, retryable=p.retryable, timed_out=False
+                d, p.step_id, p.attempt, p.error, retryable=p.retryable, timed_out=p.timed_out
             )
     elif _accepts_step_result(d, p.step_id, p.attempt, p.task_id):
-        attempt_failed(d, p.step_id, p.attempt, p.error, retryable=p.retryable, timed_out=False)
+        attempt_failed(
+            d, p.step_id, p.attempt, p.error, retryable=p.retryable, timed_out=p.timed_out
+        )
 
 
 def _child_finished(d: Decision, p: ChildFinished) -> None:

@@ -34,6 +34,8 @@ class Plan:
     events: tuple[Envelope, ...]
     messages: tuple[tuple[str, Envelope], ...]  # (topic, envelope): events first, in order
     state: WorkflowState
+    #: the event type of the input decided on (telemetry tells a worker's report from a timer)
+    input_type: str = ""
 
 
 def route(message: Envelope, topology: Topology) -> str:
@@ -62,4 +64,7 @@ def apply_input(
         state = evolve(state, event)
         derived.extend((route(m, topology), m) for m in react(state, event))
     messages = [(topology.events, e) for e in events] + derived
-    return Plan(events=tuple(events), messages=tuple(messages), state=state)
+    return Plan(
+        events=tuple(events), messages=tuple(messages), state=state,
+        input_type=message.event_type,
+    )

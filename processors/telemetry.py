@@ -22,6 +22,7 @@ from processors.plan import Plan
 from processors.state import WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
+    TYPE_NAMES,
     ChildFinished,
     CompensationAttemptFailed,
     CompensationScheduled,
@@ -35,6 +36,8 @@ from schemas.messages import (
 )
 
 __all__ = ["LagGauge", "TaskTypes", "ignored_reason", "record_ignored", "record_plan"]
+
+_TASK_FAILED = TYPE_NAMES[TaskFailed]
 
 
 class TaskTypes:
@@ -69,7 +72,8 @@ def record_plan(plan: Plan, task_types: TaskTypes) -> None:
             task_types.scheduled(payload.task_id, payload.task_type)
         elif isinstance(payload, StepAttemptFailed | CompensationAttemptFailed):
             task_type = task_types.finished(payload.task_id)
-            if payload.timed_out:
+            # a timeout the worker reported, it counted itself (outcome timed_out)
+            if payload.timed_out and plan.input_type != _TASK_FAILED:
                 STEP_ATTEMPTS.labels(task_type=task_type, outcome="lost").inc()
 
 

@@ -25,6 +25,7 @@ from projections.rows import (
     payload_document,
     to_datetime,
 )
+from projections.storable import NAME_WIDTH, fit
 from schemas import messages as m
 
 # the row types are re-exported: callers of the fold need them together
@@ -93,6 +94,7 @@ def _start(env: m.Envelope, p: m.WorkflowStarted) -> InstanceRow:
     )
 
 
+_MAX_INT = 2**31 - 1  # the definition_version column
 _UNKNOWN_DEFINITION = re.compile(r"^unknown definition (?P<name>\S+) v(?P<version>\d+|latest)$")
 
 
@@ -105,11 +107,12 @@ def _failed_at_start(env: m.Envelope, p: m.WorkflowFailed) -> InstanceRow:
     at = to_datetime(env.timestamp)
     match = _UNKNOWN_DEFINITION.match(p.error)
     version = match["version"] if match else "0"
+    number = int(version) if version.isdigit() and len(version) < 11 else 0
     return InstanceRow(
         id=env.workflow_id,
         tenant=env.tenant or "default",
-        definition_name=match["name"] if match else "",
-        definition_version=int(version) if version.isdigit() else 0,
+        definition_name=fit(match["name"], NAME_WIDTH) if match else "",
+        definition_version=number if number <= _MAX_INT else 0,
         status="failed",
         input=None,
         output=None,

@@ -120,6 +120,8 @@ workflow_events = Table(
     Column("correlation_id", Text, nullable=False),
     Column("causation_id", String(200), nullable=True),
     Column("payload", JSONB, nullable=False),
+    # What had to change so PostgreSQL could store the event (projections.storable).
+    Column("altered", JSONB(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("workflow_id", "sequence"),
     UniqueConstraint("event_id"),
 )
@@ -133,6 +135,7 @@ workflow_definitions = Table(
     Column("version", Integer, nullable=False),
     Column("definition", JSONB, nullable=False),
     Column("registered_at", _TS, nullable=False),
+    Column("altered", JSONB(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("tenant", "name", "version"),
 )
 

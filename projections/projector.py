@@ -15,8 +15,12 @@ with the projector's own, so a partition that receives nothing more follows the 
 Failures: PostgreSQL unreachable → the same batch is retried with exponential backoff
 until it commits. A sequence gap → rolled back, counted, logged, and the partitions are
 re-read from the stored positions after a backoff (with a larger batch, so a late event
-can join its predecessors); a gap is never skipped. Any other error is logged and ends
-:meth:`Projector.run` with it (the process exits non-zero), never swallowed.
+can join its predecessors); a gap is never skipped. A value PostgreSQL cannot store
+never stops the projector: it is repaired before the fold (:mod:`projections.storable`),
+or, when PostgreSQL still refuses the batch, the batch is written again event by event
+and the refused event is stored in a form that fits (:mod:`projections.store`); either
+way the event is flagged in ``altered`` and its record goes to ``wf.dlq``. Any other error
+is logged and ends :meth:`Projector.run` with it (the process exits non-zero).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from opentelemetry import trace
@@ -41,11 +44,20 @@ from foldflow.observability.tracing import extract_context, header_list
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
+from projections.dberrors import is_refusal, is_transient
+from projections.storable import Alteration, needs_repair, repair
 from projections.store import BatchResult, Record, TopicPartition, read_offsets, write_batch
 from schemas.codec import CodecError, decode
 from schemas.messages import DefinitionRegistered, kind_of
 
-__all__ = ["PROJECTION", "Projector", "ProjectorOptions", "consumer_group", "decode_record"]
+__all__ = [
+    "PROJECTION",
+    "Projector",
+    "ProjectorOptions",
+    "UnstorableValueError",
+    "consumer_group",
+    "decode_record",
+]
 
 log = logging.getLogger("foldflow.projector")
 _tracer = trace.get_tracer("foldflow.projector")
@@ -76,8 +88,16 @@ class UnprojectableError(Exception):
     """A record that decodes but does not belong on its topic (e.g. a command on wf.events)."""
 
 
+class UnstorableValueError(Exception):
+    """A record projected with values PostgreSQL could not store replaced (the DLQ reason)."""
+
+
 def decode_record(msg: Message, *, events_topic: str) -> Record:
-    """Decode one record, raising :class:`CodecError`/:class:`UnprojectableError` for the DLQ."""
+    """Decode one record, raising :class:`CodecError`/:class:`UnprojectableError` for the DLQ.
+
+    Values PostgreSQL cannot store are replaced (:func:`projections.storable.repair`);
+    ``Record.altered`` says which.
+    """
     env = decode(msg.value() or b"")
     topic = msg.topic() or ""
     if topic == events_topic:
@@ -87,17 +107,12 @@ def decode_record(msg: Message, *, events_topic: str) -> Record:
             raise UnprojectableError(f"{env.event_type} has no sequence")
     elif not isinstance(env.payload, DefinitionRegistered):
         raise UnprojectableError(f"{env.event_type} on {topic} is not a definition")
+    altered = None
+    if needs_repair(env):
+        env, altered = repair(env)
     headers = msg.headers()
     return Record(topic, msg.partition() or 0, msg.offset() or 0, env,
-                  header_list(headers) if headers else None)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """PostgreSQL away or restarting, a deadlock, a lock or statement timeout: retry."""
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated
-        or isinstance(exc.orig, psycopg.OperationalError | psycopg.InterfaceError)
-    )
+                  header_list(headers) if headers else None, altered)
 
 
 class Projector:
@@ -124,7 +139,9 @@ class Projector:
         self.topology = Topology.of(settings)
         self.stopping = threading.Event()
         self.positions: dict[TopicPartition, int | None] = {}
-        self._dlq_done: dict[TopicPartition, int] = {}
+        #: (topic, partition, offset) of the records parked on the DLQ, not yet passed
+        self._dlq_sent: set[tuple[str, int, int]] = set()
+        self._batch_messages: dict[tuple[str, int, int], Message] = {}
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
         self.consumer = Consumer(
@@ -148,7 +165,7 @@ class Projector:
     def _retrying(self) -> Retrying:
         o = self.options
         return Retrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=o.backoff_initial, max=o.backoff_max),
             before_sleep=lambda rs: log.warning(
                 "PostgreSQL unavailable, retrying",
@@ -235,7 +252,7 @@ class Projector:
             with self.engine.connect() as conn:
                 stored = read_offsets(conn, self.projection, tps)
         except DBAPIError as exc:
-            if not _is_transient(exc):
+            if not is_transient(exc):
                 raise
             log.warning("stored positions unreadable; checking again later",
                         extra={"error": str(exc)})
@@ -262,18 +279,44 @@ class Projector:
             tp = (msg.topic() or "", msg.partition() or 0)
             offset = msg.offset() or 0
             try:
-                records.append(decode_record(msg, events_topic=self.topology.events))
+                record = decode_record(msg, events_topic=self.topology.events)
             except (CodecError, UnprojectableError) as exc:
-                if self._dlq_done.get(tp, -1) < offset:
-                    log.warning("record to the DLQ", extra={"topic": tp[0], "partition": tp[1],
-                                                           "offset": offset, "reason": str(exc)})
-                    self.dlq(msg, exc)
-                    self._dlq_done[tp] = offset
+                self._dead_letter(msg, exc)
                 records.append(Record(tp[0], tp[1], offset, None))
+                continue
+            if record.altered is not None:
+                self._dead_letter(msg, UnstorableValueError(
+                    f"projected with values replaced: {record.altered.reason}"))
+            self._batch_messages[(tp[0], tp[1], offset)] = msg
+            records.append(record)
         return records
+
+    def _dead_letter(self, msg: Message, error: BaseException) -> None:
+        """Park ``msg`` on the DLQ once (a re-read after a rollback does not repeat it)."""
+        where = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        if where in self._dlq_sent:
+            return
+        log.warning("record to the DLQ", extra={"topic": where[0], "partition": where[1],
+                                               "offset": where[2], "reason": str(error)})
+        self.dlq(msg, error)
+        self._dlq_sent.add(where)
+
+    def _on_refused(self, record: Record, altered: Alteration) -> None:
+        msg = self._batch_messages.get((record.topic, record.partition, record.offset))
+        if msg is not None:
+            self._dead_letter(msg, UnstorableValueError(
+                f"PostgreSQL refused it; stored in a form that fits: {altered.reason}"))
+
+    def _forget_dead_letters(self) -> None:
+        """Drop what the stored positions passed: those records are never read again."""
+        self._dlq_sent = {
+            (t, p, o) for (t, p, o) in self._dlq_sent
+            if (t, p) in self.positions and (self.positions[(t, p)] or 0) <= o
+        }
 
     def handle(self, messages: Sequence[Message]) -> BatchResult | None:
         """Apply one consumed batch (public for tests and the rebuild's reuse of the loop)."""
+        self._batch_messages = {}
         records = [r for r in self._records(messages) if (r.topic, r.partition) in self.positions]
         if not records:
             return None
@@ -298,6 +341,9 @@ class Projector:
         for tp, offset in result.positions.items():
             if tp in self.positions:
                 self.positions[tp] = offset
+        self._batch_messages = {}
+        if self._dlq_sent:
+            self._forget_dead_letters()
         self._observe(result, time.perf_counter() - started)
         self._trace(records, started_ns)
         return result
@@ -318,11 +364,22 @@ class Projector:
             span.end()
 
     def _commit(self, records: list[Record]) -> BatchResult:
+        try:
+            return self._write(records, careful=False)
+        except Exception as exc:
+            if not is_refusal(exc):
+                raise
+            log.warning("PostgreSQL refused a value of the batch; writing it event by event",
+                        extra={"error": str(exc)[:500], "records": len(records)})
+        return self._write(records, careful=True)
+
+    def _write(self, records: list[Record], *, careful: bool) -> BatchResult:
         expected = dict(self.positions)
         for attempt in self._retrying():
             with attempt, self.engine.begin() as conn:
                 return write_batch(conn, projection=self.projection, records=records,
-                                   expected=expected)
+                                   expected=expected, careful=careful,
+                                   on_refused=self._on_refused)
         raise AssertionError("unreachable")
 
     def _observe(self, result: BatchResult, seconds: float) -> None:

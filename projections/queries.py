@@ -122,6 +122,8 @@ class EventView:
     correlation_id: str
     causation_id: str | None
     payload: dict[str, Any]
+    #: what the projector had to change so PostgreSQL could store it (None: nothing)
+    altered: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from sqlalchemy.exc import DBAPIError
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
+from projections.dberrors import is_refusal
 from projections.models import LIVE_TABLES, metadata, projection_offsets
 from projections.projector import PROJECTION, UnprojectableError, decode_record
-from projections.store import Record, TopicPartition, write_batch
+from projections.store import BatchResult, Record, TopicPartition, write_batch
 from schemas.codec import CodecError
 
 __all__ = ["REBUILD_SCHEMA", "Rebuild", "RebuildError", "prepare", "swap"]
@@ -171,9 +172,7 @@ class Rebuild:
                 continue
             expected = {tp: p.position for tp, p in self.partitions.items()}
             try:
-                with self.engine.begin() as conn:
-                    result = write_batch(_in_rebuild(conn), projection=self.projection,
-                                         records=records, expected=expected)
+                result = self._write(records, expected)
             except ProjectionError as exc:
                 if batch >= self.max_batch:
                     raise RebuildError(f"the log cannot be replayed: {exc}") from exc
@@ -195,6 +194,20 @@ class Rebuild:
             if progress:
                 progress(self._done(), self.total)
         return self.applied
+
+    def _write(self, records: list[Record], expected: dict[TopicPartition, int | None]
+               ) -> BatchResult:
+        """One batch, as the live projector writes it (event by event when refused)."""
+        try:
+            with self.engine.begin() as conn:
+                return write_batch(_in_rebuild(conn), projection=self.projection,
+                                   records=records, expected=expected)
+        except Exception as exc:
+            if not is_refusal(exc):
+                raise
+        with self.engine.begin() as conn:
+            return write_batch(_in_rebuild(conn), projection=self.projection,
+                               records=records, expected=expected, careful=True)
 
     def run(self, progress: Progress | None = None, *, on_phase: Callable[[str], None]
             | None = None) -> int:

@@ -79,6 +79,8 @@ class EventRow:
     correlation_id: str
     causation_id: str | None
     payload: dict[str, Any]
+    #: what had to change so PostgreSQL could store the event (None: nothing)
+    altered: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class DefinitionRow:
     version: int
     definition: Any
     registered_at: datetime
+    #: what had to change so PostgreSQL could store the definition (None: nothing)
+    altered: dict[str, Any] | None = None
 
 
 def to_datetime(ms: int) -> datetime:

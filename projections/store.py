@@ -5,19 +5,31 @@ rows of ``projection_offsets`` first, so two writers of one partition (a zombie 
 after a rebalance, the live projector meeting a freshly swapped-in rebuild) serialise,
 and a writer whose idea of the position differs from the stored one writes nothing for
 that partition and is told where to seek: the database, not Kafka, owns the positions.
+
+When PostgreSQL refuses a value of the batch (:func:`projections.dberrors.is_refusal`),
+the caller rolls back and writes the same batch again with ``careful=True``: one event
+(and definition) at a time, each in a savepoint, in the order the bulk fold would apply
+them. An event refused as it is goes in repaired (:func:`projections.storable.repair`),
+and if that is refused too, in its minimal form (:func:`projections.storable.minimal`),
+so history stays contiguous and the workflow row still advances. Each such event is
+flagged in its ``altered`` column and handed to ``on_refused`` (the projector parks the
+record on ``wf.dlq``) before the transaction commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
-from projections.apply import InstanceRow, StepRow, definition_row, fold_batch
+from projections.apply import Fold, InstanceRow, StepRow, definition_row, fold_batch
+from projections.dberrors import is_refusal
 from projections.models import (
     projection_offsets,
     step_executions,
@@ -25,22 +37,40 @@ from projections.models import (
     workflow_events,
     workflow_instances,
 )
+from projections.storable import Alteration, minimal, repair
 from schemas import messages as m
 
-__all__ = ["BatchResult", "Record", "TopicPartition", "read_offsets", "write_batch"]
+__all__ = [
+    "BatchResult",
+    "OnRefused",
+    "Record",
+    "TopicPartition",
+    "read_offsets",
+    "write_batch",
+]
+
+log = logging.getLogger("foldflow.projector")
 
 TopicPartition = tuple[str, int]
 
 
 @dataclass(frozen=True)
 class Record:
-    """A consumed Kafka record; ``envelope`` is None when it went to the DLQ (offset only)."""
+    """A consumed Kafka record; ``envelope`` is None when it went to the DLQ (offset only).
+
+    ``altered`` says what :func:`projections.storable.repair` changed in ``envelope``.
+    """
 
     topic: str
     partition: int
     offset: int
     envelope: m.Envelope | None
     headers: list[tuple[str, bytes]] | None = None
+    altered: Alteration | None = None
+
+
+#: Called with a record PostgreSQL refused and how it was stored instead.
+OnRefused = Callable[[Record, Alteration], None]
 
 
 @dataclass
@@ -55,6 +85,8 @@ class BatchResult:
     #: the last applied event timestamp (ms) per partition of the events topic
     last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
     timestamps: list[int] = field(default_factory=list)
+    #: records stored in another form than they came (careful mode only)
+    refused: int = 0
 
 
 def _row(obj: object) -> dict[str, Any]:
@@ -104,6 +136,137 @@ def _load(conn: Connection, workflow_ids: list[str]) -> tuple[
     return instances, steps
 
 
+def _substitute_id(r: Record) -> str:
+    """An event id for a refused event: derived from its place in the log, so it is unique
+    (a taken event id is one of the reasons PostgreSQL refuses an event)."""
+    assert r.envelope is not None
+    where = f"{r.topic}/{r.partition}/{r.offset}/{r.envelope.event_id}"
+    return "refused-" + hashlib.sha256(where.encode("utf-8", "surrogatepass")).hexdigest()[:48]
+
+
+def _flag(row: Any, altered: Alteration | None) -> Any:
+    return row if altered is None else replace(row, altered=altered.document())
+
+
+def _write_fold(conn: Connection, fold: Fold, altered: Mapping[tuple[str, int], Alteration]
+                ) -> None:
+    _upsert(conn, workflow_instances, [_row(i) for i in fold.instances.values()])
+    _upsert(conn, step_executions, [_row(s) for s in fold.steps.values()])
+    if fold.events:
+        rows = [_flag(e, altered.get((e.workflow_id, e.sequence))) for e in fold.events]
+        conn.execute(insert(workflow_events), [_row(e) for e in rows])
+
+
+def _count(result: BatchResult, fold: Fold) -> None:
+    result.events += len(fold.events)
+    result.skipped += fold.skipped
+    result.timestamps.extend(int(e.timestamp.timestamp() * 1000) for e in fold.events)
+
+
+def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult) -> None:
+    events: list[m.Envelope] = []
+    altered: dict[tuple[str, int], Alteration] = {}
+    definitions: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in kept:
+        env = r.envelope
+        if env is None:
+            continue
+        if isinstance(env.payload, m.DefinitionRegistered):
+            row = _flag(definition_row(env), r.altered)
+            definitions[(row.tenant, row.name, row.version)] = _row(row)
+        else:
+            events.append(env)
+            if r.altered is not None:  # the fold applies the first of duplicates
+                altered.setdefault((env.workflow_id, env.sequence or 0), r.altered)
+    if events:
+        instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
+        fold = fold_batch(instances, steps, events)
+        _write_fold(conn, fold, altered)
+        _count(result, fold)
+    _upsert(conn, workflow_definitions, list(definitions.values()))
+    result.definitions = len(definitions)
+
+
+def _attempts(r: Record, refusal: BaseException | None) -> list[tuple[m.Envelope,
+                                                                     Alteration | None]]:
+    """The forms to try for ``r`` after the one before was refused with ``refusal``."""
+    assert r.envelope is not None
+    if refusal is None:
+        return [(r.envelope, r.altered)]
+    forms: list[tuple[m.Envelope, Alteration | None]] = []
+    if r.altered is None:
+        repaired, altered = repair(r.envelope)
+        if altered is not None:
+            forms.append((repaired, altered))
+    reduced, why = minimal(r.envelope, f"{type(refusal).__name__}: {refusal}",
+                           substitute_id=_substitute_id(r), prior=r.altered)
+    forms.append((reduced, why))
+    return forms
+
+
+def _write_one(conn: Connection, r: Record, write: Callable[[m.Envelope, Alteration | None],
+                                                           None],
+               on_refused: OnRefused | None) -> bool:
+    """Write ``r`` through ``write`` in a savepoint: as it is, else repaired, else minimal.
+    True when it was stored in another form; the last form's refusal is raised."""
+    refusal: BaseException | None = None
+    forms = _attempts(r, None)
+    while forms:
+        env, altered = forms.pop(0)
+        try:
+            with conn.begin_nested():
+                write(env, altered)
+        except Exception as exc:
+            if not is_refusal(exc) or (refusal is not None and not forms):
+                raise
+            if refusal is None:
+                forms = _attempts(r, exc)
+                log.warning("PostgreSQL refused an event; storing it in a form that fits",
+                            extra={"topic": r.topic, "partition": r.partition,
+                                   "offset": r.offset, "error": str(exc)[:500]})
+            refusal = exc
+            continue
+        if refusal is not None and altered is not None:
+            if on_refused is not None:
+                on_refused(r, altered)
+            return True
+        return False
+    raise AssertionError("unreachable")
+
+
+def _write_carefully(conn: Connection, kept: Sequence[Record], result: BatchResult,
+                     on_refused: OnRefused | None) -> None:
+    events = [r for r in kept if r.envelope is not None
+              and not isinstance(r.envelope.payload, m.DefinitionRegistered)]
+    by_workflow: dict[str, list[Record]] = {}
+    for r in events:
+        assert r.envelope is not None
+        by_workflow.setdefault(r.envelope.workflow_id, []).append(r)
+    instances, steps = _load(conn, sorted(by_workflow))
+    # A gap raises from the fold of its event and rolls the whole transaction back.
+    for records in by_workflow.values():
+        for r in sorted(records, key=lambda r: (r.envelope.sequence or 0) if r.envelope else 0):
+
+            def write(env: m.Envelope, altered: Alteration | None) -> None:
+                fold = fold_batch(instances, steps, [env])
+                key = (env.workflow_id, env.sequence or 0)
+                _write_fold(conn, fold, {key: altered} if altered is not None else {})
+                instances.update(fold.instances)
+                steps.update(fold.steps)
+                _count(result, fold)
+
+            result.refused += _write_one(conn, r, write, on_refused)
+    for r in kept:
+        if r.envelope is None or not isinstance(r.envelope.payload, m.DefinitionRegistered):
+            continue
+
+        def define(env: m.Envelope, altered: Alteration | None) -> None:
+            _upsert(conn, workflow_definitions, [_row(_flag(definition_row(env), altered))])
+            result.definitions += 1
+
+        result.refused += _write_one(conn, r, define, on_refused)
+
+
 def write_batch(
     conn: Connection,
     *,
@@ -111,12 +274,16 @@ def write_batch(
     records: Sequence[Record],
     expected: Mapping[TopicPartition, int | None],
     now: datetime | None = None,
+    careful: bool = False,
+    on_refused: OnRefused | None = None,
 ) -> BatchResult:
     """Apply ``records`` and store the positions after them, in the caller's transaction.
 
     ``expected`` is the writer's idea of each partition's stored next offset (None: none
     stored). A partition whose stored offset differs is left out and reported in
     ``moved``. Raises :class:`projections.apply.ProjectionError` (a gap): roll back.
+    With ``careful``, events are written one by one and a refused one is stored in a form
+    that fits, then passed to ``on_refused`` (see the module doc).
     """
     result = BatchResult()
     tps = sorted({(r.topic, r.partition) for r in records})
@@ -129,33 +296,16 @@ def write_batch(
         if (r.topic, r.partition) not in result.moved
         and r.offset >= (stored.get((r.topic, r.partition)) or 0)
     ]
-    events: list[m.Envelope] = []
-    definitions: dict[tuple[str, str, int], dict[str, Any]] = {}
     for r in kept:
         tp = (r.topic, r.partition)
         result.positions[tp] = max(result.positions.get(tp, 0), r.offset + 1)
         env = r.envelope
-        if env is None:
-            continue
-        if isinstance(env.payload, m.DefinitionRegistered):
-            row = definition_row(env)
-            definitions[(row.tenant, row.name, row.version)] = _row(row)
-        else:
-            events.append(env)
+        if env is not None and not isinstance(env.payload, m.DefinitionRegistered):
             result.last_timestamps[tp] = max(result.last_timestamps.get(tp, 0), env.timestamp)
-
-    if events:
-        instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
-        fold = fold_batch(instances, steps, events)
-        _upsert(conn, workflow_instances, [_row(i) for i in fold.instances.values()])
-        _upsert(conn, step_executions, [_row(s) for s in fold.steps.values()])
-        if fold.events:
-            conn.execute(insert(workflow_events), [_row(e) for e in fold.events])
-        result.events = len(fold.events)
-        result.skipped = fold.skipped
-        result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
-    _upsert(conn, workflow_definitions, list(definitions.values()))
-    result.definitions = len(definitions)
+    if careful:
+        _write_carefully(conn, kept, result, on_refused)
+    else:
+        _write_bulk(conn, kept, result)
 
     at = now or datetime.now(UTC)
     _upsert(

@@ -242,7 +242,11 @@ class TaskSucceeded:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """A worker's attempt failed; ``retryable`` says whether another attempt may succeed."""
+    """A worker's attempt failed; ``retryable`` says whether another attempt may succeed.
+
+    ``timed_out`` (envelope v3) says the attempt ran past its timeout, so the step's
+    ``step.attempt_failed`` reads the same whether the worker or the orchestrator noticed.
+    """
 
     task_id: str
     step_id: str
@@ -250,6 +254,7 @@ class TaskFailed:
     kind: str  # TaskKind
     error: str
     retryable: bool = True
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def envelope_schema(version: int) -> dict[str, Any]:
 
     v1: the envelope of docs/architecture.md (the event contract). v2 adds ``tenant`` (the
     caller's tenant, on every message, so consumers can scope a message without looking up
-    its workflow).
+    its workflow). v3 has the v2 envelope; its ``TaskFailed`` adds ``timed_out`` (default
+    false).
     """
     payloads = [record_schema(cls) for cls, _ in messages.MESSAGE_TYPES.values()]
     fields: list[dict[str, Any]] = [
@@ -85,7 +86,7 @@ def envelope_schema(version: int) -> dict[str, Any]:
     ]
     if version >= 2:
         fields.append({"name": "tenant", "type": ["null", "string"], "default": None})
-    if version > 2:
+    if version > 3:
         raise ValueError(f"no envelope version {version} is defined yet")
     return {
         "type": "record",
@@ -99,7 +100,7 @@ def envelope_schema(version: int) -> dict[str, Any]:
 def main() -> None:
     """Print the envelope schema implied by the catalog."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version", type=int, default=2)
+    parser.add_argument("--version", type=int, default=3)
     args = parser.parse_args()
     print(json.dumps(envelope_schema(args.version), indent=2, ensure_ascii=False))
 

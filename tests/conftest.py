@@ -3,18 +3,28 @@
 ``stack`` brings the local stack up (``foldflow.stack.up``) when nothing answers on the
 configured addresses, or starts testcontainers when ``FOLDFLOW_USE_TESTCONTAINERS=1``.
 Tests under ``tests/<kind>/`` get the ``<kind>`` marker automatically.
+
+The configured database is a developer's own (``foldflow`` by default): no test writes
+there. ``stack`` hands out a scratch database of the session instead (and exports it as
+``FOLDFLOW_DATABASE_URL``, so every process a test starts uses it too), drops it at the
+end, and fails the session if the configured database gained rows meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
+from projection_support import scratch_database
+from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from foldflow import stack as local_stack
 from foldflow.settings import Settings
@@ -50,9 +60,57 @@ def _testcontainers() -> Iterator[Settings]:
         yield Settings()
 
 
+#: Tables whose rows a test run would leave behind (projections and the gateway's keys).
+WATCHED_TABLES = ("workflow_instances", "workflow_events", "step_executions",
+                  "workflow_definitions", "projection_offsets", "api_keys")
+
+
+def table_rows(database_url: str) -> dict[str, int]:
+    """Rows of each :data:`WATCHED_TABLES` table that exists in the database."""
+    engine = create_engine(database_url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            return {
+                table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+                for table in WATCHED_TABLES if table in present
+            }
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _session_database(settings: Settings) -> Iterator[Settings]:
+    """A scratch database for the session, exported to child processes; afterwards, the
+    configured database must hold the rows it held before."""
+    before = table_rows(settings.database_url)
+    previous = os.environ.get("FOLDFLOW_DATABASE_URL")
+    with scratch_database(settings.database_url) as url:
+        os.environ["FOLDFLOW_DATABASE_URL"] = url
+        try:
+            yield settings.model_copy(update={"database_url": url})
+        finally:
+            if previous is None:
+                os.environ.pop("FOLDFLOW_DATABASE_URL", None)
+            else:
+                os.environ["FOLDFLOW_DATABASE_URL"] = previous
+    try:
+        after = table_rows(settings.database_url)
+    except OperationalError:  # a chaos test may have left PostgreSQL restarting
+        time.sleep(5)
+        after = table_rows(settings.database_url)
+    grown = {t: f"{before.get(t, 0)} -> {n}" for t, n in after.items() if n > before.get(t, 0)}
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    assert not grown, (
+        f"tests wrote rows into the configured database {shown} "
+        f"(a developer's own): {grown}; every test must use a scratch database"
+    )
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
-    """Settings whose Kafka and PostgreSQL answer; starts the local stack if needed."""
+    """Settings whose Kafka and PostgreSQL answer (starting the local stack if needed),
+    with a scratch database of the session as ``database_url``."""
     if os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") == "1":
         yield from _testcontainers()
         return
@@ -72,7 +130,8 @@ def stack() -> Iterator[Settings]:
     ]
     if missing:
         pytest.fail(f"not reachable: {', '.join(missing)}", pytrace=False)
-    yield settings
+    with _session_database(settings) as scratch:
+        yield scratch
 
 
 @pytest.fixture(autouse=True)

@@ -69,6 +69,11 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
         # resumed (or newly fed) waits for the request in flight to return before it is
         # fetched, so the default 500 ms shows up as task latency.
         "fetch.wait.max.ms": 20,
+        # A SIGKILLed worker's partitions move to the others once its session expires:
+        # librdkafka's 45 s default outlived the default 30 s attempt timeout, so every
+        # attempt dispatched meanwhile timed out (measured in docs/operations.md).
+        "session.timeout.ms": settings.worker_session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.worker_session_timeout_ms // 4),
     }
 
 
@@ -99,13 +104,11 @@ class TaskConsumer:
         )
         self._stopping = stopping
         self._poll_timeout = poll_timeout
-        self._consumer = Consumer(
-            {
-                **consumer_config(settings, task_type),
-                **(overrides or {}),
-                "on_commit": self._on_commit,
-            }
-        )
+        config = {**consumer_config(settings, task_type), **(overrides or {})}
+        if config.get("group.protocol") == "consumer":  # KIP-848: the broker sets these
+            for key in ("session.timeout.ms", "heartbeat.interval.ms"):
+                config.pop(key, None)
+        self._consumer = Consumer({**config, "on_commit": self._on_commit})
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{task_type}")
         self._lock = threading.Lock()
         self._offsets: dict[int, PartitionOffsets] = {}

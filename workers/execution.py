@@ -21,6 +21,11 @@ __all__ = ["Outcome", "result_envelope", "run_attempt"]
 
 #: The ``source`` of every result a worker publishes.
 SOURCE = "worker"
+#: Bytes of a step output as JSON (UTF-8). A result must fit one Kafka message (1 MB by
+#: default) or it could never be acked; the gateway bounds a value it accepts the same.
+MAX_OUTPUT_BYTES = 256 * 1024
+#: Characters of an error message a result carries (the rest is cut, and said so).
+MAX_ERROR_CHARS = 8 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,11 @@ class Outcome:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return text if text else type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}… ({len(text) - MAX_ERROR_CHARS} more characters)"
+    # a lone surrogate cannot travel as UTF-8: written as its escape instead
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 async def run_attempt(
@@ -44,8 +52,9 @@ async def run_attempt(
     :class:`asyncio.CancelledError`).
 
     A handler that exceeds ``timeout_ms`` (when > 0) yields a retryable ``TaskFailed``
-    "timed out after … ms"; a sync handler cannot be interrupted, so its thread keeps
-    running until it returns, but its result is discarded.
+    "timed out after … ms" with ``timed_out`` set (as the orchestrator's own timeout
+    does); a sync handler cannot be interrupted, so its thread keeps running until it
+    returns, but its result is discarded.
     """
     task = command.payload
     assert isinstance(task, ExecuteTask)
@@ -62,8 +71,10 @@ async def run_attempt(
         correlation_id=command.correlation_id,
     )
 
-    def failed(error: str, retryable: bool) -> TaskFailed:
-        return TaskFailed(task.task_id, task.step_id, task.attempt, task.kind, error, retryable)
+    def failed(error: str, retryable: bool, *, timed_out: bool = False) -> TaskFailed:
+        return TaskFailed(
+            task.task_id, task.step_id, task.attempt, task.kind, error, retryable, timed_out
+        )
 
     clock = time.monotonic()
     try:
@@ -83,15 +94,24 @@ async def run_attempt(
         elapsed = time.monotonic() - clock
         if isinstance(exc, TimeoutError) and timer.expired():
             return Outcome(
-                failed(f"timed out after {task.timeout_ms} ms", True), "timed_out", elapsed
+                failed(f"timed out after {task.timeout_ms} ms", True, timed_out=True),
+                "timed_out",
+                elapsed,
             )
         retryable = not isinstance(exc, NonRetryableError)
         return Outcome(failed(_error_text(exc), retryable), "failed", elapsed)
     duration = time.monotonic() - clock
     try:
         output_json = dump_json(output)
-    except (TypeError, ValueError) as exc:
-        error = f"output is not JSON-serialisable: {exc}"
+        size = len(output_json.encode("utf-8"))
+    except UnicodeEncodeError:
+        error = "output holds a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot encode"
+        return Outcome(failed(error, False), "failed", duration)
+    except (TypeError, ValueError, RecursionError) as exc:
+        error = f"output is not JSON-serialisable: {_error_text(exc)}"
+        return Outcome(failed(error, False), "failed", duration)
+    if size > MAX_OUTPUT_BYTES:
+        error = f"output is {size} bytes as JSON, over the {MAX_OUTPUT_BYTES}-byte limit"
         return Outcome(failed(error, False), "failed", duration)
     result = TaskSucceeded(task.task_id, task.step_id, task.attempt, task.kind, output_json)
     return Outcome(result, "succeeded", duration)

@@ -42,13 +42,13 @@ def run_worker(
     grace_period: float = duration_option(
         15.0, "--grace-period", help="How long in-flight attempts may finish after SIGTERM."
     ),
-    session_timeout: float = duration_option(
-        45.0, "--session-timeout",
-        help="Consumer group session timeout (how soon a dead worker's partitions move to "
-        "another).",
+    session_timeout: float | None = duration_option(
+        None, "--session-timeout",
+        help="Consumer group session timeout: how soon a dead worker's partitions move to "
+        "another (default FOLDFLOW_WORKER_SESSION_TIMEOUT_MS, 6s).",
     ),
     session_timeout_ms: int | None = typer.Option(
-        None, "--session-timeout-ms", min=1, hidden=True,
+        None, "--session-timeout-ms", min=1_000, hidden=True,
         help="The same in milliseconds (kept for older scripts).",
     ),
 ) -> None:
@@ -59,7 +59,8 @@ def run_worker(
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from workers.builtin import registry as builtin_registry
+    from workers.builtin import builtin_registry
+    from workers.builtin_http import HttpOptions
     from workers.registry import default_registry
     from workers.runtime import Worker
 
@@ -73,7 +74,14 @@ def run_worker(
         except ImportError as exc:
             typer.echo(f"cannot import task module {name!r}: {exc}", err=True)
             raise typer.Exit(USAGE) from exc
-    registry = builtin_registry.merged(default_registry)
+    try:
+        http = HttpOptions.from_settings(settings)
+    except ValueError as exc:
+        typer.echo(f"FOLDFLOW_HTTP_ALLOW: {exc}", err=True)
+        raise typer.Exit(USAGE) from exc
+    registry = builtin_registry(http=http).merged(default_registry)
+    if session_timeout_ms is None and session_timeout is not None:
+        session_timeout_ms = max(1_000, round(session_timeout * 1000))
     try:
         worker = Worker(
             settings,
@@ -81,8 +89,12 @@ def run_worker(
             task_types=_split(types) or None,
             concurrency=concurrency,
             grace_period=grace_period,
-            consumer_config={"session.timeout.ms": session_timeout_ms
-                             or max(1, round(session_timeout * 1000))},
+            consumer_config=(
+                {} if session_timeout_ms is None else {
+                    "session.timeout.ms": session_timeout_ms,
+                    "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+                }
+            ),
         )
     except ValueError as exc:
         typer.echo(str(exc), err=True)

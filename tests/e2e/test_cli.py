@@ -7,6 +7,7 @@ and must leave the shared Kafka and PostgreSQL running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
+from projection_support import scratch_database
 
 from foldflow import stack as local_stack
 from foldflow.settings import Settings
@@ -64,14 +66,15 @@ def _alive(pid: int) -> bool:
 def deployment(
     stack: Settings, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """`foldflow up` of a private deployment; its environment. At the end: `down`, and its
-    topics are deleted."""
+    """`foldflow up` of a private deployment (its own database); its environment. At the
+    end: `down`, and its topics and database are deleted."""
     state_dir = tmp_path_factory.mktemp("foldflow-state")
+    database = contextlib.ExitStack()
     env = {
         **os.environ,
         "COLUMNS": "220",
         "FOLDFLOW_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "FOLDFLOW_DATABASE_URL": stack.database_url,
+        "FOLDFLOW_DATABASE_URL": database.enter_context(scratch_database(stack.database_url)),
         "FOLDFLOW_TOPIC_PREFIX": f"e2e-cli-{uuid.uuid4().hex[:8]}.",
         "FOLDFLOW_STATE_DIR": str(state_dir),
         "FOLDFLOW_GATEWAY_PORT": str(_free_port()),
@@ -80,8 +83,8 @@ def deployment(
         "FOLDFLOW_PROJECTOR_METRICS_PORT": str(_free_port()),
         "FOLDFLOW_SERVICE_STOP_GRACE": "15",
     }
-    up = foldflow(env, "up", timeout=600)
     try:
+        up = foldflow(env, "up", timeout=600)
         assert up.returncode == 0, f"foldflow up failed:\n{up.stdout}\n{up.stderr}"
         yield env
     finally:
@@ -91,6 +94,7 @@ def deployment(
         if mine:
             for future in admin.delete_topics(mine, operation_timeout=30).values():
                 future.result()
+        database.close()
 
 
 def test_up_starts_every_service_and_ps_lists_them_ready(deployment: dict[str, str]) -> None:

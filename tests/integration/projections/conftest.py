@@ -3,6 +3,7 @@
 from projection_fixtures import (  # noqa: F401
     engine,
     projection_db,
+    projector_process,
     publisher,
     run_projector,
     settings,

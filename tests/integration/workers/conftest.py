@@ -23,7 +23,7 @@ from workers.registry import TaskRegistry
 from workers.runtime import Worker
 
 #: Task types of the test registry (served besides the built-in ones).
-TEST_TYPES = ("test.slow",)
+TEST_TYPES = ("test.slow", "test.big")
 WAIT_S = 60.0  # upper bound of every wait: a hang fails the test instead of blocking
 
 
@@ -162,7 +162,8 @@ def dlq(settings: Settings, topology: Topology) -> Iterator[Reader]:
 
 @pytest.fixture
 def test_registry() -> TaskRegistry:
-    """The built-in tasks plus ``test.slow`` (sync, sleeps ``seconds``, tracks concurrency)."""
+    """The built-in tasks plus ``test.slow`` (sync, sleeps ``seconds``, tracks concurrency)
+    and ``test.big`` (returns a string of ``bytes`` characters)."""
     extra = TaskRegistry()
     state = {"running": 0, "max": 0}
     lock = threading.Lock()
@@ -178,6 +179,10 @@ def test_registry() -> TaskRegistry:
             with lock:
                 state["running"] -= 1
         return {"max_seen": state["max"]}
+
+    @extra.task("test.big")
+    def big(input: dict[str, int], ctx: object) -> str:
+        return "x" * input["bytes"]
 
     registry = builtin_registry.merged(extra)
     registry.concurrency_state = state  # type: ignore[attr-defined]

@@ -92,7 +92,22 @@ def test_attempt_timeout_gives_retryable_failure(send, results, start_worker):
 
     assert isinstance(result.payload, TaskFailed)
     assert result.payload.retryable is True
+    assert result.payload.timed_out is True  # the same as when the orchestrator notices
     assert result.payload.error == "timed out after 300 ms"
+
+
+def test_an_output_no_message_can_carry_fails_the_attempt_for_good(send, results, start_worker):
+    """A result over Kafka's message size was retried forever, holding its partition."""
+    start_worker(task_types=("test.big", "builtin.echo"))
+    send("test.big", {"bytes": 2_000_000})
+    send("test.big", {"bytes": 10})
+
+    outcomes = results.envelopes(2)
+
+    failed = [r.payload for r in outcomes if isinstance(r.payload, TaskFailed)]
+    assert len(failed) == 1 and failed[0].retryable is False
+    assert "over the 262144-byte limit" in failed[0].error
+    assert any(isinstance(r.payload, TaskSucceeded) for r in outcomes)
 
 
 def test_poison_message_goes_to_dlq_and_the_next_one_is_processed(

@@ -96,6 +96,25 @@ def test_an_attempt_timeout_is_a_retryable_failure() -> None:
     assert run.send_envelope(run.message(run.history[2].payload)) == []
 
 
+def test_a_timeout_the_worker_reports_is_timed_out_like_the_orchestrators() -> None:
+    run = Run(SAGA)
+    run.start()
+    ss = run.state.steps["reserve"]
+    out = run.send(
+        TaskFailed(ss.task_id or "", "reserve", 1, "step", "timed out after 1000 ms", True, True)
+    )
+    assert types(out) == ["StepAttemptFailed"] and out[0].timed_out
+    # an ordinary failure stays timed_out=false
+    assert not run.fail("log")[0].timed_out
+    run.fire("retry:reserve:2")
+    run.succeed("reserve", {"id": "r"})
+    run.fail("charge", retryable=False)
+    comp = run.state.steps["reserve"]
+    out = run.send(TaskFailed(comp.comp_task_id or "", "reserve", comp.comp_attempt,
+                              "compensation", "timed out after 1000 ms", True, True))
+    assert types(out) == ["CompensationAttemptFailed"] and out[0].timed_out
+
+
 def test_a_timer_that_is_not_pending_produces_nothing() -> None:
     run = Run(RETRY)
     run.start()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from foldflow.topics import BUILTIN_TASK_TYPES
-from workers import builtin
+from workers import builtin, builtin_http
 from workers.registry import NonRetryableError, RetryableError, TaskContext
 
 
@@ -54,12 +54,12 @@ def test_fail_refuses_bad_times() -> None:
 
 
 def test_parse_http_request_defaults_and_fields() -> None:
-    req = builtin.parse_http_request(
+    req = builtin_http.parse_http_request(
         {"url": "http://svc:8000/pay", "method": "post", "json": {"a": 1}, "timeout": 2}
     )
     assert (req.method, req.timeout, req.has_json, req.json_body) == ("POST", 2.0, True, {"a": 1})
     assert req.host == "svc:8000"
-    get = builtin.parse_http_request({"url": "https://example.org"})
+    get = builtin_http.parse_http_request({"url": "https://example.org"})
     assert (get.method, get.has_json, get.attempts) == ("GET", False, 3)
 
 
@@ -72,21 +72,28 @@ def test_parse_http_request_defaults_and_fields() -> None:
         ({"url": "http://x", "timeout": 0}, "timeout"),
         ({"url": "http://x", "attempts": 0}, "attempts"),
         ({"url": "http://x", "headers": {"a": 1}}, "headers"),
+        ({"url": "http://x:99999"}, "port"),
+        ({"url": "http://x", "follow_redirects": "yes"}, "follow_redirects"),
         ("http://x", "object"),
     ],
 )
 def test_parse_http_request_refuses_bad_input(bad: Any, match: str) -> None:
     with pytest.raises(NonRetryableError, match=match):
-        builtin.parse_http_request(bad)
+        builtin_http.parse_http_request(bad)
 
 
 def test_response_output_json_or_text() -> None:
-    assert builtin.response_output(200, "application/json", b'{"ok":true}') == {
+    assert builtin_http.response_output(200, "application/json", b'{"ok":true}') == {
         "status": 200,
         "json": {"ok": True},
     }
-    assert builtin.response_output(201, "text/plain", b"hi") == {"status": 201, "text": "hi"}
-    assert builtin.response_output(200, "application/json", b"{broken") == {
+    assert builtin_http.response_output(201, "text/plain", b"hi") == {"status": 201, "text": "hi"}
+    assert builtin_http.response_output(200, "application/json", b"{broken") == {
         "status": 200,
         "text": "{broken",
+    }
+    # NaN is no JSON any downstream can store: the body is kept as text
+    assert builtin_http.response_output(200, "application/json", b'{"a": NaN}') == {
+        "status": 200,
+        "text": '{"a": NaN}',
     }

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from schemas.messages import Envelope, ExecuteTask, TaskFailed, TaskSucceeded, derived_id, dump_json
-from workers.execution import result_envelope, run_attempt
+from workers.execution import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, result_envelope, run_attempt
 from workers.registry import NonRetryableError, RetryableError, TaskContext, TaskRegistry
 
 
@@ -120,7 +120,7 @@ async def test_async_timeout_is_a_retryable_failure(pool: ThreadPoolExecutor) ->
     outcome = await run(handler, command(None, timeout_ms=50), pool)
     assert isinstance(outcome.result, TaskFailed)
     assert outcome.result.error == "timed out after 50 ms"
-    assert outcome.result.retryable
+    assert outcome.result.retryable and outcome.result.timed_out
     assert outcome.outcome == "timed_out"
 
 
@@ -129,7 +129,7 @@ async def test_sync_timeout_is_a_retryable_failure(pool: ThreadPoolExecutor) -> 
         time.sleep(0.5)
 
     outcome = await run(handler, command(None, timeout_ms=50), pool)
-    assert isinstance(outcome.result, TaskFailed)
+    assert isinstance(outcome.result, TaskFailed) and outcome.result.timed_out
     assert outcome.outcome == "timed_out"
 
 
@@ -142,7 +142,30 @@ async def test_handlers_own_timeout_error_is_not_the_attempt_timeout(
     outcome = await run(handler, command(None, timeout_ms=5_000), pool)
     assert isinstance(outcome.result, TaskFailed)
     assert outcome.result.error == "downstream timed out"
+    assert not outcome.result.timed_out
     assert outcome.outcome == "failed"
+
+
+async def test_outputs_and_errors_that_could_not_travel_fail_clearly(
+    pool: ThreadPoolExecutor,
+) -> None:
+    big = await run(lambda i, c: "x" * (MAX_OUTPUT_BYTES + 1), command(None), pool)
+    assert isinstance(big.result, TaskFailed) and not big.result.retryable
+    assert f"over the {MAX_OUTPUT_BYTES}-byte limit" in big.result.error
+    fits = await run(lambda i, c: "x" * (MAX_OUTPUT_BYTES - 2), command(None), pool)
+    assert isinstance(fits.result, TaskSucceeded)
+
+    lone = await run(lambda i, c: {"s": "\ud800"}, command(None), pool)
+    assert isinstance(lone.result, TaskFailed) and "lone surrogate" in lone.result.error
+
+    def shout(input: Any, ctx: TaskContext) -> Any:
+        raise RuntimeError("\udc80" + "e" * 100_000)
+
+    loud = await run(shout, command(None), pool)
+    assert isinstance(loud.result, TaskFailed) and loud.result.retryable
+    assert loud.result.error.startswith("\\udc80eee")
+    assert len(loud.result.error) < MAX_ERROR_CHARS + 100
+    loud.result.error.encode("utf-8")  # travels
 
 
 async def test_bad_input_and_bad_output_are_not_retryable(pool: ThreadPoolExecutor) -> None:
