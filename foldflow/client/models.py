@@ -165,6 +165,8 @@ class EventPublic(_Response):
     correlation_id: str
     causation_id: str | None = None
     payload: dict[str, Any]
+    altered: dict[str, Any] | None = None
+    """What could not be stored as it was (NaN, \\u0000...), where and why (docs/operations.md)."""
 
 
 class EventPage(_Response):

@@ -89,7 +89,7 @@ def deployment(
         server.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     """One headless Chromium for the session."""
     if not Path(CHROMIUM).exists():
