@@ -45,7 +45,7 @@ def run_orchestrator() -> None:
     from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from processors.app import create_app
+    from processors.runtime.app import create_app
 
     settings = get_settings()
     if settings.processing_guarantee == "exactly_once":

@@ -12,8 +12,8 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from foldflow.expressions import render
-from processors.evolve import evolve
-from processors.state import WorkflowState
+from processors.decider.evolve import evolve
+from processors.decider.state import WorkflowState
 from schemas.messages import Envelope, Payload, StartWorkflow, dump_json, event_id_for
 
 __all__ = [

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
-from processors.decider import decide, evolve, react
-from processors.state import WorkflowState
+from processors.decider.decider import decide, evolve, react
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     CancelWorkflow,
     ChildFinished,

@@ -9,8 +9,8 @@ from jsonschema.exceptions import best_match
 
 from foldflow.definitions import Definition, Step
 from foldflow.expressions import evaluate_condition, parse_condition
-from processors.compensation import drive_compensation, stop
-from processors.decision import Decision, canonical, context, jitter_fraction, render_json
+from processors.decider.compensation import drive_compensation, stop
+from processors.decider.decision import Decision, canonical, context, jitter_fraction, render_json
 from schemas.messages import (
     ChildWorkflowRequested,
     SignalReceived,

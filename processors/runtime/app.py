@@ -4,7 +4,7 @@
 apps, so every test and process gets its own. One agent (``concurrency=1``, DESIGN §13)
 reads ``wf.commands`` and ``wf.results`` (co-partitioned) and keeps each workflow's state
 in the ``workflows`` table (raw bytes, changelog plain ``compact``). For each record the
-:class:`~processors.runner.Orchestrator` decides, produces and waits for the acks; only
+:class:`~processors.runtime.runner.Orchestrator` decides, produces and waits for the acks; only
 then is the new state assigned to the table. A timer fires due workflow timers through
 ``wf.commands``; the timer index is rebuilt whenever table recovery completes.
 """
@@ -24,15 +24,21 @@ from mode import Service
 from foldflow.observability.metrics import ACTIVE_WORKFLOWS
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.catchup import fold_events, is_marker, marker_key, marker_offset, marker_value
-from processors.definitions_cache import DefinitionsCache
-from processors.firing import TimerFirer
-from processors.holes import HoleReader, InputOrder
-from processors.runner import InputRecord, Orchestrator
-from processors.state import ACTIVE_STATUSES, state_from_bytes
-from processors.stored import Stored
-from processors.telemetry import LagGauge
-from processors.timers import TimerIndex, partition_for
+from processors.decider.state import ACTIVE_STATUSES, state_from_bytes
+from processors.runtime.catchup import (
+    fold_events,
+    is_marker,
+    marker_key,
+    marker_offset,
+    marker_value,
+)
+from processors.runtime.definitions_cache import DefinitionsCache
+from processors.runtime.firing import TimerFirer
+from processors.runtime.holes import HoleReader, InputOrder
+from processors.runtime.runner import InputRecord, Orchestrator
+from processors.runtime.stored import Stored
+from processors.runtime.telemetry import LagGauge
+from processors.runtime.timers import TimerIndex, partition_for
 from producers import Publisher
 from schemas.codec import CodecError, decode
 

@@ -12,7 +12,7 @@ timed out" by the next).
 So the event log, not the changelog, is the truth: each input partition's table carries
 a marker, the ``wf.events`` offset up to which the stored states cover the partition's
 events (written with every batch), and a recovery folds the events after it into the
-states with :func:`processors.evolve.evolve` — the same fold that made them — before any
+states with :func:`processors.decider.evolve.evolve` — the same fold that made them — before any
 input is handled. The inputs behind those events are then recognised as applied (their
 ids are in ``state.applied``) and produce nothing.
 """
@@ -23,9 +23,9 @@ import logging
 import struct
 from collections.abc import Callable, Iterable
 
-from processors.evolve import evolve, initial_state
-from processors.state import state_from_bytes, state_to_bytes
-from processors.stored import Stored
+from processors.decider.evolve import evolve, initial_state
+from processors.decider.state import state_from_bytes, state_to_bytes
+from processors.runtime.stored import Stored
 from schemas.messages import Envelope
 
 __all__ = ["MARKER_PREFIX", "fold_events", "is_marker", "marker_key", "marker_offset",

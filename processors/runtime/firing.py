@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from foldflow.observability.tracing import extract_context
 from foldflow.topics import Topology
-from processors.timers import DueTimer, TimerIndex
+from processors.runtime.timers import DueTimer, TimerIndex
 from producers import Publisher
 from schemas.messages import Envelope, FireTimer, derived_id
 

@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from foldflow.observability.tracing import header_list
 from foldflow.settings import Settings
-from processors.runner import InputRecord
+from processors.runtime.runner import InputRecord
 
 __all__ = ["STALL_S", "HoleError", "HoleReader", "InputOrder"]
 

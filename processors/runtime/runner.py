@@ -1,6 +1,6 @@
 """Handling the orchestrator's inputs: decode, decide, produce and wait, then store.
 
-:class:`Orchestrator` is the effectful shell around :func:`processors.plan.apply_input`.
+:class:`Orchestrator` is the effectful shell around :func:`processors.decider.plan.apply_input`.
 It knows nothing of faust: the app hands it a batch of records and a way to read the
 stored values, and stores what :meth:`Orchestrator.handle_batch` returns. That happens
 only after every message produced for the batch was acked (DESIGN §5); inputs of one
@@ -31,13 +31,18 @@ from foldflow.observability.metrics import (
 from foldflow.observability.tracing import Header, extract_context, inject_headers
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.decider import initial_state
-from processors.definitions_cache import DefinitionsCache
-from processors.plan import Plan, apply_input
-from processors.state import ACTIVE_STATUSES, WorkflowState, state_from_bytes, state_to_bytes
-from processors.stored import COMMANDS, RESULTS, Stored
-from processors.telemetry import TaskTypes, record_ignored, record_plan
-from processors.timers import TimerIndex
+from processors.decider.decider import initial_state
+from processors.decider.plan import Plan, apply_input
+from processors.decider.state import (
+    ACTIVE_STATUSES,
+    WorkflowState,
+    state_from_bytes,
+    state_to_bytes,
+)
+from processors.runtime.definitions_cache import DefinitionsCache
+from processors.runtime.stored import COMMANDS, RESULTS, Stored
+from processors.runtime.telemetry import TaskTypes, record_ignored, record_plan
+from processors.runtime.timers import TimerIndex
 from producers import Publisher, PublishError
 from schemas.codec import CodecError, decode
 from schemas.messages import Envelope, ExecuteTask, StartWorkflow, kind_of

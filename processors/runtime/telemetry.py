@@ -17,8 +17,8 @@ from foldflow.observability.metrics import (
     WORKFLOWS_FINISHED,
     WORKFLOWS_STARTED,
 )
-from processors.plan import Plan
-from processors.state import WorkflowState
+from processors.decider.plan import Plan
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
     ChildFinished,

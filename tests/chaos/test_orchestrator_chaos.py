@@ -27,7 +27,7 @@ from orchestrator_harness import (
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.app import app_id
+from processors.runtime.app import app_id
 from schemas.messages import StepCompleted
 
 WAIT_S = 120.0

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from foldflow.cli.orchestrator import run_orchestrator
-from processors.runner import InputRecord, Orchestrator
+from processors.runtime.runner import InputRecord, Orchestrator
 
 _handle_batch = Orchestrator.handle_batch
 

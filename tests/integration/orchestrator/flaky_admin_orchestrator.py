@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-import processors.runner as runner
+import processors.runtime.runner as runner
 from foldflow.cli.orchestrator import run_orchestrator
 
 _real_ensure_topics = runner.ensure_topics

@@ -7,7 +7,7 @@ from orchestrator_harness import Deployment, private_settings
 
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
-from processors.definitions_cache import DefinitionsCache
+from processors.runtime.definitions_cache import DefinitionsCache
 
 
 def _definition(name: str, version: int, task: str = "builtin.echo") -> Definition:

@@ -9,7 +9,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from foldflow.settings import Settings
-from processors.holes import HoleError, HoleReader
+from processors.runtime.holes import HoleError, HoleReader
 
 
 @pytest.fixture

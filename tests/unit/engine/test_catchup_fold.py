@@ -5,9 +5,15 @@ from __future__ import annotations
 from engine_harness import Run
 
 from foldflow.definitions import Definition
-from processors.catchup import fold_events, is_marker, marker_key, marker_offset, marker_value
-from processors.state import state_from_bytes, state_to_bytes
-from processors.stored import Stored
+from processors.decider.state import state_from_bytes, state_to_bytes
+from processors.runtime.catchup import (
+    fold_events,
+    is_marker,
+    marker_key,
+    marker_offset,
+    marker_value,
+)
+from processors.runtime.stored import Stored
 
 CHAIN = Definition.load("""
 name: chain

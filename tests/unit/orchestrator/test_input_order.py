@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from processors import holes
-from processors.holes import HoleError, InputOrder
-from processors.runner import InputRecord
+from processors.runtime import holes
+from processors.runtime.holes import HoleError, InputOrder
+from processors.runtime.runner import InputRecord
 
 T = "wf.results"
 

@@ -7,11 +7,11 @@ import pytest
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
 from processors.decider import initial_state
-from processors.firing import fire_timer_command
-from processors.plan import apply_input, route
-from processors.state import WorkflowState
-from processors.telemetry import TaskTypes, ignored_reason
-from processors.timers import DueTimer
+from processors.decider.plan import apply_input, route
+from processors.decider.state import WorkflowState
+from processors.runtime.firing import fire_timer_command
+from processors.runtime.telemetry import TaskTypes, ignored_reason
+from processors.runtime.timers import DueTimer
 from schemas.messages import (
     ChildFinished,
     Envelope,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.stored import COMMANDS, RESULTS, Stored
+from processors.runtime.stored import COMMANDS, RESULTS, Stored
 
 
 def test_round_trip_and_coverage() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from processors.telemetry import LagGauge
+from processors.runtime.telemetry import LagGauge
 
 
 def _lag(group: str, topic: str, partition: int) -> float | None:

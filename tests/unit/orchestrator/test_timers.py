@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from processors.timers import DueTimer, TimerIndex, partition_for
+from processors.runtime.timers import DueTimer, TimerIndex, partition_for
 
 
 def test_due_timers_come_in_due_order_and_only_when_due() -> None:

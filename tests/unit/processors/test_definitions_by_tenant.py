@@ -8,7 +8,7 @@ import pytest
 
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
-from processors.definitions_cache import DefinitionsCache
+from processors.runtime.definitions_cache import DefinitionsCache
 from schemas.codec import encode
 from schemas.messages import (
     DEFAULT_TENANT,
