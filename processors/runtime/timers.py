@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aiokafka.partitioner import murmur2
+from foldflow.partitioner import murmur2
 
 __all__ = ["DueTimer", "TimerIndex", "partition_for"]
 
