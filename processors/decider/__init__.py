@@ -17,17 +17,20 @@ from processors.decider.decider import (
     state_from_bytes,
     state_to_bytes,
 )
-from processors.decider.plan import Plan, apply_input, route
+from processors.decider.failure import abandon
+from processors.decider.plan import Plan, apply_input, plan_events, route
 
 __all__ = [
     "Plan",
     "StepState",
     "WorkflowState",
+    "abandon",
     "apply_input",
     "decide",
     "evolve",
     "initial_state",
     "is_terminal",
+    "plan_events",
     "react",
     "route",
     "state_from_bytes",

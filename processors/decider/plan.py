@@ -24,7 +24,7 @@ from schemas.messages import (
     TerminateWorkflow,
 )
 
-__all__ = ["Plan", "apply_input", "route"]
+__all__ = ["Plan", "apply_input", "plan_events", "route"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def apply_input(
 ) -> Plan:
     """Decide on ``message`` (``now`` = its timestamp) and derive everything that follows."""
     events = decide(state, message, message.timestamp, definition=definition)
+    return plan_events(state, events, topology=topology)
+
+
+def plan_events(state: WorkflowState, events: list[Envelope], *, topology: Topology) -> Plan:
+    """Fold ``events`` into ``state`` and derive, per event and in order, what follows."""
     derived: list[tuple[str, Envelope]] = []
     for event in events:
         state = evolve(state, event)

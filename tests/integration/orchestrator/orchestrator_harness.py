@@ -116,7 +116,6 @@ class Service:
             "FOLDFLOW_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "FOLDFLOW_TOPIC_PREFIX": self.settings.topic_prefix,
             "FOLDFLOW_PARTITIONS": str(self.settings.partitions),
-            "FOLDFLOW_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
             "FOLDFLOW_METRICS_PORT": "0",
             "FOLDFLOW_INSTANCE_ID": self.log_path.stem,
             "FOLDFLOW_STATE_DIR": str(self.log_path.parent / "state"),
