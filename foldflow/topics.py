@@ -69,9 +69,10 @@ def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list
         ),
         TopicSpec(prefix + DLQ, p, rf, delete(30)),
         TopicSpec(prefix + ORCHESTRATOR_STATE, p, rf, {
-            "cleanup.policy": "compact", "min.insync.replicas": isr,
+            "cleanup.policy": "compact",
+            "min.insync.replicas": isr,
             "segment.bytes": str(STATE_SEGMENT_BYTES),
-        }),  # fmt: skip
+        }),
     ]
     specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]
     return specs

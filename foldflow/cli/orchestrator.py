@@ -53,7 +53,7 @@ def run_orchestrator() -> None:
 
     code = run(settings, on_ready=serve_metrics)
     logging.shutdown()
-    raise typer.Exit(code)
+    sys.exit(code)
 
 
 def _configure_logging(settings: Settings) -> None:

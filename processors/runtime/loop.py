@@ -340,7 +340,7 @@ class Orchestrator:
         except Exception as exc:  # the admin API timed out, the broker is away: try again
             log.error("cannot create the task topics of %s (%s); retrying in %.1fs",
                       ", ".join(wanted), exc, self._admin_backoff)  # fmt: skip
-            self._abort("task topics")
+            self._abort("task topics")  # and rewind: the input is read again
             time.sleep(self._admin_backoff)
             self._admin_backoff = min(self._admin_backoff * 2, ADMIN_BACKOFF_MAX_S)
             raise TransactionAborted("task topics could not be created") from exc
@@ -455,29 +455,33 @@ class Orchestrator:
         TRANSACTION_INPUTS.observe(txn.inputs)
 
     def _abort(self, reason: str, *, force: bool = False) -> None:
-        """Abort the open transaction, rewind every input partition, drop working state.
-
-        ``force``: the producer says a transaction is open even if none is known here.
-        """
+        """Abort the open transaction (``force``: the producer has one open even if none is
+        known here), drop the working state and rewind every input partition to its
+        committed offset: whatever was read since is decided again."""
         txn, self.txn = self.txn, None
-        if txn is None:
-            if not force:
-                return
-            txn = Transaction(started=time.monotonic())
-        self._call("abort_transaction",
-                   lambda: self.producer.abort_transaction(self.call_timeout_s))  # fmt: skip
+        if txn is not None or force:
+            self._call("abort_transaction",
+                       lambda: self.producer.abort_transaction(self.call_timeout_s))  # fmt: skip
         TRANSACTION_ABORTS.labels(reason=reason).inc()
-        self.timers.rearm(txn.fired, at=int(time.time() * 1000))
-        if self._rejections:
-            for key, end in txn.positions.items():
-                self._suspect[key] = max(end, self._suspect.get(key, 0))
-            if txn.inputs == 1 and len(txn.positions) == 1:
-                (topic, partition), end = next(iter(txn.positions.items()))
-                self._poison.add((topic, partition, end - 1))
-                self._poison_reason = str(self._rejections[0])
-            self._rejections.clear()
+        inputs = 0
+        if txn is not None:
+            inputs = txn.inputs
+            self.timers.rearm(txn.fired, at=int(time.time() * 1000))
+            if self._rejections:
+                self._isolate(txn)
+        self._rejections.clear()
         self._rewind()
-        log.warning("transaction aborted (%s): %d inputs will be read again", reason, txn.inputs)
+        log.warning("transaction aborted (%s): %d inputs will be read again", reason, inputs)
+
+    def _isolate(self, txn: Transaction) -> None:
+        """A record of ``txn`` was refused: its inputs go one per transaction from now on,
+        and an input refused alone is poison (parked on wf.dlq when read again)."""
+        for key, end in txn.positions.items():
+            self._suspect[key] = max(end, self._suspect.get(key, 0))
+        if txn.inputs == 1 and len(txn.positions) == 1:
+            (topic, partition), end = next(iter(txn.positions.items()))
+            self._poison.add((topic, partition, end - 1))
+            self._poison_reason = f"the broker refused a record it produced: {self._rejections[0]}"
 
     def _rewind(self, *, assign: bool = False) -> None:
         """Send every owned input partition back to its committed offset (``assign``: by

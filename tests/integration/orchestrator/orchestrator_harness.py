@@ -181,6 +181,7 @@ class EventLog:
             "group.id": f"test-events-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "isolation.level": "read_committed",  # what every reader of the outputs sees
         })  # fmt: skip
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
