@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -91,6 +91,32 @@ def from_record(*, partition: int, offset: int, key: bytes | None, value: bytes 
     )
 
 
+#: What the broker answers for a partition whose leader is not settled yet (not flagged
+#: retriable by librdkafka's watermark query, but gone within a second).
+_MOVING = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+})  # fmt: skip
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, *, timeout: float) -> tuple[int, int]:
+    """A partition's watermarks, retried while the broker says it is moving (a topic just
+    created may not have its leaders yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _MOVING
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
                       timeout: float = 10.0) -> list[DeadLetter]:
     """Every dead letter (parked at or after ``since_ms``), oldest first per partition."""
@@ -99,7 +125,10 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": f"foldflow-cli-dlq-{uuid.uuid4().hex}",  # never committed
         "enable.auto.commit": False,
-        "enable.partition.eof": False,
+        # the end is where the consumer says it is: the orchestrator parks records in
+        # transactions, and a commit marker after the last record takes an offset too
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
     })  # fmt: skip
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
@@ -109,7 +138,7 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout=timeout)
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
@@ -120,13 +149,18 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             for record in consumer.consume(num_messages=500, timeout=1.0):
-                if record.error() is not None:
-                    continue
                 partition, offset = record.partition(), record.offset()
                 end = ends.get(partition) if partition is not None else None
-                if partition is None or end is None or offset is None or offset >= end:
+                if partition is None or end is None or offset is None:
                     continue
-                if offset >= end - 1:
+                error = record.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and offset >= end:
+                        ends.pop(partition)
+                    continue
+                if offset >= end:
+                    continue
+                if offset + 1 >= end:
                     ends.pop(partition)
                 letter = from_record(
                     partition=partition, offset=offset, key=record.key(),
