@@ -67,7 +67,7 @@ class DefinitionsCache:
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 100,
-            "log_level": 3,
+            "logger": logging.getLogger("librdkafka"),
         })  # fmt: skip
         metadata = consumer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
         if metadata is None or metadata.error is not None:

@@ -20,7 +20,16 @@ from foldflow.observability.identity import instance_name
 from foldflow.settings import Settings
 from producers import producer_config
 
-__all__ = ["consumer_config", "group_id", "transactional_id", "transactional_producer_config"]
+__all__ = [
+    "MAX_POLL_INTERVAL_MS",
+    "consumer_config",
+    "group_id",
+    "transactional_id",
+    "transactional_producer_config",
+]
+
+#: How long the loop may go without polling before the group counts it gone.
+MAX_POLL_INTERVAL_MS = 300_000
 
 #: librdkafka's log lines go through Python logging (JSON lines, rate limited).
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
@@ -55,6 +64,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.partition.eof": False,
         "session.timeout.ms": session,
         "heartbeat.interval.ms": max(500, session // 4),
+        "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
         "fetch.wait.max.ms": 50,
         "logger": _LIBRDKAFKA_LOG,
     }

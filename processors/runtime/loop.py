@@ -70,7 +70,12 @@ from processors.runtime.errors import (
 )
 from processors.runtime.firing import fire_timer_command
 from processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
-from processors.runtime.kafka import consumer_config, group_id, transactional_producer_config
+from processors.runtime.kafka import (
+    MAX_POLL_INTERVAL_MS,
+    consumer_config,
+    group_id,
+    transactional_producer_config,
+)
 from processors.runtime.records import DefinitionTable, definition_key, definition_record
 from processors.runtime.recovery import StateReader
 from processors.runtime.store import FINISHED, PartitionState, Store, Transaction
@@ -88,6 +93,11 @@ BATCH_MAX = 500  # records taken from the consumer per turn
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
 GAUGES_S = 5.0
 ADMIN_BACKOFF_MAX_S = 5.0
+#: How long a guarded librdkafka call may block before the watchdog ends the process
+#: (librdkafka #5456): the consumer's max.poll.interval, past which the group has moved
+#: this instance's partitions on anyway. A broker restart blocks it for as long as the
+#: broker takes to come back, which must not kill the process.
+WATCHDOG_S = MAX_POLL_INTERVAL_MS / 1000
 
 EnsureTopics = Callable[[tuple[str, ...]], None]
 
@@ -411,10 +421,10 @@ class Orchestrator:
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(txn.positions.items())]
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
-            with self.watchdog.guard("send_offsets_to_transaction", self.call_timeout_s + 10):
-                self._call("send_offsets_to_transaction",
-                           lambda: self.producer.send_offsets_to_transaction(
-                               offsets, metadata, self.call_timeout_s))  # fmt: skip
+            self._call("send_offsets_to_transaction",
+                       lambda: self.producer.send_offsets_to_transaction(
+                           offsets, metadata, self.call_timeout_s),
+                       guard_s=WATCHDOG_S)  # fmt: skip
         self._call("commit_transaction",
                    lambda: self.producer.commit_transaction(self.call_timeout_s))  # fmt: skip
         self.txn = None
@@ -502,12 +512,20 @@ class Orchestrator:
                 log.warning("cannot rewind %s[%d] to %d: %s", tp.topic, tp.partition, tp.offset,
                             exc)  # fmt: skip
 
-    def _call(self, what: str, call: Callable[[], object]) -> None:
-        """A transactional producer call: retried while retriable, else classified."""
+    def _call(self, what: str, call: Callable[[], object], *, guard_s: float | None = None
+              ) -> None:  # fmt: skip
+        """A transactional producer call: retried while retriable, else classified.
+
+        ``guard_s``: each attempt runs under the watchdog with this deadline.
+        """
         delay = 0.1
         while True:
             try:
-                call()
+                if guard_s is None:
+                    call()
+                else:
+                    with self.watchdog.guard(what, guard_s):
+                        call()
                 return
             except KafkaException as exc:
                 error = kafka_error(exc)

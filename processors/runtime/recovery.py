@@ -52,7 +52,7 @@ class Restored:
 
 
 class StateReader:
-    """Reads partitions of the state topic to their end (its own group-less consumer)."""
+    """Reads partitions of the state topic to their end (a group-less consumer per read)."""
 
     def __init__(
         self,
@@ -64,7 +64,8 @@ class StateReader:
     ) -> None:
         self._topic = topic
         self._definitions = definitions
-        self._consumer = consumer_factory({
+        self._factory = consumer_factory
+        self._config: dict[str, Any] = {
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": f"{settings.topic_prefix}foldflow-orchestrator-restore-"
                         f"{uuid.uuid4().hex}",  # never joined, never committed
@@ -73,12 +74,11 @@ class StateReader:
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 50,
-            "log_level": 3,
-        })  # fmt: skip
+            "logger": logging.getLogger("librdkafka"),
+        }
 
     def close(self) -> None:
-        """Close the consumer."""
-        self._consumer.close()
+        """Nothing stays open between reads."""
 
     def restore(self, partitions: Iterable[int], *, timeout: float = 600.0) -> dict[int, Restored]:
         """Read each partition to its end; raises ``TimeoutError`` after ``timeout`` s."""
@@ -87,7 +87,8 @@ class StateReader:
             return {}
         latest: dict[int, dict[bytes, bytes | None]] = {p: {} for p in wanted}
         counts = dict.fromkeys(wanted, 0)
-        self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in wanted])
+        consumer = self._factory(self._config)
+        consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in wanted])
         open_ = set(wanted)
         deadline = time.monotonic() + timeout
         try:
@@ -96,7 +97,7 @@ class StateReader:
                     raise TimeoutError(
                         f"restoring {self._topic} partitions {sorted(open_)} took over {timeout}s"
                     )
-                for msg in self._consumer.consume(num_messages=10_000, timeout=0.5):
+                for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                     partition = msg.partition() or 0
                     error = msg.error()
                     if error is not None:
@@ -108,7 +109,7 @@ class StateReader:
                     latest[partition][msg.key() or b""] = msg.value()
                     counts[partition] += 1
         finally:
-            self._consumer.unassign()
+            consumer.close()
         return {p: self._decode(p, latest[p], counts[p]) for p in wanted}
 
     def _decode(self, partition: int, latest: dict[bytes, bytes | None], count: int) -> Restored:

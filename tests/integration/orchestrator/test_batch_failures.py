@@ -30,6 +30,7 @@ from orchestrator_harness import (
     EventLog,
     Service,
     assert_log_invariants,
+    delete_private_topics,
     private_settings,
     register_all,
 )
@@ -163,3 +164,4 @@ def test_an_aborted_commit_is_decided_again_to_the_same_events(
         worker.stop()
         events.close()
         deployment.close()
+        delete_private_topics(settings)
