@@ -127,10 +127,12 @@ class Orchestrator:
         self.topology = Topology.of(settings)
         self.inputs = (self.topology.commands, self.topology.results)
         self.consumer = consumer_factory(consumer_config(settings))
+        self._producer_fatal: KafkaError | None = None
         self.producer = producer_factory({
             **transactional_producer_config(settings),
             "on_delivery": self._on_delivery,
             "delivery.report.only.error": True,
+            "error_cb": self._on_producer_error,
         })  # fmt: skip
         self.reader = reader
         self.definitions = definitions
@@ -409,6 +411,13 @@ class Orchestrator:
         if error is not None and record_rejected(error):
             self._rejections.append(error)
 
+    def _on_producer_error(self, error: KafkaError) -> None:
+        """librdkafka's error events; a fatal one (a fence) explains the calls that fail
+        after it with a mere "erroneous state"."""
+        if error.fatal():
+            self._producer_fatal = error
+            log.error("the producer failed for good: %s", error)
+
     def _commit_open(self, reason: str) -> None:
         if self.txn is not None:
             self._commit(reason)
@@ -539,6 +548,11 @@ class Orchestrator:
         """Handle a non-retriable error of ``what``; always raises."""
         error = kafka_error(exc)
         kind = classify(error) if error is not None else ErrorClass.FATAL
+        if kind is ErrorClass.FATAL:
+            self.producer.poll(0)  # serve a pending error event that says why
+        fatal = self._producer_fatal
+        if kind is ErrorClass.FATAL and fatal is not None and classify(fatal) is ErrorClass.FENCED:
+            kind, error = ErrorClass.FENCED, fatal  # e.g. a produce refused after the fence
         if kind is ErrorClass.FENCED:
             self._dead = True
             raise Fenced(f"{what}: {error}") from exc

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -99,12 +100,17 @@ class Service:
 
     def __init__(
         self, name: str, settings: Settings, log_dir: Path, *, args: Iterable[str] = (),
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, script: Path | None = None,
+        instance: str | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.settings = settings
         self.args = list(args)
+        self.script = script  # run this Python file instead of `foldflow run <args>`
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        #: FOLDFLOW_INSTANCE_ID: give a restarted service its predecessor's to reuse its
+        #: transactional.id (as a supervisor restarting a pod does)
+        self.instance = instance or self.log_path.stem
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -118,14 +124,17 @@ class Service:
             "FOLDFLOW_TOPIC_PREFIX": self.settings.topic_prefix,
             "FOLDFLOW_PARTITIONS": str(self.settings.partitions),
             "FOLDFLOW_METRICS_PORT": "0",
-            "FOLDFLOW_INSTANCE_ID": self.log_path.stem,
+            "FOLDFLOW_INSTANCE_ID": self.instance,
             "FOLDFLOW_STATE_DIR": str(self.log_path.parent / "state"),
+            "PYTHONPATH": str(REPO),
             **self.extra_env,
         }
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
+        command = ([sys.executable, str(self.script)] if self.script is not None
+                   else [str(FOLDFLOW), "run", *self.args])  # fmt: skip
         self.proc = subprocess.Popen(
-            [str(FOLDFLOW), "run", *self.args],
+            command,
             env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -335,9 +344,12 @@ def private_settings(stack: Settings, *, partitions: int) -> Settings:
 
 def delete_private_topics(settings: Settings) -> None:
     """Delete the topics of a private topic set (a broker with thousands of leftover test
-    topics takes minutes to restart)."""
+    topics takes minutes to restart); ``FOLDFLOW_TEST_KEEP_TOPICS=1`` keeps them to look at."""
     from confluent_kafka.admin import AdminClient
 
+    if os.environ.get("FOLDFLOW_TEST_KEEP_TOPICS"):
+        print(f"keeping the topics {settings.topic_prefix}*")
+        return
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
     names = [t for t in admin.list_topics(timeout=30).topics
              if t.startswith(settings.topic_prefix)]  # fmt: skip

@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -24,7 +21,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from orchestrator_harness import (
-    REPO,
     STARTUP_S,
     Deployment,
     EventLog,
@@ -44,22 +40,7 @@ HERE = Path(__file__).resolve().parent
 
 def script_orchestrator(script: str, settings: Settings, log_dir: Path) -> Service:
     """``foldflow run orchestrator`` through a script that patches one thing first."""
-    service = Service(script, settings, log_dir, args=["orchestrator"])
-    env = {
-        **os.environ,
-        "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "FOLDFLOW_PARTITIONS": str(settings.partitions),
-        "FOLDFLOW_METRICS_PORT": "0",
-        "FOLDFLOW_INSTANCE_ID": service.log_path.stem,
-        "FOLDFLOW_STATE_DIR": str(log_dir / f"{service.log_path.stem}-state"),
-        "PYTHONPATH": str(REPO),
-    }
-    service._log = service.log_path.open("ab")
-    service.proc = subprocess.Popen(
-        [sys.executable, str(HERE / f"{script}.py")], env=env, cwd=REPO,
-        stdout=service._log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    service = Service(script, settings, log_dir, script=HERE / f"{script}.py").start()
     service.wait_for_log("recovered \\d+ workflows", timeout=STARTUP_S)
     return service
 
