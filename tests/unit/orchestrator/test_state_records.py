@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from engine_support import CHILD, TOPOLOGY, message, start
 
@@ -37,8 +39,11 @@ def test_a_running_state_round_trips_with_its_definition_by_reference() -> None:
 
 def test_states_decoded_from_records_share_one_definition_string() -> None:
     table = DefinitionTable()
-    a, b = start("wf-a", CHILD), start("wf-b", CHILD)
-    assert a.definition_json is not b.definition_json  # the decider made two copies
+    a = start("wf-a", CHILD)
+    b = dataclasses.replace(start("wf-b", CHILD),
+                            definition_json=(a.definition_json or "") + " ")  # another copy
+    b = dataclasses.replace(b, definition_json=(b.definition_json or "")[:-1])
+    assert a.definition_json == b.definition_json and a.definition_json is not b.definition_json
     ra = live_record(a, digest=table.add(a.definition_json or ""), offsets=(1, -1))
     rb = live_record(b, digest=table.add(b.definition_json or ""), offsets=(2, -1))
     assert decode_live(ra, table).state.definition_json is decode_live(
