@@ -89,7 +89,11 @@ HANDLER = "orchestrator"
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("foldflow.orchestrator")
 
-BATCH_MAX = 500  # records taken from the consumer per turn
+#: Records taken from the consumer per turn. The commit interval is checked between
+#: turns, so under a backlog a transaction holds a whole turn's inputs (fewer commits,
+#: each a few broker round trips during which nothing is decided), and under light load
+#: it commits every interval.
+BATCH_MAX = 250
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
 GAUGES_S = 5.0
 ADMIN_BACKOFF_MAX_S = 5.0
@@ -234,8 +238,8 @@ class Orchestrator:
                     self._consumer_error(error)
                     continue
                 self._input(msg)
-                if self._due_to_commit():
-                    self._commit("interval")
+                if self._must_commit():
+                    self._commit("inputs")
             self._fire_due_timers()
             if self._due_to_commit():
                 self._commit("interval")
@@ -254,11 +258,17 @@ class Orchestrator:
         return max(0.0, wait)
 
     def _due_to_commit(self) -> bool:
+        """Between turns: the transaction is as old as the commit interval (or full)."""
         txn = self.txn
         return txn is not None and (
-            txn.inputs >= self.max_inputs
-            or time.monotonic() - txn.started >= self.interval_s
-            or (bool(self._suspect) and txn.inputs > 0)
+            self._must_commit() or time.monotonic() - txn.started >= self.interval_s
+        )
+
+    def _must_commit(self) -> bool:
+        """Within a turn: the transaction is full, or inputs are isolated one by one."""
+        txn = self.txn
+        return txn is not None and (
+            txn.inputs >= self.max_inputs or (bool(self._suspect) and txn.inputs > 0)
         )
 
     def _consumer_error(self, error: KafkaError) -> None:
