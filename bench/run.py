@@ -230,12 +230,11 @@ def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, 
 
 
 def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int,
-            alone: AloneResult | None) -> MemoryResult:  # fmt: skip
+            alone: AloneResult | None, state_bytes: float | None) -> MemoryResult:  # fmt: skip
     """The orchestrator's memory at 100k active workflows: measured with that many active
     in the orchestrator-alone phase; else from the RSS slope when enough workflows were
     held, else from the stored state size."""
     assert run.rss is not None
-    state_bytes = _state_bytes(run)
     if alone is not None and alone.workflows > 0:
         return MemoryResult(
             store="states in memory as state-topic records",
@@ -294,21 +293,14 @@ def run_benchmark(
         while run.projection.pending() and time.monotonic() < deadline:
             time.sleep(0.1)
         rss_end = run.rss.now() or 0.0
-        alone = None
-        if config.alone_workflows > 0:
-            run.progress("orchestrator alone: stopping the workers and the projector")
-            run.stop_all_but_the_orchestrator()
-            alone = run_alone(run.settings, run.orchestrator, workflows=config.alone_workflows,
-                              run_id=run.run_id, progress=progress)  # fmt: skip
         obs = _observations(run, driver)
+        state_bytes = _state_bytes(run)
         if run.events is not None and run.events.timestamp_type != TIMESTAMP_LOG_APPEND_TIME:
             run.notes.append("Kafka timestamps are producer create times, not broker append "
                              "times: dispatch and turnaround include producer queueing")
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=loads.orchestrator, workers=loads.workers)
                   for w, loads in windows]
-        memory = _memory(run, idle_mb=rss_idle, end_mb=rss_end,
-                         held=len(driver.starts) - held_idle, alone=alone)
         result = BenchResult(
             run_id=run.run_id,
             started_at=started_at,
@@ -326,18 +318,31 @@ def run_benchmark(
             ),
             baseline=baseline,
             phases=phases,
-            memory=memory,
+            memory=None,
             notes=run.notes,
-            alone=alone,
         )
-        result.notes.extend(diagnose(result))
-        if config.profile:
+        profile = None
+        if config.profile:  # while the workers still run
             missed = [f for f in build_figures(result)
                       if f.verdict is not None and not f.verdict.met]
             if missed:
-                result = replace(result, profile=_profile(run, driver))
+                profile = _profile(run, driver)
             else:
                 run.notes.append("--profile: every target met, no profile taken")
+        alone = None
+        if config.alone_workflows > 0:
+            run.progress("orchestrator alone: stopping the workers and the projector")
+            run.stop_all_but_the_orchestrator()
+            alone = run_alone(run.settings, run.orchestrator, workflows=config.alone_workflows,
+                              run_id=run.run_id, progress=progress)  # fmt: skip
+            run.progress(f"orchestrator alone: {alone.inputs_per_s:,.0f} inputs/s, "
+                         f"{alone.cpu_ms_per_input:.2f} CPU ms each, RSS "
+                         f"{alone.rss_before_mb:.0f} -> {alone.rss_active_mb:.0f} MB")
+        memory = _memory(run, idle_mb=rss_idle, end_mb=rss_end,
+                         held=len(driver.starts) - held_idle, alone=alone,
+                         state_bytes=state_bytes)  # fmt: skip
+        result = replace(result, memory=memory, alone=alone, profile=profile)
+        result.notes.extend(diagnose(result))
         return result
     finally:
         run.close()

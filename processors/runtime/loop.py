@@ -171,7 +171,6 @@ class Orchestrator:
         #: inputs found poison that way, sent to wf.dlq when read again
         self._poison: set[tuple[str, int, int]] = set()
         self._rejections: list[KafkaError] = []
-        self._traces: dict[str, list[tuple[str, bytes]]] = {}
         self._task_topics: set[str] = set()
         self._task_types = TaskTypes()
         self._lag = LagGauge(group_id(settings))
@@ -322,11 +321,7 @@ class Orchestrator:
         change = outcome.change
         if change is not None:
             txn.change(change)
-            wf = change.state.workflow_id
-            if change.state.timers and not change.terminal:
-                self._traces[wf] = outcome.trace
-            else:
-                self._traces.pop(wf, None)
+            txn.traces[change.state.workflow_id] = _traceparent(outcome.trace)
         if outcome.plan is not None:
             txn.plans.append(outcome.plan)
         if outcome.dead_letter_kind is not None:
@@ -379,7 +374,8 @@ class Orchestrator:
         txn = self._begin()
         txn.fired.extend(due)
         for timer in due:
-            parent = extract_context(self._traces.get(timer.workflow_id))
+            trace = self.timers.trace(timer.workflow_id)
+            parent = extract_context([("traceparent", trace)] if trace else None)
             with _tracer.start_as_current_span(
                 "orchestrator timer", context=parent, kind=SpanKind.PRODUCER,
                 attributes={"foldflow.workflow_id": timer.workflow_id,
@@ -473,8 +469,10 @@ class Orchestrator:
         """Step 4 of the commit: the broker committed, the store and timers follow."""
         now = time.monotonic()
         for change in self.store.merge(txn, now=now):
-            self.timers.update(change.state.workflow_id, partition=change.partition,
-                               timers={} if change.terminal else change.state.timers)
+            wf = change.state.workflow_id
+            self.timers.update(wf, partition=change.partition,
+                               timers={} if change.terminal else change.state.timers,
+                               trace=txn.traces.get(wf))  # fmt: skip
         for plan in txn.plans:
             record_plan(plan, self._task_types)
         for topic, kind in txn.dead_letters:
@@ -729,6 +727,11 @@ class Orchestrator:
 
 class _Refused(Exception):
     """Why a poison input is parked: the broker refused a record it produced."""
+
+
+def _traceparent(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    """The ``traceparent`` of some headers (all a timer needs to fire under their trace)."""
+    return next((value for name, value in headers if name == "traceparent"), None)
 
 
 def _abort_reason(what: str, error: KafkaError | None) -> str:

@@ -86,6 +86,8 @@ class Transaction:
     dead_letters: list[tuple[str, str]] = field(default_factory=list)
     #: timers whose fire commands this transaction produces
     fired: list[DueTimer] = field(default_factory=list)
+    #: workflow id -> traceparent of the input that last changed it (its timers' trace)
+    traces: dict[str, bytes | None] = field(default_factory=dict)
 
     def change(self, change: Change) -> None:
         """Record the newest state of a workflow (coalesced: the last one wins)."""

@@ -30,10 +30,17 @@ class DueTimer:
     partition: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     partition: int
-    timers: dict[str, int]
+    timers: tuple[tuple[str, int], ...]  # a workflow has a few: a tuple is the smallest
+    trace: bytes | None = None  # the traceparent of the input that set them
+
+    def due(self, timer_id: str) -> int | None:
+        for name, due_at in self.timers:
+            if name == timer_id:
+                return due_at
+        return None
 
 
 class TimerIndex:
@@ -54,18 +61,25 @@ class TimerIndex:
         """How many timers are pending."""
         return self._live
 
-    def update(self, workflow_id: str, *, partition: int, timers: Mapping[str, int]) -> None:
-        """Record the committed timers of one workflow (after every state change)."""
+    def update(self, workflow_id: str, *, partition: int, timers: Mapping[str, int],
+               trace: bytes | None = None) -> None:  # fmt: skip
+        """Record the committed timers of one workflow (after every state change), and the
+        trace context they fire under."""
         old = self._entries.pop(workflow_id, None)
         if old is not None:
             self._live -= len(old.timers)
         if timers:
-            self._entries[workflow_id] = _Entry(partition, dict(timers))
+            self._entries[workflow_id] = _Entry(partition, tuple(timers.items()), trace)
             self._live += len(timers)
             for timer_id, due_at in timers.items():
-                if old is None or old.timers.get(timer_id) != due_at:
+                if old is None or old.due(timer_id) != due_at:
                     heapq.heappush(self._heap, (due_at, due_at, workflow_id, timer_id))
         self._maybe_compact()
+
+    def trace(self, workflow_id: str) -> bytes | None:
+        """The trace context the timers of a workflow fire under."""
+        entry = self._entries.get(workflow_id)
+        return entry.trace if entry is not None else None
 
     def add_partition(self, entries: Iterable[tuple[str, Mapping[str, int]]], *,
                       partition: int) -> None:  # fmt: skip
@@ -86,7 +100,7 @@ class TimerIndex:
         while self._heap:
             _, due_at, wf, timer_id = self._heap[0]
             entry = self._entries.get(wf)
-            if entry is not None and entry.timers.get(timer_id) == due_at:
+            if entry is not None and entry.due(timer_id) == due_at:
                 return self._heap[0][0]
             heapq.heappop(self._heap)  # stale
         return None
@@ -98,7 +112,7 @@ class TimerIndex:
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
             _, due_at, wf, timer_id = heapq.heappop(self._heap)
             entry = self._entries.get(wf)
-            if entry is None or entry.timers.get(timer_id) != due_at:
+            if entry is None or entry.due(timer_id) != due_at:
                 continue  # stale: the timer fired, was cancelled or moved
             if entry.partition not in owned:
                 continue
@@ -121,6 +135,6 @@ class TimerIndex:
         self._heap = [
             item
             for item in self._heap
-            if (e := self._entries.get(item[2])) is not None and e.timers.get(item[3]) == item[1]
+            if (e := self._entries.get(item[2])) is not None and e.due(item[3]) == item[1]
         ]
         heapq.heapify(self._heap)
