@@ -109,6 +109,9 @@ def run_orchestrator(settings: Settings, *, on_ready: Callable[[], None] | None 
             except FatalError as exc:
                 log.critical("fatal: %s; exiting", exc)
                 return EXIT_FATAL
+            except Exception:  # a bug, or a restore that could not finish: say so, exit
+                log.critical("the loop failed; exiting", exc_info=True)
+                return EXIT_FATAL
         return 0
     finally:
         watchdog.close()

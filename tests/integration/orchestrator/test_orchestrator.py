@@ -286,6 +286,9 @@ def test_metrics_count_workflows_messages_and_lag(
     ) >= 1  # fmt: skip
     assert _value(samples, "foldflow_message_handling_seconds_count", topic=commands) >= 1
     assert ("foldflow_active_workflows", frozenset()) in samples
+    assert _value(samples, "foldflow_transaction_commits_total") >= 1
+    assert _value(samples, "foldflow_transaction_inputs_count") >= 1
+    assert _value(samples, "foldflow_transaction_duration_seconds_count") >= 1
 
 
 def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
