@@ -1,8 +1,10 @@
 """After the load: read a run's private topics back to their end, timestamps by key.
 
 Reading after the run, not during it, keeps the harness off the CPU while the services
-are measured. Only keys, Kafka timestamps (producer create time, ms) and the
-``event_type`` header are looked at; nothing is Avro-decoded.
+are measured. Only keys, Kafka timestamps (the broker's append time, ms) and the
+``event_type`` header are looked at; nothing is Avro-decoded. A partition's end is where
+the ``read_committed`` consumer says it is (its end-of-partition event): transaction
+markers take offsets, so offsets cannot be counted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from bench.watchers import header
 from foldflow.settings import Settings
@@ -29,6 +31,8 @@ class TopicTimes:
     all_times: list[int] = field(default_factory=list)
     by_key: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     last_size: dict[str, int] = field(default_factory=dict)
+    #: sizes of the running workflows' state records (``W1``) of the state topic
+    live_sizes: list[int] = field(default_factory=list)
 
 
 def read_topic(
@@ -44,7 +48,8 @@ def read_topic(
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": f"{settings.topic_prefix}bench-collect-{uuid.uuid4()}",
         "enable.auto.commit": False,
-        "enable.partition.eof": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
     })
     times = TopicTimes(topic)
     try:
@@ -64,16 +69,20 @@ def read_topic(
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
-                if msg.error() is not None:
-                    continue
                 partition = msg.partition() or 0
                 offset = msg.offset() or 0
-                if offset + 1 >= ends.get(partition, 0):
-                    ends.pop(partition, None)
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(
+                            partition, 0):  # fmt: skip
+                        ends.pop(partition, None)
+                    continue
                 ts = msg.timestamp()[1]
                 times.all_times.append(ts)
-                times.last_size[(msg.key() or b"").decode(errors="replace")] = len(
-                    msg.value() or b"")
+                value = msg.value() or b""
+                times.last_size[(msg.key() or b"").decode(errors="replace")] = len(value)
+                if value.startswith(b"W1"):
+                    times.live_sizes.append(len(value))
                 if event_type is not None and header(msg, "event_type") != event_type:
                     continue
                 times.by_key[(msg.key() or b"").decode()].append(ts)
@@ -83,7 +92,7 @@ def read_topic(
 
 
 def find_topic(settings: Settings, *, prefix: str, suffix: str) -> str | None:
-    """The one topic named ``prefix…suffix`` (faust names its changelog topics itself)."""
+    """The one topic named ``prefix…suffix``."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": f"{prefix}bench-find"})
     try:

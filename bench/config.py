@@ -34,3 +34,4 @@ class BenchConfig:
     log_level: str | None = None
     poll_interval: float = 0.02
     drain_timeout: float = 60.0
+    alone_workflows: int = 100_000

@@ -26,7 +26,9 @@ Better = Literal["higher", "lower"]
 #: The performance targets (docs/architecture.md), on a 2-core machine with everything sharing it.
 TARGET_WORKFLOWS_PER_S_3_STEPS = 500.0
 TARGET_TASK_RUNS_PER_S = 1500.0
-TARGET_DISPATCH_P99_MS = 20.0
+TARGET_DISPATCH_P99_MS = 50.0
+TARGET_ALONE_INPUTS_PER_S = 2000.0
+TARGET_ALONE_CPU_MS_PER_INPUT = 0.5
 TARGET_PROJECTION_LAG_P99_MS = 250.0
 TARGET_RSS_MB_AT_100K = 300.0
 
@@ -123,6 +125,8 @@ class Targets:
     dispatch_p99_ms: Target
     projection_lag_p99_ms: Target
     rss_mb_at_100k: Target
+    alone_inputs_per_s: Target = Target(TARGET_ALONE_INPUTS_PER_S, "higher", "at saturation")
+    alone_cpu_ms_per_input: Target = Target(TARGET_ALONE_CPU_MS_PER_INPUT, "lower")
 
 
 def targets_for(steps: int) -> Targets:
@@ -142,5 +146,5 @@ def targets_for(steps: int) -> Targets:
         events_per_s=Target(wf_target * (2 * k + 2), "higher", "implied"),
         dispatch_p99_ms=Target(TARGET_DISPATCH_P99_MS, "lower", "at half load"),
         projection_lag_p99_ms=Target(TARGET_PROJECTION_LAG_P99_MS, "lower", "at half load"),
-        rss_mb_at_100k=Target(TARGET_RSS_MB_AT_100K, "lower", "100k workflows, RocksDB store"),
+        rss_mb_at_100k=Target(TARGET_RSS_MB_AT_100K, "lower", "100k active workflows"),
     )

@@ -17,7 +17,7 @@ def messages_per_workflow(steps: int) -> int:
     """Kafka records one sequential k-step workflow writes on the domain topics.
 
     1 start command, k task commands, k results and 2k + 2 events (started, k scheduled,
-    k completed, completed); the orchestrator's changelog writes come on top.
+    k completed, completed); the orchestrator's state records come on top.
     """
     return 1 + steps + steps + (2 * steps + 2)
 
@@ -123,9 +123,23 @@ def build_figures(result: BenchResult) -> list[Figure]:
             baseline=hop, baseline_label="1 hop",
         )
 
+    alone = result.alone
+    if alone is not None:
+        load = f"orchestrator alone, {alone.workflows:,} starts then as many results"
+        figures += [
+            Figure("alone_inputs_per_s", "orchestrator inputs/s", alone.inputs_per_s, "/s",
+                   targets.alone_inputs_per_s, raw, "msgs/s", load),
+            Figure("alone_cpu_ms_per_input", "orchestrator CPU ms per input",
+                   alone.cpu_ms_per_input, "ms", targets.alone_cpu_ms_per_input, load=load),
+            Figure("alone_rss_active_mb", f"RSS with {alone.workflows:,} active",
+                   alone.rss_active_mb, "MB", load=load),
+            Figure("alone_rss_per_100k_mb", "RSS growth per 100k active",
+                   alone.rss_per_100k_mb, "MB", load=load),
+        ]
+
     memory = result.memory
     if memory is not None:
-        load = f"orchestrator, {memory.store} store, {memory.workflows_held:,} workflows held"
+        load = f"orchestrator, {memory.store}, {memory.workflows_held:,} workflows held"
         figures += [
             Figure("orchestrator_rss_peak_mb", "RSS peak", memory.rss_peak_mb, "MB",
                    load=load),

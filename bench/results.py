@@ -13,6 +13,7 @@ from bench.stats import LatencySummary
 
 __all__ = [
     "AgentLoad",
+    "AloneResult",
     "BaselineResult",
     "BenchResult",
     "Completion",
@@ -111,9 +112,10 @@ class PhaseResult:
 class MemoryResult:
     """The orchestrator's resident memory (VmRSS) over the run.
 
-    ``state_bytes`` is the mean stored state of a workflow (its last changelog record);
+    ``state_bytes`` is the mean state record of a running workflow on the state topic;
     ``projected_from`` says how ``projected_mb`` was reached ("RSS slope" over the run,
-    or "state size" when too few workflows were held for a slope).
+    "state size" when too few workflows were held for a slope, or "N active" when the
+    orchestrator-alone phase held that many at once).
     """
 
     store: str
@@ -124,6 +126,40 @@ class MemoryResult:
     projected_mb: float | None
     state_bytes: float | None = None
     projected_from: str = "RSS slope"
+
+
+@dataclass(frozen=True)
+class AloneResult:
+    """The orchestrator alone at saturation (bench/alone.py): ``workflows`` starts taken
+    from a backlog, then as many results; wall and CPU seconds of each half, and its RSS
+    before, with every one of those workflows active, and after they finished."""
+
+    workflows: int
+    start_seconds: float
+    start_cpu_seconds: float
+    result_seconds: float
+    result_cpu_seconds: float
+    rss_before_mb: float
+    rss_active_mb: float
+    rss_after_mb: float
+
+    @property
+    def inputs_per_s(self) -> float:
+        """Inputs (starts and results) per second, both halves together."""
+        seconds = self.start_seconds + self.result_seconds
+        return 2 * self.workflows / seconds if seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_input(self) -> float:
+        """CPU milliseconds the orchestrator process spent per input."""
+        cpu = self.start_cpu_seconds + self.result_cpu_seconds
+        return 1000 * cpu / (2 * self.workflows) if self.workflows else 0.0
+
+    @property
+    def rss_per_100k_mb(self) -> float:
+        """RSS growth per 100,000 active workflows (measured, scaled linearly)."""
+        grown = max(0.0, self.rss_active_mb - self.rss_before_mb)
+        return grown * 100_000 / self.workflows if self.workflows else 0.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +188,7 @@ class BenchResult:
     phases: list[PhaseResult]
     memory: MemoryResult | None
     profile: ProfileResult | None = None
+    alone: AloneResult | None = None
     notes: list[str] = field(default_factory=list)
     code: str = ""
 

@@ -7,9 +7,14 @@
 4. a definition of k sequential ``builtin.echo`` steps, a short warm-up, then the
    throughput phase (closed loop, N in flight) and the latency phase (open loop at half
    the target load, or half the measured throughput when that is lower);
-5. the topics read back for per-step timings, figures computed, optionally py-spy on the
+5. the orchestrator alone at saturation (bench/alone.py: workers and projector stopped, a
+   backlog of starts then of results; inputs/s, CPU per input, RSS with them all active);
+6. the topics read back for per-step timings, figures computed, optionally py-spy on the
    orchestrator under load when targets were missed;
-6. services stopped, private topics deleted.
+7. services stopped, private topics deleted.
+
+Every reader is ``read_committed``: a task is dispatched when such a reader can see it,
+which is when the orchestrator's transaction committed, not when the record was appended.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
+from bench.alone import run_alone, sink_definition
 from bench.analysis import Observations, analyse_phase
-from bench.collect import find_topic, read_topic
+from bench.collect import read_topic
 from bench.config import TASK_TYPE, BenchConfig, BenchError
 from bench.driver import Driver
 from bench.figures import targets_for
@@ -33,6 +39,7 @@ from bench.profile import find_py_spy, record, summarize_collapsed
 from bench.readings import diagnose
 from bench.results import (
     AgentLoad,
+    AloneResult,
     BenchResult,
     MachineLoad,
     MemoryResult,
@@ -53,7 +60,7 @@ from producers import Publisher
 __all__ = ["BenchConfig", "BenchError", "bench_definition", "latency_rate", "run_benchmark"]
 
 PROFILE_RATE = 100
-CHANGELOG_TABLE = "workflows"  # processors.app.TABLE_NAME (not imported: it pulls in faust)
+CHANGELOG_TABLE = "workflows"  # processors.runtime.app.TABLE_NAME (not imported: it pulls in faust)
 
 
 def bench_definition(steps: int) -> Definition:
@@ -118,7 +125,7 @@ def _drain(run: Session, driver: Driver, phase: str) -> None:
 
 
 def _observations(run: Session, driver: Driver) -> Observations:
-    assert run.events is not None and run.projection is not None
+    assert run.events is not None and run.projection is not None and run.tasks is not None
     run.progress("reading the run's topics back")
     results = read_topic(run.settings, run.topology.results, event_type=b"task.succeeded.v1")
     tasks = read_topic(run.settings, run.topology.task(TASK_TYPE), event_type=b"task.execute.v1")
@@ -129,18 +136,16 @@ def _observations(run: Session, driver: Driver) -> Observations:
         seen=dict(run.projection.seen),
         event_times=list(run.events.event_times),
         results=dict(results.by_key),
-        tasks=dict(tasks.by_key),
+        # when a read_committed reader saw each task, not when it was appended
+        tasks=dict(run.tasks.seen),
         other_times=[*results.all_times, *tasks.all_times, *commands.all_times],
     )
 
 
 def _state_bytes(run: Session) -> float | None:
-    """Mean size of a workflow's stored state: the last record per key of the changelog."""
-    topic = find_topic(run.settings, prefix=run.settings.topic_prefix,
-                       suffix=f"-{CHANGELOG_TABLE}-changelog")
-    if topic is None:
-        return None
-    sizes = [n for n in read_topic(run.settings, topic).last_size.values() if n > 0]
+    """Mean size of a running workflow's record on the state topic (``W1`` records)."""
+    times = read_topic(run.settings, run.topology.orchestrator_state)
+    sizes = times.live_sizes
     return sum(sizes) / len(sizes) if sizes else None
 
 
@@ -224,11 +229,23 @@ def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, 
     return windows, cpu
 
 
-def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int) -> MemoryResult:
-    """The orchestrator's memory, projected to 100k workflows (from the RSS slope when
-    enough workflows were held, else from the stored state size)."""
+def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int,
+            alone: AloneResult | None, state_bytes: float | None) -> MemoryResult:  # fmt: skip
+    """The orchestrator's memory at 100k active workflows: measured with that many active
+    in the orchestrator-alone phase; else from the RSS slope when enough workflows were
+    held, else from the stored state size."""
     assert run.rss is not None
-    state_bytes = _state_bytes(run)
+    if alone is not None and alone.workflows > 0:
+        return MemoryResult(
+            store="states in memory as state-topic records",
+            rss_idle_mb=alone.rss_before_mb,
+            rss_peak_mb=max([*run.rss.samples, alone.rss_active_mb]),
+            rss_end_mb=alone.rss_after_mb,
+            workflows_held=alone.workflows,
+            projected_mb=alone.rss_before_mb + alone.rss_per_100k_mb,
+            state_bytes=state_bytes,
+            projected_from=f"{alone.workflows:,} active",
+        )
     projected, projected_from = projected_rss_mb(idle_mb, end_mb, held), "RSS slope"
     if projected is None:
         projected = projected_from_state_mb(idle_mb, state_bytes)
@@ -237,12 +254,8 @@ def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int) -> Memory
             f"RSS at 100k projected from the stored state size (+{ENTRY_OVERHEAD_BYTES} B "
             f"per entry), not from the RSS slope: {held:,} workflows held is too few "
             f"(< {MIN_WORKFLOWS_TO_PROJECT:,}) for a meaningful slope")
-    store = run.settings.orchestrator_store.split(":", 1)[0]
-    if store == "memory":
-        run.notes.append("orchestrator store memory:// keeps every workflow's state in RAM "
-                         "(terminal ones too); the RSS target assumes a disk-backed store")
     return MemoryResult(
-        store=store,
+        store="states in memory as state-topic records",
         rss_idle_mb=idle_mb,
         rss_peak_mb=max(run.rss.samples or [end_mb]),
         rss_end_mb=end_mb,
@@ -267,6 +280,7 @@ def run_benchmark(
         definition = bench_definition(config.steps)
         run.publisher = Publisher(run.settings, source="bench")
         run.register(definition)
+        run.register(sink_definition())
         driver = Driver(run.publisher, run.topology, definition=definition.name,
                         run_id=run.run_id, progress=progress)
         run.observe(driver)
@@ -280,14 +294,13 @@ def run_benchmark(
             time.sleep(0.1)
         rss_end = run.rss.now() or 0.0
         obs = _observations(run, driver)
+        state_bytes = _state_bytes(run)
         if run.events is not None and run.events.timestamp_type != TIMESTAMP_LOG_APPEND_TIME:
             run.notes.append("Kafka timestamps are producer create times, not broker append "
                              "times: dispatch and turnaround include producer queueing")
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=loads.orchestrator, workers=loads.workers)
                   for w, loads in windows]
-        memory = _memory(run, idle_mb=rss_idle, end_mb=rss_end,
-                         held=len(driver.starts) - held_idle)
         result = BenchResult(
             run_id=run.run_id,
             started_at=started_at,
@@ -305,17 +318,31 @@ def run_benchmark(
             ),
             baseline=baseline,
             phases=phases,
-            memory=memory,
+            memory=None,
             notes=run.notes,
         )
-        result.notes.extend(diagnose(result))
-        if config.profile:
+        profile = None
+        if config.profile:  # while the workers still run
             missed = [f for f in build_figures(result)
                       if f.verdict is not None and not f.verdict.met]
             if missed:
-                result = replace(result, profile=_profile(run, driver))
+                profile = _profile(run, driver)
             else:
                 run.notes.append("--profile: every target met, no profile taken")
+        alone = None
+        if config.alone_workflows > 0:
+            run.progress("orchestrator alone: stopping the workers and the projector")
+            run.stop_all_but_the_orchestrator()
+            alone = run_alone(run.settings, run.orchestrator, workflows=config.alone_workflows,
+                              run_id=run.run_id, progress=progress)  # fmt: skip
+            run.progress(f"orchestrator alone: {alone.inputs_per_s:,.0f} inputs/s, "
+                         f"{alone.cpu_ms_per_input:.2f} CPU ms each, RSS "
+                         f"{alone.rss_before_mb:.0f} -> {alone.rss_active_mb:.0f} MB")
+        memory = _memory(run, idle_mb=rss_idle, end_mb=rss_end,
+                         held=len(driver.starts) - held_idle, alone=alone,
+                         state_bytes=state_bytes)  # fmt: skip
+        result = replace(result, memory=memory, alone=alone, profile=profile)
+        result.notes.extend(diagnose(result))
         return result
     finally:
         run.close()

@@ -2,7 +2,7 @@
 
 Each runs ``python -m foldflow.cli.main run <service>`` with the run's private settings
 (topic prefix, database) in the environment, its working directory in the run's own
-directory (faust keeps its table data there) and its log in ``<run dir>/<name>.log``. A
+directory and its log in ``<run dir>/<name>.log``. A
 service is ready when its ``/metrics`` answers (``FOLDFLOW_METRICS_PORT``, the same
 contract ``foldflow up`` uses). Stopping is SIGTERM, then SIGKILL after a grace period.
 Also here: reading a process's RSS and CPU time from ``/proc``.

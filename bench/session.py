@@ -2,7 +2,7 @@
 
 :class:`Session` owns everything a run starts (topic prefix, run directory, service
 processes, publisher, watchers) and tears it all down in :meth:`Session.close`, whatever
-happened: services stopped, faust's data directories removed, private topics deleted.
+happened: services stopped, their state directories removed, private topics deleted.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.alone import SINK_TASK_TYPE
 from bench.baseline import RawTopics, run_baseline
 from bench.config import TASK_TYPE, BenchConfig, BenchError
 from bench.driver import Driver
 from bench.results import BaselineResult
 from bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
-from bench.watchers import EventWatcher, ProjectionWatcher, RssSampler
+from bench.watchers import EventWatcher, ProjectionWatcher, RssSampler, TaskWatcher
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -67,8 +68,6 @@ def _service_env(settings: Settings, log_level: str | None, state_dir: Path) -> 
         "FOLDFLOW_REPLICATION_FACTOR": str(settings.replication_factor),
         "FOLDFLOW_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
         "FOLDFLOW_DATABASE_URL": settings.database_url,
-        "FOLDFLOW_ORCHESTRATOR_STORE": settings.orchestrator_store,
-        "FOLDFLOW_PROCESSING_GUARANTEE": settings.processing_guarantee,
     }
     if log_level:
         env["FOLDFLOW_LOG_LEVEL"] = log_level
@@ -111,6 +110,7 @@ class Session:
         self.services: list[ServiceProcess] = []
         self.publisher: Publisher | None = None
         self.events: EventWatcher | None = None
+        self.tasks: TaskWatcher | None = None
         self.projection: ProjectionWatcher | None = None
         self.rss: RssSampler | None = None
         self.notes: list[str] = []
@@ -136,7 +136,7 @@ class Session:
                       f"database {self.settings.database_url.rsplit('/', 1)[-1]}")
         upgrade(self.settings.database_url)
         admin = admin_client(self.settings)
-        specs = topic_specs(self.settings, task_types=(TASK_TYPE,))
+        specs = topic_specs(self.settings, task_types=(TASK_TYPE, SINK_TASK_TYPE))
         futures = admin.create_topics(
             [NewTopic(spec.name, num_partitions=spec.partitions,
                       replication_factor=spec.replication_factor,
@@ -146,7 +146,8 @@ class Session:
         )
         for future in futures.values():
             future.result()
-        ensure_topics(self.settings, task_types=(TASK_TYPE,), admin=admin)  # waits, checks
+        ensure_topics(self.settings, task_types=(TASK_TYPE, SINK_TASK_TYPE),
+                      admin=admin)  # waits, checks  # fmt: skip
 
     def baseline(self) -> BaselineResult:
         """Measure raw Kafka on two more private topics (before any service runs)."""
@@ -181,6 +182,11 @@ class Session:
         """The orchestrator process (started first)."""
         return self.services[0]
 
+    def stop_all_but_the_orchestrator(self) -> None:
+        """Stop the workers and the projector (the orchestrator-alone phase)."""
+        for service in self.services[1:]:
+            service.stop(grace=self.settings.service_stop_grace)
+
     def register(self, definition: Definition) -> None:
         """Publish ``definition`` on the run's ``wf.definitions``."""
         assert self.publisher is not None
@@ -198,14 +204,17 @@ class Session:
                                        interval=self.config.poll_interval)
 
         def on_terminal(workflow_id: str) -> None:
-            driver.finished(workflow_id)
-            projection.watch(workflow_id)
+            if workflow_id in driver.starts:  # not the orchestrator-alone phase's
+                driver.finished(workflow_id)
+                projection.watch(workflow_id)
 
         self.projection = projection
         self.events = EventWatcher(self.settings, self.topology.events, on_terminal=on_terminal)
+        self.tasks = TaskWatcher(self.settings, self.topology.task(TASK_TYPE))
         self.rss = RssSampler(self.orchestrator.pid)
         projection.start()
         self.events.start()
+        self.tasks.start()
         self.rss.start()
 
     def check_alive(self) -> None:
@@ -219,7 +228,7 @@ class Session:
 
     def close(self) -> None:
         """Stop everything this run started and delete its topics (unless kept)."""
-        for observer in (self.events, self.projection, self.rss):
+        for observer in (self.events, self.tasks, self.projection, self.rss):
             if observer is not None:
                 with contextlib.suppress(Exception):
                     observer.stop()
@@ -229,9 +238,7 @@ class Session:
         if self.publisher is not None:
             with contextlib.suppress(Exception):
                 self.publisher.close()
-        shutil.rmtree(self.state_dir, ignore_errors=True)  # faust's table data
-        for data_dir in self.run_dir.glob("*-data"):  # faust's default datadir (older builds)
-            shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         if not self.config.keep_topics:
             with contextlib.suppress(Exception):
                 topics, groups = _delete_kafka_state(self.settings, self.settings.topic_prefix)

@@ -1,10 +1,15 @@
-"""Observers of a run: terminal events on ``wf.events``, rows in PostgreSQL, memory.
+"""Observers of a run: terminal events on ``wf.events``, task commands, rows in
+PostgreSQL, memory.
 
-They only read. :class:`EventWatcher` follows ``wf.events`` (Kafka timestamps and the
-``event_type`` header only: nothing is Avro-decoded, so the harness stays cheap) and
-reports each workflow's terminal event; :class:`ProjectionWatcher` polls
-``workflow_instances`` for workflows Kafka already saw end and notes when each row first
-shows its terminal status; :class:`RssSampler` samples the orchestrator's VmRSS.
+They only read, as ``read_committed`` consumers: the orchestrator writes in Kafka
+transactions, so a record's broker timestamp is when it was appended, not when it
+became visible (its transaction's commit). :class:`EventWatcher` follows ``wf.events``
+(the ``event_type`` header only: nothing is Avro-decoded, so the harness stays cheap)
+and reports each workflow's terminal event at the moment it could see it;
+:class:`TaskWatcher` notes when each task command became visible;
+:class:`ProjectionWatcher` polls ``workflow_instances`` for workflows Kafka already saw
+end and notes when each row first shows its terminal status; :class:`RssSampler`
+samples the orchestrator's VmRSS.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "EventWatcher",
     "ProjectionWatcher",
     "RssSampler",
+    "TaskWatcher",
     "header",
 ]
 
@@ -55,8 +61,8 @@ class EventWatcher:
     """Follows ``wf.events`` from the beginning in a thread.
 
     ``event_times`` gets the Kafka timestamp of every event; ``completions`` the terminal
-    event of every workflow; ``on_terminal(workflow_id)`` is called for each (first one
-    only, a re-emitted duplicate is ignored).
+    event of every workflow, timed when this ``read_committed`` reader received it (wall
+    ms); ``on_terminal(workflow_id)`` is called for each (first one only).
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class EventWatcher:
             "group.id": f"{settings.topic_prefix}bench-watcher",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
         })
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
@@ -99,6 +107,7 @@ class EventWatcher:
             first = self._consumer.poll(0.05)  # returns at the first message: no batch wait
             if first is None:
                 continue
+            seen_ms = int(time.time() * 1000)
             for msg in [first, *self._consumer.consume(500, 0)]:
                 if msg.error() is not None:
                     continue
@@ -109,8 +118,50 @@ class EventWatcher:
                     continue
                 workflow_id = (msg.key() or b"").decode()
                 if workflow_id not in self.completions:
-                    self.completions[workflow_id] = Completion(status, kafka_ms)
+                    self.completions[workflow_id] = Completion(status, seen_ms)
                     self.on_terminal(workflow_id)
+
+
+class TaskWatcher:
+    """Notes when each ``task.execute.v1`` of a task topic became visible (wall ms, per
+    workflow, in order): the end of a step dispatch as the performance targets time it."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.seen: dict[str, list[int]] = {}
+        self._stop = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"{settings.topic_prefix}bench-tasks",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
+        })
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
+        )
+        self._thread = threading.Thread(target=self._run, name="bench-tasks", daemon=True)
+
+    def start(self) -> None:
+        """Start following."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following and close the consumer."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = self._consumer.poll(0.05)
+            if first is None:
+                continue
+            seen_ms = int(time.time() * 1000)
+            for msg in [first, *self._consumer.consume(500, 0)]:
+                if msg.error() is None:
+                    self.seen.setdefault((msg.key() or b"").decode(), []).append(seen_ms)
 
 
 class ProjectionWatcher:

@@ -267,8 +267,19 @@ class Definition(_Model):
         return model
 
     def canonical_json(self) -> str:
-        """The stable JSON form (sorted keys, defaults explicit, durations as ``"<n>ms"``)."""
-        return dump_json(self.model_dump(mode="json"))
+        """The stable JSON form (sorted keys, defaults explicit, durations as ``"<n>ms"``).
+
+        Computed once per definition object (it is immutable): the orchestrator pins it
+        on every start.
+        """
+        found = _CANONICAL.get(id(self))
+        if found is not None and found[0] is self:
+            return found[1]
+        text = dump_json(self.model_dump(mode="json"))
+        if len(_CANONICAL) >= _CANONICAL_KEPT:
+            del _CANONICAL[next(iter(_CANONICAL))]
+        _CANONICAL[id(self)] = (self, text)  # holding the object keeps its id its own
+        return text
 
     # --- queries ------------------------------------------------------------------------
 
@@ -295,6 +306,11 @@ def _looks_like_path(text: str) -> bool:
         return Path(text).is_file()
     except OSError:
         return False
+
+
+#: id(definition) -> (definition, canonical JSON), the oldest dropped first
+_CANONICAL: dict[int, tuple[Definition, str]] = {}
+_CANONICAL_KEPT = 1024
 
 
 @lru_cache(maxsize=512)

@@ -128,7 +128,10 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": f"foldflow-cli-dlq-{uuid.uuid4().hex}",  # never committed
         "enable.auto.commit": False,
-        "enable.partition.eof": False,
+        # the end is where the consumer says it is: the orchestrator parks records in
+        # transactions, and a commit marker after the last record takes an offset too
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
     })  # fmt: skip
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
@@ -150,19 +153,19 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         letters: list[DeadLetter] = []
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
-            records = consumer.consume(num_messages=500, timeout=1.0)
-            if not records:  # the end may be a transaction marker no record stands at
-                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                    if tp.offset >= ends.get(tp.partition, 0):
-                        ends.pop(tp.partition)
-            for record in records:
-                if record.error() is not None:
-                    continue
+            for record in consumer.consume(num_messages=500, timeout=1.0):
                 partition, offset = record.partition(), record.offset()
                 end = ends.get(partition) if partition is not None else None
-                if partition is None or end is None or offset is None or offset >= end:
+                if partition is None or end is None or offset is None:
                     continue
-                if offset >= end - 1:
+                error = record.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and offset >= end:
+                        ends.pop(partition)
+                    continue
+                if offset >= end:
+                    continue
+                if offset + 1 >= end:
                     ends.pop(partition)
                 letter = from_record(
                     partition=partition, offset=offset, key=record.key(),

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from foldflow.partitioner import partition_for
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas import codec
@@ -34,12 +34,6 @@ from schemas.messages import (
 )
 
 __all__ = ["EventFollower", "Progress", "partition_for", "track"]
-
-
-def partition_for(key: str | bytes, partitions: int) -> int:
-    """The partition Kafka's default (murmur2) partitioner picks for ``key``."""
-    data = key.encode() if isinstance(key, str) else key
-    return (murmur2(data) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)
@@ -121,6 +115,7 @@ class EventFollower:
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",  # the orchestrator writes in transactions
         })  # fmt: skip
         metadata = self._consumer.list_topics(self.topic, timeout=timeout)
         topic = metadata.topics.get(self.topic)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ __all__ = [
     "port_free",
     "services",
     "settings_env",
+    "stable_instance_id",
     "start",
     "status",
     "stop",
@@ -207,10 +209,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def stable_instance_id(settings: Settings, name: str) -> str:
+    """An instance id for service ``name`` that is the same on every ``up`` of this state
+    dir and differs between state dirs: the orchestrator's ``transactional.id`` comes from
+    it, so a restarted orchestrator fences its predecessor at once, and two checkouts on
+    one broker never fence each other."""
+    where = str(settings.state_dir.expanduser().resolve()).encode()
+    return f"{name}-{hashlib.blake2b(where, digest_size=4).hexdigest()}"
+
+
 def service_env(settings: Settings, spec: ServiceSpec, base: Mapping[str, str]) -> dict[str, str]:
-    """The environment a service starts with: ``base`` + the settings + its name and port."""
+    """The environment a service starts with: ``base`` + the settings + its name and port
+    (and, unless one was set, a stable instance id)."""
     env = {**base, **settings_env(settings)}
     env["FOLDFLOW_SERVICE_NAME"] = spec.name
+    if settings.instance_id is None:
+        env["FOLDFLOW_INSTANCE_ID"] = stable_instance_id(settings, spec.name)
     env["FOLDFLOW_METRICS_PORT"] = str(spec.port if spec.own_metrics_server else 0)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

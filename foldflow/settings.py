@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,7 +50,6 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
     topic_prefix: str = Field(default="", description="prepended to every topic name")
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     publish_timeout_ms: int = Field(
         default=30_000, ge=1, description="how long a publish waits for the broker's ack"
     )
@@ -81,12 +80,33 @@ class Settings(BaseSettings):
     )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    # Orchestrator (processors/)
-    orchestrator_store: str = Field(
-        default="memory://", description="faust table store: memory:// or rocksdb://"
-    )
+    # Orchestrator (processors/; docs/internals.md "Orchestrator")
     orchestrator_session_timeout_s: float = Field(
-        default=10.0, gt=0, description="consumer group session timeout (failover time)"
+        default=10.0, ge=1.0, le=300.0,
+        description="consumer group session timeout and transaction timeout (failover time)",
+    )
+    orchestrator_commit_interval_ms: int = Field(
+        default=20, ge=1, le=10_000,
+        description="how long a transaction collects inputs before it commits",
+    )
+    orchestrator_commit_max_inputs: int = Field(
+        default=1_000, ge=1, description="inputs after which a transaction commits at once"
+    )
+    orchestrator_max_message_bytes: int = Field(
+        default=1_000_000, ge=10_000, le=100_000_000,
+        description="the largest record the orchestrator produces (key, value, headers); an "
+        "input whose outputs would be larger fails its workflow. Keep it within the topics' "
+        "max.message.bytes (1 MiB by default)",
+    )
+    orchestrator_finished_retention_s: float = Field(
+        default=10.0, ge=0,
+        description="how long a finished workflow's state stays in memory (then only its id)",
+    )
+    orchestrator_restarts_on_fence: int = Field(
+        default=5, ge=0,
+        description="fresh starts of the loop, within one process, after its producer was "
+        "fenced (at most this many per 10 minutes; 0: exit at once and let a supervisor "
+        "restart the process)",
     )
     # Workers (workers/; docs/operations.md): how soon a dead worker's tasks move on
     worker_session_timeout_ms: int = Field(

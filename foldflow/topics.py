@@ -17,6 +17,7 @@ RESULTS = "wf.results"
 EVENTS = "wf.events"
 DEFINITIONS = "wf.definitions"
 DLQ = "wf.dlq"
+ORCHESTRATOR_STATE = "wf.orchestrator-state"
 TASKS_PREFIX = "wf.tasks."
 WORKER_GROUP_PREFIX = "wf.worker."
 
@@ -24,7 +25,11 @@ WORKER_GROUP_PREFIX = "wf.worker."
 BUILTIN_TASK_TYPES = ("builtin.echo", "builtin.sleep", "builtin.fail", "builtin.http")
 
 #: Topics that must share one partition count so a workflow lives on one partition of each.
-CO_PARTITIONED = (COMMANDS, RESULTS, EVENTS)
+CO_PARTITIONED = (COMMANDS, RESULTS, EVENTS, ORCHESTRATOR_STATE)
+
+#: The state topic's segments roll at this size: compaction only cleans closed segments,
+#: and an orchestrator that takes a partition over reads all of it.
+STATE_SEGMENT_BYTES = 32 * 1024 * 1024
 
 
 def task_topic(task_type: str, *, prefix: str = "") -> str:
@@ -64,6 +69,11 @@ def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list
             prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", "min.insync.replicas": isr}
         ),
         TopicSpec(prefix + DLQ, p, rf, delete(30)),
+        TopicSpec(prefix + ORCHESTRATOR_STATE, p, rf, {
+            "cleanup.policy": "compact",
+            "min.insync.replicas": isr,
+            "segment.bytes": str(STATE_SEGMENT_BYTES),
+        }),
     ]
     specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]
     return specs
@@ -98,6 +108,10 @@ class Topology:
     @property
     def dlq(self) -> str:
         return self.prefix + DLQ
+
+    @property
+    def orchestrator_state(self) -> str:
+        return self.prefix + ORCHESTRATOR_STATE
 
     def task(self, task_type: str) -> str:
         return task_topic(task_type, prefix=self.prefix)

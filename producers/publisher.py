@@ -29,7 +29,7 @@ from producers.delivery import DeliveryBatch, PublishError
 from schemas.codec import encode
 from schemas.messages import Envelope
 
-__all__ = ["PublishError", "Publisher", "producer_config"]
+__all__ = ["PublishError", "Publisher", "dead_letter_headers", "producer_config"]
 
 _log = logging.getLogger(__name__)
 _OutHeaders = list[tuple[str, str | bytes | None]]
@@ -51,6 +51,39 @@ def producer_config(settings: Settings, *, source: str) -> dict[str, Any]:
         # misspelt topic must fail, not appear with the broker's defaults.
         "allow.auto.create.topics": False,
     }
+
+
+def dead_letter_headers(
+    topic_of_origin: str,
+    headers: Headers | None,
+    reason: str | BaseException,
+    *,
+    partition: int,
+    offset: int,
+    reason_kind: str | None = None,
+) -> tuple[list[tuple[str, bytes]], str]:
+    """The headers of a record parked on ``wf.dlq``, and its reason kind.
+
+    The original headers (trace context included, any older ``dlq.*`` dropped) plus
+    ``dlq.reason``, ``dlq.reason_kind``, ``dlq.topic``, ``dlq.partition``, ``dlq.offset``
+    and ``dlq.timestamp`` (ms). ``reason`` may be the exception itself: its class name
+    becomes the kind unless one is given.
+    """
+    if isinstance(reason, BaseException):
+        kind = reason_kind or type(reason).__name__
+        text = str(reason) or type(reason).__name__
+    else:
+        kind, text = reason_kind or "other", reason
+    original = [h for h in header_list(headers) if not h[0].startswith("dlq.")]
+    return [
+        *original,
+        ("dlq.reason", text.encode()),
+        ("dlq.reason_kind", kind.encode()),
+        ("dlq.topic", topic_of_origin.encode()),
+        ("dlq.partition", str(partition).encode()),
+        ("dlq.offset", str(offset).encode()),
+        ("dlq.timestamp", str(int(time.time() * 1000)).encode()),
+    ], kind
 
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:
@@ -228,21 +261,10 @@ class Publisher:
         ``dlq.offset`` and ``dlq.timestamp`` (ms). ``reason`` may be the exception itself:
         its class name becomes the ``reason_kind`` (and the metric label) unless one is given.
         """
-        if isinstance(reason, BaseException):
-            kind = reason_kind or type(reason).__name__
-            text = str(reason) or type(reason).__name__
-        else:
-            kind, text = reason_kind or "other", reason
-        original = [h for h in header_list(headers) if not h[0].startswith("dlq.")]
-        dlq_headers = [
-            *original,
-            ("dlq.reason", text.encode()),
-            ("dlq.reason_kind", kind.encode()),
-            ("dlq.topic", topic_of_origin.encode()),
-            ("dlq.partition", str(partition).encode()),
-            ("dlq.offset", str(offset).encode()),
-            ("dlq.timestamp", str(int(time.time() * 1000)).encode()),
-        ]
+        dlq_headers, kind = dead_letter_headers(
+            topic_of_origin, headers, reason, partition=partition, offset=offset,
+            reason_kind=reason_kind,
+        )  # fmt: skip
         batch = DeliveryBatch()
         self._produce(batch, self.topology.dlq, value, _key_bytes(key), dlq_headers)
         batch.seal()

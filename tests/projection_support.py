@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from psycopg import sql
 from sqlalchemy import Engine, func, make_url, select, text
 
@@ -302,14 +302,29 @@ def wait_for_events(engine: Engine, n: int, *, timeout: float = TIMEOUT) -> None
 
 
 def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """The high watermark of every partition of the events and definitions topics."""
+    """Per partition of the events and definitions topics, the offset after its last
+    record a ``read_committed`` reader gets (0 when none): where a consumer that applied
+    everything stores its position. Not the high watermark: a transaction's commit marker
+    takes an offset after the last record."""
     topo = Topology.of(settings)
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    wanted = [(topo.events, p) for p in range(settings.partitions)] + [(topo.definitions, 0)]
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
+                  "enable.partition.eof": True, "enable.auto.commit": False,
+                  "isolation.level": "read_committed"})
     try:
-        out = {}
-        for topic, parts in ((topo.events, settings.partitions), (topo.definitions, 1)):
-            for p in range(parts):
-                out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
+        out = dict.fromkeys(wanted, 0)
+        todo = set(wanted)
+        deadline = time.monotonic() + 30
+        while todo and time.monotonic() < deadline:
+            for msg in c.consume(num_messages=1000, timeout=0.5):
+                tp = (msg.topic() or "", msg.partition() or 0)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(tp)
+                    continue
+                out[tp] = (msg.offset() or 0) + 1
         return out
     finally:
         c.close()

@@ -65,6 +65,8 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
         # A task command produced before the group first joined must still run.
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # The orchestrator writes task commands in transactions: only committed ones run.
+        "isolation.level": "read_committed",
         # Fetch requests the broker holds while a partition has nothing new: a partition
         # resumed (or newly fed) waits for the request in flight to return before it is
         # fetched, so the default 500 ms shows up as task latency.

@@ -48,6 +48,10 @@ def bench(
     baseline_messages: int = typer.Option(
         100_000, "--baseline-messages", min=0,
         help="Messages of the raw-Kafka baseline (0 skips it; no ratios then)."),
+    alone_workflows: int = typer.Option(
+        100_000, "--alone-workflows", min=0,
+        help="Workflows of the orchestrator-alone phase (workers and projector stopped: "
+             "a backlog of that many starts, then of their results; 0 skips it)."),
     profile: bool = typer.Option(
         False, "--profile", help="When a target is missed, py-spy the orchestrator under "
                                  "load and show where its time goes."),
@@ -90,6 +94,7 @@ def bench(
         latency_duration=latency_duration, latency_rate=latency_rate, warmup=warmup,
         workers=workers, worker_concurrency=worker_concurrency,
         baseline_messages=baseline_messages, profile=profile, profile_seconds=profile_seconds,
+        alone_workflows=alone_workflows,
         keep_topics=keep_topics, log_level=log_level,
     )
 

@@ -1,9 +1,10 @@
-"""``foldflow run orchestrator``: the faust orchestrator in the foreground.
+"""``foldflow run orchestrator``: the transactional orchestrator in the foreground.
 
 Creates the topics it needs (idempotent), serves ``/metrics`` when
-``FOLDFLOW_METRICS_PORT`` is set (from the moment its state is recovered, so an answering
-``/metrics`` means ready), and runs the faust worker until SIGTERM/SIGINT, on
-which faust stops the agent, flushes the changelog, commits and leaves the group.
+``FOLDFLOW_METRICS_PORT`` is set (from the moment its first assignment is recovered, so
+an answering ``/metrics`` means ready), and runs the loop until SIGTERM/SIGINT, on which
+it commits the open transaction, leaves the group and exits 0 (
+docs/internals.md "Orchestrator").
 """
 
 from __future__ import annotations
@@ -15,45 +16,22 @@ import typer
 
 from foldflow.settings import Settings, get_settings
 
-__all__ = ["EOS_REFUSAL", "STORE_REFUSAL", "run_orchestrator"]
-
-#: Why a store other than memory:// is refused (docs/internals.md).
-STORE_REFUSAL = (
-    "orchestrator_store: only memory:// is supported for now. With rocksdb:// (rocksdict) "
-    "the orchestrator's integration test left workflows stuck (faust's rocksdb store "
-    "resolves partitions through the current event, which batched handling has to "
-    "juggle); the state is rebuilt from the changelog on start either way."
-)
-
-#: Why FOLDFLOW_PROCESSING_GUARANTEE=exactly_once is refused (docs/internals.md).
-EOS_REFUSAL = (
-    "processing_guarantee=exactly_once is refused: with faust-streaming 0.15.3 the "
-    "orchestrator's crash test fails in that mode (after a SIGKILL failover the survivor "
-    "crashes with ProducerFenced / IllegalOperation). at_least_once is safe: "
-    "events are deterministic and state is stored only after the broker acked them."
-)
+__all__ = ["run_orchestrator"]
 
 log = logging.getLogger("foldflow.orchestrator")
 
 
 def run_orchestrator() -> None:
-    """Run the orchestrator (the faust app) in the foreground."""
-    import faust
+    """Run the orchestrator in the foreground; exit with its exit code."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from processors.app import create_app
+    from processors.runtime.bootstrap import run_orchestrator as run
 
     settings = get_settings()
-    if settings.processing_guarantee == "exactly_once":
-        typer.echo(EOS_REFUSAL, err=True)
-        raise typer.Exit(2)
-    if not settings.orchestrator_store.startswith("memory:"):
-        typer.echo(STORE_REFUSAL, err=True)
-        raise typer.Exit(2)
     _configure_logging(settings)
     configure_tracing(settings, service="orchestrator")
     try:
@@ -66,21 +44,16 @@ def run_orchestrator() -> None:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    def serve_metrics() -> None:  # once recovered: /metrics answering means ready
-        if settings.metrics_port:
-            port = start_metrics_server(settings.metrics_port, addr=settings.metrics_host)
-            log.info("serving /metrics on port %d", port)
+    serving: list[int] = []
 
-    app = create_app(settings, on_ready=serve_metrics)
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level,
-        override_logging=False,
-        redirect_stdouts=False,
-        quiet=True,
-    )
-    worker.spinner = None  # its terminal escapes would break the one-JSON-object-per-line log
-    worker.execute_from_commandline()
+    def serve_metrics() -> None:  # once recovered: /metrics answering means ready
+        if settings.metrics_port and not serving:
+            serving.append(start_metrics_server(settings.metrics_port, addr=settings.metrics_host))
+            log.info("serving /metrics on port %d", serving[0])
+
+    code = run(settings, on_ready=serve_metrics)
+    logging.shutdown()
+    sys.exit(code)
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -37,6 +37,10 @@ __all__ = [
     "PROJECTION_PARTITION_LAG_SECONDS",
     "STEP_ATTEMPTS",
     "STEP_DURATION_SECONDS",
+    "TRANSACTION_ABORTS",
+    "TRANSACTION_COMMITS",
+    "TRANSACTION_INPUTS",
+    "TRANSACTION_SECONDS",
     "WORKFLOWS_FINISHED",
     "WORKFLOWS_STARTED",
     "render_metrics",
@@ -93,9 +97,30 @@ INPUTS_IGNORED = Counter(
     ["reason"],
 )
 
+# --- Kafka transactions (orchestrator) ----------------------------------------------------
+TRANSACTION_COMMITS = Counter(
+    "foldflow_transaction_commits_total", "Kafka transactions committed by the orchestrator."
+)
+TRANSACTION_ABORTS = Counter(
+    "foldflow_transaction_aborts_total",
+    "Kafka transactions aborted (their inputs are re-read and decided again), by reason.",
+    ["reason"],
+)
+TRANSACTION_SECONDS = Histogram(
+    "foldflow_transaction_duration_seconds",
+    "A committed transaction's time from its first record to the broker's commit.",
+    buckets=_FAST,
+)
+TRANSACTION_INPUTS = Histogram(
+    "foldflow_transaction_inputs", "Inputs (commands, results) per committed transaction.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+
 # --- Kafka consumers ----------------------------------------------------------------------
 CONSUMER_LAG = Gauge(
-    "foldflow_consumer_lag", "Messages between a group's position and the log end.",
+    "foldflow_consumer_lag",
+    "Offsets between a group's position and the log end (transaction markers take offsets "
+    "too, so this is an upper bound of the records still to read).",
     ["group", "topic", "partition"],
 )
 DLQ_MESSAGES = Counter(

@@ -161,10 +161,13 @@ def managed_kafka_pid(settings: Settings) -> int | None:
     return pid if isinstance(pid, int) and pid_alive(pid) and is_kafka_process(pid) else None
 
 
-def restart_kafka(settings: Settings, *, report: Report = say_nothing) -> int:
+def restart_kafka(
+    settings: Settings, *, report: Report = say_nothing, wait: float = 90.0
+) -> int:
     """Stop the broker ``up`` started here (SIGTERM: a clean shutdown) and start it again
     on the same storage; return the new pid. Raises :class:`StackError` when this checkout
-    did not start the running broker (it is not ours to restart)."""
+    did not start the running broker (it is not ours to restart), or when it does not
+    answer within ``wait`` seconds."""
     with _machine_lock(settings):
         pid = managed_kafka_pid(settings)
         if pid is None:
@@ -174,7 +177,7 @@ def restart_kafka(settings: Settings, *, report: Report = say_nothing) -> int:
             )
         terminate(pid)
         report(f"Kafka: stopped (pid {pid})")
-        new = start_kafka(settings, report)
+        new = start_kafka(settings, report, wait=wait)
         state = _load_state(settings)
         state["kafka"] = {"pid": new, "bootstrap": settings.kafka_bootstrap}
         _save_state(settings, state)

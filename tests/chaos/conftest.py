@@ -13,7 +13,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "orchestrator"))
 
-from orchestrator_harness import Deployment, EventLog, Service, private_settings, register_all
+from orchestrator_harness import (
+    Deployment,
+    EventLog,
+    Service,
+    delete_private_topics,
+    private_settings,
+    register_all,
+)
 
 from foldflow.settings import Settings
 
@@ -21,9 +28,11 @@ CHAOS_PARTITIONS = 4
 
 
 @pytest.fixture
-def settings(stack: Settings) -> Settings:
-    """The test's private topic set."""
-    return private_settings(stack, partitions=CHAOS_PARTITIONS)
+def settings(stack: Settings) -> Iterator[Settings]:
+    """The test's private topic set, deleted afterwards."""
+    settings = private_settings(stack, partitions=CHAOS_PARTITIONS)
+    yield settings
+    delete_private_topics(settings)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ chaos tests run first in a session, while the broker holds few topics.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from sqlalchemy import create_engine, text
 from foldflow import stack as local_stack
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
+from producers import PublishError
 from projections.db import upgrade
 
 WAIT_S = 180.0
@@ -71,7 +74,30 @@ def test_broker_restart_mid_run_loses_nothing_and_ends_each_workflow_once(
         ids = [deployment.start("restart-chain", {"i": i}) for i in range(30)]
         events.wait(lambda log: sum(len(log.by_workflow.get(w, [])) for w in ids) >= 80,
                     timeout=WAIT_S, what="80 events of the 30 workflows")  # fmt: skip
-        local_stack.restart_kafka(settings)
+        # Starts keep coming while the broker stops and starts again (those the broker did
+        # not ack are retried), so workflows are in flight across the restart however
+        # long it takes; a loaded shared machine can take minutes to bring a broker back.
+        feeding = threading.Event()
+        feeding.set()
+        fed: list[str] = []
+
+        def feed() -> None:
+            n = 0
+            while feeding.is_set():
+                try:
+                    fed.append(deployment.start("restart-chain", {"fed": n}))
+                    n += 1
+                except PublishError:
+                    pass
+                time.sleep(0.2)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        local_stack.restart_kafka(settings, wait=WAIT_S)
+        time.sleep(5.0)  # a few more after the broker is back
+        feeding.clear()
+        feeder.join(60)
+        ids += fed
 
         statuses = events.wait_finished(ids, timeout=WAIT_S)
         assert set(statuses.values()) == {"completed"}, statuses

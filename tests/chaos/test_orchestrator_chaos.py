@@ -27,7 +27,7 @@ from orchestrator_harness import (
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.app import app_id
+from processors.runtime.kafka import group_id
 from schemas.messages import StepCompleted
 
 WAIT_S = 120.0
@@ -106,9 +106,8 @@ def test_orchestrator_sigkill_while_sharing_partitions(
 def test_orchestrator_sigterm_under_load_loses_nothing(
     deployment: Deployment, events: EventLog, spawn: Callable[..., Service]
 ) -> None:
-    """A graceful stop (a rolling restart) while inputs keep coming: faust's take_events
-    acks a batch in its ``finally`` when the agent is cancelled, so a batch cut short by
-    the stop must still be finished (or not acked) before faust's last commit."""
+    """A graceful stop (a rolling restart) while inputs keep coming: the open transaction
+    is committed (or aborted and left to the successor), never half of it."""
     deployment.register(Definition.from_data(CHAIN))
     first = spawn("orchestrator-1", "orchestrator")
     first.wait_for_log(RECOVERED, timeout=STARTUP_S)
@@ -187,7 +186,7 @@ def _rewind_orchestrator_group(settings: Settings) -> None:
         for p in range(settings.partitions)
     ]
     futures = admin.alter_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(app_id(settings), partitions)]
+        [ConsumerGroupTopicPartitions(group_id(settings), partitions)]
     )
     for future in futures.values():
         future.result(timeout=30)
@@ -209,7 +208,7 @@ def test_inputs_replayed_after_a_rewind_change_nothing(
     events.wait_finished([probe], timeout=WAIT_S)
     assert orchestrator.stop() == 0  # commits, leaves the group
 
-    # every input is read again, against the states recovered from the changelog
+    # every input is read again, against the states recovered from the state topic
     _rewind_orchestrator_group(settings)
     spawn("orchestrator-2", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
     deployment.command(wf, SignalWorkflow("go"))

@@ -54,6 +54,7 @@ def test_ensure_creates_the_design_topics(prefixed: Settings, admin: AdminClient
         p + EVENTS: (6, "delete", "-1"),
         p + DEFINITIONS: (1, "compact", None),
         p + "wf.dlq": (6, "delete", str(30 * 24 * 3600 * 1000)),
+        p + "wf.orchestrator-state": (6, "compact", None),  # co-partitioned with the inputs
     } | {f"{p}wf.tasks.{t}": (6, "delete", str(7 * 24 * 3600 * 1000)) for t in BUILTIN_TASK_TYPES}
     assert {o.name: o.outcome for o in outcomes} == dict.fromkeys(expected, "created")
 

@@ -75,7 +75,8 @@ def read_events(settings: Settings) -> list[Envelope]:
     """Every record of wf.events, decoded, from the first offset to the end."""
     topic = Topology.of(settings).events
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": str(uuid.uuid4()),
-                  "enable.partition.eof": True, "enable.auto.commit": False})
+                  "enable.partition.eof": True, "enable.auto.commit": False,
+                  "isolation.level": "read_committed"})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}

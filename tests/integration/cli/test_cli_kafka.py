@@ -109,3 +109,27 @@ def test_dead_letters_written_in_a_transaction_are_read_to_the_end_at_once(
     assert time.monotonic() - began < 5.0
     newest = read_dead_letters(topics, timeout=5.0, newest_per_partition=1)
     assert newest == []  # the newest offset of partition 0 is the marker, not a record
+def _transactional(topics: Settings, records: list[tuple[str, bytes, bytes]], *, commit: bool
+                   ) -> None:  # fmt: skip
+    producer = Producer({**producer_config(topics, source="test"),
+                         "transactional.id": f"test-{uuid.uuid4().hex}"})  # fmt: skip
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for topic, key, value in records:
+        producer.produce(topic, value, key, partition=0, headers=[("dlq.reason", b"r")])
+    if commit:
+        producer.commit_transaction(30)
+    else:
+        producer.flush(30)
+        producer.abort_transaction(30)
+
+
+def test_dead_letters_parked_in_transactions_are_read_to_the_end(topics: Settings) -> None:
+    """The orchestrator parks dead letters in its transactions: a commit marker follows the
+    last record (the end offset is past it) and aborted records must not show."""
+    dlq = Topology.of(topics).dlq
+    _transactional(topics, [(dlq, b"wf-aborted", b"never")], commit=False)
+    _transactional(topics, [(dlq, b"wf-kept-1", b"one"), (dlq, b"wf-kept-2", b"two")],
+                   commit=True)  # fmt: skip
+    letters = read_dead_letters(topics, timeout=10.0)  # raised "stalled" on the marker before
+    assert sorted(d.key or b"" for d in letters) == [b"wf-kept-1", b"wf-kept-2"]

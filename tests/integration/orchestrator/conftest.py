@@ -21,6 +21,7 @@ from orchestrator_harness import (
     Deployment,
     EventLog,
     Service,
+    delete_private_topics,
     json_lines,
     private_settings,
     register_all,
@@ -37,9 +38,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def settings(stack: Settings) -> Settings:
-    """The module's private topic set (3 partitions)."""
-    return private_settings(stack, partitions=3)
+def settings(stack: Settings) -> Iterator[Settings]:
+    """The module's private topic set (3 partitions), deleted afterwards."""
+    settings = private_settings(stack, partitions=3)
+    yield settings
+    delete_private_topics(settings)
 
 
 @pytest.fixture(scope="module")

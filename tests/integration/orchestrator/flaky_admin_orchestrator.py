@@ -7,10 +7,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-import processors.runner as runner
+import processors.runtime.bootstrap as bootstrap
 from foldflow.cli.orchestrator import run_orchestrator
 
-_real_ensure_topics = runner.ensure_topics
+_real_ensure_topics = bootstrap.ensure_topics
 _calls = 0
 
 
@@ -22,7 +22,7 @@ def _flaky_ensure_topics(*args: Any, **kwargs: Any) -> Any:
     return _real_ensure_topics(*args, **kwargs)
 
 
-runner.ensure_topics = _flaky_ensure_topics
+bootstrap.ensure_topics = _flaky_ensure_topics  # type: ignore[attr-defined]
 
 if __name__ == "__main__":
     run_orchestrator()

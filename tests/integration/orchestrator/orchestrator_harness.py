@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -70,6 +71,7 @@ __all__ = [
     "SignalWorkflow",
     "TerminateWorkflow",
     "assert_log_invariants",
+    "delete_private_topics",
     "private_settings",
     "register_all",
     "status_of",
@@ -98,12 +100,17 @@ class Service:
 
     def __init__(
         self, name: str, settings: Settings, log_dir: Path, *, args: Iterable[str] = (),
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, script: Path | None = None,
+        instance: str | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.settings = settings
         self.args = list(args)
+        self.script = script  # run this Python file instead of `foldflow run <args>`
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        #: FOLDFLOW_INSTANCE_ID: give a restarted service its predecessor's to reuse its
+        #: transactional.id (as a supervisor restarting a pod does)
+        self.instance = instance or self.log_path.stem
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -116,16 +123,18 @@ class Service:
             "FOLDFLOW_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "FOLDFLOW_TOPIC_PREFIX": self.settings.topic_prefix,
             "FOLDFLOW_PARTITIONS": str(self.settings.partitions),
-            "FOLDFLOW_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
             "FOLDFLOW_METRICS_PORT": "0",
-            "FOLDFLOW_INSTANCE_ID": self.log_path.stem,
+            "FOLDFLOW_INSTANCE_ID": self.instance,
             "FOLDFLOW_STATE_DIR": str(self.log_path.parent / "state"),
+            "PYTHONPATH": str(REPO),
             **self.extra_env,
         }
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
+        command = ([sys.executable, str(self.script)] if self.script is not None
+                   else [str(FOLDFLOW), "run", *self.args])  # fmt: skip
         self.proc = subprocess.Popen(
-            [str(FOLDFLOW), "run", *self.args],
+            command,
             env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -182,6 +191,7 @@ class EventLog:
             "group.id": f"test-events-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "isolation.level": "read_committed",  # what every reader of the outputs sees
         })  # fmt: skip
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
@@ -330,6 +340,25 @@ def private_settings(stack: Settings, *, partitions: int) -> Settings:
     )
     ensure_topics(settings)
     return settings
+
+
+def delete_private_topics(settings: Settings) -> None:
+    """Delete the topics of a private topic set (a broker with thousands of leftover test
+    topics takes minutes to restart); ``FOLDFLOW_TEST_KEEP_TOPICS=1`` keeps them to look at."""
+    from confluent_kafka.admin import AdminClient
+
+    if os.environ.get("FOLDFLOW_TEST_KEEP_TOPICS"):
+        print(f"keeping the topics {settings.topic_prefix}*")
+        return
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    names = [t for t in admin.list_topics(timeout=30).topics
+             if t.startswith(settings.topic_prefix)]  # fmt: skip
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception as exc:  # best effort: a leftover topic harms nothing
+                print(f"could not delete a test topic: {exc}")
 
 
 def register_all(deployment: Deployment) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -189,6 +188,7 @@ def _dlq_records(settings: Settings, key: bytes, *, count: int) -> list[Message]
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": f"test-dlq-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
+        "isolation.level": "read_committed",
     })  # fmt: skip
     topic = Topology.of(settings).dlq
     consumer.assign(
@@ -286,6 +286,9 @@ def test_metrics_count_workflows_messages_and_lag(
     ) >= 1  # fmt: skip
     assert _value(samples, "foldflow_message_handling_seconds_count", topic=commands) >= 1
     assert ("foldflow_active_workflows", frozenset()) in samples
+    assert _value(samples, "foldflow_transaction_commits_total") >= 1
+    assert _value(samples, "foldflow_transaction_inputs_count") >= 1
+    assert _value(samples, "foldflow_transaction_duration_seconds_count") >= 1
 
 
 def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
@@ -301,19 +304,36 @@ def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(
     assert [c.split("-")[1] if c else None for c in carried] == [trace_id] * len(carried)
 
 
-@pytest.mark.parametrize(
-    ("variable", "value", "reason"),
-    [
-        ("FOLDFLOW_PROCESSING_GUARANTEE", "exactly_once", "exactly_once is refused"),
-        ("FOLDFLOW_ORCHESTRATOR_STORE", "rocksdb://", "only memory:// is supported"),
-    ],
-)
-def test_unsupported_modes_are_refused_with_the_reason(
-    settings: Settings, log_dir: Path, variable: str, value: str, reason: str
+#: Each amplifies a 400 kB input threefold into one task command: 1.2 MB, over the 1 MB
+#: record limit, while the start (and the state holding the input) still fit.
+BIG = {
+    "name": "t-big",
+    "steps": [{"id": "big", "task": "builtin.echo",
+               "input": {"a": "${input.blob}", "b": "${input.blob}", "c": "${input.blob}"}}],
+}
+#: A sleep whose end (now + ~1e25 ms) no Avro long can hold.
+FOREVER = {"name": "t-forever", "steps": [{"id": "nap", "sleep": "100000000000000000d"}]}
+
+
+def test_an_input_whose_outputs_cannot_be_produced_fails_only_its_workflow(
+    deployment: Deployment, events: EventLog
 ) -> None:
-    refused = Service(
-        "orchestrator-refused", settings, log_dir, args=["orchestrator"], env={variable: value}
-    ).start()
-    assert refused.proc is not None
-    assert refused.proc.wait(timeout=60) == 2
-    assert reason in refused.log_text()
+    from foldflow.definitions import Definition
+
+    for data in (BIG, FOREVER):
+        deployment.register(Definition.from_data(data))
+    before = [deployment.start("t-child", {"x": i}) for i in range(3)]
+    big = deployment.start("t-big", {"blob": "x" * 400_000})
+    forever = deployment.start("t-forever", {})
+    after = [deployment.start("t-child", {"x": i}) for i in range(3)]
+
+    statuses = events.wait_finished([*before, big, forever, *after], timeout=WAIT_S)
+    assert statuses == {**dict.fromkeys(before + after, "completed"), big: "failed",
+                        forever: "failed"}  # fmt: skip
+    big_error = events.by_workflow[big][-1].payload.error  # type: ignore[union-attr]
+    assert "big" in big_error and "bytes" in big_error, big_error
+    forever_error = events.by_workflow[forever][-1].payload.error  # type: ignore[union-attr]
+    assert "step.waiting.v1" in forever_error and "encode" in forever_error, forever_error
+    for wf in (big, forever):
+        _assert_sequences(events, wf)
+        assert "step.scheduled.v1" not in events.types(wf)  # nothing half-done was produced

@@ -110,6 +110,7 @@ class Reader:
                 "group.id": f"reader-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                "isolation.level": "read_committed",
             }
         )
         self.consumer.subscribe([topic])

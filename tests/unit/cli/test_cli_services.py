@@ -184,3 +184,19 @@ def test_up_fails_with_the_log_tail_of_a_service_that_dies_or_never_gets_ready(
     with pytest.raises(svc.ServiceError, match=re.escape("was not ready at http://127.0.0.1:1/metrics")):
         svc.wait_ready(settings, spec, pid)
     svc.stop(settings, (spec,), report=lambda _l: None)
+
+
+def test_each_service_gets_an_instance_id_stable_per_state_dir(tmp_path: Path) -> None:
+    """The orchestrator's transactional.id comes from its instance id: the same on every
+    ``up`` (a restart fences its predecessor), different in another checkout."""
+    here = _settings(tmp_path / "a")
+    there = _settings(tmp_path / "b")
+    spec = {s.name: s for s in svc.services(here)}["orchestrator"]
+    first = svc.service_env(here, spec, {})["FOLDFLOW_INSTANCE_ID"]
+    assert first == svc.service_env(_settings(tmp_path / "a"), spec, {})["FOLDFLOW_INSTANCE_ID"]
+    assert first.startswith("orchestrator-")
+    assert first != svc.service_env(there, spec, {})["FOLDFLOW_INSTANCE_ID"]
+    worker = {s.name: s for s in svc.services(here)}["worker"]
+    assert svc.service_env(here, worker, {})["FOLDFLOW_INSTANCE_ID"] != first
+    chosen = _settings(tmp_path / "a", instance_id="orchestrator-0")
+    assert svc.service_env(chosen, spec, {})["FOLDFLOW_INSTANCE_ID"] == "orchestrator-0"

@@ -7,7 +7,7 @@ from typing import Any
 
 from foldflow.definitions import Definition
 from processors.decider import decide, evolve, initial_state, react
-from processors.state import WorkflowState
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     Envelope,
     FireTimer,

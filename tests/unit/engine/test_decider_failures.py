@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_harness import T0, Run, types
 
-from processors.decision import jitter_fraction
+from processors.decider.decision import jitter_fraction
 from schemas.messages import (
     CompensationScheduled,
     ExecuteTask,

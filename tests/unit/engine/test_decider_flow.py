@@ -8,7 +8,7 @@ import pytest
 from engine_harness import T0, Run, types
 
 from processors.decider import decide, initial_state, is_terminal, react
-from processors.state import state_from_bytes, state_to_bytes
+from processors.decider.state import state_from_bytes, state_to_bytes
 from schemas.messages import (
     ExecuteTask,
     StartWorkflow,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from foldflow.definitions import Definition
 from processors.decider import decide, evolve, initial_state
-from processors.state import TERMINAL_STATUSES, state_from_bytes, state_to_bytes
+from processors.decider.state import TERMINAL_STATUSES, state_from_bytes, state_to_bytes
 from schemas.messages import (
     CancelWorkflow,
     ChildFinished,

@@ -33,6 +33,10 @@ EXPECTED = {
     "foldflow_dlq_messages": {"topic", "reason_kind"},
     "foldflow_circuit_breaker_state": {"name"},
     "foldflow_inputs_ignored": {"reason"},
+    "foldflow_transaction_commits": set(),
+    "foldflow_transaction_aborts": {"reason"},
+    "foldflow_transaction_duration_seconds": set(),
+    "foldflow_transaction_inputs": set(),
 }
 
 

@@ -7,11 +7,11 @@ import pytest
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
 from processors.decider import initial_state
-from processors.firing import fire_timer_command
-from processors.plan import apply_input, route
-from processors.state import WorkflowState
-from processors.telemetry import TaskTypes, ignored_reason
-from processors.timers import DueTimer
+from processors.decider.plan import apply_input, route
+from processors.decider.state import WorkflowState
+from processors.runtime.firing import fire_timer_command
+from processors.runtime.telemetry import TaskTypes, ignored_reason
+from processors.runtime.timers import DueTimer
 from schemas.messages import (
     ChildFinished,
     Envelope,
@@ -99,14 +99,14 @@ def test_route_refuses_what_has_no_topic() -> None:
 
 
 def test_a_timer_fire_has_the_same_id_however_often_it_is_sent() -> None:
-    due = DueTimer("wf-1", "retry:a:2", T0)
+    due = DueTimer("wf-1", "retry:a:2", T0, 0)
     first = fire_timer_command(due, now=T0 + 5)
     again = fire_timer_command(due, now=T0 + 5_000)
     assert first.event_id == again.event_id
     assert first.payload == FireTimer("retry:a:2", T0)
     assert first.timestamp == T0 + 5
     assert fire_timer_command(due, now=T0 - 10).timestamp == T0  # never before it is due
-    assert fire_timer_command(DueTimer("wf-1", "retry:a:2", T0 + 1), now=T0).event_id != (
+    assert fire_timer_command(DueTimer("wf-1", "retry:a:2", T0 + 1, 0), now=T0).event_id != (
         first.event_id
     )
 

@@ -8,7 +8,7 @@ import pytest
 
 from foldflow.definitions import Definition
 from foldflow.settings import Settings
-from processors.definitions_cache import DefinitionsCache
+from processors.runtime.definitions_cache import DefinitionsCache
 from schemas.codec import encode
 from schemas.messages import (
     DEFAULT_TENANT,
@@ -45,8 +45,8 @@ def cache() -> DefinitionsCache:
 
 
 def test_each_tenant_resolves_its_own_name_and_version(cache: DefinitionsCache) -> None:
-    cache._apply(*_record("acme", _definition("order", 1, "acme.charge")))
-    cache._apply(*_record("globex", _definition("order", 1, "globex.charge")))
+    cache.apply(*_record("acme", _definition("order", 1, "acme.charge")))
+    cache.apply(*_record("globex", _definition("order", 1, "globex.charge")))
     acme = cache.get("acme", "order", 1)
     globex = cache.get("globex", "order", 1)
     assert acme is not None and acme.steps[0].task == "acme.charge"
@@ -56,10 +56,10 @@ def test_each_tenant_resolves_its_own_name_and_version(cache: DefinitionsCache) 
 
 
 def test_latest_is_per_tenant(cache: DefinitionsCache) -> None:
-    cache._apply(*_record("acme", _definition("order", 1, "a.v1")))
-    cache._apply(*_record("acme", _definition("order", 2, "a.v2")))
-    cache._apply(*_record("globex", _definition("order", 1, "g.v1")))
-    cache._apply(*_record("globex", _definition("order", 5, "g.v5")))
+    cache.apply(*_record("acme", _definition("order", 1, "a.v1")))
+    cache.apply(*_record("acme", _definition("order", 2, "a.v2")))
+    cache.apply(*_record("globex", _definition("order", 1, "g.v1")))
+    cache.apply(*_record("globex", _definition("order", 5, "g.v5")))
     acme = cache.get("acme", "order", None)
     globex = cache.get("globex", "order", None)
     assert acme is not None and acme.version == 2
@@ -68,19 +68,19 @@ def test_latest_is_per_tenant(cache: DefinitionsCache) -> None:
 
 def test_old_name_version_records_load_as_the_default_tenant(cache: DefinitionsCache) -> None:
     old = _definition("billing", 3, "builtin.echo")
-    cache._apply(*_record("", old, key="billing:3", envelope_version=1))  # no tenant anywhere
+    cache.apply(*_record("", old, key="billing:3", envelope_version=1))  # no tenant anywhere
     found = cache.get(DEFAULT_TENANT, "billing", None)
     assert found is not None and found.version == 3
     assert cache.get("acme", "billing", 3) is None
 
 
 def test_a_tombstone_withdraws_only_that_tenants_version(cache: DefinitionsCache) -> None:
-    cache._apply(*_record("acme", _definition("order", 1, "a")))
-    cache._apply(*_record(DEFAULT_TENANT, _definition("order", 1, "d")))
-    cache._apply(definition_key("acme", "order", 1).encode(), None)
+    cache.apply(*_record("acme", _definition("order", 1, "a")))
+    cache.apply(*_record(DEFAULT_TENANT, _definition("order", 1, "d")))
+    cache.apply(definition_key("acme", "order", 1).encode(), None)
     assert cache.get("acme", "order", 1) is None
     assert cache.get(DEFAULT_TENANT, "order", 1) is not None
-    cache._apply(b"order:1", None)
+    cache.apply(b"order:1", None)
     assert cache.get(DEFAULT_TENANT, "order", 1) is None
 
 

@@ -15,8 +15,8 @@ import pytest
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
 from processors.decider import decide, evolve, initial_state, react
-from processors.plan import apply_input, route
-from processors.state import WorkflowState, state_from_bytes, state_to_bytes
+from processors.decider.plan import apply_input, route
+from processors.decider.state import WorkflowState, state_from_bytes, state_to_bytes
 from schemas.messages import (
     CancelWorkflow,
     ChildFinished,

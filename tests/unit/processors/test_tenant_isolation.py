@@ -15,8 +15,8 @@ import pytest
 
 from foldflow.definitions import Definition
 from processors.decider import decide, evolve, foreign_tenant, initial_state, react
-from processors.state import WorkflowState
-from processors.telemetry import ignored_reason
+from processors.decider.state import WorkflowState
+from processors.runtime.telemetry import ignored_reason
 from schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from processors.decider import evolve, initial_state
-from processors.state import WorkflowState
+from processors.decider.state import WorkflowState
 from projections.apply import InstanceRow, StepRow, fold_batch
 from schemas.messages import MESSAGE_TYPES, Envelope
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from foldflow.definitions import Definition
 from foldflow.topics import Topology
-from processors.decider import decide, evolve, react
-from processors.state import WorkflowState
+from processors.decider.decider import decide, evolve, react
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     CancelWorkflow,
     ChildFinished,
@@ -24,7 +24,7 @@ from schemas.messages import (
     TerminateWorkflow,
 )
 
-__all__ = ["Plan", "apply_input", "route"]
+__all__ = ["Plan", "apply_input", "plan_events", "route"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,12 @@ def apply_input(
 ) -> Plan:
     """Decide on ``message`` (``now`` = its timestamp) and derive everything that follows."""
     events = decide(state, message, message.timestamp, definition=definition)
+    return plan_events(state, events, topology=topology, input_type=message.event_type)
+
+
+def plan_events(state: WorkflowState, events: list[Envelope], *, topology: Topology,
+                input_type: str = "") -> Plan:
+    """Fold ``events`` into ``state`` and derive, per event and in order, what follows."""
     derived: list[tuple[str, Envelope]] = []
     for event in events:
         state = evolve(state, event)
@@ -66,5 +72,5 @@ def apply_input(
     messages = [(topology.events, e) for e in events] + derived
     return Plan(
         events=tuple(events), messages=tuple(messages), state=state,
-        input_type=message.event_type,
+        input_type=input_type,
     )

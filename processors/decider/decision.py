@@ -14,8 +14,8 @@ from foldflow.definitions import Definition
 from foldflow.expressions import render
 from foldflow.jsonsafe import problems, utf8_size
 from foldflow.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, human_bytes
-from processors.evolve import evolve
-from processors.state import WorkflowState
+from processors.decider.evolve import evolve
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,

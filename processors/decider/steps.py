@@ -7,8 +7,8 @@ import json
 from foldflow.definitions import Definition, Step
 from foldflow.expressions import evaluate_condition, parse_condition
 from foldflow.input_schema import input_violation
-from processors.compensation import drive_compensation, stop
-from processors.decision import (
+from processors.decider.compensation import drive_compensation, stop
+from processors.decider.decision import (
     Decision,
     canonical,
     context,

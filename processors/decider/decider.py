@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from foldflow.definitions import Definition
-from processors.compensation import comp_attempt_failed, schedule_compensation, stop
-from processors.decision import (
+from processors.decider.compensation import comp_attempt_failed, schedule_compensation, stop
+from processors.decider.decision import (
     Decision,
     canonical,
     child_ended_error,
@@ -26,10 +26,10 @@ from processors.decision import (
     refused,
     wants_signal,
 )
-from processors.evolve import evolve, initial_state, is_terminal
-from processors.react import react
-from processors.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
-from processors.steps import (
+from processors.decider.evolve import evolve, initial_state, is_terminal
+from processors.decider.react import react
+from processors.decider.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
+from processors.decider.steps import (
     advance,
     attempt_failed,
     schedule_attempt,

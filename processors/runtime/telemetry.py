@@ -18,8 +18,8 @@ from foldflow.observability.metrics import (
     WORKFLOWS_STARTED,
 )
 from processors.decider import foreign_tenant
-from processors.plan import Plan
-from processors.state import WorkflowState
+from processors.decider.plan import Plan
+from processors.decider.state import TERMINAL_STATUSES, WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
     TYPE_NAMES,
@@ -77,8 +77,13 @@ def record_plan(plan: Plan, task_types: TaskTypes) -> None:
                 STEP_ATTEMPTS.labels(task_type=task_type, outcome="lost").inc()
 
 
-def ignored_reason(state: WorkflowState, message: Envelope) -> str:
-    """Why an input produced no events (a label of ``foldflow_inputs_ignored_total``)."""
+def ignored_reason(state: WorkflowState | None, message: Envelope) -> str:
+    """Why an input produced no events (a label of ``foldflow_inputs_ignored_total``).
+
+    ``state`` None: the workflow finished and left memory (``finished``).
+    """
+    if state is None:
+        return "finished"
     if message.event_id in state.applied:
         return "duplicate"
     if foreign_tenant(state, message):
@@ -86,6 +91,8 @@ def ignored_reason(state: WorkflowState, message: Envelope) -> str:
     payload = message.payload
     if state.status == "new":
         return "unknown_workflow"
+    if state.status in TERMINAL_STATUSES:
+        return "finished"
     if isinstance(payload, FireTimer):
         return "stale_timer"
     if isinstance(payload, TaskSucceeded | TaskFailed | ChildFinished):
@@ -93,7 +100,7 @@ def ignored_reason(state: WorkflowState, message: Envelope) -> str:
     return "no_effect"
 
 
-def record_ignored(state: WorkflowState, message: Envelope) -> str:
+def record_ignored(state: WorkflowState | None, message: Envelope) -> str:
     """Count an input that produced no events; return why it did not."""
     reason = ignored_reason(state, message)
     INPUTS_IGNORED.labels(reason=reason).inc()
@@ -101,30 +108,29 @@ def record_ignored(state: WorkflowState, message: Envelope) -> str:
 
 
 class LagGauge:
-    """``foldflow_consumer_lag`` of the orchestrator's group: log end minus next to handle."""
+    """``foldflow_consumer_lag`` of the orchestrator's group: log end minus next to handle.
+
+    Offsets, not records: transaction markers take offsets too, so this is an upper bound.
+    """
 
     def __init__(self, group: str) -> None:
         self._group = group
-        self._next: dict[tuple[str, int], int] = {}
         self._labelled: set[tuple[str, int]] = set()
 
-    def handled(self, topic: str, partition: int, offset: int) -> None:
-        """Note that the record at ``offset`` was handled."""
-        self._next[(topic, partition)] = offset + 1
-
     def publish(
-        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+        self,
+        positions: Iterable[tuple[str, int, int]],
+        highwater: Callable[[str, int], int | None],
     ) -> None:
-        """Set the gauge for the ``assigned`` partitions; drop the labels of revoked ones."""
-        current = set(assigned)
+        """Set the gauge for ``(topic, partition, next offset)`` of the owned partitions;
+        drop the labels of the others."""
+        current: set[tuple[str, int]] = set()
+        for topic, partition, position in positions:
+            end = highwater(topic, partition)
+            if end is None or end < 0:
+                continue
+            CONSUMER_LAG.labels(self._group, topic, str(partition)).set(max(0, end - position))
+            current.add((topic, partition))
         for topic, partition in self._labelled - current:
             CONSUMER_LAG.remove(self._group, topic, str(partition))
-            self._next.pop((topic, partition), None)
-        self._labelled &= current
-        for topic, partition in current:
-            end = highwater(topic, partition)
-            if end is None or (topic, partition) not in self._next:
-                continue
-            lag = max(0, end - self._next[(topic, partition)])
-            CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag)
-            self._labelled.add((topic, partition))
+        self._labelled = current

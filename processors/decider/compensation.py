@@ -9,7 +9,7 @@ each retried by its step's policy.
 from __future__ import annotations
 
 from foldflow.definitions import Step
-from processors.decision import Decision, jitter_fraction, oversize, render_json
+from processors.decider.decision import Decision, jitter_fraction, oversize, render_json
 from schemas.messages import (
     CompensationAttemptFailed,
     CompensationFailed,

@@ -1,6 +1,6 @@
 """The orchestrator's per-workflow state and its byte form for the state table.
 
-State is immutable: :func:`processors.evolve.evolve` returns a new one per event. It is
+State is immutable: :func:`processors.decider.evolve.evolve` returns a new one per event. It is
 self-contained (it carries the pinned definition's canonical JSON), so the decider needs
 nothing but the state and the message.
 """

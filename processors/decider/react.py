@@ -15,8 +15,8 @@ The target topic follows from the payload type; ids are ``derived_id(event.event
 
 from __future__ import annotations
 
-from processors.decision import SOURCE, child_id, child_reported, shown_id
-from processors.state import WorkflowState
+from processors.decider.decision import SOURCE, child_id, child_reported, shown_id
+from processors.decider.state import WorkflowState
 from schemas.messages import (
     TERMINAL_STATUS,
     CancelWorkflow,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from processors.state import TERMINAL_STATUSES, StepState, WorkflowState
+from processors.decider.state import TERMINAL_STATUSES, StepState, WorkflowState
 from schemas.messages import (
     CompensationAttemptFailed,
     CompensationCompleted,

@@ -1,0 +1,1 @@
+"""The orchestrator's runtime: the Kafka loop around the pure decider (processors.decider)."""

@@ -1,0 +1,117 @@
+"""The orchestrator's composition root: real clients in, the loop run, the exit code out.
+
+:func:`build` wires an :class:`~processors.runtime.loop.Orchestrator` from settings (Kafka
+clients, the state reader, the definitions cache, the task-topic creator).
+:func:`run_orchestrator` runs it until SIGTERM/SIGINT (exit 0 after the last commit).
+
+When the producer is fenced, the loop is over: nothing it holds can be trusted. By
+default a fresh loop (new clients, every state read back from the state topic, as a
+restarted process would) takes over within the same process, at most
+``orchestrator_restarts_on_fence`` times per 10 minutes, so a broker restart that outlived
+an open transaction does not need a supervisor; with 0 the process exits with
+:data:`EXIT_FENCED` and a supervisor restarts it. Any other fatal error exits with
+:data:`EXIT_FATAL`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from foldflow.admin import ensure_topics
+from foldflow.settings import Settings
+from foldflow.topics import Topology
+from processors.runtime.definitions_cache import DefinitionsCache
+from processors.runtime.errors import FatalError, Fenced
+from processors.runtime.kafka import transactional_id
+from processors.runtime.loop import Orchestrator
+from processors.runtime.records import DefinitionTable
+from processors.runtime.recovery import StateReader
+from processors.runtime.watchdog import Watchdog
+
+__all__ = ["EXIT_FATAL", "EXIT_FENCED", "build", "run_orchestrator"]
+
+EXIT_FATAL = 1
+EXIT_FENCED = 3
+RESTART_WINDOW_S = 600.0
+
+log = logging.getLogger("foldflow.orchestrator")
+
+
+def build(
+    settings: Settings, *, watchdog: Watchdog, on_ready: Callable[[], None] | None = None
+) -> Orchestrator:
+    """A ready-to-run orchestrator with real Kafka clients."""
+    table = DefinitionTable()
+    admin = AdminClient({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
+    })  # fmt: skip
+
+    def ensure_task_topics(task_types: tuple[str, ...]) -> None:
+        ensure_topics(settings, task_types=task_types, admin=admin)
+
+    return Orchestrator(
+        settings,
+        consumer_factory=Consumer,
+        producer_factory=Producer,
+        reader=StateReader(settings, Topology.of(settings).orchestrator_state, definitions=table),
+        definitions=DefinitionsCache(settings),
+        table=table,
+        ensure_task_topics=ensure_task_topics,
+        watchdog=watchdog,
+        on_ready=on_ready,
+    )
+
+
+def run_orchestrator(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> int:
+    """Run the orchestrator until SIGTERM/SIGINT; return the process exit code."""
+    stopping = threading.Event()
+    current: list[Orchestrator] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
+        for orchestrator in current:
+            orchestrator.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watchdog = Watchdog()
+    fences: deque[float] = deque()
+    try:
+        while not stopping.is_set():
+            orchestrator = build(settings, watchdog=watchdog, on_ready=on_ready)
+            current[:] = [orchestrator]
+            try:
+                orchestrator.run()
+                return 0
+            except Fenced as exc:
+                now = time.monotonic()
+                while fences and fences[0] < now - RESTART_WINDOW_S:
+                    fences.popleft()
+                if len(fences) >= settings.orchestrator_restarts_on_fence:
+                    log.critical("fenced (%s): the producer %s can do nothing more; exiting",
+                                 exc, transactional_id(settings))  # fmt: skip
+                    return EXIT_FENCED
+                fences.append(now)
+                log.error("fenced (%s): starting afresh, every state read back from the state "
+                          "topic (%d of %d fresh starts in 10 minutes)", exc, len(fences),
+                          settings.orchestrator_restarts_on_fence)  # fmt: skip
+            except FatalError as exc:
+                log.critical("fatal: %s; exiting", exc)
+                return EXIT_FATAL
+            except Exception:  # a bug, or a restore that could not finish: say so, exit
+                log.critical("the loop failed; exiting", exc_info=True)
+                return EXIT_FATAL
+        return 0
+    finally:
+        watchdog.close()

@@ -1,0 +1,41 @@
+"""``foldflow run orchestrator`` whose producer fails the commit of the first transaction
+that holds a task result with an abortable error, as a transaction coordinator can (the
+loop then really aborts it on the broker, rewinds and decides the inputs again). Run as a
+script by ``test_batch_failures.py``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+import processors.runtime.bootstrap as bootstrap
+from foldflow.cli.orchestrator import run_orchestrator
+
+
+class _AbortingProducer(Producer):
+    """Fails one commit (after everything of the transaction was produced)."""
+
+    results_topic = ".wf.results"
+    failed = False
+    holds_result = False
+
+    def send_offsets_to_transaction(self, offsets: Any, *args: Any, **kwargs: Any) -> Any:
+        self.holds_result = any(tp.topic.endswith(self.results_topic) for tp in offsets)
+        return super().send_offsets_to_transaction(offsets, *args, **kwargs)
+
+    def commit_transaction(self, *args: Any, **kwargs: Any) -> Any:
+        if self.holds_result and not _AbortingProducer.failed:
+            _AbortingProducer.failed = True
+            print("test: failing the commit of a transaction with a result", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            raise KafkaException(KafkaError(KafkaError._STATE, "injected abortable failure",
+                                            txn_requires_abort=True))  # fmt: skip
+        return super().commit_transaction(*args, **kwargs)
+
+
+bootstrap.Producer = _AbortingProducer  # type: ignore[misc]
+
+if __name__ == "__main__":
+    run_orchestrator()
