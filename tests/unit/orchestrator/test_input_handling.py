@@ -26,9 +26,8 @@ BIG = Definition.from_data({
 # The door refuses a sleep past 365 d; a definition registered before that bound existed
 # may still hold one whose end no Avro long can carry.
 _DAY = Definition.from_data({"name": "forever", "steps": [{"id": "z", "sleep": "1d"}]})
-FOREVER = _DAY.model_copy(
-    update={"steps": [_DAY.steps[0].model_copy(update={"sleep": 100_000_000_000_000_000 * 86_400_000})]}
-)
+_ENDLESS = _DAY.steps[0].model_copy(update={"sleep": 10**17 * 86_400_000})
+FOREVER = _DAY.model_copy(update={"steps": [_ENDLESS]})
 DEFINITIONS = {"child": CHILD, "big": BIG, "forever": FOREVER}
 
 
