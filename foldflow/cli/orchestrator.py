@@ -45,6 +45,7 @@ def run_orchestrator() -> None:
     from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
+    from foldflow.topics import Topology
     from processors.app import create_app
 
     settings = get_settings()
@@ -61,10 +62,16 @@ def run_orchestrator() -> None:
             "bootstrap.servers": settings.kafka_bootstrap,
             "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
         })  # fmt: skip
-        ensure_topics(settings, admin=admin)
+        outcomes = ensure_topics(settings, admin=admin)
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if settings.replication_factor is None:
+        # faust creates its changelog itself, with a number, not the cluster's default:
+        # give it the replicas wf.events got, so it survives a broker as they do.
+        events = Topology.of(settings).events
+        replicas = next(o.replication_factor for o in outcomes if o.name == events)
+        settings = settings.model_copy(update={"replication_factor": replicas})
 
     def serve_metrics() -> None:  # once recovered: /metrics answering means ready
         if settings.metrics_port:
