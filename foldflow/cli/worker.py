@@ -43,7 +43,9 @@ def run_worker(
         15.0, min=0, help="Seconds in-flight attempts may finish after SIGTERM."
     ),
     session_timeout_ms: int = typer.Option(
-        45_000,
+        # librdkafka's 45 s default outlasts the default 30 s attempt timeout: a killed
+        # worker's tasks would time out and be retried before they even moved.
+        10_000,
         min=1,
         help="Consumer group session timeout (how soon a dead worker's "
         "partitions move to another).",
