@@ -105,7 +105,8 @@ def test_many_instances_killed_at_random_complete_every_workflow_once(
     phase("load stopped")
 
     report = (f"kills {chaos.kills}; HTTP outcomes {dict(load.statuses)}; "
-              f"{len(load.accepted)} accepted, {load.retries} retries; phases {phases}")  # fmt: skip
+              f"{len(load.accepted)} accepted, {load.retries} retries; "
+              f"phases {phases}")  # fmt: skip
     print(report)
     assert not chaos.errors, chaos.errors
     assert len(chaos.kills) >= 5, report
