@@ -1,6 +1,7 @@
-"""Drive a scaled-out Foldflow: `foldflow up` with several instances of every service,
-a local Kafka cluster, load that records what was acked, chaos that SIGKILLs instances,
-and the checks that compare what was accepted with what the logs and PostgreSQL hold.
+"""Drive a scaled-out Foldflow: `foldflow up` with several instances of every service
+(on a local Kafka cluster or not), load that records what was acked or accepted, and
+chaos that SIGKILLs instances. :mod:`bench.logcheck` compares the outcome with what the
+logs and PostgreSQL hold.
 
 Shared by the chaos tests (``tests/chaos/test_broker_cluster.py``,
 ``tests/chaos/test_many_instances.py``) and the soak (:mod:`bench.soak`).
@@ -9,7 +10,6 @@ Shared by the chaos tests (``tests/chaos/test_broker_cluster.py``,
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import signal
@@ -19,46 +19,32 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+import psycopg
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import Engine, text
+from psycopg import sql
+from sqlalchemy import make_url
 
-from bench.watchers import header
+from bench.logcheck import Ack
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher, PublishError
-from schemas.codec import decode, encode
 from schemas.messages import (
     DEFAULT_TENANT,
     Envelope,
     StartWorkflow,
-    StepCompleted,
     derived_id,
     dump_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: librdkafka's own lines ("Connect to ... failed" while a broker is down) go nowhere.
-QUIET = logging.getLogger("scale-tests.librdkafka")
-QUIET.addHandler(logging.NullHandler())
-QUIET.propagate = False
-
-TERMINAL = {
-    "workflow.completed.v1": "completed",
-    "workflow.failed.v1": "failed",
-    "workflow.compensated.v1": "compensated",
-    "workflow.compensation_failed.v1": "compensation_failed",
-    "workflow.cancelled.v1": "cancelled",
-    "workflow.terminated.v1": "terminated",
-}
 
 #: Three steps: a task, a short sleep task (keeps workflows in flight), a task.
 CHAIN_NAME = "scale-chain"
@@ -189,6 +175,25 @@ class UpDeployment:
         return "\n".join(out)
 
 
+@contextlib.contextmanager
+def scratch_database(base_url: str, *, prefix: str = "foldflow_t") -> Iterator[str]:
+    """A fresh database owned by the URL's role (it needs CREATEDB, which `foldflow stack
+    up` grants), migrated by whoever uses it; dropped afterwards."""
+    url = make_url(base_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    owner = url.username or "foldflow"
+    conninfo = (f"host={url.host or '127.0.0.1'} port={url.port or 5432} user={owner} "
+                f"password={url.password or ''} dbname={url.database}")  # fmt: skip
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))  # fmt: skip
+
+
 def delete_topics_and_groups(bootstrap: str, prefix: str) -> None:
     """Remove what a deployment left on the broker (every name carries ``prefix``)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -217,16 +222,6 @@ def start_envelope(workflow_id: str, n: int) -> Envelope:
                               input_json=dump_json({"n": n}), tenant=DEFAULT_TENANT),
         tenant=DEFAULT_TENANT,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Ack:
-    """Where the broker said it stored a record."""
-
-    partition: int
-    offset: int
-    key: str
-    event_id: str
 
 
 class AckedStarts:
@@ -299,6 +294,7 @@ class GatewayStarts:
         self.rate = rate
         self.give_up_s = give_up_s
         self.accepted: dict[str, float] = {}  # workflow id -> seconds from load start
+        self.began_ms: dict[str, float] = {}  # workflow id -> wall time its first POST began
         self.latency: dict[str, float] = {}  # workflow id -> time to its 202
         self.gave_up: list[str] = []
         self.retries = 0
@@ -336,7 +332,7 @@ class GatewayStarts:
     def _one(self, client: httpx.Client, n: int) -> None:
         key = f"scale-{uuid.uuid4().hex}"
         body = {"definition": CHAIN_NAME, "input": {"n": n}}
-        began = time.monotonic()
+        began, began_ms = time.monotonic(), time.time() * 1000
         attempt = 0
         while time.monotonic() - began < self.give_up_s:
             url = self.urls[(n + attempt) % len(self.urls)]
@@ -354,6 +350,7 @@ class GatewayStarts:
                 with self._lock:
                     wf = response.json()["id"]
                     self.accepted[wf] = began - self._started_at
+                    self.began_ms[wf] = began_ms
                     self.latency[wf] = time.monotonic() - began
                 return
             with self._lock:
@@ -366,165 +363,6 @@ class GatewayStarts:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self.give_up_s + 30)
-
-
-# --------------------------------------------------------------------------- reading logs
-
-
-@dataclass
-class LogRecord:
-    """One record as read back from the log."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    value: bytes
-    event_type: str  # the header every Foldflow producer sets
-
-
-def read_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0) -> list[LogRecord]:
-    """Every committed record of ``topics`` from the beginning to their current end."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
-        "logger": QUIET,
-        "enable.auto.commit": False, "enable.partition.eof": False,
-        "isolation.level": "read_committed",
-    })  # fmt: skip
-    try:
-        metadata = consumer.list_topics(timeout=30)
-        ends: dict[tuple[str, int], int] = {}
-        for topic in topics:
-            for p in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                if high > low:
-                    ends[(topic, p)] = high
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
-        records: list[LogRecord] = []
-        deadline = time.monotonic() + timeout
-        pending = dict(ends)
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is not None:
-                    continue
-                tp = (msg.topic() or "", msg.partition() or 0)
-                offset = msg.offset() or 0
-                event_type = header(msg, "event_type") or b""
-                records.append(LogRecord(
-                    tp[0], tp[1], offset, (msg.key() or b"").decode(), msg.value() or b"",
-                    event_type.decode(),
-                ))  # fmt: skip
-                if tp in pending and offset + 1 >= pending[tp]:
-                    del pending[tp]
-            # transaction markers take the last offsets: the position says we are done
-            for tp in list(pending):
-                [pos] = consumer.position([TopicPartition(*tp)])
-                if pos.offset >= pending[tp]:
-                    del pending[tp]
-        assert not pending, f"could not read to the end of {sorted(pending)}"
-        return records
-    finally:
-        consumer.close()
-
-
-def histories(records: Iterable[LogRecord]) -> dict[str, list[Envelope]]:
-    """The events of each workflow in log order (``records`` of ``wf.events``)."""
-    out: dict[str, list[Envelope]] = defaultdict(list)
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        event = decode(record.value)
-        out[event.workflow_id].append(event)
-    return out
-
-
-def status_of(events: list[Envelope]) -> str | None:
-    """The terminal status a history ends in (None: not finished)."""
-    for event in reversed(events):
-        if event.event_type in TERMINAL:
-            return TERMINAL[event.event_type]
-    return None
-
-
-def log_problems(by_workflow: dict[str, list[Envelope]], ids: Iterable[str]) -> list[str]:
-    """What breaks "every workflow ends exactly once": sequences not contiguous from 1,
-    one sequence with two contents, a step completed twice, not exactly one ending."""
-    problems = []
-    for wf in ids:
-        first: dict[int, bytes] = {}
-        events = by_workflow.get(wf, [])
-        for event in events:
-            body = encode(event)
-            if first.setdefault(event.sequence or 0, body) != body:
-                problems.append(f"{wf}: sequence {event.sequence} with two contents")
-        if sorted(first) != list(range(1, len(first) + 1)):
-            problems.append(f"{wf}: sequences {sorted(first)}")
-        unique = {e.sequence: e for e in events}
-        steps = [e.payload.step_id for e in unique.values() if isinstance(e.payload, StepCompleted)]
-        if len(steps) != len(set(steps)):
-            problems.append(f"{wf}: a step completed twice ({sorted(steps)})")
-        endings = [e.event_type for e in unique.values() if e.event_type in TERMINAL]
-        if endings != ["workflow.completed.v1"]:
-            problems.append(f"{wf}: endings {endings}")
-    return problems
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str, every: float = 1.0) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds. A
-    Kafka error counts as "not yet" (the cluster is expected to be in trouble)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            if check():
-                return
-        except KafkaException as exc:  # a metadata request to a broker just killed
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s (last error: {last})")
-        time.sleep(every)
-
-
-def finished(bootstrap: str, events_topic: str, ids: set[str]) -> Callable[[], bool]:
-    """A check: every workflow of ``ids`` has a terminal event in ``events_topic``."""
-
-    def check() -> bool:
-        ended = {r.key for r in read_topics(bootstrap, [events_topic]) if r.event_type in TERMINAL}
-        return ids <= ended
-
-    return check
-
-
-def projection_differences(
-    engine: Engine, by_workflow: dict[str, list[Envelope]], ids: Iterable[str]
-) -> list[str]:
-    """Where PostgreSQL differs from ``wf.events`` for ``ids``: every (sequence, event id,
-    type) of each history, the instance's status and last sequence."""
-    ids = list(ids)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT workflow_id, sequence, event_id, event_type FROM workflow_events "
-                 "WHERE workflow_id = ANY(:ids)"), {"ids": ids},
-        ).all()  # fmt: skip
-        instances = {
-            r[0]: (r[1], r[2])
-            for r in conn.execute(
-                text("SELECT id, status, last_sequence FROM workflow_instances "
-                     "WHERE id = ANY(:ids)"), {"ids": ids},
-            )
-        }  # fmt: skip
-    projected: dict[str, set[tuple[int, str, str]]] = defaultdict(set)
-    for wf, seq, event_id, event_type in rows:
-        projected[wf].add((int(seq), event_id, event_type))
-    problems = []
-    for wf in ids:
-        logged = {(e.sequence or 0, e.event_id, e.event_type) for e in by_workflow.get(wf, [])}
-        if projected.get(wf, set()) != logged:
-            problems.append(f"{wf}: PostgreSQL has {len(projected.get(wf, ()))} events, "
-                            f"wf.events {len(logged)}")  # fmt: skip
-        status = status_of(by_workflow.get(wf, []))
-        if instances.get(wf) != (status, len(logged)):
-            problems.append(f"{wf}: instance row {instances.get(wf)}, log says "
-                            f"{(status, len(logged))}")  # fmt: skip
-    return problems
 
 
 @dataclass
@@ -574,79 +412,3 @@ class Chaos:
             thread.join(timeout=400)
 
 
-# --------------------------------------------------------------------------- a cluster
-
-
-def leaders(admin: AdminClient, topics: Iterable[str]) -> Counter[int]:
-    """How many partitions of ``topics`` each broker leads."""
-    metadata = admin.list_topics(timeout=10)
-    return Counter(
-        p.leader for t in topics for p in metadata.topics[t].partitions.values() if p.leader >= 0
-    )
-
-
-def under_replicated(admin: AdminClient, topics: Iterable[str], replicas: int) -> list[str]:
-    """The partitions of ``topics`` whose in-sync replicas are fewer than ``replicas`` (or
-    that have no leader)."""
-    metadata = admin.list_topics(timeout=10)
-    return [
-        f"{t}[{p.id}] isr={sorted(p.isrs)} leader={p.leader}"
-        for t in topics
-        for p in metadata.topics[t].partitions.values()
-        if len(p.isrs) < replicas or p.leader < 0
-    ]
-
-
-class LiveTail:
-    """Reads ``topics`` (read_committed) from the beginning while the test runs and keeps
-    every record it saw: a record a consumer saw was acked by every in-sync replica, so
-    it must still be at the same offset, unchanged, when the test reads the log again."""
-
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.seen: dict[tuple[str, int, int], tuple[str, bytes]] = {}
-        self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
-            "logger": QUIET,
-            "enable.auto.commit": False, "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-        })  # fmt: skip
-        metadata = self._consumer.list_topics(timeout=30)
-        self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
-                               for p in metadata.topics[t].partitions])  # fmt: skip
-        self._thread = threading.Thread(target=self._run, daemon=True, name="tail")
-
-    def start(self) -> LiveTail:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for msg in self._consumer.consume(500, 0.2):
-                if msg.error() is None:
-                    where = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-                    self.seen[where] = ((msg.key() or b"").decode(), msg.value() or b"")
-
-    def stop(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self._consumer.close()
-
-
-def lost(
-    acks: Iterable[Ack], seen: dict[tuple[str, int, int], tuple[str, bytes]],
-    records: Iterable[LogRecord], commands_topic: str,
-) -> list[str]:
-    """Acked or once-seen records the log no longer holds where the broker put them."""
-    log = {(r.topic, r.partition, r.offset): (r.key, r.value) for r in records}
-    missing = []
-    for ack in acks:
-        found = log.get((commands_topic, ack.partition, ack.offset))
-        if found is None or found[0] != ack.key or decode(found[1]).event_id != ack.event_id:
-            missing.append(f"acked {ack} holds {found and found[0]}")
-    for where, record in seen.items():
-        if log.get(where) != record:
-            missing.append(f"seen {where} key {record[0]} is now {log.get(where, (None,))[0]}")
-    return missing

@@ -1,5 +1,6 @@
-"""The chaos tests' way to `bench/scaleout.py` (the checkout's harness, not an installed
-package): deployments run by the `foldflow` CLI, load, chaos and the checks."""
+"""The chaos tests' way to ``bench/scaleout.py`` and ``bench/logcheck.py`` (the
+checkout's harness, not an installed package): deployments run by the `foldflow` CLI,
+load, chaos and the checks."""
 
 from __future__ import annotations
 
@@ -10,16 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scaleout import (  # noqa: E402
-    CHAIN,
-    AckedStarts,
-    Chaos,
-    GatewayStarts,
+from bench.logcheck import (  # noqa: E402
     LiveTail,
-    UpDeployment,
-    delete_topics_and_groups,
     finished,
-    free_ports,
     histories,
     leaders,
     log_problems,
@@ -28,6 +22,15 @@ from bench.scaleout import (  # noqa: E402
     read_topics,
     under_replicated,
     wait_for,
+)
+from bench.scaleout import (  # noqa: E402
+    CHAIN,
+    AckedStarts,
+    Chaos,
+    GatewayStarts,
+    UpDeployment,
+    delete_topics_and_groups,
+    free_ports,
 )
 
 __all__ = [

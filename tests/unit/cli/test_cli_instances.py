@@ -136,3 +136,16 @@ def test_a_killed_instance_shows_as_exited_until_restarted(tmp_path: Path) -> No
     proc.wait()
     [row] = svc.status(settings, (spec,))
     assert (row.name, row.state, row.pid) == ("orchestrator-2", "exited", None)
+
+
+def test_a_killed_workers_tasks_move_before_their_attempt_times_out() -> None:
+    """The worker's default session timeout (how soon Kafka gives a dead member's task
+    partitions to another) is well inside the default attempt timeout: with librdkafka's
+    45 s default, the tasks of a SIGKILLed worker timed out and were retried first."""
+    import inspect
+
+    from foldflow.cli.worker import run_worker
+    from foldflow.definitions import DEFAULT_ATTEMPT_TIMEOUT_MS
+
+    default = inspect.signature(run_worker).parameters["session_timeout_ms"].default.default
+    assert default <= DEFAULT_ATTEMPT_TIMEOUT_MS / 2
