@@ -203,9 +203,9 @@ def _run(
             time.sleep(max(0.0, config.sample_every_s - ((time.time() * 1000 - began_ms)
                                                           / 1000 - t)))  # fmt: skip
     finally:
-        chaos.stop()
         load.stop()
-    run_s = (time.time() * 1000 - began_ms) / 1000
+        run_s = (time.time() * 1000 - began_ms) / 1000
+        chaos.stop()  # waits for the last restarts
     say(f"draining: {len(load.accepted):,} accepted, {len(watcher.completions):,} ended")
     accepted = set(load.accepted)
     try:

@@ -9,6 +9,7 @@ count, and whether every accepted workflow ended exactly once.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -143,7 +144,8 @@ def intervals(
 
 def rss_growth(samples: Sequence[Sample], *, run_s: float, min_share: float = 0.4) -> list[Growth]:
     """For every process (instance + pid) that lived at least ``min_share`` of the run:
-    its median RSS over the second fifth of its life (past start-up) and the last fifth."""
+    its median RSS over the middle fifth of its life (steady: start-up and warm-up are
+    behind it) and over the last fifth."""
     lives: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     for sample in samples:
         for name, mb in sample.rss_mb.items():
@@ -156,7 +158,7 @@ def rss_growth(samples: Sequence[Sample], *, run_s: float, min_share: float = 0.
         if lived < min_share * run_s or len(points) < 10:
             continue
         fifth = len(points) // 5
-        early = statistics.median(mb for _, mb in points[fifth: 2 * fifth])
+        early = statistics.median(mb for _, mb in points[2 * fifth: 3 * fifth])
         late = statistics.median(mb for _, mb in points[-fifth:])
         out.append(Growth(name, pid, lived, early, late))
     return out
@@ -194,7 +196,7 @@ def markdown(summary: SoakSummary, rows: Sequence[Interval], growth: Sequence[Gr
     for r in rows:
         cells = [f"{r.start_s / 60:.1f}-{r.end_s / 60:.1f}", f"{r.started_per_s:.1f}",
                  f"{r.completed_per_s:.1f}", _ms(r.p50_ms), _ms(r.p99_ms),
-                 *(f"{r.rss_mb.get(s, 0):.0f}" for s in services),
+                 *(f"{r.rss_mb[s]:.0f}" if s in r.rss_mb else "-" for s in services),
                  *(str(r.lag.get(g, "-")) for g in groups), ", ".join(r.kills) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| process | pid | lived (min) | RSS early MB | RSS late MB | growth MB | flat |",
@@ -224,18 +226,26 @@ def plot(
     top.plot(mid, [r.completed_per_s for r in rows], label="completed/s")
     top.plot(mid, [r.started_per_s for r in rows], label="started/s", linestyle="--")
     top.set_ylabel("workflows/s")
+    top.set_ylim(bottom=0)
     p99 = top.twinx()
     p99.plot(mid, [r.p99_ms or 0 for r in rows], color="tab:red", label="p99 ms")
     p99.set_ylabel("p99 start→completed (ms)", color="tab:red")
+    p99.set_ylim(bottom=0)
     top.legend(loc="upper left")
 
     lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    last_pid: dict[str, int] = {}
     for sample in samples:
         for name, mb in sample.rss_mb.items():
+            pid = sample.pids.get(name, 0)
+            if last_pid.setdefault(name, pid) != pid:  # a restart: a gap, not a dip
+                lines[name].append((sample.t / 60, math.nan))
+                last_pid[name] = pid
             lines[name].append((sample.t / 60, mb))
     for name, points in sorted(lines.items()):
         middle.plot(*zip(*points, strict=True), label=name, linewidth=1)
-    middle.set_ylabel("RSS (MB)")
+    middle.set_ylabel("RSS (MB); gaps: restarts")
+    middle.set_ylim(bottom=0)
     middle.legend(loc="upper left", fontsize="small", ncol=4)
 
     lags: dict[str, list[tuple[float, float]]] = defaultdict(list)
