@@ -40,7 +40,7 @@ from foldflow.topics import Topology
 INSTANCES = {"orchestrator": 3, "worker": 3, "projector": 2, "gateway": 2}
 COUNTS = tuple(arg for kind, n in INSTANCES.items() for arg in (f"--{kind}s", str(n)))
 RATE = 4.0  # workflow starts per second
-CHAOS_S = 60.0
+CHAOS_S = 48.0
 KILL_EVERY_S = 6.0
 DRAIN_S = 180.0
 
