@@ -14,8 +14,15 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
@@ -73,7 +80,7 @@ def read_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0)
         ends: dict[tuple[str, int], int] = {}
         for topic in topics:
             for p in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
                 if high > low:
                     ends[(topic, p)] = high
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
@@ -102,6 +109,19 @@ def read_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0)
         return records
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Low and high watermark, asked again while a leader just moved (NOT_LEADER...)."""
+    for attempt in range(20):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            return int(low), int(high)
+        except KafkaException:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def histories(records: Iterable[LogRecord]) -> dict[str, list[Envelope]]:
@@ -160,14 +180,34 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str, every: flo
         time.sleep(every)
 
 
-def finished(bootstrap: str, events_topic: str, ids: set[str]) -> Callable[[], bool]:
+class Finished:
+    """A check for :func:`wait_for`: every workflow of ``ids`` has a terminal event in
+    ``events_topic``; :meth:`pending` says which have not and where they stopped."""
+
+    def __init__(self, bootstrap: str, events_topic: str, ids: set[str]) -> None:
+        self.bootstrap, self.topic, self.ids = bootstrap, events_topic, ids
+        self.last: dict[str, list[str]] = {}  # workflow id -> its event types so far
+
+    def __call__(self) -> bool:
+        seen: dict[str, list[str]] = defaultdict(list)
+        for record in read_topics(self.bootstrap, [self.topic]):
+            seen[record.key].append(record.event_type)
+        self.last = seen
+        return all(any(t in TERMINAL for t in seen.get(wf, ())) for wf in self.ids)
+
+    def pending(self, show: int = 5) -> str:
+        """"N of M not ended; wf-x: ...last event types" (after a failed wait)."""
+        left = sorted(w for w in self.ids if not any(t in TERMINAL for t in self.last.get(w, ())))
+        lines = [f"{len(left)} of {len(self.ids)} not ended"]
+        for wf in left[:show]:
+            tail = [t.rsplit(".", 1)[0] for t in self.last.get(wf, [])[-5:]]
+            lines.append(f"  {wf}: {' '.join(tail) or 'no event'}")
+        return "\n".join(lines)
+
+
+def finished(bootstrap: str, events_topic: str, ids: set[str]) -> Finished:
     """A check: every workflow of ``ids`` has a terminal event in ``events_topic``."""
-
-    def check() -> bool:
-        ended = {r.key for r in read_topics(bootstrap, [events_topic]) if r.event_type in TERMINAL}
-        return ids <= ended
-
-    return check
+    return Finished(bootstrap, events_topic, ids)
 
 
 def projection_differences(
@@ -277,3 +317,32 @@ def lost(
         if log.get(where) != record:
             missing.append(f"seen {where} key {record[0]} is now {log.get(where, (None,))[0]}")
     return missing
+
+
+def group_lags(bootstrap: str, prefix: str, *, skip: Iterable[str] = ()) -> dict[str, int]:
+    """``{group without prefix: records behind its committed offsets}`` for every consumer
+    group whose id starts with ``prefix`` (a group that cannot be asked is left out)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": QUIET}
+    admin = AdminClient(config)
+    consumer = Consumer({**config, "group.id": f"{prefix}lag-probe"})
+    skipped = {*skip, f"{prefix}lag-probe"}
+    out: dict[str, int] = {}
+    try:
+        listed = admin.list_consumer_groups().result().valid
+        for group in sorted(g.group_id for g in listed if g.group_id.startswith(prefix)):
+            if group in skipped:
+                continue
+            try:
+                [future] = admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group)]).values()  # fmt: skip
+                committed = future.result().topic_partitions or []
+                out[group[len(prefix):]] = sum(
+                    max(0, _watermarks(consumer, TopicPartition(tp.topic, tp.partition))[1]
+                        - tp.offset)
+                    for tp in committed if tp.offset >= 0
+                )  # fmt: skip
+            except KafkaException:  # a group mid-rebalance
+                continue
+    finally:
+        consumer.close()
+    return out

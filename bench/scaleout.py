@@ -412,3 +412,12 @@ class Chaos:
             thread.join(timeout=400)
 
 
+
+
+def keep_logs(deployment: UpDeployment, where: Path) -> Path:
+    """Copy the deployment's logs to ``where`` (pytest's tmp dirs do not last)."""
+    import shutil
+
+    shutil.rmtree(where, ignore_errors=True)
+    shutil.copytree(deployment.state_dir / "logs", where)
+    return where

@@ -28,12 +28,12 @@ from typing import Any
 
 import httpx
 import yaml
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, create_engine, text
 
 from bench.logcheck import (
     QUIET,
+    group_lags,
     histories,
     log_problems,
     projection_differences,
@@ -82,45 +82,32 @@ class SoakConfig:
 
 
 class Lags:
-    """Consumer lag of every group of a deployment: committed offsets (or, for the
-    projector, the positions it stores in PostgreSQL) against the high watermarks."""
+    """Consumer lag of every group of a deployment against the high watermarks: committed
+    offsets, or for the projector the positions it stores in PostgreSQL."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
         self.prefix = settings.topic_prefix
         self.events = Topology.of(settings).events
-        quiet: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "logger": QUIET}
-        self.admin = AdminClient(quiet)
-        self.consumer = Consumer({**quiet, "group.id": f"{self.prefix}soak-lag"})
+        config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap,
+                                  "group.id": f"{self.prefix}soak-lag", "logger": QUIET}
+        self.consumer = Consumer(config)
         self.engine = engine
-        self.skip = {f"{self.prefix}foldflow.projector", f"{self.prefix}bench-watcher",
-                     f"{self.prefix}soak-lag"}  # fmt: skip
-
-    def _high(self, topic: str, partition: int) -> int:
-        return int(self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=10)[1])  # fmt: skip
 
     def sample(self) -> dict[str, int]:
-        """``{group without prefix: records behind}``; a group that fails is left out."""
-        out: dict[str, int] = {}
-        listed = self.admin.list_consumer_groups().result().valid
-        groups = [g.group_id for g in listed if g.group_id.startswith(self.prefix)]
-        groups = [g for g in groups if g not in self.skip]
-        for group in groups:
-            try:
-                [future] = self.admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(group)]).values()  # fmt: skip
-                committed = future.result().topic_partitions or []
-                out[group[len(self.prefix):]] = sum(
-                    max(0, self._high(tp.topic, tp.partition) - tp.offset)
-                    for tp in committed if tp.offset >= 0
-                )  # fmt: skip
-            except Exception:  # a group mid-rebalance: next sample
-                continue
+        """``{group without prefix: records behind}``; ``projector`` from PostgreSQL."""
+        out = group_lags(self.settings.kafka_bootstrap, self.prefix, skip=(
+            f"{self.prefix}foldflow.projector", f"{self.prefix}bench-watcher",
+            f"{self.prefix}soak-lag"))  # fmt: skip
         with self.engine.connect() as conn:
             stored = conn.execute(text(
                 "SELECT partition, next_offset FROM projection_offsets WHERE topic = :t"
             ), {"t": self.events}).all()  # fmt: skip
-        out["projector"] = sum(max(0, self._high(self.events, p) - o) for p, o in stored)
+        out["projector"] = sum(
+            max(0, self.consumer.get_watermark_offsets(TopicPartition(self.events, p),
+                                                       timeout=10)[1] - o)
+            for p, o in stored
+        )  # fmt: skip
         return out
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
 from bench.logcheck import (  # noqa: E402
     LiveTail,
     finished,
+    group_lags,
     histories,
     leaders,
     log_problems,
@@ -31,7 +32,20 @@ from bench.scaleout import (  # noqa: E402
     UpDeployment,
     delete_topics_and_groups,
     free_ports,
+    keep_logs,
 )
+
+
+def drain_failure(exc: AssertionError, deployment: UpDeployment, check: object, report: str,
+                  name: str) -> AssertionError:
+    """The failure of a drain wait, with what is pending, every group's lag and where the
+    deployment's logs were kept."""
+    settings = deployment.settings()
+    pending = check.pending() if hasattr(check, "pending") else ""
+    lags = group_lags(settings.kafka_bootstrap, settings.topic_prefix)
+    kept = keep_logs(deployment, Path("/tmp") / f"foldflow-{name}-logs")
+    return AssertionError(f"{exc}\n{pending}\nlag per group: {lags}\n{report}\n"
+                          f"logs kept in {kept}\n{deployment.log_tails()}")
 
 __all__ = [
     "CHAIN",
@@ -41,8 +55,10 @@ __all__ = [
     "LiveTail",
     "UpDeployment",
     "delete_topics_and_groups",
+    "drain_failure",
     "finished",
     "free_ports",
+    "group_lags",
     "histories",
     "leaders",
     "log_problems",

@@ -29,6 +29,7 @@ from scale_support import (
     AckedStarts,
     LiveTail,
     UpDeployment,
+    drain_failure,
     finished,
     free_ports,
     histories,
@@ -202,11 +203,11 @@ def test_killing_the_leader_under_load_loses_no_acked_record_and_ends_each_workf
     assert len(load.acked) >= RATE * 20, report
 
     ids = set(load.acked)
+    check = finished(cluster.kafka_bootstrap, topology.events, ids)
     try:
-        wait_for(finished(cluster.kafka_bootstrap, topology.events, ids), timeout=300,
-                 what="every acked start ended in wf.events", every=3)  # fmt: skip
+        wait_for(check, timeout=300, what="every acked start ended in wf.events", every=3)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{report}\n{deployment.log_tails()}") from None
+        raise drain_failure(exc, deployment, check, report, "leader-kill") from None
     finally:
         tail.stop()
     records = read_topics(cluster.kafka_bootstrap, topics)
@@ -280,11 +281,11 @@ def test_with_two_brokers_down_writes_fail_with_503_naming_kafka_and_recover(
     restarted = deployment.must("up")  # a supervisor: starts whatever exited meanwhile
     ids = {before.json()["id"], workflow}
     topology = Topology.of(settings)
+    check = finished(cluster.kafka_bootstrap, topology.events, ids)
     try:
-        wait_for(finished(cluster.kafka_bootstrap, topology.events, ids), timeout=120,
-                 what="both workflows ended", every=2)  # fmt: skip
+        wait_for(check, timeout=120, what="both workflows ended", every=2)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{restarted}\n{deployment.log_tails()}") from None
+        raise drain_failure(exc, deployment, check, restarted, "two-down") from None
     by_workflow = histories(r for r in read_topics(cluster.kafka_bootstrap, [topology.events]))
     assert log_problems(by_workflow, ids) == []
     print(f"answers while one node came back: {answers}; `up` afterwards:\n{restarted}")

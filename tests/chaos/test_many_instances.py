@@ -25,6 +25,7 @@ from scale_support import (
     GatewayStarts,
     UpDeployment,
     delete_topics_and_groups,
+    drain_failure,
     finished,
     histories,
     log_problems,
@@ -116,11 +117,12 @@ def test_many_instances_killed_at_random_complete_every_workflow_once(
 
     settings = d.settings()
     events = Topology.of(settings).events
+    check = finished(settings.kafka_bootstrap, events, ids)
     try:
-        wait_for(finished(settings.kafka_bootstrap, events, ids), timeout=DRAIN_S,
-                 what="every accepted workflow ended in wf.events", every=3)  # fmt: skip
+        wait_for(check, timeout=DRAIN_S, what="every accepted workflow ended in wf.events",
+                 every=3)  # fmt: skip
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{report}\n{d.log_tails()}") from None
+        raise drain_failure(exc, d, check, report, "many-instances") from None
     phase("all ended in wf.events")
     by_workflow = histories(read_topics(settings.kafka_bootstrap, [events]))
     assert log_problems(by_workflow, ids) == []
