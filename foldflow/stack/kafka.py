@@ -30,6 +30,9 @@ from foldflow.stack.common import (
 )
 
 KAFKA_MAIN = "kafka.Kafka"
+#: Partitions of __consumer_offsets and __transaction_state on a local multi-node Kafka
+#: (one node keeps Kafka's default, 50).
+CLUSTER_INTERNAL_PARTITIONS = 12
 STORAGE_TOOL = "kafka.tools.StorageTool"
 
 
@@ -96,6 +99,7 @@ def render_server_properties(
         partitions=settings.partitions,
         replicas=replicas,
         min_isr=min_isr,
+        internal_partitions=50 if len(voters) == 1 else CLUSTER_INTERNAL_PARTITIONS,
     )
 
 

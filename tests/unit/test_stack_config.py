@@ -30,6 +30,7 @@ def test_server_properties_are_a_single_kraft_node_on_the_bootstrap_address() ->
     assert props["num.partitions"] == "4"
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["offsets.topic.replication.factor"] == "1"
+    assert props["offsets.topic.num.partitions"] == "50"  # Kafka's default, as before
     assert props["transaction.state.log.min.isr"] == "1"
     assert "controller.quorum.voters" not in props  # --standalone refuses it
 
@@ -126,6 +127,8 @@ def test_three_nodes_have_their_own_ports_storage_and_one_quorum(tmp_path: Path)
         for key in ("transaction.state.log.min.isr", "share.coordinator.state.topic.min.isr",
                     "min.insync.replicas"):
             assert p[key] == "2", key
+        assert p["offsets.topic.num.partitions"] == p["transaction.state.log.num.partitions"]
+        assert int(p["offsets.topic.num.partitions"]) < 50
 
 
 @pytest.mark.parametrize(("nodes", "expected"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 2)),
