@@ -116,7 +116,7 @@ def intervals(
     """
     rows = []
     t = 0.0
-    while t < run_s:
+    while t < run_s and (run_s - t >= 0.1 * width_s or not rows):  # no sliver at the end
         end = min(t + width_s, run_s)
         lo, hi = began_ms + t * 1000, began_ms + end * 1000
         seconds = max(end - t, 1e-9)
