@@ -367,9 +367,11 @@ class GatewayStarts:
 
 @dataclass
 class Chaos:
-    """SIGKILLs a random instance of any service every ``every`` seconds; a supervisor
-    (`foldflow scale <service>=<n>`, which starts what is missing) brings each one back a
-    second later. Kills do not wait for restarts: several instances may be down at once."""
+    """SIGKILLs a random running instance of any service every ``every`` seconds; a
+    supervisor (`foldflow scale <service>=<n>`, which starts what is missing) brings each
+    one back a second later, trying again while it fails. Kills do not wait for restarts
+    (several instances may be down at once), but an instance is not killed again while
+    its supervisor is still bringing it back."""
 
     deployment: UpDeployment
     counts: dict[str, int]  # instances of each service the deployment runs
@@ -377,6 +379,8 @@ class Chaos:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     kills: list[tuple[float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    _restarting: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -388,30 +392,38 @@ class Chaos:
     def _run(self) -> None:
         began = time.monotonic()
         while not self._stop.wait(self.every):
-            alive = sorted(self.deployment.pids())
+            with self._lock:
+                alive = sorted(set(self.deployment.pids()) - self._restarting)
             if not alive:
                 continue
             victim = self.rng.choice(alive)
+            with self._lock:
+                self._restarting.add(victim)
             self.deployment.kill(victim)
             self.kills.append((round(time.monotonic() - began, 1), victim))
-            kind = victim.split("-")[0]
-            restart = threading.Thread(target=self._restart, args=(kind,), daemon=True)
+            restart = threading.Thread(target=self._restart, args=(victim,), daemon=True)
             restart.start()
             self._threads.append(restart)
 
-    def _restart(self, kind: str) -> None:
-        time.sleep(1.0)
-        done = self.deployment.foldflow("scale", f"{kind}={self.counts[kind]}", timeout=300)
-        if done.returncode != 0:
-            self.errors.append(f"scale {kind}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    def _restart(self, victim: str) -> None:
+        kind = victim.split("-")[0]
+        failures = []
+        for _ in range(3):
+            time.sleep(1.0)
+            done = self.deployment.foldflow("scale", f"{kind}={self.counts[kind]}", timeout=300)
+            if done.returncode == 0:
+                break
+            failures.append(f"{done.stdout[-2000:]}{done.stderr[-1000:]}")
+        else:
+            self.errors.append(f"scale {kind} failed 3 times:\n" + "\n".join(failures))
+        with self._lock:
+            self._restarting.discard(victim)
 
     def stop(self) -> None:
         """Stop killing; wait until every restart is done."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=400)
-
-
+            thread.join(timeout=1000)
 
 
 def keep_logs(deployment: UpDeployment, where: Path) -> Path:

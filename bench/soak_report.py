@@ -114,7 +114,7 @@ def intervals(
     ``starts_ms``/``ends_ms``: wall time (ms) each workflow's first start request began
     and its terminal event was appended; a workflow counts in the interval it ended in.
     """
-    rows = []
+    rows: list[Interval] = []
     t = 0.0
     while t < run_s and (run_s - t >= 0.1 * width_s or not rows):  # no sliver at the end
         end = min(t + width_s, run_s)
