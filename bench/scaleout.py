@@ -70,17 +70,20 @@ def _free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, *, stride: int = 1) -> int:
+#: Listening ports come from below the kernel's ephemeral range (32768+ on Linux): a
+#: broker restarted on a port an outgoing connection took meanwhile could not bind it.
+PORT_RANGE = (20000, 32000)
+
+
+def free_ports(count: int, *, stride: int = 1, rng: random.Random | None = None) -> int:
     """A base port p such that p, p + stride, ..., p + stride·(count-1) are all free."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + stride * count < 65000 and all(
-            _free(base + stride * k) for k in range(count)
-        ):
+    rng = rng or random.Random()
+    low, high = PORT_RANGE
+    for _ in range(500):
+        base = rng.randrange(low, high - stride * count)
+        if all(_free(base + stride * k) for k in range(count)):
             return base
-    raise RuntimeError(f"no {count} free ports {stride} apart")
+    raise RuntimeError(f"no {count} free ports {stride} apart in {low}-{high}")
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -49,7 +49,7 @@ from foldflow.settings import Settings
 from foldflow.topics import Topology
 
 NODES = 3
-RATE = 4.0  # workflow starts per second during the kills
+RATE = 3.0  # workflow starts per second during the kills
 INTERNAL = ("__consumer_offsets", "__transaction_state")
 
 
