@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldflow-installed
 
-.PHONY: setup tools test lint demo stack-up stack-down stack-status constraints vendor-htmx
+.PHONY: setup tools test lint demo soak stack-up stack-down stack-status constraints vendor-htmx
 
 setup: $(STAMP)
 
@@ -30,6 +30,14 @@ tools:
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	  || echo "not installed:$$missing: the tests that need them will skip"; }
+
+# Not part of `make test`: the scaled-out system (3 orchestrators, 3 workers, 2 projectors,
+# 2 gateways) under steady load with a random instance SIGKILLed every minute, for
+# SOAK_MINUTES; a table, a plot and the raw samples land in bench/runs/soak-*.
+SOAK_MINUTES ?= 30
+soak: setup
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

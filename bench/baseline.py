@@ -66,7 +66,7 @@ def _create(settings: Settings, names: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     futures = admin.create_topics(
         [NewTopic(n, num_partitions=settings.partitions,
-                  replication_factor=settings.replication_factor) for n in names],
+                  replication_factor=settings.replication_factor or -1) for n in names],
         operation_timeout=30,
     )
     for future in futures.values():

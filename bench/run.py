@@ -60,7 +60,6 @@ from producers import Publisher
 __all__ = ["BenchConfig", "BenchError", "bench_definition", "latency_rate", "run_benchmark"]
 
 PROFILE_RATE = 100
-CHANGELOG_TABLE = "workflows"  # processors.runtime.app.TABLE_NAME (not imported: it pulls in faust)
 
 
 def bench_definition(steps: int) -> Definition:

@@ -65,10 +65,12 @@ def _service_env(settings: Settings, log_level: str | None, state_dir: Path) -> 
         "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FOLDFLOW_PARTITIONS": str(settings.partitions),
-        "FOLDFLOW_REPLICATION_FACTOR": str(settings.replication_factor),
-        "FOLDFLOW_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
         "FOLDFLOW_DATABASE_URL": settings.database_url,
     }
+    for name in ("replication_factor", "min_insync_replicas"):  # else: the cluster's default
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"FOLDFLOW_{name.upper()}"] = str(value)
     if log_level:
         env["FOLDFLOW_LOG_LEVEL"] = log_level
     return env
@@ -139,7 +141,7 @@ class Session:
         specs = topic_specs(self.settings, task_types=(TASK_TYPE, SINK_TASK_TYPE))
         futures = admin.create_topics(
             [NewTopic(spec.name, num_partitions=spec.partitions,
-                      replication_factor=spec.replication_factor,
+                      replication_factor=spec.replication_factor or -1,
                       config={**spec.config, "message.timestamp.type": "LogAppendTime"})
              for spec in specs],
             operation_timeout=30,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 #: Below this many held workflows the RSS slope is noise and nothing is projected.
 MIN_WORKFLOWS_TO_PROJECT = 5_000
-#: What one entry of faust's memory:// store costs besides the state bytes (CPython: a
+#: What one entry of the orchestrator's in-memory store costs besides the state bytes (CPython: a
 #: dict slot, a bytes key and a bytes value object), for the projection from state size.
 ENTRY_OVERHEAD_BYTES = 200
 #: The performance target: the orchestrator's memory at this many workflows.

@@ -24,7 +24,8 @@ class PartitionMismatch(RuntimeError):
 
 @dataclass(frozen=True)
 class TopicOutcome:
-    """What :func:`ensure_topics` did for one topic."""
+    """What :func:`ensure_topics` did for one topic: the partitions, replicas and
+    ``min.insync.replicas`` it has on the cluster (not only what was asked)."""
 
     name: str
     partitions: int
@@ -32,6 +33,7 @@ class TopicOutcome:
     cleanup_policy: str
     outcome: Literal["created", "ok", "differs"]
     note: str = ""
+    min_insync_replicas: int | None = None
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -40,8 +42,17 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int]:
+    return {name: n for name, (n, _) in _existing(admin, timeout=timeout).items()}
+
+
+def _existing(admin: AdminClient, *, timeout: float) -> dict[str, tuple[int, int]]:
+    """``{topic: (partitions, replicas of its first partition)}`` of every topic."""
     metadata = admin.list_topics(timeout=timeout)
-    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+    return {
+        name: (len(t.partitions), len(t.partitions[min(t.partitions)].replicas))
+        for name, t in metadata.topics.items()
+        if t.error is None and t.partitions
+    }
 
 
 def _wait_until_visible(admin: AdminClient, names: list[str], *, timeout: float) -> dict[str, int]:
@@ -83,8 +94,11 @@ def ensure_topics(
 
     Idempotent. Raises :class:`PartitionMismatch` before creating anything when a
     co-partitioned topic exists with another partition count than ``settings.partitions``.
-    Existing topics whose partition count or ``cleanup.policy`` differs from the spec are
-    reported as ``"differs"`` (Kafka cannot change either safely in place).
+    Existing topics whose partition count or ``cleanup.policy`` differs from the spec, or
+    whose replicas or ``min.insync.replicas`` differ from the ones settings ask for, are
+    reported as ``"differs"`` (Kafka cannot change partitions or cleanup safely in place;
+    replication is changed with a reassignment). Without replication settings, topics get
+    the cluster's defaults.
     """
     admin = admin or admin_client(settings)
     specs = topic_specs(settings, task_types=task_types)
@@ -108,52 +122,70 @@ def ensure_topics(
         existing = _wait_until_visible(admin, [s.name for s in missing], timeout=timeout)
         _check_co_partitioned(settings, existing)
 
-    policies = _cleanup_policies(admin, [s.name for s in specs if s.name not in created], timeout)
+    actual = _existing(admin, timeout=timeout)
+    configs = _topic_configs(admin, [s.name for s in specs], timeout)
     return [
         _outcome(
             spec,
-            existing.get(spec.name, spec.partitions),
+            *actual.get(spec.name, (spec.partitions, spec.replication_factor or 0)),
             created=spec.name in created,
-            cleanup=policies.get(spec.name),
+            config=configs.get(spec.name, {}),
         )
         for spec in specs
     ]
 
 
-def _cleanup_policies(admin: AdminClient, names: list[str], timeout: float) -> dict[str, str]:
+def _topic_configs(
+    admin: AdminClient, names: list[str], timeout: float
+) -> dict[str, dict[str, str]]:
+    """``cleanup.policy`` and ``min.insync.replicas`` of each topic, as the cluster has them."""
     if not names:
         return {}
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-    policies = {}
+    found: dict[str, dict[str, str]] = {}
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
-        entry = future.result().get("cleanup.policy")
-        if entry is not None and entry.value is not None:
-            policies[resource.name] = entry.value
-    return policies
+        entries = future.result()
+        found[resource.name] = {
+            key: entry.value
+            for key in ("cleanup.policy", "min.insync.replicas")
+            if (entry := entries.get(key)) is not None and entry.value is not None
+        }
+    return found
 
 
 def _new_topic(spec: TopicSpec) -> NewTopic:
     return NewTopic(
         spec.name,
         num_partitions=spec.partitions,
-        replication_factor=spec.replication_factor,
+        # -1: the cluster's default.replication.factor (KIP-464)
+        replication_factor=spec.replication_factor or -1,
         config=dict(spec.config),
     )
 
 
 def _outcome(
-    spec: TopicSpec, partitions: int, *, created: bool, cleanup: str | None
+    spec: TopicSpec, partitions: int, replicas: int, *, created: bool, config: dict[str, str]
 ) -> TopicOutcome:
     wanted = spec.config.get("cleanup.policy", "delete")
-    actual = cleanup or wanted
-    rf = spec.replication_factor
-    if created:
-        return TopicOutcome(spec.name, partitions, rf, wanted, "created")
+    actual = config.get("cleanup.policy", wanted)
+    isr_text = config.get("min.insync.replicas")
+    min_isr = int(isr_text) if isr_text is not None and isr_text.isdigit() else None
     notes = []
-    if partitions != spec.partitions:
+    if not created and partitions != spec.partitions:
         notes.append(f"expected {spec.partitions} partitions")
-    if actual != wanted:
+    if not created and actual != wanted:
         notes.append(f"expected cleanup.policy={wanted}")
-    if notes:
-        return TopicOutcome(spec.name, partitions, rf, actual, "differs", "; ".join(notes))
-    return TopicOutcome(spec.name, partitions, rf, actual, "ok")
+    if spec.replication_factor is not None and replicas != spec.replication_factor:
+        notes.append(f"expected {spec.replication_factor} replicas")
+    wanted_isr = spec.config.get("min.insync.replicas")
+    if wanted_isr is not None and isr_text is not None and isr_text != wanted_isr:
+        notes.append(f"expected min.insync.replicas={wanted_isr}")
+    if min_isr is not None and replicas > 1 and min_isr >= replicas:
+        notes.append(f"min.insync.replicas={min_isr} of {replicas} replicas: one broker "
+                     "down stops every write")  # fmt: skip
+    outcome: Literal["created", "ok", "differs"] = (
+        "differs" if notes else ("created" if created else "ok")
+    )
+    return TopicOutcome(
+        spec.name, partitions, replicas, actual, outcome, "; ".join(notes), min_isr
+    )

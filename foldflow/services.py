@@ -1,18 +1,24 @@
-"""The background services of ``foldflow up|down|ps``.
+"""The background services of ``foldflow up|down|ps|scale``.
 
-``up`` starts each service of :func:`services` as a detached ``foldflow run <svc>``
-process (its own session, so it outlives the shell), with its log in
-``<state_dir>/logs/<svc>.log`` and its pid in ``<state_dir>/pids/<svc>.pid``.
+``up`` starts each instance of :func:`services` as a detached ``foldflow run <svc>``
+process (its own session, so it outlives the shell). A service runs as one or more
+instances (``settings.orchestrators``, ``workers``, ``projectors``, ``gateways``): the
+first is named after its service (``worker``), instance k ≥ 2 ``worker-k``. The name is
+the instance's ``FOLDFLOW_INSTANCE_ID`` (stable across restarts of that slot: the
+orchestrator's transactional id and the projector's client id derive from it), its log
+``<state_dir>/logs/<name>.log`` and its pid file ``<state_dir>/pids/<name>.pid``.
 
-Readiness contract: every service is started with ``FOLDFLOW_SERVICE_NAME=<svc>`` and
-``FOLDFLOW_METRICS_PORT=<port>`` (the per-service port settings) and is *ready* when
-``GET http://127.0.0.1:<port><ready_path>`` answers 200 — ``/metrics`` for the
-orchestrator, worker and projector, ``/readyz`` on the gateway's port for the gateway.
-A process that exits, or is not ready in ``settings.service_ready_timeout``, makes ``up``
-fail with the tail of its log.
+Readiness contract: every instance is started with ``FOLDFLOW_SERVICE_NAME=<svc>``,
+``FOLDFLOW_INSTANCE_ID=<name>`` and its own port — ``FOLDFLOW_METRICS_PORT`` = the
+service's port setting + 10(k-1); a gateway gets ``FOLDFLOW_GATEWAY_PORT`` =
+``gateway_port`` + (k-1) — and is *ready* when ``GET http://127.0.0.1:<port><ready_path>``
+answers 200: ``/metrics`` for the orchestrator, worker and projector, ``/readyz`` for the
+gateway. A process that exits, or is not ready in ``settings.service_ready_timeout``,
+makes ``up`` fail with the tail of its log.
 
-``down`` stops only what ``up`` started (pid file + a command-line check against pid
-reuse): SIGTERM to the process group, SIGKILL after ``settings.service_stop_grace``.
+``down`` stops every instance ``up`` or ``scale`` started (pid files + a command-line
+check against pid reuse): SIGTERM to the process group, SIGKILL after
+``settings.service_stop_grace``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from pydantic import SecretStr
@@ -39,13 +45,17 @@ from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES
 
 __all__ = [
+    "KINDS",
     "ServiceError",
     "ServiceSpec",
     "ServiceStatus",
     "exclusive",
+    "instance",
+    "known",
     "log_path",
     "pid_path",
     "port_free",
+    "scale",
     "services",
     "settings_env",
     "stable_instance_id",
@@ -61,6 +71,12 @@ State = Literal["ready", "starting", "stopped", "exited"]
 #: The module every service process runs (``python -m foldflow.cli.main run <svc>``).
 CLI_MODULE = "foldflow.cli.main"
 
+#: The services, in start order.
+KINDS = ("orchestrator", "worker", "projector", "gateway")
+#: Instance k of a service serves /metrics on its port + PORT_STRIDE·(k-1): the three
+#: metrics ports are adjacent by default, so a stride of 1 would collide.
+PORT_STRIDE = 10
+
 
 class ServiceError(RuntimeError):
     """A service could not be started or did not become ready."""
@@ -68,14 +84,16 @@ class ServiceError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One background service: its name, its ``foldflow`` arguments and where it is ready."""
+    """One instance of a background service: its name, ``foldflow`` arguments and port."""
 
-    name: str
+    name: str  # the instance: "worker", "worker-2", ... (its instance id, log and pid file)
     argv: tuple[str, ...]
-    port_setting: str  # the Settings field holding the port it is ready on
+    port_setting: str  # the Settings field holding the port of instance 1
     port: int
     ready_path: str = "/metrics"
     own_metrics_server: bool = True  # False: /metrics is served on its own port (gateway)
+    kind: str = ""  # the service: "orchestrator", "worker", "projector" or "gateway"
+    slot: int = 1
 
     @property
     def ready_url(self) -> str:
@@ -83,18 +101,63 @@ class ServiceSpec:
         return f"http://127.0.0.1:{self.port}{self.ready_path}"
 
 
+def instance_name(kind: str, slot: int) -> str:
+    """``worker`` for instance 1, ``worker-2``, ``worker-3``, ... for the others."""
+    return kind if slot == 1 else f"{kind}-{slot}"
+
+
+def instance(settings: Settings, kind: str, slot: int) -> ServiceSpec:
+    """Instance ``slot`` (1-based) of service ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"no service {kind!r}; the services are {', '.join(KINDS)}")
+    if slot < 1:
+        raise ValueError(f"instance numbers start at 1, not {slot}")
+    name = instance_name(kind, slot)
+    if kind == "gateway":
+        return ServiceSpec(name, ("run", "gateway"), "gateway_port",
+                           settings.gateway_port + slot - 1, "/readyz", False, kind, slot)
+    argv: tuple[str, ...] = ("run", kind)
+    if kind == "worker":
+        argv += tuple(arg for t in BUILTIN_TASK_TYPES for arg in ("--task-type", t))
+    setting = f"{kind}_metrics_port"
+    port = getattr(settings, setting) + PORT_STRIDE * (slot - 1)
+    return ServiceSpec(name, argv, setting, port, "/metrics", True, kind, slot)
+
+
+def count_of(settings: Settings, kind: str) -> int:
+    """How many instances of ``kind`` settings ask for (``settings.workers``, ...)."""
+    return int(getattr(settings, f"{kind}s"))
+
+
 def services(settings: Settings) -> tuple[ServiceSpec, ...]:
-    """What ``foldflow up`` runs, in start order; one line per service."""
-    builtin = tuple(arg for t in BUILTIN_TASK_TYPES for arg in ("--task-type", t))
+    """What ``foldflow up`` runs, in start order: every instance of every service."""
+    return tuple(
+        instance(settings, kind, slot)
+        for kind in KINDS
+        for slot in range(1, count_of(settings, kind) + 1)
+    )
 
-    def spec(name: str, argv: tuple[str, ...], port_setting: str, *rest: Any) -> ServiceSpec:
-        return ServiceSpec(name, argv, port_setting, getattr(settings, port_setting), *rest)
 
-    return (
-        spec("orchestrator", ("run", "orchestrator"), "orchestrator_metrics_port"),
-        spec("worker", ("run", "worker", *builtin), "worker_metrics_port"),
-        spec("projector", ("run", "projector"), "projector_metrics_port"),
-        spec("gateway", ("run", "gateway"), "gateway_port", "/readyz", False),
+def _slots_on_disk(settings: Settings, kind: str) -> set[int]:
+    """The instances of ``kind`` that have a pid file (started by ``up`` or ``scale``)."""
+    slots = set()
+    for path in _dir(settings, "pids").glob(f"{kind}*.pid"):
+        rest = path.stem[len(kind):]
+        if rest == "":
+            slots.add(1)
+        elif rest.startswith("-") and rest[1:].isdigit() and int(rest[1:]) >= 2:
+            slots.add(int(rest[1:]))
+    return slots
+
+
+def known(settings: Settings, kinds: tuple[str, ...] = KINDS) -> tuple[ServiceSpec, ...]:
+    """The instances settings ask for plus every one with a pid file, in start order."""
+    return tuple(
+        instance(settings, kind, slot)
+        for kind in kinds
+        for slot in sorted(
+            set(range(1, count_of(settings, kind) + 1)) | _slots_on_disk(settings, kind)
+        )
     )
 
 
@@ -222,10 +285,19 @@ def service_env(settings: Settings, spec: ServiceSpec, base: Mapping[str, str]) 
     """The environment a service starts with: ``base`` + the settings + its name and port
     (and, unless one was set, a stable instance id)."""
     env = {**base, **settings_env(settings)}
-    env["FOLDFLOW_SERVICE_NAME"] = spec.name
-    if settings.instance_id is None:
-        env["FOLDFLOW_INSTANCE_ID"] = stable_instance_id(settings, spec.name)
+    env["FOLDFLOW_SERVICE_NAME"] = spec.kind or spec.name
+    # Distinct and stable per slot: two orchestrators must never share a transactional
+    # id, and a restarted one must take its own back. A configured instance id (one per
+    # machine running `foldflow up` against the same Kafka) prefixes it; without one, the
+    # state dir tells two checkouts on one broker apart.
+    env["FOLDFLOW_INSTANCE_ID"] = (
+        f"{settings.instance_id}.{spec.name}"
+        if settings.instance_id
+        else stable_instance_id(settings, spec.name)
+    )
     env["FOLDFLOW_METRICS_PORT"] = str(spec.port if spec.own_metrics_server else 0)
+    if spec.kind == "gateway":
+        env["FOLDFLOW_GATEWAY_PORT"] = str(spec.port)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -248,9 +320,10 @@ def start(settings: Settings, spec: ServiceSpec) -> tuple[int, bool]:
         return pid, False
     if not port_free(spec.port):
         # Someone else's process would answer the readiness check in our service's place.
+        stride = "" if spec.slot == 1 else f" (instance {spec.slot} of {spec.kind})"
         raise ServiceError(
-            f"{spec.name}: port {spec.port} is taken by another process; stop it or set "
-            f"FOLDFLOW_{spec.port_setting.upper()}"
+            f"{spec.name}: port {spec.port}{stride} is taken by another process; stop it or "
+            f"set FOLDFLOW_{spec.port_setting.upper()}"
         )
     log = log_path(settings, spec.name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -347,3 +420,22 @@ def status(settings: Settings, specs: tuple[ServiceSpec, ...]) -> list[ServiceSt
         rows.append(ServiceStatus(spec.name, pid, state, uptime, spec.port,
                                   log_path(settings, spec.name)))
     return rows
+
+
+def scale(settings: Settings, kind: str, count: int, *, report: Report) -> None:
+    """Run exactly ``count`` instances of ``kind``: start the ones of 1..count that do not
+    run and wait until they are ready, then stop (SIGTERM, a clean leave of the consumer
+    group) the ones above ``count``. Raises :class:`ServiceError`."""
+    fresh: list[tuple[ServiceSpec, int]] = []
+    for slot in range(1, count + 1):
+        spec = instance(settings, kind, slot)
+        pid, started = start(settings, spec)
+        report(f"{spec.name}: {'started' if started else 'already running'} (pid {pid})")
+        if started:
+            fresh.append((spec, pid))
+    for spec, pid in fresh:
+        wait_ready(settings, spec, pid)
+        report(f"{spec.name}: ready at {spec.ready_url}")
+    extra = tuple(spec for spec in known(settings, (kind,)) if spec.slot > count)
+    if extra:
+        stop(settings, extra, report=report)

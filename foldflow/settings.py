@@ -14,6 +14,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: The most nodes `foldflow stack up --brokers N` runs on one machine.
+MAX_LOCAL_BROKERS = 5
+#: The most instances of one service `foldflow up` / `foldflow scale` runs on one machine.
+MAX_INSTANCES = 9
+
 
 class ConfiguredApiKey(BaseModel):
     """A gateway API key given by settings (``FOLDFLOW_API_KEYS``, a JSON list of these).
@@ -47,8 +52,17 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    min_insync_replicas: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="replicas of every topic `topics ensure` creates; default: the "
+        "cluster's default.replication.factor (1 on one local broker, 3 on `stack up --brokers 3`)",
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of every topic; default: the cluster's own setting",
+    )
     topic_prefix: str = Field(default="", description="prepended to every topic name")
     publish_timeout_ms: int = Field(
         default=30_000, ge=1, description="how long a publish waits for the broker's ack"
@@ -63,7 +77,14 @@ class Settings(BaseSettings):
     log4j_version: str = "2.24.3"
     cache_dir: Path = Path.home() / ".cache" / "foldflow"
     state_dir: Path = Path(".foldflow")
-    kafka_heap: str = "512m"
+    kafka_heap: str = Field(default="512m", description="-Xmx of each local Kafka node")
+    kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_LOCAL_BROKERS,
+        description="nodes of the local Kafka (`foldflow stack up --brokers N`); node k "
+        "listens on the bootstrap port + 2(k-1), its controller on the port after",
+    )
     kafka_data_dir: Path | None = Field(
         default=None, description="the local broker's log dir; default cache_dir/kafka-data"
     )
@@ -190,6 +211,12 @@ class Settings(BaseSettings):
     orchestrator_metrics_port: int = 9101
     worker_metrics_port: int = 9102
     projector_metrics_port: int = 9103
+    # How many instances of each service `foldflow up` runs (`--orchestrators N` ...).
+    # Instance k listens on its service's port + 10(k-1) (a gateway on gateway_port + k-1).
+    orchestrators: int = Field(default=1, ge=1, le=MAX_INSTANCES)
+    workers: int = Field(default=1, ge=1, le=MAX_INSTANCES)
+    projectors: int = Field(default=1, ge=1, le=MAX_INSTANCES)
+    gateways: int = Field(default=1, ge=1, le=MAX_INSTANCES)
     service_ready_timeout: float = Field(
         default=120.0, gt=0, description="how long `foldflow up` waits for each service"
     )

@@ -44,35 +44,44 @@ def worker_group(task_type: str, *, prefix: str = "") -> str:
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """What `foldflow topics ensure` creates or checks."""
+    """What `foldflow topics ensure` creates or checks.
+
+    ``replication_factor`` None: the cluster's ``default.replication.factor``; a config
+    without ``min.insync.replicas`` takes the cluster's own.
+    """
 
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None
     config: dict[str, str]
 
 
 def topic_specs(settings: Settings, *, task_types: tuple[str, ...] = ()) -> list[TopicSpec]:
-    """Every topic of Foldflow (plus one per given task type) with its partitions and cleanup."""
+    """Every topic of Foldflow (plus one per given task type) with its partitions and cleanup.
+
+    Replication comes from settings when given there, else from the cluster's defaults
+    (``default.replication.factor``, ``min.insync.replicas``): 1 on one local broker,
+    3 and 2 on a local cluster of three (``foldflow stack up --brokers 3``).
+    """
     p, rf, prefix = settings.partitions, settings.replication_factor, settings.topic_prefix
-    isr = str(settings.min_insync_replicas)
+    isr = (
+        {}
+        if settings.min_insync_replicas is None
+        else {"min.insync.replicas": str(settings.min_insync_replicas)}
+    )
 
     def delete(days: int) -> dict[str, str]:
         retention = "-1" if days < 0 else str(days * DAY_MS)
-        return {"cleanup.policy": "delete", "retention.ms": retention, "min.insync.replicas": isr}
+        return {"cleanup.policy": "delete", "retention.ms": retention, **isr}
 
     specs = [
         TopicSpec(prefix + COMMANDS, p, rf, delete(7)),
         TopicSpec(prefix + RESULTS, p, rf, delete(7)),
         TopicSpec(prefix + EVENTS, p, rf, delete(-1)),
-        TopicSpec(
-            prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", "min.insync.replicas": isr}
-        ),
+        TopicSpec(prefix + DEFINITIONS, 1, rf, {"cleanup.policy": "compact", **isr}),
         TopicSpec(prefix + DLQ, p, rf, delete(30)),
         TopicSpec(prefix + ORCHESTRATOR_STATE, p, rf, {
-            "cleanup.policy": "compact",
-            "min.insync.replicas": isr,
-            "segment.bytes": str(STATE_SEGMENT_BYTES),
+            "cleanup.policy": "compact", "segment.bytes": str(STATE_SEGMENT_BYTES), **isr,
         }),
     ]
     specs += [TopicSpec(task_topic(t, prefix=prefix), p, rf, delete(7)) for t in task_types]

@@ -73,7 +73,6 @@ app.command("bench", epilog="Exit codes: 0 the run finished (targets met or not:
 #: Modules only ``pip install 'foldflow[server]'`` brings; a command that needs one says so.
 SERVER_MODULES = frozenset({
     "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "limits", "jwt",
-    "faust", "aiokafka", "mode",
 })
 
 

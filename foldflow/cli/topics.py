@@ -18,7 +18,7 @@ from foldflow.topics import BUILTIN_TASK_TYPES, TASKS_PREFIX, topic_specs
 __all__ = ["TopicInfo", "app", "list_topics"]
 
 app = typer.Typer(
-    help="Foldflow's Kafka topics (docs/architecture.md).", no_args_is_help=True
+    help="Foldflow's Kafka topics (docs/architecture.md, docs/operations.md).", no_args_is_help=True
 )
 console = Console()
 
@@ -37,7 +37,11 @@ def ensure(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Create missing topics and check existing ones (idempotent)."""
+    """Create missing topics and check existing ones (idempotent).
+
+    Replicas and min.insync.replicas come from FOLDFLOW_REPLICATION_FACTOR and
+    FOLDFLOW_MIN_INSYNC_REPLICAS, else from the cluster's defaults (docs/operations.md).
+    """
     settings = get_settings()
     types = tuple(dict.fromkeys((*BUILTIN_TASK_TYPES, *task_type)))
     try:
@@ -51,12 +55,14 @@ def ensure(
         print_json(outcomes)
         return
     table = Table(title=f"Topics on {settings.kafka_bootstrap}")
-    for column in ("topic", "partitions", "rf", "cleanup", "outcome"):
+    for column in ("topic", "partitions", "rf", "min isr", "cleanup", "outcome"):
         table.add_column(column)
     colours = {"created": "green", "ok": "cyan", "differs": "yellow"}
     for o in outcomes:
         label = f"[{colours[o.outcome]}]{o.outcome}[/]" + (f" ({o.note})" if o.note else "")
-        table.add_row(o.name, str(o.partitions), str(o.replication_factor), o.cleanup_policy, label)
+        isr = "-" if o.min_insync_replicas is None else str(o.min_insync_replicas)
+        table.add_row(o.name, str(o.partitions), str(o.replication_factor), isr,
+                      o.cleanup_policy, label)  # fmt: skip
     console.print(table)
 
 

@@ -1,10 +1,12 @@
-"""The local stack without Docker: one Apache Kafka 4.x node (KRaft) and the machine's PostgreSQL.
+"""The local stack without Docker: Apache Kafka 4.x (KRaft) and the machine's PostgreSQL.
 
 See docs/cli.md. ``foldflow stack up|down|status`` and the test session fixture call
 :func:`up`, :func:`down` and :func:`status`. Kafka's jars come from Maven Central into
 ``settings.cache_dir`` (outside the repo); the broker's data lives in
-``settings.cache_dir / "kafka-data"`` and survives restarts. What ``up`` started is
-recorded in ``settings.state_dir / "stack.json"`` so ``down`` stops only that.
+``settings.cache_dir / "kafka-data"`` and survives restarts. With
+``settings.kafka_brokers`` ≥ 2 (``stack up --brokers 3``) Kafka is a cluster of that many
+nodes on one machine (:mod:`foldflow.stack.cluster`). What ``up`` started is recorded in
+``settings.state_dir / "stack.json"`` so ``down`` stops only that.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foldflow.settings import Settings
+from foldflow.stack.cluster import node_pid, start_cluster, stop_nodes
 from foldflow.stack.common import (
     DEPLOY_DIR,
+    KafkaNode,
     Report,
     StackError,
+    broker_count,
     is_local_kafka,
     is_local_postgres,
     kafka_data_dir,
     kafka_reachable,
+    local_nodes,
     postgres_address,
     postgres_reachable,
     resolved,
@@ -39,6 +45,7 @@ from foldflow.stack.kafka import (
     new_cluster_id,
     pid_alive,
     render_server_properties,
+    replication_for,
     start_kafka,
     terminate,
 )
@@ -46,18 +53,25 @@ from foldflow.stack.postgres import ensure_role_and_database, start_postgres
 
 __all__ = [
     "DEPLOY_DIR",
+    "KafkaNode",
     "PartStatus",
     "Report",
     "StackError",
+    "broker_count",
     "check_tools",
     "down",
+    "is_local_kafka",
     "kafka_reachable",
+    "local_nodes",
     "managed_kafka_pid",
+    "managed_nodes",
     "new_cluster_id",
     "postgres_reachable",
     "render_server_properties",
+    "replication_for",
     "restart_kafka",
     "split_host_port",
+    "start_cluster",
     "status",
     "up",
 ]
@@ -121,6 +135,8 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
                 f"Kafka: {settings.kafka_bootstrap} is not local; `foldflow stack` only manages "
                 "the local stack (leaving it alone)"
             )
+        elif settings.kafka_brokers > 1:
+            lines.append(_cluster_up(settings, state, report))
         elif kafka_reachable(settings):
             lines.append(f"Kafka: already up at {settings.kafka_bootstrap}")
         else:
@@ -153,6 +169,46 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
             lines.append(f"PostgreSQL: {verb} at {host}:{port}")
         report(lines[-1])
     return lines
+
+
+def _cluster_up(settings: Settings, state: dict[str, dict[str, object]], report: Report) -> str:
+    count = settings.kafka_brokers
+    nodes = local_nodes(settings, count)
+    if managed_kafka_pid(settings) is not None:
+        raise StackError(
+            f"A single Kafka broker started here runs at {nodes[0].address}; stop it "
+            "(`foldflow stack down`) before starting a local cluster on the same ports."
+        )
+    if "kafka_cluster" not in state and kafka_reachable(settings):
+        brokers = broker_count(nodes[0].address)
+        return (f"Kafka: already up at {nodes[0].address} ({brokers} broker(s), not started "
+                "here)")  # fmt: skip
+    before = set(managed_nodes(settings))
+    pids = start_cluster(settings, count, report=report)
+    state["kafka_cluster"] = {"nodes": count, "pids": {str(k): v for k, v in pids.items()}}
+    _save_state(settings, state)
+    bootstrap = ",".join(n.address for n in nodes)
+    again = sorted(set(pids) - before)
+    if not again:
+        verb = "already up"
+    elif before:
+        verb = f"up (started node(s) {', '.join(map(str, again))} again)"
+    else:
+        verb = "started"
+    line = f"Kafka: {count} nodes {verb} at {bootstrap}"
+    if settings.kafka_bootstrap.replace(" ", "") != bootstrap:
+        line += (f" (set FOLDFLOW_KAFKA_BOOTSTRAP={bootstrap} so clients still start while "
+                 "node 1 is down)")  # fmt: skip
+    return line
+
+
+def managed_nodes(settings: Settings) -> dict[int, int]:
+    """``{node id: pid}`` of the running nodes of the local cluster ``up`` started here."""
+    recorded = _load_state(settings).get("kafka_cluster") or {}
+    count = recorded.get("nodes")
+    if not isinstance(count, int):
+        return {}
+    return {n.node_id: pid for n in local_nodes(settings, count) if (pid := node_pid(n))}
 
 
 def managed_kafka_pid(settings: Settings) -> int | None:
@@ -190,17 +246,27 @@ def down(settings: Settings, *, report: Report = say_nothing) -> list[str]:
     lines: list[str] = []
     with _machine_lock(settings):
         state = _load_state(settings)
+        kafka: list[str] = []
         pid = (state.pop("kafka", None) or {}).get("pid")
         if isinstance(pid, int):
             if pid_alive(pid) and is_kafka_process(pid):
                 terminate(pid)
-                lines.append(f"Kafka: stopped (pid {pid})")
+                kafka.append(f"Kafka: stopped (pid {pid})")
             else:
-                lines.append("Kafka: was not running")
+                kafka.append("Kafka: was not running")
             (state_dir(settings) / "kafka" / "kafka.pid").unlink(missing_ok=True)
-        else:
-            lines.append("Kafka: not started by `foldflow stack up` here; left alone")
-        report(lines[-1])
+        if "kafka_cluster" in state:
+            nodes = managed_nodes(settings)
+            stop_nodes(list(nodes.values()))
+            state.pop("kafka_cluster")
+            pids = ", ".join(map(str, nodes.values()))
+            kafka.append(f"Kafka: stopped {len(nodes)} node(s)" + (f" (pids {pids})" if pids
+                                                                      else ""))  # fmt: skip
+        if not kafka:
+            kafka.append("Kafka: not started by `foldflow stack up` here; left alone")
+        for line in kafka:
+            report(line)
+        lines += kafka
 
         pg = state.pop("postgres", None)
         if pg:
@@ -230,6 +296,13 @@ def status(settings: Settings) -> list[PartStatus]:
     if not is_local_kafka(settings):
         kafka_detail = "external (not managed)"
 
+    kafka_rows = [
+        PartStatus("Kafka", settings.kafka_bootstrap, kafka_up, managed_kafka, kafka_detail)
+    ]
+    count = (state.get("kafka_cluster") or {}).get("nodes")
+    if isinstance(count, int):
+        kafka_rows = [_node_status(node) for node in local_nodes(settings, count)]
+
     host, port = postgres_address(settings)
     pg_up = postgres_reachable(settings)
     pg_detail = (
@@ -240,6 +313,18 @@ def status(settings: Settings) -> list[PartStatus]:
     if not is_local_postgres(settings):
         pg_detail = "external (not managed)"
     return [
-        PartStatus("Kafka", settings.kafka_bootstrap, kafka_up, managed_kafka, kafka_detail),
+        *kafka_rows,
         PartStatus("PostgreSQL", f"{host}:{port}", pg_up, bool(state.get("postgres")), pg_detail),
     ]
+
+
+def _node_status(node: KafkaNode) -> PartStatus:
+    pid = node_pid(node)
+    brokers = broker_count(node.address, timeout=2.0)
+    detail = (
+        f"pid {pid}, {brokers} broker(s) in its metadata, data {node.data_dir}"
+        if brokers is not None
+        else (f"pid {pid}, not answering yet, data {node.data_dir}" if pid else "down")
+    )
+    return PartStatus(f"Kafka node {node.node_id}", node.address, brokers is not None,
+                      pid is not None, detail)  # fmt: skip

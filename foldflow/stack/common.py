@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foldflow.resources import deploy_local_dir
 from foldflow.settings import Settings
@@ -35,6 +38,55 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True)
+class KafkaNode:
+    """One local Kafka node (broker + controller): its id, ports, log dir and run dir."""
+
+    node_id: int
+    host: str
+    port: int
+    data_dir: Path
+    run_dir: Path
+
+    @property
+    def controller_port(self) -> int:
+        """The KRaft controller listener: the port after the broker's."""
+        return self.port + 1
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the broker listener (what clients bootstrap from)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def controller_address(self) -> str:
+        """``host:port`` of the controller listener."""
+        return f"{self.host}:{self.controller_port}"
+
+
+def local_nodes(settings: Settings, count: int) -> list[KafkaNode]:
+    """The layout of a local Kafka of ``count`` nodes.
+
+    One node is the single broker: the bootstrap port (controller on the next), its log dir
+    ``kafka_data_dir``. Node k of several listens on the bootstrap port + 2(k-1) (controller
+    on the port after) and keeps its log in ``<kafka_data_dir>-cluster/node-k``.
+    """
+    host, port = kafka_address(settings)
+    if count == 1:
+        return [KafkaNode(1, host, port, kafka_data_dir(settings), state_dir(settings) / "kafka")]
+    cluster, run = cluster_data_dir(settings), state_dir(settings)
+    return [
+        KafkaNode(k, host, port + 2 * (k - 1), cluster / f"node-{k}", run / f"kafka-node-{k}")
+        for k in range(1, count + 1)
+    ]
+
+
+def cluster_data_dir(settings: Settings) -> Path:
+    """Where the nodes of a local multi-node Kafka keep their logs (one dir each)."""
+    base = kafka_data_dir(settings)
+    return base.with_name(f"{base.name}-cluster")
+
+
 def kafka_address(settings: Settings) -> tuple[str, int]:
     """Host and port of the (first) bootstrap server."""
     return split_host_port(settings.kafka_bootstrap, 9092)
@@ -49,9 +101,13 @@ def postgres_address(settings: Settings) -> tuple[str, int]:
 
 
 def is_local_kafka(settings: Settings) -> bool:
-    """True when the bootstrap address is one this module can start (loopback)."""
-    host, _ = kafka_address(settings)
-    return host in LOOPBACK and "," not in settings.kafka_bootstrap.strip(",")
+    """True when every bootstrap address is on loopback: a Kafka this module can start.
+
+    The first address is node 1; a list (``127.0.0.1:9092,127.0.0.1:9094,...``) names the
+    nodes of a local multi-node Kafka, so clients still bootstrap while node 1 is down.
+    """
+    addresses = [a for a in settings.kafka_bootstrap.split(",") if a.strip()]
+    return bool(addresses) and all(split_host_port(a, 9092)[0] in LOOPBACK for a in addresses)
 
 
 def is_local_postgres(settings: Settings) -> bool:
@@ -90,18 +146,30 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def kafka_reachable(settings: Settings, *, timeout: float = 3.0) -> bool:
-    """True when the broker answers a metadata request."""
+    """True when the (first) broker answers a metadata request."""
     host, port = kafka_address(settings)
+    return broker_count(f"{host}:{port}", timeout=timeout) is not None
+
+
+_QUIET = logging.getLogger("foldflow.stack.probe")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+def broker_count(address: str, *, timeout: float = 3.0) -> int | None:
+    """How many brokers the metadata of the broker at ``address`` lists; None: no answer."""
+    host, port = split_host_port(address, 9092)
     if not port_open(host, port):
-        return False
+        return None
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    # librdkafka's own lines ("Connect to ... failed") would land on the user's terminal
+    config: dict[str, Any] = {"bootstrap.servers": address, "logger": _QUIET}
+    admin = AdminClient(config)
     try:
-        admin.list_topics(timeout=timeout)
+        return len(admin.list_topics(timeout=timeout).brokers)
     except Exception:
-        return False
-    return True
+        return None
 
 
 def postgres_reachable(settings: Settings, *, timeout: int = 3) -> bool:

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
 from foldflow.settings import Settings
 from foldflow.stack.common import (
     DEPLOY_DIR,
+    KafkaNode,
     Report,
     StackError,
     kafka_address,
@@ -28,6 +30,9 @@ from foldflow.stack.common import (
 )
 
 KAFKA_MAIN = "kafka.Kafka"
+#: Partitions of __consumer_offsets and __transaction_state on a local multi-node Kafka
+#: (one node keeps Kafka's default, 50).
+CLUSTER_INTERNAL_PARTITIONS = 12
 STORAGE_TOOL = "kafka.tools.StorageTool"
 
 
@@ -55,22 +60,46 @@ def is_kafka_process(pid: int) -> bool:
     return KAFKA_MAIN.encode() in cmdline
 
 
+def replication_for(nodes: int) -> tuple[int, int]:
+    """Replicas and ``min.insync.replicas`` of a local Kafka of ``nodes`` nodes.
+
+    One node: 1 and 1. Three or more: 3 and 2 (acks=all survives any one node down).
+    """
+    replicas = min(3, max(1, nodes))
+    return replicas, max(1, replicas - 1)
+
+
 def render_server_properties(
-    settings: Settings, *, data_dir: Path, template: str | None = None
+    settings: Settings,
+    *,
+    data_dir: Path,
+    template: str | None = None,
+    node: KafkaNode | None = None,
+    cluster: Sequence[KafkaNode] = (),
 ) -> str:
-    """The broker's ``server.properties`` for the bootstrap address in ``settings``."""
+    """A node's ``server.properties``: the single broker of ``settings`` by default, or
+    ``node`` of ``cluster`` (every node of it a voter of the controller quorum)."""
     host, port = kafka_address(settings)
+    if node is not None:
+        host, port = node.host, node.port
+    voters = [n.controller_address for n in cluster] or [f"{host}:{port + 1}"]
+    replicas, min_isr = replication_for(len(voters))
     text = (
         template
         if template is not None
         else (DEPLOY_DIR / "server.properties.template").read_text()
     )
     return Template(text).substitute(
+        node_id=node.node_id if node is not None else 1,
+        quorum=",".join(voters),
         host=host,
         port=port,
         controller_port=port + 1,
         data_dir=str(data_dir),
         partitions=settings.partitions,
+        replicas=replicas,
+        min_isr=min_isr,
+        internal_partitions=50 if len(voters) == 1 else CLUSTER_INTERNAL_PARTITIONS,
     )
 
 
@@ -152,7 +181,8 @@ def resolve_jars(settings: Settings, report: Report) -> Path:
     return libs
 
 
-def _java_cmd(settings: Settings, libs: Path, logs: Path, main: str, *args: str) -> list[str]:
+def java_cmd(settings: Settings, libs: Path, logs: Path, main: str, *args: str) -> list[str]:
+    """The ``java`` command line running ``main`` from the cached jars, heap bounded."""
     return [
         "java",
         f"-Xmx{settings.kafka_heap}",
@@ -177,7 +207,7 @@ def format_storage(settings: Settings, *, libs: Path, config: Path, logs: Path) 
     if (data / "meta.properties").exists():
         return False
     data.mkdir(parents=True, exist_ok=True)
-    cmd = _java_cmd(
+    cmd = java_cmd(
         settings, libs, logs, STORAGE_TOOL,
         "format", "--standalone", "--ignore-formatted",
         "-t", new_cluster_id(), "-c", str(config),
@@ -188,7 +218,7 @@ def format_storage(settings: Settings, *, libs: Path, config: Path, logs: Path) 
     return True
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
     """The last lines of a log, after its last few ERROR / ``Caused by`` lines (the why)."""
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -197,6 +227,32 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     causes = [ln for ln in text if " ERROR " in ln or ln.startswith("Caused by")][-5:]
     head = ["Errors:", *causes, "Tail:"] if causes else []
     return "\n".join([*head, *text[-lines:]])
+
+
+def logs_of(run: Path) -> str:
+    """The tails of a node's server and console logs, for an error message."""
+    logs = run / "logs"
+    return (
+        f"Log tail ({logs}):\n{log_tail(logs / 'server.log')}\n"
+        f"{log_tail(logs / 'console.log', 15)}"
+    )
+
+
+def launch(settings: Settings, *, libs: Path, run: Path, config: Path) -> subprocess.Popen[bytes]:
+    """Start one node detached (its own session, outliving its starter); pid in ``run``."""
+    logs = run / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "console.log").open("ab") as out:
+        proc = subprocess.Popen(
+            java_cmd(settings, libs, logs, KAFKA_MAIN, str(config)),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlive the shell or test session that started it
+            close_fds=True,
+        )
+    (run / "kafka.pid").write_text(f"{proc.pid}\n")
+    return proc
 
 
 def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> int:
@@ -219,34 +275,18 @@ def start_kafka(settings: Settings, report: Report, *, wait: float = 90.0) -> in
     if format_storage(settings, libs=libs, config=config, logs=logs):
         report(f"Formatted Kafka storage in {kafka_data_dir(settings)}")
 
-    console_log = logs / "console.log"
-    with console_log.open("ab") as out:
-        proc = subprocess.Popen(
-            _java_cmd(settings, libs, logs, KAFKA_MAIN, str(config)),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlive the shell or test session that started it
-            close_fds=True,
-        )
-    (run / "kafka.pid").write_text(f"{proc.pid}\n")
+    proc = launch(settings, libs=libs, run=run, config=config)
     report(f"Started Kafka (pid {proc.pid}), waiting for {settings.kafka_bootstrap} ...")
 
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(
-                f"Kafka exited with code {proc.returncode}. Log tail ({logs}):\n"
-                f"{_log_tail(logs / 'server.log')}\n{_log_tail(console_log, 15)}"
-            )
+            raise StackError(f"Kafka exited with code {proc.returncode}. {logs_of(run)}")
         if kafka_reachable(settings, timeout=2.0):
             return proc.pid
         time.sleep(0.5)
     terminate(proc.pid)
-    raise StackError(
-        f"Kafka did not answer a metadata request within {wait:.0f}s. Log tail ({logs}):\n"
-        f"{_log_tail(logs / 'server.log')}\n{_log_tail(console_log, 15)}"
-    )
+    raise StackError(f"Kafka did not answer a metadata request within {wait:.0f}s. {logs_of(run)}")
 
 
 def terminate(pid: int, *, grace: float = 30.0) -> None:

@@ -199,4 +199,5 @@ def test_each_service_gets_an_instance_id_stable_per_state_dir(tmp_path: Path) -
     worker = {s.name: s for s in svc.services(here)}["worker"]
     assert svc.service_env(here, worker, {})["FOLDFLOW_INSTANCE_ID"] != first
     chosen = _settings(tmp_path / "a", instance_id="orchestrator-0")
-    assert svc.service_env(chosen, spec, {})["FOLDFLOW_INSTANCE_ID"] == "orchestrator-0"
+    chosen_id = svc.service_env(chosen, spec, {})["FOLDFLOW_INSTANCE_ID"]
+    assert chosen_id == "orchestrator-0.orchestrator"
