@@ -31,13 +31,15 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
-from foldflow.observability.tracing import extract_context, header_list
+from foldflow.observability.tracing import consuming, header_list, links_from
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
@@ -278,9 +280,12 @@ class Projector:
         if not records:
             return None
         started, started_ns = time.perf_counter(), time.time_ns()
+        batch_span = self._batch_span(records, started_ns)
         try:
             result = self._commit(records)
         except ProjectionError as exc:
+            batch_span.set_status(Status(StatusCode.ERROR, str(exc)))
+            batch_span.end()
             metrics.PROJECTION_GAPS.inc()
             with bind(workflow_id=getattr(exc, "workflow_id", None)):
                 log.error("batch rolled back; retrying from the stored positions",
@@ -291,6 +296,12 @@ class Projector:
             for tp in sorted({(r.topic, r.partition) for r in records}):
                 self._seek(tp, self.positions.get(tp))
             return None
+        except BaseException as exc:
+            batch_span.record_exception(exc)
+            batch_span.set_status(Status(StatusCode.ERROR, str(exc)))
+            batch_span.end()
+            raise
+        batch_span.end()
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
         for tp, offset in result.moved.items():
@@ -299,23 +310,39 @@ class Projector:
             if tp in self.positions:
                 self.positions[tp] = offset
         self._observe(result, time.perf_counter() - started)
-        self._trace(records, started_ns)
+        self._trace(records, started_ns, batch_span)
         return result
 
-    @staticmethod
-    def _trace(records: Sequence[Record], started_ns: int) -> None:
-        """One span per event, child of the span that produced it (one trace end to end)."""
+    def _batch_span(self, records: Sequence[Record], started_ns: int) -> Span:
+        """The span of one batch transaction: its records come from many traces, so it
+        links to their producers (the SDK keeps the first 128) instead of having a parent."""
+        return _tracer.start_span(
+            "process batch", context=Context(), kind=SpanKind.CONSUMER, start_time=started_ns,
+            links=links_from(r.headers for r in records),
+            attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                        "messaging.operation.name": "process",
+                        "messaging.consumer.group.name": consumer_group(self.settings),
+                        "messaging.batch.message_count": len(records)},
+        )
+
+    def _trace(self, records: Sequence[Record], started_ns: int, batch: Span) -> None:
+        """One ``process`` span per applied event, child of the ``send`` span that produced
+        it (so the workflow's trace ends here) and linked to the batch's transaction."""
+        group = consumer_group(self.settings)
+        batch_link = [Link(batch.get_span_context())]
         for r in records:
             if r.envelope is None or not r.headers:
                 continue
-            span = _tracer.start_span(
-                "projector apply", context=extract_context(r.headers), start_time=started_ns,
-                attributes={"foldflow.event_type": r.envelope.event_type,
+            with consuming(
+                _tracer, topic=r.topic, partition=r.partition, offset=r.offset,
+                headers=r.headers, group=group, key=r.envelope.workflow_id,
+                start_time=started_ns, links=batch_link,
+                attributes={"messaging.message.id": r.envelope.event_id,
+                            "foldflow.event_type": r.envelope.event_type,
                             "foldflow.workflow_id": r.envelope.workflow_id,
-                            "foldflow.sequence": r.envelope.sequence or 0,
-                            "messaging.kafka.offset": r.offset},
-            )
-            span.end()
+                            "foldflow.sequence": r.envelope.sequence or 0},
+            ):
+                pass
 
     def _commit(self, records: list[Record]) -> BatchResult:
         expected = dict(self.positions)

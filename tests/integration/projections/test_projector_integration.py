@@ -215,6 +215,7 @@ def test_each_applied_event_continues_the_trace_that_produced_it(
     from opentelemetry import trace
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
 
     from foldflow.observability.tracing import configure_tracing
 
@@ -226,10 +227,24 @@ def test_each_applied_event_continues_the_trace_that_produced_it(
     ctx = parent.get_span_context()
     with run_projector():
         wait_for_events(engine, n)
-    spans = [sp for sp in exporter.get_finished_spans() if sp.name == "projector apply"
+    finished = exporter.get_finished_spans()
+    sends = {sp.context.span_id: sp for sp in finished
+             if sp.kind is SpanKind.PRODUCER and sp.context is not None}
+    spans = [sp for sp in finished if sp.name == f"process {settings.topic_prefix}wf.events"
              and sp.attributes and sp.attributes.get("foldflow.workflow_id") == s.workflow_id]
     assert sorted(sp.attributes["foldflow.sequence"] for sp in spans) == [  # type: ignore[index]
         1, 2, 3, 4, 5, 6]
     for sp in spans:
+        assert sp.kind is SpanKind.CONSUMER
         assert sp.context is not None and sp.context.trace_id == ctx.trace_id
-        assert sp.parent is not None and sp.parent.span_id == ctx.span_id
+        # parent: the `send` span of the publish, itself a child of "orchestrate"
+        assert sp.parent is not None and sp.parent.span_id in sends
+        send = sends[sp.parent.span_id]
+        assert send.parent is not None and send.parent.span_id == ctx.span_id
+        assert sp.attributes["messaging.kafka.offset"] == send.attributes[  # type: ignore[index]
+            "messaging.kafka.offset"]
+        assert sp.attributes["messaging.consumer.group.name"]  # type: ignore[index]
+        [batch_link] = sp.links
+        batches = [b for b in finished if b.context is not None
+                   and b.context.span_id == batch_link.context.span_id]
+        assert batches and batches[0].name == "process batch"
