@@ -3,7 +3,8 @@
 The span is current while the route runs, so the Publisher puts its ``traceparent`` into
 the command's Kafka headers and the trace continues in the orchestrator. Metrics are
 labelled by route *template* (``/v1/workflows/{workflow_id}``), never by raw path; an
-unmatched path counts as ``unmatched``.
+unmatched path counts as ``unmatched``. A read that long-polls (``?wait_for=``) is labelled
+``<template>?wait_for``: it waits on purpose, so the latency objective leaves it out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from foldflow.observability.logging import bind
 from foldflow.observability.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
-__all__ = ["REQUEST_ID_HEADER", "ObserveMiddleware", "route_template"]
+__all__ = ["REQUEST_ID_HEADER", "ObserveMiddleware", "metric_route", "route_template"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -35,6 +36,17 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+_LONG_POLL = re.compile(rb"(^|&)wait_for=")
+
+
+def metric_route(scope: Scope) -> str:
+    """The ``route`` label of the HTTP metrics: the template, marked when it long-polls."""
+    route = route_template(scope)
+    if _LONG_POLL.search(scope.get("query_string", b"")):
+        return f"{route}?wait_for"
+    return route
 
 
 def _request_id(scope: Scope) -> str:
@@ -91,8 +103,9 @@ class ObserveMiddleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-                HTTP_REQUEST_DURATION.labels(method=method, route=route).observe(elapsed)
+                labelled = metric_route(scope)
+                HTTP_REQUESTS.labels(method=method, route=labelled, status=str(status)).inc()
+                HTTP_REQUEST_DURATION.labels(method=method, route=labelled).observe(elapsed)
                 ctx = span.get_span_context()
                 fields: dict[str, Any] = {
                     "request_id": request_id,

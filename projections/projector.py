@@ -357,6 +357,8 @@ class Projector:
         metrics.PROJECTION_BATCH_SIZE.observe(result.events + result.definitions)
         metrics.PROJECTION_BATCH_SECONDS.observe(seconds)
         metrics.PROJECTION_EVENTS_APPLIED.inc(result.events)
+        for definition, ended in result.finished:
+            metrics.WORKFLOW_OUTCOMES.labels(definition, ended.status, ended.cause).inc()
         for ts in result.timestamps:
             metrics.PROJECTION_LAG_SECONDS.observe(max(0.0, (now_ms - ts) / 1000))
         for (_, partition), ts in result.last_timestamps.items():

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
-from projections.apply import InstanceRow, StepRow, definition_row, fold_batch
+from foldflow.observability.outcomes import FAILURE_EVENTS, TERMINAL_EVENTS, Outcome, outcome
+from projections.apply import EventRow, InstanceRow, StepRow, definition_row, fold_batch
 from projections.models import (
     projection_offsets,
     step_executions,
@@ -55,6 +56,8 @@ class BatchResult:
     #: the last applied event timestamp (ms) per partition of the events topic
     last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
     timestamps: list[int] = field(default_factory=list)
+    #: (definition name, outcome) of each workflow this batch ended, once per workflow
+    finished: list[tuple[str, Outcome]] = field(default_factory=list)
 
 
 def _row(obj: object) -> dict[str, Any]:
@@ -102,6 +105,37 @@ def _load(conn: Connection, workflow_ids: list[str]) -> tuple[
         for r in conn.execute(select(se).where(se.c.workflow_id.in_(workflow_ids)))
     }
     return instances, steps
+
+
+def _finished(
+    conn: Connection, events: Sequence[EventRow], instances: Mapping[str, InstanceRow]
+) -> list[tuple[str, Outcome]]:
+    """The outcome of each workflow a terminal event of ``events`` ended. A failure's cause
+    comes from the workflow's stored history (this transaction's rows included); the
+    other ends need no reading."""
+    ended = [e for e in events if e.event_type in TERMINAL_EVENTS]
+    if not ended:
+        return []
+    failing = [e.workflow_id for e in ended
+               if TERMINAL_EVENTS[e.event_type] in ("failed", "compensated", "compensation_failed")]
+    histories: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    if failing:
+        we = workflow_events
+        rows = conn.execute(
+            select(we.c.workflow_id, we.c.event_type, we.c.payload)
+            .where(we.c.workflow_id.in_(failing), we.c.event_type.in_(sorted(FAILURE_EVENTS)))
+            .order_by(we.c.workflow_id, we.c.sequence)
+        )
+        for row in rows:
+            histories.setdefault(row.workflow_id, []).append((row.event_type, row.payload))
+    finished: list[tuple[str, Outcome]] = []
+    for e in ended:
+        status = TERMINAL_EVENTS[e.event_type]
+        found = outcome(histories.get(e.workflow_id) or [(e.event_type, e.payload)])
+        instance = instances.get(e.workflow_id)
+        definition = instance.definition_name if instance is not None else ""
+        finished.append((definition or "unknown", found or Outcome(status, "invalid")))
+    return finished
 
 
 def write_batch(
@@ -154,6 +188,7 @@ def write_batch(
         result.events = len(fold.events)
         result.skipped = fold.skipped
         result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
+        result.finished = _finished(conn, fold.events, fold.instances)
     _upsert(conn, workflow_definitions, list(definitions.values()))
     result.definitions = len(definitions)
 

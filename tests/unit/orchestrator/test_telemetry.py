@@ -9,7 +9,8 @@ from processors.telemetry import LagGauge
 
 def _lag(group: str, topic: str, partition: int) -> float | None:
     return REGISTRY.get_sample_value(
-        "foldflow_consumer_lag", {"group": group, "topic": topic, "partition": str(partition)}
+        "foldflow_consumer_lag_messages",
+        {"group": group, "topic": topic, "partition": str(partition)},
     )
 
 
