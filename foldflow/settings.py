@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     metrics_port: int = 0
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the services' /metrics binds (0.0.0.0 where Prometheus scrapes)",
+    )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     # Orchestrator (processors/)
@@ -110,6 +114,27 @@ class Settings(BaseSettings):
     )
     service_stop_grace: float = Field(
         default=20.0, ge=0, description="SIGTERM → SIGKILL grace period of `foldflow down`"
+    )
+
+    # Service level objectives (docs/slo.md): deploy/prometheus/build_slo_rules.py writes
+    # the recording rules and burn-rate alerts of deploy/prometheus/slo.yml from these.
+    slo_workflow_success: float = Field(
+        default=0.99, gt=0, lt=1,
+        description="share of ended workflows that did not fail by Foldflow's fault (30 days)",
+    )
+    slo_api_availability: float = Field(
+        default=0.999, gt=0, lt=1, description="share of /v1 requests answered without a 5xx"
+    )
+    slo_api_latency: float = Field(
+        default=0.99, gt=0, lt=1,
+        description="share of /v1 requests (long-polls aside) answered within "
+        "slo_api_latency_threshold_s",
+    )
+    slo_api_latency_threshold_s: float = Field(
+        default=0.25, gt=0, description="a bucket bound of foldflow_http_request_duration_seconds"
+    )
+    slo_mttr_s: float = Field(
+        default=300.0, gt=0, description="mean time for a service that went down to be back up"
     )
 
 
