@@ -39,6 +39,7 @@ from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
+from foldflow.observability.outcomes import OUTCOMES
 from foldflow.observability.tracing import consuming, header_list, links_from
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -129,6 +130,7 @@ class Projector:
         self._dlq_done: dict[TopicPartition, int] = {}
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
+        self._counted_definitions: set[str] = set()
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -357,6 +359,10 @@ class Projector:
         metrics.PROJECTION_BATCH_SIZE.observe(result.events + result.definitions)
         metrics.PROJECTION_BATCH_SECONDS.observe(seconds)
         metrics.PROJECTION_EVENTS_APPLIED.inc(result.events)
+        for definition in result.started - self._counted_definitions:
+            for status, cause in OUTCOMES:  # at 0, so the first of each is an increase
+                metrics.WORKFLOW_OUTCOMES.labels(definition, status, cause)
+            self._counted_definitions.add(definition)
         for definition, ended in result.finished:
             metrics.WORKFLOW_OUTCOMES.labels(definition, ended.status, ended.cause).inc()
         for ts in result.timestamps:

@@ -58,6 +58,8 @@ class BatchResult:
     timestamps: list[int] = field(default_factory=list)
     #: (definition name, outcome) of each workflow this batch ended, once per workflow
     finished: list[tuple[str, Outcome]] = field(default_factory=list)
+    #: the definitions of the workflows this batch started
+    started: set[str] = field(default_factory=set)
 
 
 def _row(obj: object) -> dict[str, Any]:
@@ -189,6 +191,8 @@ def write_batch(
         result.skipped = fold.skipped
         result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
         result.finished = _finished(conn, fold.events, fold.instances)
+        result.started = {str(e.payload.get("definition_name"))
+                          for e in fold.events if e.event_type == "workflow.started.v1"}
     _upsert(conn, workflow_definitions, list(definitions.values()))
     result.definitions = len(definitions)
 

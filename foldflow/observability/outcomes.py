@@ -33,6 +33,7 @@ __all__ = [
     "AGAINST_OBJECTIVE",
     "CAUSES",
     "FAILURE_EVENTS",
+    "OUTCOMES",
     "TERMINAL_EVENTS",
     "Outcome",
     "attempt_class",
@@ -61,6 +62,15 @@ FAILURE_EVENTS = frozenset({
     "compensation.failed.v1",
 })
 _FIXED = {"completed": "none", "cancelled": "requested", "terminated": "requested"}
+_FAULTS = ("business", "child", "timeout", "error", "deadline")
+#: Every (status, cause) :func:`outcome` can give: a counter's series start at 0 with these,
+#: so the first failure of a kind is an increase Prometheus sees, not a series appearing.
+OUTCOMES: tuple[tuple[str, str], ...] = (
+    *((status, cause) for status, cause in _FIXED.items()),
+    *(("failed", cause) for cause in ("invalid", *_FAULTS)),
+    *(("compensated", cause) for cause in ("invalid", *_FAULTS)),
+    *(("compensation_failed", cause) for cause in ("business", "timeout", "error")),
+)
 _DEADLINE_PREFIX = "workflow timed out"
 
 

@@ -24,6 +24,7 @@ from foldflow.observability.outcomes import (
     AGAINST_OBJECTIVE,
     CAUSES,
     FAILURE_EVENTS,
+    OUTCOMES,
     TERMINAL_EVENTS,
     Outcome,
     outcome,
@@ -83,6 +84,14 @@ def test_only_faults_of_the_system_spend_the_error_budget() -> None:
     assert Outcome("failed", "timeout").against_objective
     assert not Outcome("failed", "business").against_objective
     assert not Outcome("completed", "none").against_objective
+
+
+def test_every_outcome_is_one_the_counters_start_at_zero() -> None:
+    outcomes = {outcome(history(SCENARIOS[name]("wf-4", "default"))) for name in CASES}
+    outcomes |= {outcome(history(build("wf-5"))) for build in EXTRA}  # type: ignore[operator]
+    assert {(o.status, o.cause) for o in outcomes if o} <= set(OUTCOMES)
+    assert len(OUTCOMES) == len(set(OUTCOMES))
+    assert {status for status, _ in OUTCOMES} == set(TERMINAL_EVENTS.values())
 
 
 def test_a_running_workflow_has_no_outcome_yet() -> None:
