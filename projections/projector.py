@@ -44,7 +44,14 @@ from foldflow.observability.tracing import consuming, header_list, links_from
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
-from projections.store import BatchResult, Record, TopicPartition, read_offsets, write_batch
+from projections.store import (
+    BatchResult,
+    Record,
+    TopicPartition,
+    definition_names,
+    read_offsets,
+    write_batch,
+)
 from schemas.codec import CodecError, decode
 from schemas.messages import DefinitionRegistered, kind_of
 
@@ -202,6 +209,7 @@ class Projector:
             on_lost=self._on_revoke,
         )
         log.info("projector started", extra={"group": consumer_group(self.settings)})
+        self._count_outcomes_of(self._known_definitions())
         interval = self.options.position_check_interval
         next_check = time.monotonic() + interval
         try:
@@ -346,6 +354,20 @@ class Projector:
             ):
                 pass
 
+    def _known_definitions(self) -> set[str]:
+        for attempt in self._retrying():
+            with attempt, self.engine.connect() as conn:
+                return definition_names(conn)
+        raise AssertionError("unreachable")
+
+    def _count_outcomes_of(self, definitions: set[str]) -> None:
+        """Start every outcome series of ``definitions`` at 0, so that the first workflow of
+        a kind to end is an increase Prometheus sees, not a series appearing at 1."""
+        for definition in definitions - self._counted_definitions:
+            for status, cause in OUTCOMES:
+                metrics.WORKFLOW_OUTCOMES.labels(definition, status, cause)
+            self._counted_definitions.add(definition)
+
     def _commit(self, records: list[Record]) -> BatchResult:
         expected = dict(self.positions)
         for attempt in self._retrying():
@@ -359,10 +381,7 @@ class Projector:
         metrics.PROJECTION_BATCH_SIZE.observe(result.events + result.definitions)
         metrics.PROJECTION_BATCH_SECONDS.observe(seconds)
         metrics.PROJECTION_EVENTS_APPLIED.inc(result.events)
-        for definition in result.started - self._counted_definitions:
-            for status, cause in OUTCOMES:  # at 0, so the first of each is an increase
-                metrics.WORKFLOW_OUTCOMES.labels(definition, status, cause)
-            self._counted_definitions.add(definition)
+        self._count_outcomes_of(result.started)
         for definition, ended in result.finished:
             metrics.WORKFLOW_OUTCOMES.labels(definition, ended.status, ended.cause).inc()
         for ts in result.timestamps:

@@ -28,7 +28,14 @@ from projections.models import (
 )
 from schemas import messages as m
 
-__all__ = ["BatchResult", "Record", "TopicPartition", "read_offsets", "write_batch"]
+__all__ = [
+    "BatchResult",
+    "Record",
+    "TopicPartition",
+    "definition_names",
+    "read_offsets",
+    "write_batch",
+]
 
 TopicPartition = tuple[str, int]
 
@@ -58,7 +65,7 @@ class BatchResult:
     timestamps: list[int] = field(default_factory=list)
     #: (definition name, outcome) of each workflow this batch ended, once per workflow
     finished: list[tuple[str, Outcome]] = field(default_factory=list)
-    #: the definitions of the workflows this batch started
+    #: the definitions this batch registered or started a workflow of
     started: set[str] = field(default_factory=set)
 
 
@@ -80,6 +87,12 @@ def read_offsets(
     if lock:
         query = query.with_for_update()
     return {(r.topic, r.partition): r.next_offset for r in conn.execute(query)}
+
+
+def definition_names(conn: Connection) -> set[str]:
+    """The name of every registered definition (of any tenant)."""
+    wd = workflow_definitions
+    return {str(name) for name in conn.execute(select(wd.c.name).distinct()).scalars()}
 
 
 def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -191,9 +204,10 @@ def write_batch(
         result.skipped = fold.skipped
         result.timestamps = [int(e.timestamp.timestamp() * 1000) for e in fold.events]
         result.finished = _finished(conn, fold.events, fold.instances)
-        result.started = {str(e.payload.get("definition_name"))
-                          for e in fold.events if e.event_type == "workflow.started.v1"}
+        result.started |= {str(e.payload.get("definition_name"))
+                           for e in fold.events if e.event_type == "workflow.started.v1"}
     _upsert(conn, workflow_definitions, list(definitions.values()))
+    result.started |= {name for _, name, _ in definitions}
     result.definitions = len(definitions)
 
     at = now or datetime.now(UTC)

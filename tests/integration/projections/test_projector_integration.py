@@ -317,3 +317,30 @@ def test_each_ended_workflow_is_counted_once_with_the_cause_of_its_end(
         ("failed", "deadline"): 1.0,
         ("compensation_failed", "timeout"): 1.0,
     }
+
+
+def test_outcome_series_start_at_zero_for_every_known_definition(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    from foldflow.observability.metrics import WORKFLOW_OUTCOMES
+
+    name = f"zeroes-{uuid.uuid4().hex[:6]}"
+
+    def series() -> dict[tuple[str, str], float]:
+        return {(s.labels["status"], s.labels["cause"]): s.value
+                for family in REGISTRY.collect() for s in family.samples
+                if s.name == "foldflow_workflow_outcomes_total"
+                and s.labels["definition"] == name}
+
+    publisher.publish(Topology.of(settings).definitions, definition_envelope(name, 1))
+    with run_projector():
+        wait_until(lambda: queries.list_definitions(engine, "default"), timeout=TIMEOUT,
+                   what="the definition")
+        wait_until(series, timeout=TIMEOUT, what="outcome series of the registered definition")
+    assert series() == dict.fromkeys(OUTCOMES, 0.0)
+
+    for status, cause in OUTCOMES:  # as a freshly started process has them: none
+        WORKFLOW_OUTCOMES.remove(name, status, cause)
+    with run_projector():  # a restart: the known definitions come from PostgreSQL
+        wait_until(series, timeout=TIMEOUT, what="outcome series after a restart")
+    assert series() == dict.fromkeys(OUTCOMES, 0.0)
