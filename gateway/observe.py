@@ -1,7 +1,8 @@
 """Per-request observability: request id, one server span, RED metrics, a JSON access log.
 
-The span is current while the route runs, so the Publisher puts its ``traceparent`` into
-the command's Kafka headers and the trace continues in the orchestrator. Metrics are
+The server span is FastAPI's own when its telemetry runs (it then wraps this middleware),
+else one of ours. The span is current while the route runs, so the Publisher's ``send``
+span is its descendant and the trace continues in the orchestrator. Metrics are
 labelled by route *template* (``/v1/workflows/{workflow_id}``), never by raw path; an
 unmatched path counts as ``unmatched``. A read that long-polls (``?wait_for=``) is labelled
 ``<template>?wait_for``: it waits on purpose, so the latency objective leaves it out.
@@ -13,6 +14,7 @@ import logging
 import re
 import time
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -84,6 +86,10 @@ class ObserveMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        # FastAPI's own telemetry may already run the request's server span around this
+        # middleware: then that one is the request's span (one server span per request).
+        framework = trace.get_current_span()
+        own = not (framework.get_span_context().is_valid and framework.is_recording())
         with (
             bind(correlation_id=request_id),
             _tracer.start_as_current_span(
@@ -91,18 +97,20 @@ class ObserveMiddleware:
                 context=propagate.extract(carrier),
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": method, "url.path": scope["path"]},
-            ) as span,
+            ) if own else nullcontext(framework) as span,
         ):
+            span.set_attribute("foldflow.request_id", request_id)
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
                 route = route_template(scope)
                 elapsed = time.perf_counter() - started
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
+                if own:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
                 labelled = metric_route(scope)
                 HTTP_REQUESTS.labels(method=method, route=labelled, status=str(status)).inc()
                 HTTP_REQUEST_DURATION.labels(method=method, route=labelled).observe(elapsed)
