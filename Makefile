@@ -6,7 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldflow-installed
 
-.PHONY: setup tools test lint demo soak stack-up stack-down stack-status constraints vendor-htmx
+JAEGER_VERSION ?= v1.75.0
+# Every process the tests start writes its coverage data here (absolute: they run elsewhere).
+COVERAGE := COVERAGE_FILE=$(CURDIR)/.coverage
+
+.PHONY: setup tools jaeger test coverage-report lint demo soak stack-up stack-down stack-status constraints vendor-htmx
 
 setup: $(STAMP)
 
@@ -16,20 +20,33 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 # The whole suite against real Kafka and PostgreSQL (the session fixture starts the
-# local stack when nothing answers on FOLDFLOW_KAFKA_BOOTSTRAP / FOLDFLOW_DATABASE_URL).
+# local stack when nothing answers on FOLDFLOW_KAFKA_BOOTSTRAP / FOLDFLOW_DATABASE_URL),
+# measured: line and branch coverage of the suite and of every service process it starts,
+# reported with its floors (pyproject.toml, [tool.foldflow.coverage]); a test failure or
+# a missed floor fails the run.
 test: setup tools
-	$(PY) -m pytest
+	@rm -f .coverage .coverage.*
+	@$(COVERAGE) $(PY) -m coverage run -m pytest; tests=$$?; \
+	  $(COVERAGE) $(PY) .ci/coverage_report.py; floors=$$?; \
+	  [ $$tests -eq 0 ] && [ $$floors -eq 0 ]
 
-# Prometheus (and its promtool) and Chromium from Debian's packages, so the dashboard and
-# alert-rule tests run against a real Prometheus and the console's browser tests drive a
-# real Chromium (Playwright's own browser download is not used); without them those tests
-# skip and say so.
-TOOLS := prometheus chromium
-tools:
+# The report of the last `make test` again (or of a partial run under `coverage run`).
+coverage-report: setup
+	$(COVERAGE) $(PY) .ci/coverage_report.py
+
+# Prometheus (promtool), Alertmanager and Chromium from Debian's packages, so the dashboard,
+# rule and alert tests run against real ones and the console's browser tests drive a real
+# Chromium (Playwright's own browser download is not used), and Jaeger built once from the
+# Go module proxy for the trace test; whatever cannot be had, its tests skip and say so.
+TOOLS := prometheus prometheus-alertmanager chromium
+tools: jaeger
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	  || echo "not installed:$$missing: the tests that need them will skip"; }
+
+jaeger:
+	@deploy/local/build-jaeger.sh $(JAEGER_VERSION)
 
 # Not part of `make test`: the scaled-out system (3 orchestrators, 3 workers, 2 projectors,
 # 2 gateways) under steady load with a random instance SIGKILLed every minute, for

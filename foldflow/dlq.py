@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from foldflow.observability.tracing import TRACE_HEADERS, delivered, inject_headers, producing
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas import codec
@@ -27,6 +30,7 @@ __all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay", "watermar
 Headers = tuple[tuple[str, bytes], ...]
 _LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                          KafkaError.UNKNOWN_TOPIC_OR_PART})
+_tracer = trace.get_tracer("foldflow.dlq")
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,17 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
         consumer.close()
 
 
+def _reporter(span: Span, errors: list[str]) -> Callable[[KafkaError | None, Message], None]:
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+            delivered(span, error=str(err))
+        else:
+            delivered(span, partition=msg.partition(), offset=msg.offset())
+
+    return report
+
+
 def replay(producer: Producer, letters: Sequence[DeadLetter], *,
            timeout: float = 30.0) -> list[DeadLetter]:
     """Re-publish each letter's original bytes to its topic and partition of origin; return
@@ -195,20 +210,23 @@ def replay(producer: Producer, letters: Sequence[DeadLetter], *,
     errors: list[str] = []
     sent: list[DeadLetter] = []
 
-    def report(err: object, _msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-
     for letter in letters:
         if not letter.origin_topic:
             continue
-        if letter.origin_partition is None:
-            producer.produce(letter.origin_topic, value=letter.value, key=letter.key,
-                             headers=list(letter.original_headers), on_delivery=report)
-        else:
-            producer.produce(letter.origin_topic, value=letter.value, key=letter.key,
-                             headers=list(letter.original_headers), on_delivery=report,
-                             partition=letter.origin_partition)
+        # A `send` span per replayed record, in the trace the record was parked from.
+        with producing(_tracer, topic=letter.origin_topic, key=letter.key,
+                       body_size=len(letter.value or b""),
+                       headers=letter.original_headers) as span:
+            headers: list[tuple[str, str | bytes | None]] = list(inject_headers(
+                [h for h in letter.original_headers if h[0] not in TRACE_HEADERS]))
+            on_delivery = _reporter(span, errors)
+            if letter.origin_partition is None:
+                producer.produce(letter.origin_topic, value=letter.value, key=letter.key,
+                                 headers=headers, on_delivery=on_delivery)
+            else:
+                producer.produce(letter.origin_topic, value=letter.value, key=letter.key,
+                                 headers=headers, on_delivery=on_delivery,
+                                 partition=letter.origin_partition)
         sent.append(letter)
         producer.poll(0)
     left = producer.flush(timeout)

@@ -224,6 +224,27 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="SIGTERM → SIGKILL grace period of `foldflow down`"
     )
 
+    # Service level objectives (docs/slo.md): deploy/prometheus/build_slo_rules.py writes
+    # the recording rules and burn-rate alerts of deploy/prometheus/slo.yml from these.
+    slo_workflow_success: float = Field(
+        default=0.99, gt=0, lt=1,
+        description="share of ended workflows that did not fail by Foldflow's fault (30 days)",
+    )
+    slo_api_availability: float = Field(
+        default=0.999, gt=0, lt=1, description="share of /v1 requests answered without a 5xx"
+    )
+    slo_api_latency: float = Field(
+        default=0.99, gt=0, lt=1,
+        description="share of /v1 requests (long-polls aside) answered within "
+        "slo_api_latency_threshold_s",
+    )
+    slo_api_latency_threshold_s: float = Field(
+        default=0.25, gt=0, description="a bucket bound of foldflow_http_request_duration_seconds"
+    )
+    slo_mttr_s: float = Field(
+        default=300.0, gt=0, description="mean time for a service that went down to be back up"
+    )
+
 
 
 @lru_cache(maxsize=1)

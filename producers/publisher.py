@@ -19,10 +19,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span
 
 from foldflow.observability.metrics import DLQ_MESSAGES
-from foldflow.observability.tracing import Headers, header_list, inject_headers
+from foldflow.observability.tracing import (
+    Headers,
+    delivered,
+    header_list,
+    inject_headers,
+    link_from,
+    producing,
+)
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers.delivery import DeliveryBatch, PublishError
@@ -32,6 +41,7 @@ from schemas.messages import Envelope
 __all__ = ["PublishError", "Publisher", "dead_letter_headers", "producer_config"]
 
 _log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("foldflow.producers")
 _OutHeaders = list[tuple[str, str | bytes | None]]
 _EXTRA_WAIT_S = 5.0  # librdkafka fails a message after message.timeout.ms; wait a bit longer
 
@@ -152,11 +162,42 @@ class Publisher:
         value: bytes | None,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
+        *,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        links: Sequence[Link] = (),
     ) -> None:
-        """Hand one record to librdkafka; its delivery report goes to ``batch``."""
+        """Hand one record to librdkafka inside its ``send <topic>`` span (which the record's
+        trace headers name as parent, and the delivery report ends); its delivery report
+        goes to ``batch``."""
         if self._closed.is_set():
             raise PublishError.of(topic, key, "publisher is closed")
-        on_delivery = batch.add(topic, key)
+        with producing(
+            _tracer, topic=topic, key=key, message_id=message_id,
+            conversation_id=conversation_id, body_size=len(value or b""), links=links,
+            headers=headers,
+        ) as span:
+            traced = [h for h in headers if h[0] not in ("traceparent", "tracestate")]
+            self._produce_traced(batch, topic, value, key, inject_headers(traced), span)
+
+    def _produce_traced(
+        self,
+        batch: DeliveryBatch,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        span: Span,
+    ) -> None:
+        report = batch.add(topic, key)
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                delivered(span, partition=msg.partition(), offset=msg.offset())
+            else:
+                delivered(span, error=str(err))
+            report(err, msg)
+
         deadline: float | None = None
         while True:
             try:
@@ -182,12 +223,12 @@ class Publisher:
     ) -> DeliveryBatch:
         batch = DeliveryBatch()
         extra = [h for h in header_list(headers) if h[0] != "event_type"]
-        trace_headers = inject_headers()
         for topic, envelope in items:
             value = encode(envelope)
             key_bytes = _key_bytes(key if key is not None else envelope.workflow_id)
-            hdrs = [("event_type", envelope.event_type.encode()), *extra, *trace_headers]
-            self._produce(batch, topic, value, key_bytes, hdrs)
+            hdrs = [("event_type", envelope.event_type.encode()), *extra]
+            self._produce(batch, topic, value, key_bytes, hdrs, message_id=envelope.event_id,
+                          conversation_id=envelope.correlation_id)
         batch.seal()
         return batch
 
@@ -266,7 +307,11 @@ class Publisher:
             reason_kind=reason_kind,
         )  # fmt: skip
         batch = DeliveryBatch()
-        self._produce(batch, self.topology.dlq, value, _key_bytes(key), dlq_headers)
+        # The parked record's own producer is a cause of this one besides the span that
+        # gave up on it: link it, and keep the DLQ record in the current trace.
+        cause = link_from(header_list(headers))
+        self._produce(batch, self.topology.dlq, value, _key_bytes(key), dlq_headers,
+                      links=[cause] if cause is not None else [])
         batch.seal()
         delivered = self._wait(batch)[0]
         DLQ_MESSAGES.labels(topic=topic_of_origin, reason_kind=kind).inc()

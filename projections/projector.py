@@ -34,19 +34,29 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
-from foldflow.observability.tracing import extract_context, header_list
+from foldflow.observability.outcomes import OUTCOMES
+from foldflow.observability.tracing import consuming, header_list, links_from
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
 from projections.dberrors import is_refusal, is_transient
 from projections.storable import Alteration, needs_repair, repair
-from projections.store import BatchResult, Record, TopicPartition, read_offsets, write_batch
+from projections.store import (
+    BatchResult,
+    Record,
+    TopicPartition,
+    definition_names,
+    read_offsets,
+    write_batch,
+)
 from schemas.codec import CodecError, decode
 from schemas.messages import DefinitionRegistered, kind_of
 
@@ -144,6 +154,7 @@ class Projector:
         self._batch_messages: dict[tuple[str, int, int], Message] = {}
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
+        self._counted_definitions: set[str] = set()
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -215,6 +226,7 @@ class Projector:
             on_lost=self._on_revoke,
         )
         log.info("projector started", extra={"group": consumer_group(self.settings)})
+        self._count_outcomes_of(self._known_definitions())
         interval = self.options.position_check_interval
         next_check = time.monotonic() + interval
         try:
@@ -321,9 +333,12 @@ class Projector:
         if not records:
             return None
         started, started_ns = time.perf_counter(), time.time_ns()
+        batch_span = self._batch_span(records, started_ns)
         try:
             result = self._commit(records)
         except ProjectionError as exc:
+            batch_span.set_status(Status(StatusCode.ERROR, str(exc)))
+            batch_span.end()
             metrics.PROJECTION_GAPS.inc()
             with bind(workflow_id=getattr(exc, "workflow_id", None)):
                 log.error("batch rolled back; retrying from the stored positions",
@@ -334,6 +349,12 @@ class Projector:
             for tp in sorted({(r.topic, r.partition) for r in records}):
                 self._seek(tp, self.positions.get(tp))
             return None
+        except BaseException as exc:
+            batch_span.record_exception(exc)
+            batch_span.set_status(Status(StatusCode.ERROR, str(exc)))
+            batch_span.end()
+            raise
+        batch_span.end()
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
         for tp, offset in result.moved.items():
@@ -345,23 +366,53 @@ class Projector:
         if self._dlq_sent:
             self._forget_dead_letters()
         self._observe(result, time.perf_counter() - started)
-        self._trace(records, started_ns)
+        self._trace(records, started_ns, batch_span)
         return result
 
-    @staticmethod
-    def _trace(records: Sequence[Record], started_ns: int) -> None:
-        """One span per event, child of the span that produced it (one trace end to end)."""
+    def _batch_span(self, records: Sequence[Record], started_ns: int) -> Span:
+        """The span of one batch transaction: its records come from many traces, so it
+        links to their producers (the SDK keeps the first 128) instead of having a parent."""
+        return _tracer.start_span(
+            "process batch", context=Context(), kind=SpanKind.CONSUMER, start_time=started_ns,
+            links=links_from(r.headers for r in records),
+            attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                        "messaging.operation.name": "process",
+                        "messaging.consumer.group.name": consumer_group(self.settings),
+                        "messaging.batch.message_count": len(records)},
+        )
+
+    def _trace(self, records: Sequence[Record], started_ns: int, batch: Span) -> None:
+        """One ``process`` span per applied event, child of the ``send`` span that produced
+        it (so the workflow's trace ends here) and linked to the batch's transaction."""
+        group = consumer_group(self.settings)
+        batch_link = [Link(batch.get_span_context())]
         for r in records:
             if r.envelope is None or not r.headers:
                 continue
-            span = _tracer.start_span(
-                "projector apply", context=extract_context(r.headers), start_time=started_ns,
-                attributes={"foldflow.event_type": r.envelope.event_type,
+            with consuming(
+                _tracer, topic=r.topic, partition=r.partition, offset=r.offset,
+                headers=r.headers, group=group, key=r.envelope.workflow_id,
+                start_time=started_ns, links=batch_link,
+                attributes={"messaging.message.id": r.envelope.event_id,
+                            "foldflow.event_type": r.envelope.event_type,
                             "foldflow.workflow_id": r.envelope.workflow_id,
-                            "foldflow.sequence": r.envelope.sequence or 0,
-                            "messaging.kafka.offset": r.offset},
-            )
-            span.end()
+                            "foldflow.sequence": r.envelope.sequence or 0},
+            ):
+                pass
+
+    def _known_definitions(self) -> set[str]:
+        for attempt in self._retrying():
+            with attempt, self.engine.connect() as conn:
+                return definition_names(conn)
+        raise AssertionError("unreachable")
+
+    def _count_outcomes_of(self, definitions: set[str]) -> None:
+        """Start every outcome series of ``definitions`` at 0, so that the first workflow of
+        a kind to end is an increase Prometheus sees, not a series appearing at 1."""
+        for definition in definitions - self._counted_definitions:
+            for status, cause in OUTCOMES:
+                metrics.WORKFLOW_OUTCOMES.labels(definition, status, cause)
+            self._counted_definitions.add(definition)
 
     def _commit(self, records: list[Record]) -> BatchResult:
         try:
@@ -387,6 +438,9 @@ class Projector:
         metrics.PROJECTION_BATCH_SIZE.observe(result.events + result.definitions)
         metrics.PROJECTION_BATCH_SECONDS.observe(seconds)
         metrics.PROJECTION_EVENTS_APPLIED.inc(result.events)
+        self._count_outcomes_of(result.started)
+        for definition, ended in result.finished:
+            metrics.WORKFLOW_OUTCOMES.labels(definition, ended.status, ended.cause).inc()
         for ts in result.timestamps:
             metrics.PROJECTION_LAG_SECONDS.observe(max(0.0, (now_ms - ts) / 1000))
         for (_, partition), ts in result.last_timestamps.items():

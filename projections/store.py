@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
-from projections.apply import Fold, InstanceRow, StepRow, definition_row, fold_batch
+from foldflow.observability.outcomes import FAILURE_EVENTS, TERMINAL_EVENTS, Outcome, outcome
+from projections.apply import EventRow, Fold, InstanceRow, StepRow, definition_row, fold_batch
 from projections.dberrors import is_refusal
 from projections.models import (
     projection_offsets,
@@ -45,6 +46,7 @@ __all__ = [
     "OnRefused",
     "Record",
     "TopicPartition",
+    "definition_names",
     "read_offsets",
     "write_batch",
 ]
@@ -87,6 +89,10 @@ class BatchResult:
     timestamps: list[int] = field(default_factory=list)
     #: records stored in another form than they came (careful mode only)
     refused: int = 0
+    #: (definition name, outcome) of each workflow this batch ended, once per workflow
+    finished: list[tuple[str, Outcome]] = field(default_factory=list)
+    #: the definitions this batch registered or started a workflow of
+    started: set[str] = field(default_factory=set)
 
 
 def _row(obj: object) -> dict[str, Any]:
@@ -107,6 +113,12 @@ def read_offsets(
     if lock:
         query = query.with_for_update()
     return {(r.topic, r.partition): r.next_offset for r in conn.execute(query)}
+
+
+def definition_names(conn: Connection) -> set[str]:
+    """The name of every registered definition (of any tenant)."""
+    wd = workflow_definitions
+    return {str(name) for name in conn.execute(select(wd.c.name).distinct()).scalars()}
 
 
 def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -157,10 +169,13 @@ def _write_fold(conn: Connection, fold: Fold, altered: Mapping[tuple[str, int], 
         conn.execute(insert(workflow_events), [_row(e) for e in rows])
 
 
-def _count(result: BatchResult, fold: Fold) -> None:
+def _count(conn: Connection, result: BatchResult, fold: Fold) -> None:
     result.events += len(fold.events)
     result.skipped += fold.skipped
     result.timestamps.extend(int(e.timestamp.timestamp() * 1000) for e in fold.events)
+    result.finished.extend(_finished(conn, fold.events, fold.instances))
+    result.started |= {str(e.payload.get("definition_name"))
+                       for e in fold.events if e.event_type == "workflow.started.v1"}
 
 
 def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult) -> None:
@@ -182,8 +197,9 @@ def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult) -
         instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
         fold = fold_batch(instances, steps, events)
         _write_fold(conn, fold, altered)
-        _count(result, fold)
+        _count(conn, result, fold)
     _upsert(conn, workflow_definitions, list(definitions.values()))
+    result.started |= {name for _, name, _ in definitions}
     result.definitions = len(definitions)
 
 
@@ -253,7 +269,7 @@ def _write_carefully(conn: Connection, kept: Sequence[Record], result: BatchResu
                 _write_fold(conn, fold, {key: altered} if altered is not None else {})
                 instances.update(fold.instances)
                 steps.update(fold.steps)
-                _count(result, fold)
+                _count(conn, result, fold)
 
             result.refused += _write_one(conn, r, write, on_refused)
     for r in kept:
@@ -261,10 +277,43 @@ def _write_carefully(conn: Connection, kept: Sequence[Record], result: BatchResu
             continue
 
         def define(env: m.Envelope, altered: Alteration | None) -> None:
-            _upsert(conn, workflow_definitions, [_row(_flag(definition_row(env), altered))])
+            row = _flag(definition_row(env), altered)
+            _upsert(conn, workflow_definitions, [_row(row)])
+            result.started.add(row.name)
             result.definitions += 1
 
         result.refused += _write_one(conn, r, define, on_refused)
+
+
+def _finished(
+    conn: Connection, events: Sequence[EventRow], instances: Mapping[str, InstanceRow]
+) -> list[tuple[str, Outcome]]:
+    """The outcome of each workflow a terminal event of ``events`` ended. A failure's cause
+    comes from the workflow's stored history (this transaction's rows included); the
+    other ends need no reading."""
+    ended = [e for e in events if e.event_type in TERMINAL_EVENTS]
+    if not ended:
+        return []
+    failing = [e.workflow_id for e in ended
+               if TERMINAL_EVENTS[e.event_type] in ("failed", "compensated", "compensation_failed")]
+    histories: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    if failing:
+        we = workflow_events
+        rows = conn.execute(
+            select(we.c.workflow_id, we.c.event_type, we.c.payload)
+            .where(we.c.workflow_id.in_(failing), we.c.event_type.in_(sorted(FAILURE_EVENTS)))
+            .order_by(we.c.workflow_id, we.c.sequence)
+        )
+        for row in rows:
+            histories.setdefault(row.workflow_id, []).append((row.event_type, row.payload))
+    finished: list[tuple[str, Outcome]] = []
+    for e in ended:
+        status = TERMINAL_EVENTS[e.event_type]
+        found = outcome(histories.get(e.workflow_id) or [(e.event_type, e.payload)])
+        instance = instances.get(e.workflow_id)
+        definition = instance.definition_name if instance is not None else ""
+        finished.append((definition or "unknown", found or Outcome(status, "invalid")))
+    return finished
 
 
 def write_batch(

@@ -176,6 +176,116 @@ def terminated(wid: str, tenant: str = "default") -> Script:
     return s
 
 
+# --- failures told apart by their cause (foldflow.observability.outcomes) ----------------
+
+
+def timed_out(wid: str) -> Script:
+    """Every attempt timed out (a worker dead or too slow): failed, cause timeout."""
+    s = Script(wid).start("slow")
+    for attempt in (1, 2):
+        tid = m.task_id(wid, "call", attempt)
+        s.add(m.StepScheduled("call", attempt, tid, "builtin.sleep", "{}", 1000))
+        s.add(m.StepAttemptFailed("call", attempt, tid, f"attempt {attempt} timed out",
+                                  retryable=True, timed_out=True,
+                                  retry_at=s.clock + 100 if attempt == 1 else None))
+    s.add(m.StepFailed("call", 2, "attempt 2 timed out"))
+    s.add(m.WorkflowFailed("step call failed: attempt 2 timed out", failed_step_id="call"))
+    return s
+
+
+def exhausted(wid: str) -> Script:
+    """Retryable failures outlast the retry policy: failed, cause error."""
+    s = Script(wid).start("flaky")
+    s.fail_attempt("call", 1, retry=True)
+    tid = m.task_id(wid, "call", 2)
+    s.add(m.StepScheduled("call", 2, tid, "builtin.fail", "{}", 5000))
+    s.add(m.StepAttemptFailed("call", 2, tid, "boom 2", retryable=True))
+    s.add(m.StepFailed("call", 2, "boom 2"))
+    s.add(m.WorkflowFailed("step call failed: boom 2", failed_step_id="call"))
+    return s
+
+
+def saga_after_timeout(wid: str) -> Script:
+    """A timed-out step stops the saga; its compensation succeeds: compensated, timeout."""
+    s = Script(wid).start("saga").run_step("reserve")
+    tid = m.task_id(wid, "charge", 1)
+    s.add(m.StepScheduled("charge", 1, tid, "payment.charge", "{}", 1000))
+    s.add(m.StepAttemptFailed("charge", 1, tid, "timed out", retryable=True, timed_out=True))
+    s.add(m.StepFailed("charge", 1, "timed out"))
+    s.add(m.WorkflowCompensating("failure", "step charge failed", failed_step_id="charge"))
+    ctid = m.task_id(wid, "reserve", 1, compensation=True)
+    s.add(m.CompensationScheduled("reserve", 1, ctid, "builtin.echo", "{}", 5000))
+    s.add(m.CompensationCompleted("reserve", 1, ctid))
+    s.add(m.WorkflowCompensated("step charge failed"))
+    return s
+
+
+def compensation_lost(wid: str) -> Script:
+    """A business failure whose compensation keeps timing out: compensation_failed, timeout."""
+    s = Script(wid).start("saga").run_step("reserve")
+    s.fail_attempt("charge", 1, retry=False)
+    s.add(m.StepFailed("charge", 1, "declined"))
+    s.add(m.WorkflowCompensating("failure", "step charge failed", failed_step_id="charge"))
+    ctid = m.task_id(wid, "reserve", 1, compensation=True)
+    s.add(m.CompensationScheduled("reserve", 1, ctid, "builtin.echo", "{}", 5000))
+    s.add(m.CompensationAttemptFailed("reserve", 1, ctid, "timed out", timed_out=True))
+    s.add(m.CompensationFailed("reserve", 1, "timed out"))
+    s.add(m.WorkflowCompensationFailed("compensation of reserve failed", "reserve"))
+    return s
+
+
+def deadline(wid: str) -> Script:
+    """The workflow timeout fires, nothing to undo: failed, cause deadline."""
+    s = Script(wid).start("long")
+    s.add(m.StepWaiting("nap", "sleep", until=s.clock + 10_000))
+    s.add(m.WorkflowFailed("workflow timed out after 1000ms"))
+    return s
+
+
+def deadline_with_compensation(wid: str) -> Script:
+    """The workflow timeout fires, a step is undone: compensated, cause deadline."""
+    s = Script(wid).start("long").run_step("reserve")
+    s.add(m.WorkflowCompensating("timeout", "workflow timed out after 1000ms"))
+    ctid = m.task_id(wid, "reserve", 1, compensation=True)
+    s.add(m.CompensationScheduled("reserve", 1, ctid, "builtin.echo", "{}", 5000))
+    s.add(m.CompensationCompleted("reserve", 1, ctid))
+    s.add(m.WorkflowCompensated("workflow timed out after 1000ms"))
+    return s
+
+
+def signal_never_came(wid: str) -> Script:
+    """The signal a step waits for does not come in time: failed, cause business."""
+    s = Script(wid).start("approval")
+    s.add(m.StepWaiting("approve", "signal", signal_name="approval"))
+    s.add(m.StepFailed("approve", 1, "timed out waiting for signal 'approval'"))
+    s.add(m.WorkflowFailed("step approve failed", failed_step_id="approve"))
+    return s
+
+
+def child_failed(wid: str) -> Script:
+    """A child workflow step fails: failed, cause child."""
+    s = Script(wid).start("parent")
+    s.add(m.ChildWorkflowRequested("kid", f"{wid}/kid", "child", 1, "{}"))
+    s.add(m.StepFailed("kid", 1, f"child workflow {wid}/kid ended failed"))
+    s.add(m.WorkflowFailed("step kid failed", failed_step_id="kid"))
+    return s
+
+
+def refused_at_start(wid: str) -> Script:
+    """An unknown definition: failed at sequence 1, cause invalid."""
+    s = Script(wid)
+    s.add(m.WorkflowFailed("unknown definition nope v1"))
+    return s
+
+
+def bad_input(wid: str) -> Script:
+    """Input refused by the input schema: failed, cause invalid."""
+    s = Script(wid).start("strict")
+    s.add(m.WorkflowFailed("input does not match input_schema at n: 'x' is not an integer"))
+    return s
+
+
+
 SCENARIOS: dict[str, Callable[[str, str], Script]] = {
     "completed": completed,
     "retried": retried,

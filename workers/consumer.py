@@ -102,7 +102,8 @@ class TaskConsumer:
         self.group = topology.worker_group(task_type)
         self._slots = slots
         self._handler = RecordHandler(
-            task_type, self.topic, self.results_topic, registry, publisher, pool, slots
+            task_type, self.topic, self.results_topic, registry, publisher, pool, slots,
+            group=self.group,
         )
         self._stopping = stopping
         self._poll_timeout = poll_timeout

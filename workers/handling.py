@@ -15,10 +15,11 @@ from typing import Any
 
 from confluent_kafka import Message
 from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from foldflow.observability.logging import bind
 from foldflow.observability.metrics import STEP_ATTEMPTS, STEP_DURATION_SECONDS
-from foldflow.observability.tracing import Header, extract_context
+from foldflow.observability.tracing import Header, consuming
 from producers import Publisher, PublishError
 from schemas.codec import CodecError, decode
 from schemas.messages import Envelope, ExecuteTask
@@ -135,12 +136,26 @@ class RecordHandler:
     publisher: Publisher
     pool: Executor
     slots: Slots
+    #: The consumer group (``messaging.consumer.group.name`` of the process spans).
+    group: str | None = None
 
     async def handle(self, msg: Message, ticket: Ticket | None = None) -> str:
         """Handle one record; returns the outcome label (``ok`` or ``dlq``) once its result
         (or DLQ copy) is acked. The handler slot is released (``ticket.publishing()``) as
         soon as the result is handed to the producer, not when it is acked, so the ack wait
-        never holds a slot (the caller still commits only after this returns)."""
+        never holds a slot (the caller still commits only after this returns).
+
+        All of it runs in the record's ``process <topic>`` span, child of the orchestrator's
+        ``send`` span, so the result (and a DLQ copy) continue the workflow's trace."""
+        with consuming(
+            tracer, topic=self.topic, partition=msg.partition() or 0, offset=msg.offset() or 0,
+            headers=headers_of(msg), group=self.group, key=msg.key(),
+        ) as span:
+            outcome = await self._handle(msg, ticket, span)
+            span.set_attribute("foldflow.outcome", outcome)
+            return outcome
+
+    async def _handle(self, msg: Message, ticket: Ticket | None, span: Span) -> str:
         try:
             command = decode(msg.value() or b"")
         except CodecError as exc:
@@ -158,25 +173,20 @@ class RecordHandler:
             return await self.dead_letter(msg, reason, kind="UnknownTaskType")
         fields = {"task_id": task.task_id, "task_type": task.task_type, "attempt": task.attempt}
         ids = {"workflow_id": command.workflow_id, "correlation_id": command.correlation_id}
+        span.set_attributes({
+            "messaging.message.id": command.event_id,
+            "foldflow.workflow_id": command.workflow_id,
+            "foldflow.task_id": task.task_id,
+            "foldflow.task_type": task.task_type,
+            "foldflow.attempt": task.attempt,
+        })
         async with self.slots.semaphore:
-            with (
-                bind(**ids),
-                tracer.start_as_current_span(
-                    f"task {task.task_type}",
-                    context=extract_context(headers_of(msg)),
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes={
-                        "foldflow.workflow_id": command.workflow_id,
-                        "foldflow.task_id": task.task_id,
-                        "foldflow.attempt": task.attempt,
-                    },
-                ) as span,
-            ):
+            with bind(**ids):
                 log.info("task started", extra=fields)
                 outcome = await run_attempt(spec, command, pool=self.pool)
                 STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
                 STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()
-                span.set_attribute("foldflow.outcome", outcome.outcome)
+                span.set_attribute("foldflow.attempt.outcome", outcome.outcome)
                 error = getattr(outcome.result, "error", None)
                 log.info(
                     "task %s",
@@ -184,8 +194,9 @@ class RecordHandler:
                     extra={**fields, "duration": round(outcome.duration, 6), "error": error},
                 )
                 result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
-                # Started inside the span (a task copies the context), so the result carries
-                # this attempt's trace headers; produced on the loop's next turn.
+                # Started inside the span (a task copies the context), so the result's send
+                # span is a child of this record's process span; produced on the loop's
+                # next turn.
                 publishing = asyncio.ensure_future(self.publish_result(result, fields))
         if ticket is not None:
             ticket.publishing()

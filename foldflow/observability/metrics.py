@@ -1,7 +1,9 @@
 """Every Prometheus metric of Foldflow, declared once so all services share the names.
 
 Services import the metric objects from here and never declare their own: a name is a
-contract with the Grafana dashboards and alert rules in ``deploy/``. All live in the
+contract with the Grafana dashboards, recording and alert rules in ``deploy/``. Names
+follow Prometheus naming: a ``foldflow_`` prefix, the unit as a plural suffix
+(``_seconds``, ``_messages``, ``_events``) and ``_total`` on counters. All live in the
 default registry, which :func:`start_metrics_server` and :func:`render_metrics` expose.
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "TRANSACTION_SECONDS",
     "WORKFLOWS_FINISHED",
     "WORKFLOWS_STARTED",
+    "WORKFLOW_OUTCOMES",
     "render_metrics",
     "start_metrics_server",
 ]
@@ -79,6 +82,13 @@ WORKFLOWS_FINISHED = Counter(
     "foldflow_workflows_finished_total",
     "Workflows that reached a terminal status (completed, failed, compensated, ...).",
     ["definition", "status"],
+)
+WORKFLOW_OUTCOMES = Counter(
+    "foldflow_workflow_outcomes_total",
+    "Workflows ended, counted once each by the projector, by definition, terminal status and "
+    "cause (none, requested, business, invalid, child: not Foldflow's fault; timeout, error, "
+    "deadline: against the end-to-end success objective; docs/slo.md).",
+    ["definition", "status", "cause"],
 )
 ACTIVE_WORKFLOWS = Gauge(
     "foldflow_active_workflows", "Workflows not yet terminal, on this instance's partitions."
@@ -118,8 +128,8 @@ TRANSACTION_INPUTS = Histogram(
 
 # --- Kafka consumers ----------------------------------------------------------------------
 CONSUMER_LAG = Gauge(
-    "foldflow_consumer_lag",
-    "Offsets between a group's position and the log end (transaction markers take offsets "
+    "foldflow_consumer_lag_messages",
+    "Messages between a group's position and the log end (transaction markers take offsets "
     "too, so this is an upper bound of the records still to read).",
     ["group", "topic", "partition"],
 )
@@ -142,7 +152,7 @@ PROJECTION_EVENTS_APPLIED = Counter(
     "foldflow_projection_events_applied_total", "Events applied to the projections."
 )
 PROJECTION_BATCH_SIZE = Histogram(
-    "foldflow_projection_batch_size", "Events per projector transaction.",
+    "foldflow_projection_batch_size_events", "Events per projector transaction.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
 PROJECTION_BATCH_SECONDS = Histogram(

@@ -1,21 +1,44 @@
 """OpenTelemetry setup and W3C trace context over Kafka headers.
 
-Kafka headers are ``(str, bytes)`` tuples, as confluent-kafka and aiokafka give them. The
-explicit :func:`inject_headers` / :func:`extract_context` pair keeps one trace one trace
-across gateway -> orchestrator -> worker -> projector, which the client libraries'
-auto-instrumentation does not (it links consumer spans instead of parenting them).
+Configuration is the OpenTelemetry SDK's own: ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_TRACES_EXPORTER``,
+``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (``grpc`` or ``http/protobuf``),
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``/``HEADERS``/``TIMEOUT``/``COMPRESSION``/
+``CERTIFICATE``, ``OTEL_BSP_*`` and ``OTEL_SDK_DISABLED`` (docs/observability.md).
+
+Every hop over Kafka gets two spans, named and attributed after the OpenTelemetry
+messaging conventions (``messaging.system=kafka``, ``messaging.operation.type``/``name``,
+destination, partition, offset, consumer group):
+
+- :func:`producing` wraps one publish: a ``send <topic>`` PRODUCER span, child of the
+  current span, whose context :func:`inject_headers` puts into that message's headers;
+  :func:`delivered` ends it with the partition and offset the broker gave;
+- :func:`consuming` wraps the handling of one record: a ``process <topic>`` CONSUMER span
+  whose parent is the producer span carried by the record's headers.
+
+So one trace runs gateway → command → orchestrator → task → worker → result →
+orchestrator → event → projector. Kafka headers are ``(str, bytes)`` tuples, as
+confluent-kafka and aiokafka give them; the explicit inject/extract pair is used because
+the client libraries' auto-instrumentation links consumer spans instead of parenting them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as semconv
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from foldflow.observability.identity import instance_name
@@ -25,16 +48,32 @@ __all__ = [
     "TRACE_HEADERS",
     "Header",
     "Headers",
+    "TracingConfigError",
+    "build_provider",
     "configure_tracing",
+    "consumer_attributes",
+    "consuming",
+    "delivered",
+    "exporter_names",
     "extract_context",
     "header_list",
     "inject_headers",
+    "link_from",
+    "links_from",
+    "producer_attributes",
+    "producing",
 ]
+
+log = logging.getLogger(__name__)
 
 #: A Kafka header as the clients give them; values may be missing (None) or already str.
 Header = tuple[str, bytes | str | None]
 #: Headers as confluent-kafka (list or dict) and aiokafka (list) give them.
 Headers = Iterable[Header] | Mapping[str, bytes | str | None]
+
+
+class TracingConfigError(ValueError):
+    """An ``OTEL_*`` variable asks for something this process cannot do."""
 
 
 def _items(headers: Headers | None) -> Iterable[Header]:
@@ -54,11 +93,19 @@ def header_list(headers: Headers | None) -> list[tuple[str, bytes]]:
         out.append((name, value.encode() if isinstance(value, str) else value))
     return out
 
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: The header names the W3C TraceContext propagator reads and writes.
 TRACE_HEADERS = frozenset(_PROPAGATOR.fields)
 
 _provider: TracerProvider | None = None
+
+# --- configuration -------------------------------------------------------------------------
+
+_EXPORTERS_GROUP = "opentelemetry_traces_exporter"
+#: OTLP protocol -> the entry point name the exporter package registers (as the SDK maps it).
+_OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def _traces_url(endpoint: str) -> str:
@@ -66,28 +113,103 @@ def _traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
 
 
+def exporter_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The span exporters the environment asks for, as entry point names.
+
+    ``OTEL_TRACES_EXPORTER`` (comma-separated: ``otlp``, ``console``, ``none``, or any
+    installed exporter's entry point name) chooses; ``otlp`` becomes ``otlp_proto_grpc`` or
+    ``otlp_proto_http`` after ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` /
+    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (default ``grpc``, as the Python SDK does). Unset, it
+    means ``otlp`` when an OTLP endpoint variable is set and ``none`` otherwise: a process
+    nobody pointed at a collector does not try localhost:4317 forever.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    if not raw:
+        raw = "otlp" if any(env.get(v) for v in _ENDPOINT_VARIABLES) else "none"
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if "none" in names:
+        return []
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    ).strip()  # fmt: skip
+    out: list[str] = []
+    for name in names:
+        if name == "otlp":
+            if protocol not in _OTLP_BY_PROTOCOL:
+                raise TracingConfigError(
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use one of "
+                    f"{', '.join(sorted(_OTLP_BY_PROTOCOL))}"
+                )
+            name = _OTLP_BY_PROTOCOL[protocol]
+        out.append(name)
+    return out
+
+
+def _exporter(name: str) -> SpanExporter:
+    found = entry_points(group=_EXPORTERS_GROUP, name=name)
+    if not found:
+        installed = sorted(ep.name for ep in entry_points(group=_EXPORTERS_GROUP))
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER asks for {name!r}, which is not installed "
+            f"(installed: {', '.join(installed)})"
+        )
+    exporter_class = next(iter(found)).load()
+    exporter: SpanExporter = exporter_class()  # reads its OTEL_EXPORTER_OTLP_* itself
+    return exporter
+
+
+def _resource(settings: Settings, service: str) -> Resource:
+    """Our service name and instance id, under what OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES say (the operator's word wins)."""
+    ours = Resource.create({"service.name": service,
+                            "service.instance.id": instance_name(settings)})
+    return ours.merge(OTELResourceDetector().detect())
+
+
+def build_provider(settings: Settings, *, service: str) -> TracerProvider:
+    """A TracerProvider configured from the environment (not installed; see
+    :func:`configure_tracing`).
+
+    The exporters come from the standard ``OTEL_*`` variables (:func:`exporter_names`);
+    ``FOLDFLOW_OTLP_ENDPOINT`` (an OTLP/HTTP base URL such as ``http://127.0.0.1:4318``)
+    still works and adds an OTLP/HTTP exporter when no ``OTEL_*`` exporter is configured.
+    The sampler (``OTEL_TRACES_SAMPLER``), the span limits and the batch processors'
+    ``OTEL_BSP_*`` are the SDK's own reading of the environment.
+    """
+    provider = TracerProvider(resource=_resource(settings, service))
+    names = exporter_names()
+    exporters = [_exporter(name) for name in names]
+    if not exporters and settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint)))
+        names = ["otlp_proto_http"]
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if names:
+        log.info("exporting spans", extra={"exporters": names})
+    return provider
+
+
 def configure_tracing(settings: Settings, *, service: str) -> TracerProvider:
     """Install the process's TracerProvider (once; later calls return the first one).
 
-    Spans are exported over OTLP/HTTP only when ``settings.otlp_endpoint`` is set (a base
-    URL such as ``http://127.0.0.1:4318`` or the full ``.../v1/traces``); without it spans
-    still carry ids into logs and Kafka headers but go nowhere.
+    Without an exporter configured, spans still carry ids into logs and Kafka headers but
+    go nowhere. Raises :class:`TracingConfigError` for an exporter or protocol that cannot
+    be had, so a misconfigured service fails at start instead of dropping its spans.
     """
     global _provider
     if _provider is not None:
         return _provider
-    resource = Resource.create(
-        {"service.name": service, "service.instance.id": instance_name(settings)}
-    )
-    provider = TracerProvider(resource=resource)
-    if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint))
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = build_provider(settings, service=service)
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+# --- context over headers ------------------------------------------------------------------
 
 
 def inject_headers(
@@ -108,10 +230,7 @@ def inject_headers(
 def extract_context(headers: Headers | None, *, context: Context | None = None) -> Context:
     """The trace context carried by Kafka headers, on top of ``context`` (default: current).
 
-    Use it as the parent of the span that handles the message::
-
-        with tracer.start_as_current_span("handle", context=extract_context(msg.headers())):
-            ...
+    Use it as the parent of the span that handles the message (or use :func:`consuming`).
     """
     carrier: dict[str, str] = {}
     for name, value in _items(headers):
@@ -119,3 +238,187 @@ def extract_context(headers: Headers | None, *, context: Context | None = None) 
             carrier[name] = value if isinstance(value, str) else value.decode("latin-1")
     base = context if context is not None else otel_context.get_current()
     return _PROPAGATOR.extract(carrier, context=base)
+
+
+def link_from(headers: Headers | None, **attributes: Any) -> Link | None:
+    """A span link to the span that produced a record (None when it carries no context)."""
+    span_context = trace.get_current_span(extract_context(headers, context=Context()))
+    ctx = span_context.get_span_context()
+    return Link(ctx, attributes or None) if ctx.is_valid else None
+
+
+def links_from(headers: Iterable[Headers | None]) -> list[Link]:
+    """Links to the producers of several records (one per distinct span): the causes of a
+    message that has more than one, or the records of one batch."""
+    links: list[Link] = []
+    seen: set[tuple[int, int]] = set()
+    for one in headers:
+        link = link_from(one)
+        if link is None:
+            continue
+        key = (link.context.trace_id, link.context.span_id)
+        if key not in seen:
+            seen.add(key)
+            links.append(link)
+    return links
+
+
+# --- messaging spans -----------------------------------------------------------------------
+
+_KAFKA = "kafka"
+
+
+def _key_text(key: str | bytes | None) -> str | None:
+    if key is None:
+        return None
+    if isinstance(key, bytes):
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # no canonical text form: the convention says leave it out
+    return key
+
+
+def producer_attributes(
+    *, topic: str, key: str | bytes | None = None, message_id: str | None = None,
+    conversation_id: str | None = None, body_size: int | None = None,
+) -> dict[str, Any]:
+    """Messaging attributes of a ``send`` span."""
+    attributes: dict[str, Any] = {
+        semconv.MESSAGING_SYSTEM: _KAFKA,
+        semconv.MESSAGING_OPERATION_TYPE: "send",
+        semconv.MESSAGING_OPERATION_NAME: "send",
+        semconv.MESSAGING_DESTINATION_NAME: topic,
+    }
+    optional = {
+        semconv.MESSAGING_KAFKA_MESSAGE_KEY: _key_text(key),
+        semconv.MESSAGING_MESSAGE_ID: message_id,
+        semconv.MESSAGING_MESSAGE_CONVERSATION_ID: conversation_id,
+        semconv.MESSAGING_MESSAGE_BODY_SIZE: body_size,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    return attributes
+
+
+def consumer_attributes(
+    *, topic: str, partition: int, offset: int, group: str | None,
+    key: str | bytes | None = None, message_id: str | None = None,
+    conversation_id: str | None = None, body_size: int | None = None,
+) -> dict[str, Any]:
+    """Messaging attributes of a ``process`` span for one record."""
+    attributes: dict[str, Any] = {
+        semconv.MESSAGING_SYSTEM: _KAFKA,
+        semconv.MESSAGING_OPERATION_TYPE: "process",
+        semconv.MESSAGING_OPERATION_NAME: "process",
+        semconv.MESSAGING_DESTINATION_NAME: topic,
+        semconv.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
+        semconv.MESSAGING_KAFKA_OFFSET: offset,
+    }
+    optional = {
+        semconv.MESSAGING_CONSUMER_GROUP_NAME: group,
+        semconv.MESSAGING_KAFKA_MESSAGE_KEY: _key_text(key),
+        semconv.MESSAGING_MESSAGE_ID: message_id,
+        semconv.MESSAGING_MESSAGE_CONVERSATION_ID: conversation_id,
+        semconv.MESSAGING_MESSAGE_BODY_SIZE: body_size,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    return attributes
+
+
+@contextmanager
+def consuming(
+    tracer: Tracer,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    headers: Headers | None,
+    group: str | None,
+    key: str | bytes | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    links: Sequence[Link] = (),
+    start_time: int | None = None,
+    end_on_exit: bool = True,
+) -> Iterator[Span]:
+    """The current ``process <topic>`` CONSUMER span of one record, child of the span that
+    produced it (from the record's headers); records the exception that escapes it."""
+    with tracer.start_as_current_span(
+        f"process {topic}",
+        context=extract_context(headers, context=Context()),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            **consumer_attributes(topic=topic, partition=partition, offset=offset,
+                                  group=group, key=key),
+            **(attributes or {}),
+        },
+        links=links,
+        start_time=start_time,
+        end_on_exit=end_on_exit,
+    ) as span:
+        yield span
+
+
+@contextmanager
+def producing(
+    tracer: Tracer,
+    *,
+    topic: str,
+    key: str | bytes | None = None,
+    message_id: str | None = None,
+    conversation_id: str | None = None,
+    body_size: int | None = None,
+    links: Sequence[Link] = (),
+    attributes: Mapping[str, Any] | None = None,
+    headers: Headers | None = None,
+) -> Iterator[Span]:
+    """A ``send <topic>`` PRODUCER span, current inside so that :func:`inject_headers` puts
+    *its* context into the message's headers.
+
+    Its parent is the current span or, when none is active, the context the message's own
+    ``headers`` already carry (a record re-published as it was, e.g. a DLQ replay, stays in
+    its trace). The span is not ended on exit: it lasts until the broker's answer, so hand it
+    to :func:`delivered` from the delivery report (an exception inside ends it as an error).
+    ``links`` name further causes of the message besides its parent.
+    """
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid and headers is not None:
+        parent = extract_context(headers)
+    span = tracer.start_span(
+        f"send {topic}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            **producer_attributes(topic=topic, key=key, message_id=message_id,
+                                  conversation_id=conversation_id, body_size=body_size),
+            **(attributes or {}),
+        },
+        links=links,
+    )
+    try:
+        with trace.use_span(span, end_on_exit=False, record_exception=False):
+            yield span
+    except BaseException as exc:
+        delivered(span, error=exc)
+        raise
+
+
+def delivered(
+    span: Span, *, partition: int | None = None, offset: int | None = None,
+    error: BaseException | str | None = None,
+) -> None:
+    """End a :func:`producing` span with the broker's answer (thread-safe, idempotent)."""
+    if not span.is_recording():
+        return
+    if error is None:
+        if partition is not None:
+            span.set_attribute(semconv.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
+        if offset is not None:
+            span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
+    else:
+        if isinstance(error, BaseException):
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+        else:
+            span.set_attribute("error.type", "delivery_failed")
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+    span.end()

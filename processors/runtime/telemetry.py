@@ -108,7 +108,7 @@ def record_ignored(state: WorkflowState | None, message: Envelope) -> str:
 
 
 class LagGauge:
-    """``foldflow_consumer_lag`` of the orchestrator's group: log end minus next to handle.
+    """``foldflow_consumer_lag_messages`` of the orchestrator's group: log end minus next to handle.
 
     Offsets, not records: transaction markers take offsets too, so this is an upper bound.
     """

@@ -272,9 +272,10 @@ def test_metrics_count_workflows_messages_and_lag(
     deadline = time.monotonic() + WAIT_S
     while True:  # the gauges are refreshed every few seconds
         samples = _scrape(orchestrator)
-        if any(n == "foldflow_consumer_lag" and ("topic", commands) in lbl for n, lbl in samples):
+        if any(n == "foldflow_consumer_lag_messages" and ("topic", commands) in lbl
+               for n, lbl in samples):
             break
-        assert time.monotonic() < deadline, "no foldflow_consumer_lag sample"
+        assert time.monotonic() < deadline, "no foldflow_consumer_lag_messages sample"
         time.sleep(0.5)
     assert _value(samples, "foldflow_workflows_started_total", definition="t-child") >= 1
     assert _value(

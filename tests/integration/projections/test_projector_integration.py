@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from confluent_kafka import Consumer, Producer
@@ -11,16 +12,22 @@ from projection_support import (
     TIMEOUT,
     Script,
     caught_up,
+    compensation_lost,
     completed,
+    deadline,
     definition_envelope,
     dump_tables,
+    exhausted,
     publish,
+    saga_after_timeout,
+    timed_out,
     wait_for_events,
     wait_until,
 )
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 
+from foldflow.observability.outcomes import OUTCOMES
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -191,7 +198,7 @@ def test_a_restarted_projector_continues_from_the_stored_positions(
         return REGISTRY.get_sample_value(name) or 0.0
 
     applied_before = sample("foldflow_projection_events_applied_total")
-    batches_before = sample("foldflow_projection_batch_size_count")
+    batches_before = sample("foldflow_projection_batch_size_events_count")
     lags_before = sample("foldflow_projection_lag_seconds_count")
     first = [completed(f"wf-a{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
     n1 = publish(publisher, settings, first)
@@ -199,7 +206,7 @@ def test_a_restarted_projector_continues_from_the_stored_positions(
         wait_for_events(engine, n1)
     assert sample("foldflow_projection_events_applied_total") - applied_before == n1
     assert sample("foldflow_projection_lag_seconds_count") - lags_before == n1
-    assert sample("foldflow_projection_batch_size_count") > batches_before
+    assert sample("foldflow_projection_batch_size_events_count") > batches_before
     second = [completed(f"wf-b{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
     n2 = publish(publisher, settings, second)
     with run_projector():
@@ -216,6 +223,7 @@ def test_each_applied_event_continues_the_trace_that_produced_it(
     from opentelemetry import trace
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
 
     from foldflow.observability.tracing import configure_tracing
 
@@ -227,10 +235,113 @@ def test_each_applied_event_continues_the_trace_that_produced_it(
     ctx = parent.get_span_context()
     with run_projector():
         wait_for_events(engine, n)
-    spans = [sp for sp in exporter.get_finished_spans() if sp.name == "projector apply"
+    finished = exporter.get_finished_spans()
+    sends = {sp.context.span_id: sp for sp in finished
+             if sp.kind is SpanKind.PRODUCER and sp.context is not None}
+    spans = [sp for sp in finished if sp.name == f"process {settings.topic_prefix}wf.events"
              and sp.attributes and sp.attributes.get("foldflow.workflow_id") == s.workflow_id]
     assert sorted(sp.attributes["foldflow.sequence"] for sp in spans) == [  # type: ignore[index]
         1, 2, 3, 4, 5, 6]
     for sp in spans:
+        assert sp.kind is SpanKind.CONSUMER
         assert sp.context is not None and sp.context.trace_id == ctx.trace_id
-        assert sp.parent is not None and sp.parent.span_id == ctx.span_id
+        # parent: the `send` span of the publish, itself a child of "orchestrate"
+        assert sp.parent is not None and sp.parent.span_id in sends
+        send = sends[sp.parent.span_id]
+        assert send.parent is not None and send.parent.span_id == ctx.span_id
+        assert sp.attributes["messaging.kafka.offset"] == send.attributes[  # type: ignore[index]
+            "messaging.kafka.offset"]
+        assert sp.attributes["messaging.consumer.group.name"]  # type: ignore[index]
+        [batch_link] = sp.links
+        batches = [b for b in finished if b.context is not None
+                   and b.context.span_id == batch_link.context.span_id]
+        assert batches and batches[0].name == "process batch"
+
+
+def _renamed(script: Script, definition: str) -> Script:
+    """The same log under another definition name (so counters start from zero)."""
+    first = script.events[0]
+    if isinstance(first.payload, m.WorkflowStarted):
+        payload = dataclasses.replace(first.payload, definition_name=definition)
+        script.events[0] = dataclasses.replace(first, payload=payload)
+    return script
+
+
+def test_each_ended_workflow_is_counted_once_with_the_cause_of_its_end(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    definition = f"outcomes-{uuid.uuid4().hex[:6]}"
+    builders = {"completed": completed, "failed": lambda w: SCENARIOS["failed"](w, "default"),
+                "cancelled": lambda w: SCENARIOS["cancelled"](w, "default"),
+                "timed_out": timed_out, "exhausted": exhausted,
+                "saga_after_timeout": saga_after_timeout, "deadline": deadline,
+                "compensation_lost": compensation_lost}
+    scripts = {name: _renamed(make(f"wf-{name}-{uuid.uuid4().hex[:6]}"), definition)
+               for name, make in builders.items()}
+
+    def counted() -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for family in REGISTRY.collect():
+            for sample in family.samples:
+                if (sample.name == "foldflow_workflow_outcomes_total"
+                        and sample.labels["definition"] == definition):
+                    out[(sample.labels["status"], sample.labels["cause"])] = sample.value
+        return out
+
+    # The saga's failure and its end land in different batches (and projector runs):
+    # the cause comes from the stored history, not from what one batch saw.
+    saga = scripts["saga_after_timeout"]
+    split = next(i for i, e in enumerate(saga.events)
+                 if isinstance(e.payload, m.WorkflowCompensating)) + 1
+    head = Script(saga.workflow_id, events=saga.events[:split])
+    rest = [s for name, s in scripts.items() if name != "saga_after_timeout"]
+    n1 = publish(publisher, settings, [head, *rest])
+    with run_projector():
+        wait_for_events(engine, n1)
+    tail = Script(saga.workflow_id, events=saga.events[split:])
+    n2 = publish(publisher, settings, [tail])
+    # the whole log of an ended workflow again: skipped as duplicates, not counted again
+    publish(publisher, settings, [scripts["timed_out"]])
+    with run_projector():
+        wait_for_events(engine, n1 + n2)
+        wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
+
+    every = counted()
+    assert set(every) == set(OUTCOMES)  # at 0 from the first start on: no first increment lost
+    assert {k: v for k, v in every.items() if v} == {
+        ("completed", "none"): 1.0,
+        ("failed", "business"): 1.0,
+        ("cancelled", "requested"): 1.0,
+        ("failed", "timeout"): 1.0,
+        ("failed", "error"): 1.0,
+        ("compensated", "timeout"): 1.0,
+        ("failed", "deadline"): 1.0,
+        ("compensation_failed", "timeout"): 1.0,
+    }
+
+
+def test_outcome_series_start_at_zero_for_every_known_definition(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    from foldflow.observability.metrics import WORKFLOW_OUTCOMES
+
+    name = f"zeroes-{uuid.uuid4().hex[:6]}"
+
+    def series() -> dict[tuple[str, str], float]:
+        return {(s.labels["status"], s.labels["cause"]): s.value
+                for family in REGISTRY.collect() for s in family.samples
+                if s.name == "foldflow_workflow_outcomes_total"
+                and s.labels["definition"] == name}
+
+    publisher.publish(Topology.of(settings).definitions, definition_envelope(name, 1))
+    with run_projector():
+        wait_until(lambda: queries.list_definitions(engine, "default"), timeout=TIMEOUT,
+                   what="the definition")
+        wait_until(series, timeout=TIMEOUT, what="outcome series of the registered definition")
+    assert series() == dict.fromkeys(OUTCOMES, 0.0)
+
+    for status, cause in OUTCOMES:  # as a freshly started process has them: none
+        WORKFLOW_OUTCOMES.remove(name, status, cause)
+    with run_projector():  # a restart: the known definitions come from PostgreSQL
+        wait_until(series, timeout=TIMEOUT, what="outcome series after a restart")
+    assert series() == dict.fromkeys(OUTCOMES, 0.0)

@@ -207,7 +207,8 @@ def test_consumer_lag_is_exported_per_group_and_partition(topology, send, result
 
     def lag() -> list[float | None]:
         return [
-            REGISTRY.get_sample_value("foldflow_consumer_lag", {**labels, "partition": str(p)})
+            REGISTRY.get_sample_value("foldflow_consumer_lag_messages",
+                                      {**labels, "partition": str(p)})
             for p in (0, 1)
         ]
 

@@ -12,7 +12,8 @@ from schemas.messages import Envelope, StepAttemptFailed
 
 def _lag(group: str, topic: str, partition: int) -> float | None:
     return REGISTRY.get_sample_value(
-        "foldflow_consumer_lag", {"group": group, "topic": topic, "partition": str(partition)}
+        "foldflow_consumer_lag_messages",
+        {"group": group, "topic": topic, "partition": str(partition)},
     )
 
 

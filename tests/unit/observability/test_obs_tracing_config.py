@@ -1,0 +1,111 @@
+"""Tracing configuration comes from the standard OTEL_* variables, read by the SDK."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from foldflow.observability import tracing
+from foldflow.observability.tracing import TracingConfigError, build_provider, exporter_names
+from foldflow.settings import Settings
+
+OTEL = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in OTEL:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def _exporters(provider: object) -> list[object]:
+    processors = provider._active_span_processor._span_processors  # type: ignore[attr-defined]
+    return [p.span_exporter for p in processors]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, ["otlp_proto_grpc"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces",
+          "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ["otlp_proto_http"]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+          "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, ["otlp_proto_http"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, []),
+        ({"OTEL_TRACES_EXPORTER": "console, otlp"}, ["console", "otlp_proto_grpc"]),
+    ],
+)
+def test_exporter_names_follow_the_standard_variables(
+    env: dict[str, str], expected: list[str]
+) -> None:
+    assert exporter_names(env) == expected
+
+
+def test_an_unknown_protocol_or_exporter_is_refused_with_the_choices() -> None:
+    with pytest.raises(TracingConfigError, match="grpc, http/protobuf"):
+        exporter_names({"OTEL_TRACES_EXPORTER": "otlp",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    with pytest.raises(TracingConfigError, match=r"'zipkin'.*not installed.*console"):
+        tracing._exporter("zipkin")
+
+
+def test_grpc_and_http_exporters_read_their_endpoint_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4317")
+    [grpc] = _exporters(build_provider(_settings(), service="worker"))
+    assert isinstance(grpc, Grpc)
+    assert grpc._endpoint == "collector.example:4317"
+    grpc.shutdown()
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318")
+    [http] = _exporters(build_provider(_settings(), service="worker"))
+    assert isinstance(http, Http)
+    assert http._endpoint == "http://collector.example:4318/v1/traces"
+
+
+def test_the_legacy_foldflow_endpoint_still_exports_over_http() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    [http] = _exporters(build_provider(_settings(otlp_endpoint="http://c:4318"), service="x"))
+    assert isinstance(http, Http) and http._endpoint == "http://c:4318/v1/traces"
+    assert _exporters(build_provider(_settings(), service="x")) == []
+
+
+def test_sampler_and_console_exporter_come_from_the_sdk_reading_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    provider = build_provider(_settings(), service="gateway")
+    assert provider.sampler is ALWAYS_OFF
+    [console] = _exporters(provider)
+    assert isinstance(console, ConsoleSpanExporter)
+
+
+def test_resource_names_the_service_and_instance_unless_the_operator_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attributes = build_provider(_settings(instance_id="gw-1"), service="gw").resource.attributes
+    assert attributes["service.name"] == "gw"
+    assert attributes["service.instance.id"] == "gw-1"
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "foldflow-gateway")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES",
+                       "deployment.environment.name=prod,service.instance.id=pod-7")
+    attributes = build_provider(_settings(instance_id="gw-1"), service="gw").resource.attributes
+    assert attributes["service.name"] == "foldflow-gateway"
+    assert attributes["service.instance.id"] == "pod-7"
+    assert attributes["deployment.environment.name"] == "prod"
