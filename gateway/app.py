@@ -40,7 +40,7 @@ from gateway.ui import install as install_console
 from gateway.ui.render import CONTENT_SECURITY_POLICY as CONSOLE_CSP
 from gateway.versions import DefinitionVersions
 
-__all__ = ["NO_FASTAPI_TELEMETRY", "create_app"]
+__all__ = ["NO_FASTAPI_TELEMETRY", "check_settings", "create_app"]
 
 #: FastAPI's built-in OpenTelemetry instrumentation, every part of it off.
 NO_FASTAPI_TELEMETRY: TelemetryConfig = {
@@ -53,6 +53,12 @@ read their state and history (PostgreSQL projections). Authenticate with an API 
 (`Authorization: Bearer KEY` or `X-API-Key: KEY`) or a JWT; every error is RFC 9457
 `application/problem+json`.
 """
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ``ValueError`` for settings the gateway cannot run with (JWT key, audience),
+    before any process or connection is started."""
+    Authenticator(settings, engine=None)
 
 
 def create_app(
