@@ -47,6 +47,7 @@ __all__ = [
     "raw_produce_rate",
     "render_phase",
     "run_gateway_phase",
+    "wait_definition_readable",
 ]
 
 Progress = Callable[[str], None]
@@ -222,6 +223,24 @@ def _drive(url: str, key: str, definition: str, config: GatewayPhaseConfig,
     return asyncio.run(run_load(spec, progress=progress))
 
 
+def wait_definition_readable(settings: Settings, name: str, *, timeout: float) -> bool:
+    """Whether tenant ``default``'s definition ``name`` (any version) is in the database of
+    ``settings`` within ``timeout`` seconds (the gateway reads definitions there)."""
+    from projections import queries
+    from projections.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if queries.definition_version(engine, TENANT, name) is not None:
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        engine.dispose()
+
+
 def run_gateway_phase(
     settings: Settings,
     *,
@@ -233,8 +252,13 @@ def run_gateway_phase(
     progress: Progress = lambda _line: None,
 ) -> GatewayPhaseResult:
     """Measure the raw produce ceiling, the empty route, then the gateway (see the module
-    docstring). ``env`` is the services' environment (topic prefix, database, ...);
-    ``definition`` must be readable by tenant ``default`` in that database."""
+    docstring). ``env`` is the services' environment (``FOLDFLOW_TOPIC_PREFIX``, the
+    bootstrap, partitions, ``FOLDFLOW_DATABASE_URL``: the gateway's ``wf.commands`` is
+    the run's); ``definition`` is tenant ``default``'s, registered on the run's
+    ``wf.definitions``: the phase waits (``ready_timeout``) until a projector stored it."""
+    if not wait_definition_readable(settings, definition, timeout=ready_timeout):
+        raise RuntimeError(f"definition {definition!r} of tenant {TENANT!r} is not in "
+                           f"{settings.database_url.rsplit('/', 1)[-1]}: is a projector running?")
     load_before = os.getloadavg()
     raw = busy = None
     empty: LoadReport | None = None
@@ -316,22 +340,6 @@ def render_phase(result: GatewayPhaseResult) -> str:
 # --- standalone: python -m bench.gateway_phase ---------------------------------------------
 
 
-def _definition_readable(settings: Settings, name: str, *, timeout: float) -> bool:
-    from projections import queries
-    from projections.db import make_engine
-
-    engine = make_engine(settings.database_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if queries.definition_version(engine, TENANT, name, 1) is not None:
-                return True
-            time.sleep(0.2)
-        return False
-    finally:
-        engine.dispose()
-
-
 def standalone(
     workers: int = typer.Option(1, min=1, max=64, help="Gateway worker processes."),
     concurrency: int = typer.Option(64, min=1, help="Requests (and publishes) in flight."),
@@ -378,9 +386,6 @@ def standalone(
                                              definition.canonical_json()),
                 tenant=TENANT,
             ))  # fmt: skip
-        if not _definition_readable(settings, definition.name, timeout=60):
-            raise RuntimeError(f"the projector did not store {definition.name}:\n"
-                               f"{projector.tail()}")
         config = GatewayPhaseConfig(workers=workers, concurrency=concurrency,
                                     duration=duration, warmup=warmup, baselines=baselines)
         result = run_gateway_phase(settings, definition=definition.name, config=config,
