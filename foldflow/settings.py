@@ -188,6 +188,21 @@ class Settings(BaseSettings):
     gateway_hsts_max_age_s: int = Field(
         default=0, ge=0, description="Strict-Transport-Security max-age (0: no HSTS header)"
     )
+    gateway_definition_cache_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        description="how long a start reuses the latest version of a definition it read; a "
+        "registration answers 201 this long after its definition became readable, so every "
+        "gateway sees it (give every gateway of a database the same value; 0: read each time)",
+    )
+    gateway_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="gateway processes serving one port (uvicorn workers); rate limits, "
+        "failure budgets and caches are per process",
+    )
     gateway_rate_limit: str = Field(
         default="100/second", description="per client, `limits` notation (moving window)"
     )

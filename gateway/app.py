@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import Engine
 from starlette.middleware import Middleware
 
@@ -37,8 +38,14 @@ from gateway.reads import Reads
 from gateway.routes import commands, definitions, docs, health, workflows
 from gateway.ui import install as install_console
 from gateway.ui.render import CONTENT_SECURITY_POLICY as CONSOLE_CSP
+from gateway.versions import DefinitionVersions
 
-__all__ = ["create_app"]
+__all__ = ["NO_FASTAPI_TELEMETRY", "check_settings", "create_app"]
+
+#: FastAPI's built-in OpenTelemetry instrumentation, every part of it off.
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {
+    "tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+}  # fmt: skip
 
 DESCRIPTION = """\
 Start and steer workflows (commands on Kafka, answered once the broker acked them) and
@@ -46,6 +53,12 @@ read their state and history (PostgreSQL projections). Authenticate with an API 
 (`Authorization: Bearer KEY` or `X-API-Key: KEY`) or a JWT; every error is RFC 9457
 `application/problem+json`.
 """
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ``ValueError`` for settings the gateway cannot run with (JWT key, audience),
+    before any process or connection is started."""
+    Authenticator(settings, engine=None)
 
 
 def create_app(
@@ -66,6 +79,7 @@ def create_app(
         engine = make_engine(settings.database_url, timeout_s=settings.gateway_db_timeout_s)
         owned.append(engine)
     topology = Topology.of(settings)
+    reads = Reads(engine, timeout_s=settings.gateway_db_timeout_s)
     context = GatewayContext(
         settings=settings,
         topology=topology,
@@ -78,7 +92,9 @@ def create_app(
             engine=engine,
             timeout_s=min(settings.gateway_db_timeout_s, settings.gateway_kafka_timeout_s),
         ),
-        reads=Reads(engine, timeout_s=settings.gateway_db_timeout_s),
+        reads=reads,
+        versions=DefinitionVersions(reads.definition_version,
+                                    ttl_s=settings.gateway_definition_cache_s),
     )
 
     @asynccontextmanager
@@ -109,6 +125,9 @@ def create_app(
             Middleware(JsonSafetyMiddleware),
             Middleware(RawWorkflowPathMiddleware),
         ],
+        # ObserveMiddleware makes the one server span and the RED metrics; FastAPI's own
+        # telemetry would add a second server span and a span per dependency to every request.
+        telemetry=NO_FASTAPI_TELEMETRY,
         docs_url=None,  # gateway.routes.docs serves /docs with its own policy
         redoc_url=None,
         generate_unique_id_function=operation_id,

@@ -6,7 +6,8 @@ secret or public key, algorithms, issuer and (always) audience: it must carry ``
 ``exp`` and ``iat`` with ``exp - iat`` at most ``jwt_max_lifetime_s``, a ``tenant``
 claim and scopes in ``scope`` (space separated) or ``scopes``. Anything else is an API
 key, looked up by its SHA-256; what a lookup found, or did not, is remembered for
-``gateway_key_cache_s`` (so a revoked key works at most that long). Either way the result
+``gateway_key_cache_s`` (so a revoked key works at most that long), and concurrent
+requests with a key not cached share one lookup. Either way the result
 is a :class:`Principal`: a tenant and a set of scopes. No credential, or a bad one, is a
 401 naming what is wrong; a missing scope a 403.
 
@@ -18,6 +19,7 @@ costs the database nothing. Keys already known and valid JWTs still pass.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
@@ -176,6 +178,7 @@ class Authenticator:
         self._cache_s = settings.gateway_key_cache_s
         self._static: dict[str, StoredKey] = {}
         self._looked_up: dict[str, tuple[float, StoredKey | None]] = {}  # digest -> (until, key)
+        self._pending: dict[str, asyncio.Future[StoredKey | None]] = {}  # lookups under way
         self._failures = FailureBudget(
             per_client=settings.gateway_auth_failure_limit,
             overall=settings.gateway_auth_failure_global_limit,
@@ -241,12 +244,31 @@ class Authenticator:
         if stored is None:
             until, stored = self._looked_up.get(digest, (0.0, None))
             if until < time.monotonic():  # never looked up, or forgotten: ask the table
-                self._spent(client)  # a client out of failures gets no lookup
-                with self._failures.in_flight(client):
-                    stored = await self._lookup(digest)
+                stored = await self._look_up_once(digest, client)
         if stored is None:
             raise unauthorized("unknown or revoked API key")
         return Principal(tenant=stored.tenant, scopes=stored.scopes, subject=f"key:{stored.name}")
+
+    async def _look_up_once(self, digest: str, client: str) -> StoredKey | None:
+        """The table's answer for ``digest``; concurrent requests with one key share a lookup.
+
+        Without sharing, a burst of requests with a key not cached yet (or just forgotten)
+        would each run a lookup and count as failures-to-be: a valid key sent by 64
+        clients at once would spend the failure budget and get 429s. Sharing is only done
+        with a cache (``gateway_key_cache_s`` > 0): without one, each request must see
+        the table as it is when the request arrives (a revocation counts at once).
+        """
+        shared = self._pending.get(digest) if self._cache_s > 0 else None
+        if shared is not None:
+            return await asyncio.shield(shared)
+        self._spent(client)  # a client out of failures gets no lookup
+        with self._failures.in_flight(client):
+            if self._cache_s <= 0:
+                return await self._lookup(digest)
+            lookup = asyncio.ensure_future(self._lookup(digest))
+            self._pending[digest] = lookup
+            lookup.add_done_callback(lambda _done: self._pending.pop(digest, None))
+            return await asyncio.shield(lookup)  # a caller that goes away leaves it running
 
     async def _lookup(self, digest: str) -> StoredKey | None:
         if self._engine is None:

@@ -12,6 +12,7 @@ from gateway.auth import Authenticator
 from gateway.commands import CommandSender
 from gateway.readiness import Readiness
 from gateway.reads import Reads
+from gateway.versions import DefinitionVersions
 
 __all__ = ["GatewayContext"]
 
@@ -27,3 +28,4 @@ class GatewayContext:
     authenticator: Authenticator
     readiness: Readiness
     reads: Reads
+    versions: DefinitionVersions

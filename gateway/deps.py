@@ -24,6 +24,7 @@ __all__ = [
     "JsonBody",
     "WorkflowReader",
     "WorkflowWriter",
+    "context_of",
     "get_context",
     "get_principal",
     "require_json",
@@ -39,10 +40,16 @@ _api_key = APIKeyHeader(
 )
 
 
-def get_context(request: Request) -> GatewayContext:
+def context_of(request: Request) -> GatewayContext:
     """The app's context (set by ``create_app``)."""
     context: GatewayContext = request.app.state.gateway
     return context
+
+
+async def get_context(request: Request) -> GatewayContext:
+    """:func:`context_of` as a dependency (``async``: FastAPI calls a plain ``def``
+    dependency in a worker thread, a thread hop on every request)."""
+    return context_of(request)
 
 
 Ctx = Annotated[GatewayContext, Depends(get_context)]

@@ -46,7 +46,7 @@ class RawWorkflowPathMiddleware:
         await self.app(scope, receive, send)
 
 
-def workflow_id_param(
+async def workflow_id_param(
     workflow_id: Annotated[
         str,
         Path(
@@ -56,7 +56,8 @@ def workflow_id_param(
         ),
     ],
 ) -> str:
-    """The workflow id of the path, decoded once and checked (422 problem if malformed)."""
+    """The workflow id of the path, decoded once and checked (422 problem if malformed;
+    ``async``: FastAPI would call a plain ``def`` dependency in a worker thread)."""
     try:
         decoded = unquote(workflow_id, errors="strict")
     except UnicodeDecodeError:

@@ -160,6 +160,12 @@ class Reads:
         )
         return None if view is None else _definition(view)
 
+    async def definition_version(self, tenant: str, name: str, version: int | None) -> int | None:
+        """``version`` if the tenant has it (None: the latest version), else None."""
+        return await call_db(
+            self.timeout_s, queries.definition_version, self.engine, tenant, name, version
+        )
+
     async def wait_for_definition(
         self, tenant: str, name: str, version: int, *, wait_s: float
     ) -> bool:

@@ -4,7 +4,10 @@
 ``partitioner=murmur2_random`` (the same partition as aiokafka/faust and the Java client
 pick for a key), small ``linger.ms`` and lz4 compression. A background thread
 serves delivery reports, so :meth:`Publisher.publish` (threads) and
-:meth:`Publisher.publish_async` (asyncio) both return only once the broker acked.
+:meth:`Publisher.publish_async` (asyncio) both return only once the broker acked. Produce
+calls go straight to librdkafka from the caller's thread (it batches concurrent records
+itself, ``linger.ms``); asyncio waiters acked by one poll are woken with one call into
+their event loop, not a thread hop each.
 """
 
 from __future__ import annotations
@@ -96,6 +99,17 @@ def dead_letter_headers(
     ], kind
 
 
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # its waiter may have timed out and gone
+            future.set_result(None)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[None]]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, futures)
+
+
 def _key_bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
@@ -120,6 +134,8 @@ class Publisher:
         self._timeout_s = settings.publish_timeout_ms / 1000 + _EXTRA_WAIT_S
         self._producer = Producer({**producer_config(settings, source=source), **(config or {})})
         self._closed = threading.Event()
+        # Asyncio waiters whose batches the current poll acked (poll thread only).
+        self._acked_async: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._poller = threading.Thread(
             target=self._serve_delivery_reports, name=f"publisher-{source}", daemon=True
         )
@@ -133,6 +149,29 @@ class Publisher:
                 self._producer.poll(0.1)
             except Exception:  # a callback failed; the thread must keep serving the others
                 _log.exception("delivery report callback failed")
+            if self._acked_async:
+                self._hand_over_acks()
+
+    def _hand_over_acks(self) -> None:
+        """Wake the asyncio waiters acked by the last poll: one call per event loop."""
+        acked, self._acked_async = self._acked_async, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for loop, future in acked:
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():
+            _wake(loop, futures)
+
+    def _acked(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        """A batch awaited by asyncio code is acked (or failed): wake its waiter.
+
+        From the poll thread (nearly always) the waiter is woken after the poll that
+        served the report, with every other waiter that poll acked: many concurrent
+        publishes cost their event loop one wake-up, not one each.
+        """
+        if threading.current_thread() is self._poller:
+            self._acked_async.append((loop, future))
+        else:  # reported during close()'s flush, or before the batch was sealed
+            _wake(loop, [future])
 
     def close(self) -> None:
         """Flush what is in flight and stop the delivery-report thread."""
@@ -238,7 +277,10 @@ class Publisher:
         return batch.outcome()
 
     async def _wait_async(self, batch: DeliveryBatch) -> list[Message]:
-        await asyncio.wait([asyncio.wrap_future(batch.done)], timeout=self._timeout_s)
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+        batch.done.add_done_callback(lambda _done: self._acked(loop, acked))
+        await asyncio.wait([acked], timeout=self._timeout_s)
         return batch.outcome()
 
     def publish(

@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowDetail",
     "WorkflowSummary",
     "decode_cursor",
+    "definition_version",
     "encode_cursor",
     "get_definition",
     "get_history",
@@ -345,6 +346,22 @@ def get_definition(
     with _connect(bind) as conn:
         row = conn.execute(query).first()
     return None if row is None else _definition(row)
+
+
+def definition_version(
+    bind: Bind, tenant: str, name: str, version: int | None = None
+) -> int | None:
+    """``version`` if the tenant registered it (None: its latest version), else None.
+
+    :func:`get_definition` without the body: what a start needs to pin a version.
+    """
+    wd = workflow_definitions
+    query = select(wd.c.version).where(wd.c.tenant == tenant, wd.c.name == name)
+    query = (query.where(wd.c.version == version) if version is not None
+             else query.order_by(wd.c.version.desc()).limit(1))
+    with _connect(bind) as conn:
+        found: int | None = conn.execute(query).scalar_one_or_none()
+    return found
 
 
 def wait_for_status(

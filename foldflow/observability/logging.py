@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import IO, Any
 
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
@@ -82,23 +81,41 @@ class RepeatFilter(logging.Filter):
     A client that cannot reach the broker logs the same line for every attempt (aiokafka:
     about 200 a second while Kafka restarts); past the limit they are dropped, and the
     next line of that message that gets through carries ``suppressed``: how many were.
+    ``limit`` is in the ``limits`` library's notation; the windows are counted here, a
+    dict lookup per line (``limits``' in-memory storage would start a timer thread every
+    10 ms on a busy service).
     """
 
-    def __init__(self, limit: str = "20 per 10 seconds") -> None:
+    def __init__(self, limit: str = "20 per 10 seconds", *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self._item = parse(limit)
-        self._limiter = FixedWindowRateLimiter(MemoryStorage())
+        item = parse(limit)
+        self._amount = item.amount
+        self._window_s = float(item.get_expiry())
+        self._clock = clock
+        self._windows: dict[tuple[str, int, str], list[float]] = {}  # key -> [start, count]
         self._dropped: Counter[tuple[str, int, str]] = Counter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, record.levelno, str(record.msg))
-        if not self._limiter.hit(self._item, *map(str, key)):
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self._window_s:
+            if len(self._windows) >= _MAX_MESSAGES:
+                self._windows.clear()
+            window = self._windows[key] = [now, 0]
+        if window[1] >= self._amount:
             self._dropped[key] += 1
             return False
+        window[1] += 1
         dropped = self._dropped.pop(key, 0)
         if dropped:
             record.suppressed = dropped
         return True
+
+
+#: Distinct messages whose windows are remembered at most (then all start afresh).
+_MAX_MESSAGES = 10_000
 
 
 _HANDLER_NAME = "foldflow-json"

@@ -9,6 +9,8 @@ default registry, which :func:`start_metrics_server` and :func:`render_metrics` 
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -17,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
 
@@ -182,5 +185,13 @@ def start_metrics_server(port: int, *, addr: str = "127.0.0.1") -> int:
 
 
 def render_metrics(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
-    """The exposition body and its content type, for a framework's own ``/metrics`` route."""
+    """The exposition body and its content type, for a framework's own ``/metrics`` route.
+
+    In a process of several serving one port (``PROMETHEUS_MULTIPROC_DIR`` set, as
+    ``foldflow run gateway --workers N`` does), the default registry's answer is the sum
+    over every process, whichever one serves the scrape.
+    """
+    if registry is REGISTRY and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -4,17 +4,19 @@ Registering validates with :mod:`foldflow.definitions` (every problem, with its 
 422; in a worker thread, so a large definition never stalls other requests) and publishes
 ``definition.registered.v1`` to ``wf.definitions`` keyed by
 :func:`~schemas.messages.definition_key` (tenant, name and version). The answer waits
-for the broker's ack, then (bounded) until the definition is readable: a 201 means every
-read after it sees the new version, so a start that names no version runs it
-(read-your-writes, on every gateway of the database). Acked but not readable in time is
-a 202: registered, but pin its version to start it until GET shows it. Each tenant has
-its own namespace: re-registering identical content is a no-op (200), different content
-under a version the caller's tenant holds is a 409, and what other tenants registered is
-neither visible nor in the way.
+for the broker's ack, then (bounded) until the definition is readable, then
+``gateway_definition_cache_s`` more (how long a gateway reuses a latest version it read,
+:mod:`gateway.versions`): a 201 means every read after it sees the new version, so a
+start that names no version runs it (read-your-writes, on every gateway of the database).
+Acked but not readable in time is a 202: registered, but pin its version to start it
+until GET shows it. Each tenant has its own namespace: re-registering identical content
+is a no-op (200), different content under a version the caller's tenant holds is a 409,
+and what other tenants registered is neither visible nor in the way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -129,6 +131,8 @@ async def register_definition(
     wait_s = min(VISIBLE_WAIT_S, ctx.settings.gateway_max_wait_s)
     if not await ctx.reads.wait_for_definition(caller.tenant, name, version, wait_s=wait_s):
         response.status_code = 202
+    else:  # every gateway forgets the latest version it read before (gateway.versions)
+        await asyncio.sleep(ctx.settings.gateway_definition_cache_s)
     return DefinitionPublic(
         name=name,
         version=version,

@@ -64,17 +64,17 @@ def _utc(moment: datetime | None) -> datetime | None:
 async def _resolve_version(ctx: GatewayContext, tenant: str, body: WorkflowCreate) -> int:
     """The caller's tenant's version to pin (waits briefly for a fresh registration)."""
     deadline = time.monotonic() + min(_DEFINITION_WAIT_S, ctx.settings.gateway_max_wait_s)
-    found = await ctx.reads.get_definition(tenant, body.definition, body.version)
+    found = await ctx.versions.resolve(tenant, body.definition, body.version)
     while found is None and time.monotonic() < deadline:
         await asyncio.sleep(0.25)
-        found = await ctx.reads.get_definition(tenant, body.definition, body.version)
+        found = await ctx.versions.resolve(tenant, body.definition, body.version)
     if found is None:
         which = body.definition + (f" version {body.version}" if body.version else "")
         raise ProblemError(
             422, f"no definition {which} is registered", kind="unknown-definition",
             errors=[FieldProblem(location="body.definition", message=f"unknown: {which}")],
         )  # fmt: skip
-    return found.version
+    return found
 
 
 @router.post(
@@ -116,7 +116,8 @@ async def start_workflow(
     response.headers["Location"] = f"/v1/workflows/{workflow_id}"
     key = workflow_key(tenant, workflow_id)
 
-    if await ctx.reads.workflow_status(tenant, workflow_id) is not None:
+    chosen = body.id is not None or idempotency_key is not None  # a random id is new
+    if chosen and await ctx.reads.workflow_status(tenant, workflow_id) is not None:
         return WorkflowAccepted(id=workflow_id)  # a retry: the orchestrator would ignore it
 
     version = await _resolve_version(ctx, tenant, body)

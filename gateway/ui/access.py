@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from gateway.auth import Principal
 from gateway.context import GatewayContext
-from gateway.deps import get_context
+from gateway.deps import context_of
 from gateway.errors import ProblemError
 from gateway.ui.render import html
 from gateway.ui.session import SESSION_COOKIE, Session, SessionCodec
@@ -81,7 +81,7 @@ class Viewer:
 async def get_viewer(request: Request) -> Viewer:
     """The caller behind the session cookie; :class:`LoginRequired` when there is none."""
     console = get_console(request)
-    ctx = get_context(request)
+    ctx = context_of(request)
     session = console.codec.open(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired

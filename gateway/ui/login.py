@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from gateway.deps import get_context
+from gateway.deps import context_of
 from gateway.errors import ProblemError
 from gateway.ui.access import CSRF_FIELD, UiRoute, ViewerDep, get_console, require_csrf
 from gateway.ui.render import SECURITY_HEADERS, STATIC_DIR, html
@@ -78,7 +78,7 @@ async def login(
                            status=403, target=target)  # fmt: skip
     credential = credential.strip()
     try:
-        principal = await get_context(request).authenticator.authenticate(credential)
+        principal = await context_of(request).authenticator.authenticate(credential)
     except ProblemError as exc:
         if exc.status != 401:
             raise
