@@ -12,6 +12,7 @@ from typing import Literal
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, CO_PARTITIONED, TopicSpec, topic_specs
 
@@ -38,7 +39,7 @@ class TopicOutcome:
 
 def admin_client(settings: Settings) -> AdminClient:
     """An admin client for ``settings.kafka_bootstrap``."""
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(kafka_config(settings))
 
 
 def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int]:

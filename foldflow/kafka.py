@@ -1,0 +1,153 @@
+"""The one place Kafka clients get their connection: bootstrap servers and security.
+
+Every producer, consumer and admin client of Foldflow (services, CLI commands, tools,
+benchmarks) builds its librdkafka configuration with :func:`kafka_config`, so a secured
+cluster (TLS, SASL PLAIN/SCRAM/OAUTHBEARER; docs/security.md) works everywhere at once.
+Each call site keeps its own options (group ids, transactions, isolation level ...) and
+passes them as ``extra``; the connection and security part is not theirs to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+
+from foldflow.security import OWNED_KEYS
+
+if TYPE_CHECKING:
+    from foldflow.settings import Settings
+
+__all__ = [
+    "OWNED_KEYS",
+    "admin",
+    "auth_failure_hint",
+    "consumer",
+    "kafka_config",
+    "producer",
+    "security_config",
+]
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """The librdkafka security properties of ``settings`` (empty for PLAINTEXT defaults)."""
+    s = settings
+    config: dict[str, Any] = {}
+    protocol = s.kafka_security_protocol
+    if protocol != "PLAINTEXT":
+        config["security.protocol"] = protocol
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and s.kafka_sasl_mechanism is not None:
+        config["sasl.mechanism"] = s.kafka_sasl_mechanism
+        if s.kafka_sasl_mechanism == "OAUTHBEARER":
+            config["sasl.oauthbearer.method"] = "oidc"
+            config["sasl.oauthbearer.client.id"] = s.kafka_sasl_oauthbearer_client_id
+            if s.kafka_sasl_oauthbearer_client_secret is not None:
+                config["sasl.oauthbearer.client.secret"] = (
+                    s.kafka_sasl_oauthbearer_client_secret.get_secret_value()
+                )
+            config["sasl.oauthbearer.token.endpoint.url"] = (
+                s.kafka_sasl_oauthbearer_token_endpoint_url
+            )
+            if s.kafka_sasl_oauthbearer_scope:
+                config["sasl.oauthbearer.scope"] = s.kafka_sasl_oauthbearer_scope
+        else:
+            config["sasl.username"] = s.kafka_sasl_username
+            if s.kafka_sasl_password is not None:
+                config["sasl.password"] = s.kafka_sasl_password.get_secret_value()
+    if protocol in ("SSL", "SASL_SSL"):
+        if s.kafka_ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(s.kafka_ssl_ca_location)
+        if s.kafka_ssl_certificate_location is not None:
+            config["ssl.certificate.location"] = str(s.kafka_ssl_certificate_location)
+        if s.kafka_ssl_key_location is not None:
+            config["ssl.key.location"] = str(s.kafka_ssl_key_location)
+        if s.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = s.kafka_ssl_key_password.get_secret_value()
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if s.kafka_ssl_endpoint_identification else "none"
+        )
+    return config
+
+
+def kafka_config(
+    settings: Settings, options: Mapping[str, Any] | None = None, /, **extra: Any
+) -> dict[str, Any]:
+    """A librdkafka configuration: bootstrap servers, security, FOLDFLOW_KAFKA_CONFIG, then
+    the call site's own ``options`` and ``extra`` (librdkafka property names, verbatim).
+
+    Neither may set what the factory owns (:data:`OWNED_KEYS`): that would connect one
+    client differently from the others.
+    """
+    options = {**(options or {}), **extra}
+    owned = sorted(OWNED_KEYS.intersection(options))
+    if owned:
+        raise ValueError(
+            f"kafka_config: {', '.join(owned)} come from settings (FOLDFLOW_KAFKA_*), "
+            "not from a call site"
+        )
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    config.update(security_config(settings))
+    config.update(settings.kafka_config)
+    config.update(options)
+    return config
+
+
+def producer(
+    settings: Settings, options: Mapping[str, Any] | None = None, /, **extra: Any
+) -> Producer:
+    """A :class:`confluent_kafka.Producer` connected as ``settings`` say."""
+    return Producer(kafka_config(settings, options, **extra))
+
+
+def consumer(
+    settings: Settings, options: Mapping[str, Any] | None = None, /, **extra: Any
+) -> Consumer:
+    """A :class:`confluent_kafka.Consumer` connected as ``settings`` say."""
+    return Consumer(kafka_config(settings, options, **extra))
+
+
+def admin(
+    settings: Settings, options: Mapping[str, Any] | None = None, /, **extra: Any
+) -> AdminClient:
+    """An :class:`confluent_kafka.admin.AdminClient` connected as ``settings`` say."""
+    return AdminClient(kafka_config(settings, options, **extra))
+
+
+def auth_failure_hint(settings: Settings, error: BaseException | KafkaError | str) -> str | None:
+    """A sentence naming the settings to check when ``error`` is an authentication or TLS
+    failure; None otherwise. It never contains a secret."""
+    code = None
+    if isinstance(error, KafkaError):
+        code = error.code()
+    elif isinstance(error, BaseException) and error.args and isinstance(error.args[0], KafkaError):
+        code = error.args[0].code()
+    text = str(error).lower()
+    auth = code == KafkaError._AUTHENTICATION or "authentication" in text or "sasl" in text
+    tls = code == KafkaError._SSL or "ssl" in text or "certificate" in text
+    if not (auth or tls):
+        return None
+    if auth:
+        mechanism = settings.kafka_sasl_mechanism or "(none)"
+        if mechanism == "OAUTHBEARER":
+            who = (
+                f"client id {settings.kafka_sasl_oauthbearer_client_id!r}: check "
+                "FOLDFLOW_KAFKA_SASL_OAUTHBEARER_CLIENT_ID, _CLIENT_SECRET and _TOKEN_ENDPOINT_URL"
+            )
+        else:
+            who = (
+                f"user {settings.kafka_sasl_username!r}: check FOLDFLOW_KAFKA_SASL_USERNAME "
+                "and FOLDFLOW_KAFKA_SASL_PASSWORD"
+            )
+        return (
+            f"Kafka authentication failed at {settings.kafka_bootstrap} "
+            f"(FOLDFLOW_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}, "
+            f"FOLDFLOW_KAFKA_SASL_MECHANISM={mechanism}) for {who} (docs/security.md)"
+        )
+    return (
+        f"TLS handshake with Kafka at {settings.kafka_bootstrap} failed "
+        f"(FOLDFLOW_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}): check "
+        "FOLDFLOW_KAFKA_SSL_CA_LOCATION, FOLDFLOW_KAFKA_SSL_CERTIFICATE_LOCATION, "
+        "FOLDFLOW_KAFKA_SSL_KEY_LOCATION and FOLDFLOW_KAFKA_SSL_ENDPOINT_IDENTIFICATION "
+        "(docs/security.md)"
+    )
