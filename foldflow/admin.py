@@ -103,7 +103,11 @@ def ensure_topics(
     """
     admin = admin or admin_client(settings)
     specs = topic_specs(settings, task_types=task_types)
-    existing = _existing_partitions(admin, timeout=timeout)
+    try:
+        existing = _existing_partitions(admin, timeout=timeout)
+    except KafkaException:
+        admin.poll(0)  # serve the error callback: an authentication failure says why
+        raise
     _check_co_partitioned(settings, existing)
 
     missing = [s for s in specs if s.name not in existing]

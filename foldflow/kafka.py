@@ -9,7 +9,9 @@ passes them as ``extra``; the connection and security part is not theirs to set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -24,11 +26,18 @@ __all__ = [
     "OWNED_KEYS",
     "admin",
     "auth_failure_hint",
+    "connection_failure",
     "consumer",
     "kafka_config",
     "producer",
     "security_config",
 ]
+
+_log = logging.getLogger("foldflow.kafka")
+_failures_lock = threading.Lock()
+#: The hint of the last authentication or TLS failure a client of this process met: the
+#: calls that fail after it only say "transport failure" (read by :func:`connection_failure`).
+_last_failure: list[str] = []
 
 def security_config(settings: Settings) -> dict[str, Any]:
     """The librdkafka security properties of ``settings`` (empty for PLAINTEXT defaults)."""
@@ -90,7 +99,38 @@ def kafka_config(
     config.update(security_config(settings))
     config.update(settings.kafka_config)
     config.update(options)
+    config["error_cb"] = _ConnectionErrors(settings, chained=options.get("error_cb"))
     return config
+
+
+class _ConnectionErrors:
+    """librdkafka's error callback: an authentication or TLS failure is logged once per
+    client with the settings to check (never a secret), then passed on to the call site's
+    own ``error_cb``, if any."""
+
+    def __init__(self, settings: Settings, *, chained: Callable[[KafkaError], None] | None):
+        self._settings = settings
+        self._chained = chained
+        self._logged = False
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            hint = auth_failure_hint(self._settings, error)
+            if hint is not None:
+                with _failures_lock:
+                    _last_failure[:] = [hint]
+                if not self._logged:
+                    self._logged = True
+                    _log.error("%s: %s", hint, error.str())
+        if self._chained is not None:
+            self._chained(error)
+
+
+def connection_failure() -> str | None:
+    """What the last authentication or TLS failure of a client of this process was, as a
+    sentence naming the settings to check; None when there was none."""
+    with _failures_lock:
+        return _last_failure[0] if _last_failure else None
 
 
 def producer(

@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from foldflow.kafka import kafka_config
+from foldflow.kafka import connection_failure, kafka_config
 from foldflow.settings import Settings, get_settings
 
 __all__ = ["run_orchestrator"]
@@ -41,7 +41,7 @@ def run_orchestrator() -> None:
         }))  # fmt: skip
         ensure_topics(settings, admin=admin)
     except (PartitionMismatch, KafkaException) as exc:
-        typer.echo(f"cannot prepare the topics: {exc}", err=True)
+        typer.echo(f"cannot prepare the topics: {connection_failure() or exc}", err=True)
         raise typer.Exit(2) from exc
 
     serving: list[int] = []

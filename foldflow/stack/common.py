@@ -178,6 +178,7 @@ def _brokers_listed(config: dict[str, Any], *, timeout: float) -> int | None:
     try:
         return len(admin.list_topics(timeout=timeout).brokers)
     except Exception:
+        admin.poll(0)  # serve the error callback: an authentication failure says why
         return None
 
 

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
-from foldflow.kafka import auth_failure_hint, kafka_config
+from foldflow.kafka import auth_failure_hint, connection_failure, kafka_config
 from foldflow.security import OWNED_KEYS, postgres_connect_args
 from foldflow.settings import Settings
 from processors.runtime.kafka import consumer_config, transactional_producer_config
@@ -31,8 +31,30 @@ def pem(tmp_path: Path) -> Path:
     return path
 
 
+def _plain(config: dict[str, object]) -> dict[str, object]:
+    """The config without the error callback every client gets."""
+    return {k: v for k, v in config.items() if k != "error_cb"}
+
+
 def test_plaintext_default_is_only_the_bootstrap() -> None:
-    assert kafka_config(_settings(kafka_bootstrap="b:9092")) == {"bootstrap.servers": "b:9092"}
+    config = kafka_config(_settings(kafka_bootstrap="b:9092"))
+    assert _plain(config) == {"bootstrap.servers": "b:9092"}
+    assert callable(config["error_cb"])
+
+
+def test_the_error_callback_records_an_authentication_failure_and_chains() -> None:
+    seen: list[KafkaError] = []
+    settings = _settings(
+        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="bob", kafka_sasl_password=SECRET,
+    )  # fmt: skip
+    callback = kafka_config(settings, {"error_cb": seen.append})["error_cb"]
+    failure = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid")
+    callback(failure)
+    assert seen == [failure]
+    hint = connection_failure()
+    assert hint is not None and "'bob'" in hint and "FOLDFLOW_KAFKA_SASL_PASSWORD" in hint
+    assert SECRET not in hint
 
 
 def test_sasl_ssl_scram_with_ca(pem: Path) -> None:
@@ -44,7 +66,7 @@ def test_sasl_ssl_scram_with_ca(pem: Path) -> None:
         kafka_sasl_password=SECRET,
         kafka_ssl_ca_location=pem,
     )
-    assert kafka_config(settings, {"group.id": "g"}) == {
+    assert _plain(kafka_config(settings, {"group.id": "g"})) == {
         "bootstrap.servers": "b:9096",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -110,9 +132,9 @@ def test_passthrough_applies_to_every_client_and_call_sites_keep_their_options()
 
 
 def test_a_call_site_cannot_override_the_connection() -> None:
-    with pytest.raises(ValueError, match="security.protocol"):
+    with pytest.raises(ValueError, match=r"security\.protocol"):
         kafka_config(_settings(), {"security.protocol": "PLAINTEXT"})
-    with pytest.raises(ValueError, match="bootstrap.servers"):
+    with pytest.raises(ValueError, match=r"bootstrap\.servers"):
         kafka_config(_settings(), **{"bootstrap.servers": "elsewhere:9092"})
 
 
