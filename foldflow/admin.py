@@ -13,6 +13,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from foldflow.kafka import kafka_config
+from foldflow.kafka import metadata as kafka_metadata
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, CO_PARTITIONED, TopicSpec, topic_specs
 
@@ -48,7 +49,7 @@ def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int
 
 def _existing(admin: AdminClient, *, timeout: float) -> dict[str, tuple[int, int]]:
     """``{topic: (partitions, replicas of its first partition)}`` of every topic."""
-    metadata = admin.list_topics(timeout=timeout)
+    metadata = kafka_metadata(admin, timeout=timeout)
     return {
         name: (len(t.partitions), len(t.partitions[min(t.partitions)].replicas))
         for name, t in metadata.topics.items()
@@ -103,11 +104,7 @@ def ensure_topics(
     """
     admin = admin or admin_client(settings)
     specs = topic_specs(settings, task_types=task_types)
-    try:
-        existing = _existing_partitions(admin, timeout=timeout)
-    except KafkaException:
-        admin.poll(0)  # serve the error callback: an authentication failure says why
-        raise
+    existing = _existing_partitions(admin, timeout=timeout)
     _check_co_partitioned(settings, existing)
 
     missing = [s for s in specs if s.name not in existing]

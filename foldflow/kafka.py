@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from foldflow.security import OWNED_KEYS
@@ -29,15 +30,16 @@ __all__ = [
     "connection_failure",
     "consumer",
     "kafka_config",
+    "metadata",
     "producer",
     "security_config",
 ]
 
 _log = logging.getLogger("foldflow.kafka")
 _failures_lock = threading.Lock()
-#: The hint of the last authentication or TLS failure a client of this process met: the
-#: calls that fail after it only say "transport failure" (read by :func:`connection_failure`).
-_last_failure: list[str] = []
+#: When (monotonic) and what the last authentication or TLS failure a client of this process
+#: met was: the calls that fail after it only say "transport failure" (:func:`connection_failure`).
+_last_failure: list[tuple[float, str]] = []
 
 def security_config(settings: Settings) -> dict[str, Any]:
     """The librdkafka security properties of ``settings`` (empty for PLAINTEXT defaults)."""
@@ -118,7 +120,7 @@ class _ConnectionErrors:
             hint = auth_failure_hint(self._settings, error)
             if hint is not None:
                 with _failures_lock:
-                    _last_failure[:] = [hint]
+                    _last_failure[:] = [(time.monotonic(), hint)]
                 if not self._logged:
                     self._logged = True
                     _log.error("%s: %s", hint, error.str())
@@ -126,11 +128,30 @@ class _ConnectionErrors:
             self._chained(error)
 
 
-def connection_failure() -> str | None:
-    """What the last authentication or TLS failure of a client of this process was, as a
-    sentence naming the settings to check; None when there was none."""
+def connection_failure(*, since: float | None = None) -> str | None:
+    """What the last authentication or TLS failure of a client of this process was (at or
+    after ``since``, a ``time.monotonic()``), as a sentence naming the settings to check;
+    None when there was none. A client's error callback runs when it is polled."""
     with _failures_lock:
-        return _last_failure[0] if _last_failure else None
+        if not _last_failure or (since is not None and _last_failure[0][0] < since):
+            return None
+        return _last_failure[0][1]
+
+
+def metadata(client: AdminClient, *, timeout: float, topic: str | None = None) -> Any:
+    """``client.list_topics`` that gives up early when the cluster refuses our credentials
+    or certificates (librdkafka retries those until the timeout, then says only "transport
+    failure"): it asks in short slices and polls the error callback in between."""
+    began = time.monotonic()
+    deadline = began + timeout
+    while True:
+        try:
+            left = max(0.1, deadline - time.monotonic())
+            return client.list_topics(topic=topic, timeout=min(2.0, left))
+        except KafkaException:
+            client.poll(0)
+            if connection_failure(since=began) is not None or time.monotonic() >= deadline:
+                raise
 
 
 def producer(

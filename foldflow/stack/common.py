@@ -174,11 +174,11 @@ def broker_count(address: str, *, timeout: float = 3.0) -> int | None:
 def _brokers_listed(config: dict[str, Any], *, timeout: float) -> int | None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(config)
+    from foldflow.kafka import metadata
+
     try:
-        return len(admin.list_topics(timeout=timeout).brokers)
+        return len(metadata(AdminClient(config), timeout=timeout).brokers)
     except Exception:
-        admin.poll(0)  # serve the error callback: an authentication failure says why
         return None
 
 
