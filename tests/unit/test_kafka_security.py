@@ -264,3 +264,21 @@ def test_engines_and_migrations_carry_the_tls_options(
     assert {k: seen[1][k] for k in tls} == tls and seen[1]["application_name"]
     assert seen[2] == {"connect_timeout": 5}
     assert projections.db.alembic_config(settings).attributes["connect_args"] == tls
+
+
+def test_no_client_config_is_built_by_hand() -> None:
+    """Every Kafka client goes through foldflow/kafka.py (a hand-built config would miss
+    the security settings); only the local stack's PLAINTEXT probe of its own nodes and
+    the list of owned keys name ``bootstrap.servers``."""
+    root = Path(__file__).resolve().parents[2]
+    allowed = {"foldflow/kafka.py", "foldflow/security.py", "foldflow/stack/common.py"}
+    offenders = []
+    for package in ("foldflow", "producers", "processors", "workers", "projections", "gateway",
+                    "bench", "schemas", "tests"):  # fmt: skip
+        for path in (root / package).rglob("*.py"):
+            name = path.relative_to(root).as_posix()
+            if name in allowed or name == "tests/unit/test_kafka_security.py":
+                continue
+            if '"bootstrap.servers"' in path.read_text():
+                offenders.append(name)
+    assert offenders == []
