@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from foldflow.security import check_connection_settings
+
 #: The most nodes `foldflow stack up --brokers N` runs on one machine.
 MAX_LOCAL_BROKERS = 5
 #: The most instances of one service `foldflow up` / `foldflow scale` runs on one machine.
@@ -331,8 +333,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
         """Refuse incomplete or contradictory connection settings, naming the setting."""
-        from foldflow.security import check_connection_settings  # keeps this module short
-
         check_connection_settings(self)
         return self
 
