@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench.results import AloneResult
 from bench.services import ServiceProcess, cpu_seconds, rss_mb
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import producer_config
@@ -72,8 +73,8 @@ def _caught_up(consumer: Consumer, topic: str, partitions: int, group: str) -> b
 def _wait(settings: Settings, topic: str, *, group: str, timeout: float,
           progress: Callable[[str], None]) -> float:  # fmt: skip
     """Wait until ``group`` committed every offset of ``topic``; return when (monotonic)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer = Consumer(kafka_config(settings, {"group.id": group,
+                         "enable.auto.commit": False, "isolation.level": "read_committed"}))
     try:
         deadline = time.monotonic() + timeout
         next_report = time.monotonic() + 10

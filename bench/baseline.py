@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.results import BaselineResult
 from bench.stats import rate, summarize
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from producers.publisher import producer_config
 from schemas.codec import encode
@@ -63,7 +64,7 @@ class RawTopics:
 
 
 def _create(settings: Settings, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings))
     futures = admin.create_topics(
         [NewTopic(n, num_partitions=settings.partitions,
                   replication_factor=settings.replication_factor or -1) for n in names],
@@ -84,12 +85,11 @@ def _create(settings: Settings, names: list[str]) -> None:
 
 
 def _consumer(settings: Settings, topic: str) -> Consumer:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"bench-raw-{uuid.uuid4()}",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
-    })
+    }))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])
     return consumer

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from bench.watchers import header
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
 __all__ = ["TopicTimes", "find_topic", "read_topic"]
@@ -44,13 +45,12 @@ def read_topic(
 ) -> TopicTimes:
     """Every record of ``topic`` up to its current end (``by_key`` only for records whose
     ``event_type`` header is ``event_type``, when given)."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"{settings.topic_prefix}bench-collect-{uuid.uuid4()}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
-    })
+    }))
     times = TopicTimes(topic)
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
@@ -93,8 +93,8 @@ def read_topic(
 
 def find_topic(settings: Settings, *, prefix: str, suffix: str) -> str | None:
     """The one topic named ``prefix…suffix``."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"{prefix}bench-find"})
+    consumer = Consumer(kafka_config(settings, {
+                         "group.id": f"{prefix}bench-find"}))
     try:
         names = consumer.list_topics(timeout=30).topics
     finally:

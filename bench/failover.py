@@ -35,6 +35,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from foldflow.admin import ensure_topics
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -107,9 +108,9 @@ class _Feed:
                 self.stop.wait(max(0.0, next_at - time.monotonic()))
 
     def read_loop(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap,
+        consumer = Consumer(kafka_config(self.settings, {
                              "group.id": f"failover-{uuid.uuid4().hex[:8]}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False}))
         consumer.subscribe([Topology.of(self.settings).results])
         try:
             while not self.stop.is_set():
@@ -156,7 +157,7 @@ def measure(option: str, *, restart: bool, base: Settings, logs: Path) -> float 
     settings = base.model_copy(update={"topic_prefix": f"fo-{uuid.uuid4().hex[:8]}.",
                                        "partitions": PARTITIONS})
     ensure_topics(settings, task_types=(TASK_TYPE,))
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings))
     group = Topology.of(settings).worker_group(TASK_TYPE)
     procs: list[subprocess.Popen[bytes]] = []
     feed = _Feed(settings)

@@ -230,7 +230,7 @@ def wait_definition_readable(settings: Settings, name: str, *, timeout: float) -
     from projections import queries
     from projections.db import make_engine
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -365,7 +365,7 @@ def standalone(
     run_dir.mkdir(parents=True, exist_ok=True)
     progress: Progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
     progress(f"{run_id}: topics {settings.topic_prefix}*, logs in {run_dir}")
-    upgrade(settings.database_url)
+    upgrade(settings)
     ensure_topics(settings, task_types=())
     env = {"FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
            "FOLDFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -27,6 +27,8 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
 from bench.watchers import header
+from foldflow.kafka import kafka_config
+from foldflow.settings import Settings
 from schemas.codec import decode, encode
 from schemas.messages import Envelope, StepCompleted
 
@@ -67,14 +69,16 @@ class LogRecord:
     event_type: str  # the header every Foldflow producer sets
 
 
-def read_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0) -> list[LogRecord]:
+def read_topics(
+    settings: Settings, topics: Iterable[str], *, timeout: float = 60.0
+) -> list[LogRecord]:
     """Every committed record of ``topics`` from the beginning to their current end."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer(kafka_config(settings, {
+        "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
         "logger": QUIET,
         "enable.auto.commit": False, "enable.partition.eof": False,
         "isolation.level": "read_committed",
-    })  # fmt: skip
+    }))  # fmt: skip
     try:
         metadata = consumer.list_topics(timeout=30)
         ends: dict[tuple[str, int], int] = {}
@@ -184,13 +188,13 @@ class Finished:
     """A check for :func:`wait_for`: every workflow of ``ids`` has a terminal event in
     ``events_topic``; :meth:`pending` says which have not and where they stopped."""
 
-    def __init__(self, bootstrap: str, events_topic: str, ids: set[str]) -> None:
-        self.bootstrap, self.topic, self.ids = bootstrap, events_topic, ids
+    def __init__(self, settings: Settings, events_topic: str, ids: set[str]) -> None:
+        self.settings, self.topic, self.ids = settings, events_topic, ids
         self.last: dict[str, list[str]] = {}  # workflow id -> its event types so far
 
     def __call__(self) -> bool:
         seen: dict[str, list[str]] = defaultdict(list)
-        for record in read_topics(self.bootstrap, [self.topic]):
+        for record in read_topics(self.settings, [self.topic]):
             seen[record.key].append(record.event_type)
         self.last = seen
         return all(any(t in TERMINAL for t in seen.get(wf, ())) for wf in self.ids)
@@ -205,9 +209,9 @@ class Finished:
         return "\n".join(lines)
 
 
-def finished(bootstrap: str, events_topic: str, ids: set[str]) -> Finished:
+def finished(settings: Settings, events_topic: str, ids: set[str]) -> Finished:
     """A check: every workflow of ``ids`` has a terminal event in ``events_topic``."""
-    return Finished(bootstrap, events_topic, ids)
+    return Finished(settings, events_topic, ids)
 
 
 def projection_differences(
@@ -269,15 +273,15 @@ class LiveTail:
     every record it saw: a record a consumer saw was acked by every in-sync replica, so
     it must still be at the same offset, unchanged, when the test reads the log again."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
         self.seen: dict[tuple[str, int, int], tuple[str, bytes]] = {}
         self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
+        self._consumer = Consumer(kafka_config(settings, {
+            "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
             "logger": QUIET,
             "enable.auto.commit": False, "enable.partition.eof": False,
             "isolation.level": "read_committed",
-        })  # fmt: skip
+        }))  # fmt: skip
         metadata = self._consumer.list_topics(timeout=30)
         self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
                                for p in metadata.topics[t].partitions])  # fmt: skip
@@ -319,10 +323,10 @@ def lost(
     return missing
 
 
-def group_lags(bootstrap: str, prefix: str, *, skip: Iterable[str] = ()) -> dict[str, int]:
+def group_lags(settings: Settings, prefix: str, *, skip: Iterable[str] = ()) -> dict[str, int]:
     """``{group without prefix: records behind its committed offsets}`` for every consumer
     group whose id starts with ``prefix`` (a group that cannot be asked is left out)."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": QUIET}
+    config: dict[str, Any] = kafka_config(settings, {"logger": QUIET})
     admin = AdminClient(config)
     consumer = Consumer({**config, "group.id": f"{prefix}lag-probe"})
     skipped = {*skip, f"{prefix}lag-probe"}

@@ -32,6 +32,7 @@ from psycopg import sql
 from sqlalchemy import make_url
 
 from bench.logcheck import Ack
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher, PublishError
@@ -197,9 +198,9 @@ def scratch_database(base_url: str, *, prefix: str = "foldflow_t") -> Iterator[s
                 sql.Identifier(name)))  # fmt: skip
 
 
-def delete_topics_and_groups(bootstrap: str, prefix: str) -> None:
+def delete_topics_and_groups(settings: Settings, prefix: str) -> None:
     """Remove what a deployment left on the broker (every name carries ``prefix``)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config(settings))
     topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
     if topics:
         for future in admin.delete_topics(topics, operation_timeout=60).values():

@@ -26,6 +26,7 @@ from bench.results import BaselineResult
 from bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
 from bench.watchers import EventWatcher, ProjectionWatcher, RssSampler, TaskWatcher
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -80,7 +81,7 @@ def _delete_kafka_state(settings: Settings, prefix: str) -> tuple[int, int]:
     """Delete the run's topics and consumer groups (every name carries ``prefix``)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings))
     names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
@@ -136,7 +137,7 @@ class Session:
 
         self.progress(f"run {self.run_id}: topics {self.settings.topic_prefix}*, "
                       f"database {self.settings.database_url.rsplit('/', 1)[-1]}")
-        upgrade(self.settings.database_url)
+        upgrade(self.settings)
         admin = admin_client(self.settings)
         specs = topic_specs(self.settings, task_types=(TASK_TYPE, SINK_TASK_TYPE))
         futures = admin.create_topics(

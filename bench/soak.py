@@ -53,6 +53,7 @@ from bench.services import rss_mb
 from bench.soak_report import Sample as SoakSample
 from bench.soak_report import SoakSummary, intervals, markdown, plot, rss_growth
 from bench.watchers import EventWatcher
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 
@@ -89,14 +90,14 @@ class Lags:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self.events = Topology.of(settings).events
-        config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap,
-                                  "group.id": f"{self.prefix}soak-lag", "logger": QUIET}
+        config: dict[str, Any] = kafka_config(settings, {
+                                  "group.id": f"{self.prefix}soak-lag", "logger": QUIET})
         self.consumer = Consumer(config)
         self.engine = engine
 
     def sample(self) -> dict[str, int]:
         """``{group without prefix: records behind}``; ``projector`` from PostgreSQL."""
-        out = group_lags(self.settings.kafka_bootstrap, self.prefix, skip=(
+        out = group_lags(self.settings, self.prefix, skip=(
             f"{self.prefix}foldflow.projector", f"{self.prefix}bench-watcher",
             f"{self.prefix}soak-lag"))  # fmt: skip
         with self.engine.connect() as conn:
@@ -145,7 +146,7 @@ def run(config: SoakConfig, settings: Settings, *, out: Path = RUNS) -> tuple[Pa
         finally:
             say("stopping the deployment, deleting its topics")
             d.foldflow("down", timeout=300)
-            delete_topics_and_groups(settings.kafka_bootstrap, d.env["FOLDFLOW_TOPIC_PREFIX"])
+            delete_topics_and_groups(settings, d.env["FOLDFLOW_TOPIC_PREFIX"])
 
 
 def _run(
@@ -202,7 +203,7 @@ def _run(
         say(str(exc))
     watcher.stop()
 
-    events = read_topics(settings.kafka_bootstrap, [Topology.of(settings).events], timeout=300)
+    events = read_topics(settings, [Topology.of(settings).events], timeout=300)
     by_workflow = histories(events)
     problems = log_problems(by_workflow, accepted)
     problems += [f"{wf}: in wf.events without a 202" for wf in sorted(set(by_workflow)
@@ -213,7 +214,7 @@ def _run(
     except AssertionError as exc:
         say(str(exc))
     projection = projection_differences(engine, by_workflow, accepted)
-    dlq = len(read_topics(settings.kafka_bootstrap, [Topology.of(settings).dlq]))
+    dlq = len(read_topics(settings, [Topology.of(settings).dlq]))
     lags.close()
     engine.dispose()
 

@@ -25,6 +25,7 @@ from sqlalchemy.types import String
 
 from bench.results import Completion
 from bench.services import rss_mb
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
 __all__ = [
@@ -79,14 +80,13 @@ class EventWatcher:
         #: confluent_kafka's TIMESTAMP_* type of the records seen (append or create time)
         self.timestamp_type: int | None = None
         self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._consumer = Consumer(kafka_config(settings, {
             "group.id": f"{settings.topic_prefix}bench-watcher",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 10,
-        })
+        }))
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
         )
@@ -130,14 +130,13 @@ class TaskWatcher:
         self.topic = topic
         self.seen: dict[str, list[int]] = {}
         self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._consumer = Consumer(kafka_config(settings, {
             "group.id": f"{settings.topic_prefix}bench-tasks",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 10,
-        })
+        }))
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
         )

@@ -12,6 +12,8 @@ from typing import Literal
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from foldflow.kafka import kafka_config
+from foldflow.kafka import metadata as kafka_metadata
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, CO_PARTITIONED, TopicSpec, topic_specs
 
@@ -38,7 +40,7 @@ class TopicOutcome:
 
 def admin_client(settings: Settings) -> AdminClient:
     """An admin client for ``settings.kafka_bootstrap``."""
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(kafka_config(settings))
 
 
 def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int]:
@@ -47,7 +49,7 @@ def _existing_partitions(admin: AdminClient, *, timeout: float) -> dict[str, int
 
 def _existing(admin: AdminClient, *, timeout: float) -> dict[str, tuple[int, int]]:
     """``{topic: (partitions, replicas of its first partition)}`` of every topic."""
-    metadata = admin.list_topics(timeout=timeout)
+    metadata = kafka_metadata(admin, timeout=timeout)
     return {
         name: (len(t.partitions), len(t.partitions[min(t.partitions)].replicas))
         for name, t in metadata.topics.items()

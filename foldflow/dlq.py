@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.tracing import TRACE_HEADERS, delivered, inject_headers, producing
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -128,15 +129,14 @@ def read_dead_letters(settings: Settings, *, since_ms: int | None = None,
     """Every dead letter (parked at or after ``since_ms``), oldest first per partition;
     with ``newest_per_partition`` only the last that many records of each partition."""
     topic = Topology.of(settings).dlq
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"foldflow-cli-dlq-{uuid.uuid4().hex}",  # never committed
         "enable.auto.commit": False,
         # the end is where the consumer says it is: the orchestrator parks records in
         # transactions, and a commit marker after the last record takes an offset too
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
-    })  # fmt: skip
+    }))  # fmt: skip
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         info = metadata.topics.get(topic)

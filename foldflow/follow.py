@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from foldflow.kafka import kafka_config
 from foldflow.partitioner import partition_for
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -109,14 +110,13 @@ class EventFollower:
     def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
         self.topic = Topology.of(settings).events
         self._timeout = timeout
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._consumer = Consumer(kafka_config(settings, {
             "group.id": f"foldflow-cli-follow-{uuid.uuid4().hex}",  # never committed
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",  # the orchestrator writes in transactions
-        })  # fmt: skip
+        }))  # fmt: skip
         metadata = self._consumer.list_topics(self.topic, timeout=timeout)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:

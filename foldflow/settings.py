@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from foldflow.security import check_connection_settings
 
 #: The most nodes `foldflow stack up --brokers N` runs on one machine.
 MAX_LOCAL_BROKERS = 5
@@ -42,11 +44,20 @@ class ConfiguredApiKey(BaseModel):
         return self
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+PgSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class Settings(BaseSettings):
     """Foldflow's configuration; read once per process with :func:`get_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FOLDFLOW_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="FOLDFLOW_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # a validation error must not echo a password
     )
 
     # Kafka
@@ -68,9 +79,56 @@ class Settings(BaseSettings):
         default=30_000, ge=1, description="how long a publish waits for the broker's ack"
     )
     schema_registry_url: str | None = None
+    # Kafka security (foldflow/kafka.py builds every client's config; docs/security.md)
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None, description="required with SASL_PLAINTEXT and SASL_SSL"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauthbearer_client_id: str | None = Field(
+        default=None, description="OAUTHBEARER (OIDC client credentials): the client id"
+    )
+    kafka_sasl_oauthbearer_client_secret: SecretStr | None = None
+    kafka_sasl_oauthbearer_token_endpoint_url: str | None = Field(
+        default=None, description="OAUTHBEARER: the identity provider's token endpoint"
+    )
+    kafka_sasl_oauthbearer_scope: str | None = None
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates; default: "
+        "the system's trust store",
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None, description="PEM client certificate (TLS client authentication)"
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        default=None, description="PEM private key of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_endpoint_identification: bool = Field(
+        default=True, description="check that the broker's certificate names its host"
+    )
+    kafka_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="any other librdkafka property for every client, as a JSON object "
+        '(e.g. {"client.dns.lookup": "use_all_dns_ips"}); not the connection and security '
+        "properties the settings above own",
+    )
 
     # PostgreSQL
     database_url: str = "postgresql+psycopg://foldflow:foldflow@127.0.0.1:5432/foldflow"
+    database_sslmode: PgSslMode | None = Field(
+        default=None, description="libpq sslmode; default: libpq's own (prefer)"
+    )
+    database_sslrootcert: Path | None = Field(
+        default=None, description="PEM CA file that verifies the server (verify-ca/verify-full)"
+    )
+    database_sslcert: Path | None = Field(default=None, description="PEM client certificate")
+    database_sslkey: Path | None = Field(default=None, description="its private key")
+    database_sslpassword: SecretStr | None = Field(
+        default=None, description="the password of an encrypted client key"
+    )
 
     # Local stack (foldflow stack up)
     kafka_version: str = "4.1.1"
@@ -155,6 +213,17 @@ class Settings(BaseSettings):
             if text.startswith('["') or text.startswith("[ "):
                 return json.loads(text)
             return tuple(e.strip() for e in text.split(",") if e.strip())
+        return value
+
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _kafka_config_json(cls, value: Any) -> Any:
+        """A JSON object given as text (the environment's form) is parsed."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"FOLDFLOW_KAFKA_CONFIG is not a JSON object: {exc}") from exc
         return value
 
     # Gateway: authentication, limits, timeouts
@@ -260,6 +329,12 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="mean time for a service that went down to be back up"
     )
 
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """Refuse incomplete or contradictory connection settings, naming the setting."""
+        check_connection_settings(self)
+        return self
 
 
 @lru_cache(maxsize=1)

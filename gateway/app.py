@@ -18,6 +18,7 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import Engine
 from starlette.middleware import Middleware
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.tracing import configure_tracing
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -76,7 +77,7 @@ def create_app(
         publisher = Publisher(settings, source="gateway")
         owned.append(publisher)
     if engine is None:
-        engine = make_engine(settings.database_url, timeout_s=settings.gateway_db_timeout_s)
+        engine = make_engine(settings, timeout_s=settings.gateway_db_timeout_s)
         owned.append(engine)
     topology = Topology.of(settings)
     reads = Reads(engine, timeout_s=settings.gateway_db_timeout_s)
@@ -87,7 +88,7 @@ def create_app(
         engine=engine,
         authenticator=Authenticator(settings, engine=engine),
         readiness=Readiness(
-            kafka_bootstrap=settings.kafka_bootstrap,
+            kafka_config=kafka_config(settings),
             commands_topic=topology.commands,
             engine=engine,
             timeout_s=min(settings.gateway_db_timeout_s, settings.gateway_kafka_timeout_s),

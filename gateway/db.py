@@ -17,7 +17,9 @@ import anyio.to_thread
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 
+from foldflow.settings import Settings
 from gateway.errors import DependencyUnavailable
+from projections.db import connection
 
 __all__ = ["call_db", "make_engine"]
 
@@ -28,10 +30,12 @@ T = TypeVar("T")
 _OUTAGES = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
-def make_engine(database_url: str, *, timeout_s: float) -> Engine:
-    """An engine whose connects, pool waits and statements all give up after ``timeout_s``."""
+def make_engine(database: Settings | str, *, timeout_s: float) -> Engine:
+    """An engine whose connects, pool waits and statements all give up after ``timeout_s``;
+    given settings, with their TLS options (``FOLDFLOW_DATABASE_SSL*``)."""
+    url, tls = connection(database)
     return create_engine(
-        database_url,
+        url,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
@@ -40,6 +44,7 @@ def make_engine(database_url: str, *, timeout_s: float) -> Engine:
             "connect_timeout": max(1, math.ceil(timeout_s)),
             "options": f"-c statement_timeout={int(timeout_s * 1000)}",
             "application_name": "foldflow-gateway",
+            **tls,
         },
     )
 

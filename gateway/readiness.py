@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -30,9 +32,14 @@ class Readiness:
     """Checks the gateway's two dependencies."""
 
     def __init__(
-        self, *, kafka_bootstrap: str, commands_topic: str, engine: Engine, timeout_s: float
+        self,
+        *,
+        kafka_config: Mapping[str, Any],
+        commands_topic: str,
+        engine: Engine,
+        timeout_s: float,
     ) -> None:
-        self._bootstrap = kafka_bootstrap
+        self._kafka_config = dict(kafka_config)  # from foldflow.kafka.kafka_config
         self._topic = commands_topic
         self._engine = engine
         self._timeout_s = timeout_s
@@ -40,7 +47,7 @@ class Readiness:
 
     def _kafka(self) -> Check:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+            self._admin = AdminClient(self._kafka_config)
         metadata = self._admin.list_topics(topic=self._topic, timeout=self._timeout_s)
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None:

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.metrics import DLQ_MESSAGES
 from foldflow.observability.tracing import (
     Headers,
@@ -51,8 +52,7 @@ _EXTRA_WAIT_S = 5.0  # librdkafka fails a message after message.timeout.ms; wait
 
 def producer_config(settings: Settings, *, source: str) -> dict[str, Any]:
     """The librdkafka configuration of a Foldflow producer (exposed for tests and tools)."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    return kafka_config(settings, {
         "client.id": f"foldflow-{source}",
         "acks": "all",
         "enable.idempotence": True,
@@ -63,7 +63,7 @@ def producer_config(settings: Settings, *, source: str) -> dict[str, Any]:
         # Topics come from `foldflow topics ensure` with the right partition count; a
         # misspelt topic must fail, not appear with the broker's defaults.
         "allow.auto.create.topics": False,
-    }
+    })
 
 
 def dead_letter_headers(

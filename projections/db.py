@@ -2,41 +2,71 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 
-__all__ = ["MIGRATIONS_DIR", "Revisions", "alembic_config", "make_engine", "revisions", "upgrade"]
+from foldflow.security import postgres_connect_args
+from foldflow.settings import Settings
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "Revisions",
+    "alembic_config",
+    "connection",
+    "make_engine",
+    "revisions",
+    "upgrade",
+]
 
 #: The Alembic script directory, shipped as package data.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
-    """An engine that survives a PostgreSQL restart (connections are pinged before use)."""
+def connection(database: Settings | str) -> tuple[str, dict[str, Any]]:
+    """The URL and the libpq TLS parameters (``FOLDFLOW_DATABASE_SSL*``) of ``database``:
+    settings, or a bare URL (whose query string may carry its own ``sslmode``)."""
+    if isinstance(database, Settings):
+        return database.database_url, postgres_connect_args(database)
+    return database, {}
+
+
+def make_engine(
+    database: Settings | str, *, pool_size: int = 5, connect_args: Mapping[str, Any] = {}
+) -> Engine:
+    """An engine that survives a PostgreSQL restart (connections are pinged before use).
+
+    Give the settings (not only their URL) so their TLS options apply.
+    """
+    url, tls = connection(database)
     return create_engine(
-        database_url,
+        url,
         pool_size=pool_size,
         max_overflow=2,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, **tls, **connect_args},
     )
 
 
-def alembic_config(database_url: str) -> Config:
-    """An Alembic config for ``database_url`` without an ``alembic.ini`` on disk."""
+def alembic_config(database: Settings | str) -> Config:
+    """An Alembic config for ``database`` without an ``alembic.ini`` on disk; the TLS
+    parameters travel in ``config.attributes["connect_args"]`` (migrations/env.py)."""
+    url, tls = connection(database)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["connect_args"] = tls
     return config
 
 
-def upgrade(database_url: str, *, revision: str = "head") -> None:
+def upgrade(database: Settings | str, *, revision: str = "head") -> None:
     """Migrate the database to ``revision`` (idempotent)."""
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database), revision)
 
 
 @dataclass(frozen=True)
@@ -52,13 +82,13 @@ class Revisions:
         return set(self.current) == set(self.heads)
 
 
-def revisions(database_url: str) -> Revisions:
+def revisions(database: Settings | str) -> Revisions:
     """The database's current Alembic revision(s) and the migrations' head(s)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    heads = ScriptDirectory.from_config(alembic_config(database_url)).get_heads()
-    engine = make_engine(database_url, pool_size=1)
+    heads = ScriptDirectory.from_config(alembic_config(database)).get_heads()
+    engine = make_engine(database, pool_size=1)
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_heads()

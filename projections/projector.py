@@ -40,6 +40,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
+from foldflow.kafka import kafka_config
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
 from foldflow.observability.outcomes import OUTCOMES
@@ -156,8 +157,7 @@ class Projector:
         self._gap_backoff = self.options.backoff_initial
         self._counted_definitions: set[str] = set()
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
+            kafka_config(settings, {
                 "group.id": consumer_group(settings),
                 "client.id": f"foldflow-projector-{settings.instance_id or ''}",
                 "enable.auto.commit": False,
@@ -168,7 +168,7 @@ class Projector:
                 # a killed projector's partitions move on after 10 s, not the default 45 s
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
-            }
+            })
         )
 
     # --- positions ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.apply import ProjectionError
@@ -111,14 +112,13 @@ class Rebuild:
         self.topology = Topology.of(settings)
         self.applied = 0
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
+            kafka_config(settings, {
                 "group.id": f"{settings.topic_prefix}foldflow.rebuild.{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-            }
+            })
         )
         self.partitions: dict[TopicPartition, _Partition] = {}
 

@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from foldflow import stack as local_stack
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
 KINDS = ("unit", "integration", "contract", "e2e", "chaos")
@@ -153,9 +154,9 @@ def database_url(stack: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
-def admin(kafka_bootstrap: str) -> AdminClient:
+def admin(stack: Settings) -> AdminClient:
     """A confluent-kafka admin client for the session's broker."""
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+    return AdminClient(kafka_config(stack))
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from psycopg import sql
 from sqlalchemy import Engine, func, make_url, select, text
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -418,9 +419,9 @@ def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     takes an offset after the last record."""
     topo = Topology.of(settings)
     wanted = [(topo.events, p) for p in range(settings.partitions)] + [(topo.definitions, 0)]
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
+    c = Consumer(kafka_config(settings, {"group.id": "probe",
                   "enable.partition.eof": True, "enable.auto.commit": False,
-                  "isolation.level": "read_committed"})
+                  "isolation.level": "read_committed"}))
     try:
         c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
         out = dict.fromkeys(wanted, 0)

@@ -25,6 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.metrics import (
     CONSUMER_LAG,
     MESSAGE_HANDLING_SECONDS,
@@ -56,8 +57,7 @@ _PAUSE_AFTER_S = 1.0
 
 def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
     """The librdkafka configuration of a task type's consumer (manual, in-order commits)."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    return kafka_config(settings, {
         "group.id": Topology.of(settings).worker_group(task_type),
         "client.id": f"foldflow-worker-{task_type}",
         "enable.auto.commit": False,
@@ -76,7 +76,7 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
         # attempt dispatched meanwhile timed out (measured in docs/operations.md).
         "session.timeout.ms": settings.worker_session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.worker_session_timeout_ms // 4),
-    }
+    })
 
 
 class TaskConsumer:

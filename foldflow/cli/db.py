@@ -25,7 +25,7 @@ def upgrade(
 
     settings = get_settings()
     try:
-        run_upgrade(settings.database_url, revision=revision)
+        run_upgrade(settings, revision=revision)
     except OperationalError as exc:
         err.print(f"[red]PostgreSQL unreachable:[/red] {exc.orig}", highlight=False)
         raise typer.Exit(FAILED) from exc
@@ -42,7 +42,7 @@ def current(as_json: bool = JsonOption) -> None:
 
     settings = get_settings()
     try:
-        found = revisions(settings.database_url)
+        found = revisions(settings)
     except OperationalError as exc:
         err.print(f"[red]PostgreSQL unreachable:[/red] {exc.orig}", highlight=False)
         raise typer.Exit(FAILED) from exc

@@ -130,7 +130,7 @@ def register(files: list[Path] = FilesArgument, tenant: str = TenantOption) -> N
 def _engine() -> Any:
     from projections.db import make_engine
 
-    return make_engine(get_settings().database_url, pool_size=1)
+    return make_engine(get_settings(), pool_size=1)
 
 
 @app.command("list", epilog="Exit codes: 0 listed (also when there are none); 1 PostgreSQL "

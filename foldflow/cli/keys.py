@@ -33,10 +33,11 @@ T = TypeVar("T")
 @contextmanager
 def _database() -> Iterator[Engine]:
     """An engine on the configured database; exits 1 with a hint when it is not usable."""
-    from sqlalchemy import create_engine
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    engine = create_engine(get_settings().database_url)
+    from projections.db import make_engine
+
+    engine = make_engine(get_settings(), pool_size=1)
     try:
         yield engine
     except (OperationalError, ProgrammingError) as exc:

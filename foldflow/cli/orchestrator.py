@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from foldflow.kafka import connection_failure, kafka_config
 from foldflow.settings import Settings, get_settings
 
 __all__ = ["run_orchestrator"]
@@ -35,13 +36,12 @@ def run_orchestrator() -> None:
     _configure_logging(settings)
     configure_tracing(settings, service="orchestrator")
     try:
-        admin = AdminClient({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        admin = AdminClient(kafka_config(settings, {
             "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
-        })  # fmt: skip
+        }))  # fmt: skip
         ensure_topics(settings, admin=admin)
     except (PartitionMismatch, KafkaException) as exc:
-        typer.echo(f"cannot prepare the topics: {exc}", err=True)
+        typer.echo(f"cannot prepare the topics: {connection_failure() or exc}", err=True)
         raise typer.Exit(2) from exc
 
     serving: list[int] = []

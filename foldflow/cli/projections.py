@@ -62,7 +62,7 @@ def status(
     from projections.queries import get_workflow
 
     tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
-    engine = make_engine(get_settings().database_url, pool_size=1)
+    engine = make_engine(get_settings(), pool_size=1)
     detail = get_workflow(engine, tenant, workflow_id)
     if detail is None:
         err.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
@@ -113,7 +113,7 @@ def events(
     from projections.queries import get_history
 
     tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
-    engine = make_engine(get_settings().database_url, pool_size=1)
+    engine = make_engine(get_settings(), pool_size=1)
     history = get_history(engine, tenant, workflow_id, after_sequence=after, limit=limit)
     if history is None:
         err.print(f"no workflow {workflow_id} for tenant {tenant}", style="red",
@@ -140,7 +140,7 @@ def rebuild(
     from projections.rebuild import Rebuild, RebuildError
 
     settings = get_settings()
-    engine = make_engine(settings.database_url, pool_size=1)
+    engine = make_engine(settings, pool_size=1)
     job = Rebuild(settings, engine, batch=batch)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:

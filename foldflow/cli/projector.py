@@ -40,7 +40,7 @@ def run_projector() -> None:
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings)
     try:
         for attempt in Retrying(retry=retry_if_exception_type(OperationalError),
                                 wait=wait_exponential(multiplier=0.2, max=5),

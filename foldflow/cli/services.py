@@ -62,13 +62,12 @@ def ensure_api_key(settings: Settings, *, report: svc.Report) -> None:
     """Keep ``<state_dir>/api-key`` if it is a stored key of tenant "default" with every
     scope; otherwise create one (``gateway.keys.create_api_key``) and write it there (0600).
     """
-    from sqlalchemy import create_engine
-
     from gateway.keys import SCOPES, create_api_key, find_key, hash_key  # lazy: composition root
+    from projections.db import make_engine
 
     path = key_path(settings)
     existing = path.read_text().strip() if path.exists() else ""
-    engine = create_engine(settings.database_url)
+    engine = make_engine(settings, pool_size=1)
     try:
         stored = find_key(engine, hash_key(existing)) if existing else None
         if stored and stored.tenant == LOCAL_TENANT and stored.scopes >= set(SCOPES):

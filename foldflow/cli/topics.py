@@ -12,6 +12,7 @@ from rich.table import Table
 
 from foldflow.admin import PartitionMismatch, admin_client, ensure_topics
 from foldflow.cli.output import FAILED, USAGE, JsonOption, err, print_json
+from foldflow.kafka import connection_failure
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import BUILTIN_TASK_TYPES, TASKS_PREFIX, topic_specs
 
@@ -24,6 +25,10 @@ console = Console()
 
 
 def _kafka_failed(settings: Settings, exc: KafkaException) -> typer.Exit:
+    hint = connection_failure()
+    if hint is not None:
+        err.print(f"[red]{hint}[/red]", highlight=False)
+        return typer.Exit(FAILED)
     err.print(f"[red]Kafka at {settings.kafka_bootstrap} failed:[/red] {exc}. "
               "Is it up? (`foldflow stack up`)", highlight=False)
     return typer.Exit(FAILED)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from foldflow.kafka import connection_failure
 from foldflow.settings import Settings
 from foldflow.stack.cluster import node_pid, start_cluster, stop_nodes
 from foldflow.stack.common import (
@@ -139,6 +140,8 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
             lines.append(_cluster_up(settings, state, report))
         elif kafka_reachable(settings):
             lines.append(f"Kafka: already up at {settings.kafka_bootstrap}")
+        elif (failure := connection_failure()) is not None:
+            raise StackError(failure)  # it runs, but refuses us: starting another won't help
         else:
             pid = start_kafka(settings, report)
             state["kafka"] = {"pid": pid, "bootstrap": settings.kafka_bootstrap}

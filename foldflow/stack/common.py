@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foldflow.resources import deploy_local_dir
+from foldflow.security import postgres_connect_args
 from foldflow.settings import Settings
 
 DEPLOY_DIR = deploy_local_dir()
@@ -148,7 +149,11 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 def kafka_reachable(settings: Settings, *, timeout: float = 3.0) -> bool:
     """True when the (first) broker answers a metadata request."""
     host, port = kafka_address(settings)
-    return broker_count(f"{host}:{port}", timeout=timeout) is not None
+    if not port_open(host, port):
+        return False
+    from foldflow.kafka import kafka_config  # lazy, as AdminClient below
+
+    return _brokers_listed(kafka_config(settings, {"logger": _QUIET}), timeout=timeout) is not None
 
 
 _QUIET = logging.getLogger("foldflow.stack.probe")
@@ -157,17 +162,22 @@ _QUIET.propagate = False
 
 
 def broker_count(address: str, *, timeout: float = 3.0) -> int | None:
-    """How many brokers the metadata of the broker at ``address`` lists; None: no answer."""
+    """How many brokers the metadata of the local (PLAINTEXT) broker at ``address`` lists;
+    None: no answer."""
     host, port = split_host_port(address, 9092)
     if not port_open(host, port):
         return None
+    # librdkafka's own lines ("Connect to ... failed") would land on the user's terminal
+    return _brokers_listed({"bootstrap.servers": address, "logger": _QUIET}, timeout=timeout)
+
+
+def _brokers_listed(config: dict[str, Any], *, timeout: float) -> int | None:
     from confluent_kafka.admin import AdminClient
 
-    # librdkafka's own lines ("Connect to ... failed") would land on the user's terminal
-    config: dict[str, Any] = {"bootstrap.servers": address, "logger": _QUIET}
-    admin = AdminClient(config)
+    from foldflow.kafka import metadata
+
     try:
-        return len(admin.list_topics(timeout=timeout).brokers)
+        return len(metadata(AdminClient(config), timeout=timeout).brokers)
     except Exception:
         return None
 
@@ -186,6 +196,7 @@ def postgres_reachable(settings: Settings, *, timeout: int = 3) -> bool:
             password=url.password,
             dbname=url.database,
             connect_timeout=timeout,
+            **postgres_connect_args(settings),
         ) as conn:
             conn.execute("select 1")
     except psycopg.Error:

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from foldflow.admin import ensure_topics
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.runtime.definitions_cache import DefinitionsCache
@@ -51,10 +52,9 @@ def build(
 ) -> Orchestrator:
     """A ready-to-run orchestrator with real Kafka clients."""
     table = DefinitionTable()
-    admin = AdminClient({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    admin = AdminClient(kafka_config(settings, {
         "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
-    })  # fmt: skip
+    }))  # fmt: skip
 
     def ensure_task_topics(task_types: tuple[str, ...]) -> None:
         ensure_topics(settings, task_types=task_types, admin=admin)

@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas.codec import CodecError, decode
@@ -58,8 +59,7 @@ class DefinitionsCache:
 
     def start(self, *, timeout: float = 30.0) -> None:
         """Assign every partition of the topic from the beginning (returns at once)."""
-        consumer = self._factory({
-            "bootstrap.servers": self._settings.kafka_bootstrap,
+        consumer = self._factory(kafka_config(self._settings, {
             "group.id": f"{self._settings.topic_prefix}foldflow-orchestrator-definitions-"
                         f"{uuid.uuid4().hex}",  # never joined, never committed
             "client.id": "foldflow-orchestrator-definitions",
@@ -68,7 +68,7 @@ class DefinitionsCache:
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 100,
             "logger": logging.getLogger("librdkafka"),
-        })  # fmt: skip
+        }))  # fmt: skip
         metadata = consumer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
         if metadata is None or metadata.error is not None:
             consumer.close()

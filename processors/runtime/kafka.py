@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.identity import instance_name
 from foldflow.settings import Settings
 from producers import producer_config
@@ -52,8 +53,7 @@ def _session_ms(settings: Settings) -> int:
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """The configuration of the orchestrator's input consumer."""
     session = _session_ms(settings)
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    return kafka_config(settings, {
         "group.id": group_id(settings),
         "client.id": f"foldflow-orchestrator-{instance_name(settings)}",
         "partition.assignment.strategy": "range",
@@ -67,7 +67,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
         "fetch.wait.max.ms": 50,
         "logger": _LIBRDKAFKA_LOG,
-    }
+    })
 
 
 def transactional_producer_config(settings: Settings) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from processors.runtime.records import (
     DEFINITION_KEY_PREFIX,
@@ -65,8 +66,7 @@ class StateReader:
         self._topic = topic
         self._definitions = definitions
         self._factory = consumer_factory
-        self._config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._config: dict[str, Any] = kafka_config(settings, {
             "group.id": f"{settings.topic_prefix}foldflow-orchestrator-restore-"
                         f"{uuid.uuid4().hex}",  # never joined, never committed
             "client.id": "foldflow-orchestrator-restore",
@@ -75,7 +75,7 @@ class StateReader:
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 50,
             "logger": logging.getLogger("librdkafka"),
-        }
+        })
 
     def close(self) -> None:
         """Nothing stays open between reads."""

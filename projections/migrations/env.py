@@ -6,11 +6,16 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from foldflow.security import postgres_connect_args
 from foldflow.settings import Settings
 from projections.models import metadata
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+url: str = config.get_main_option("sqlalchemy.url") or ""
+connect_args = config.attributes.get("connect_args", {})
+if not url:
+    _settings = Settings()
+    url, connect_args = _settings.database_url, postgres_connect_args(_settings)
 
 
 def run_offline() -> None:
@@ -22,7 +27,7 @@ def run_offline() -> None:
 
 def run_online() -> None:
     """Migrate through a live connection."""
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():

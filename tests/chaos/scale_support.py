@@ -42,7 +42,7 @@ def drain_failure(exc: AssertionError, deployment: UpDeployment, check: object, 
     deployment's logs were kept."""
     settings = deployment.settings()
     pending = check.pending() if hasattr(check, "pending") else ""
-    lags = group_lags(settings.kafka_bootstrap, settings.topic_prefix)
+    lags = group_lags(settings, settings.topic_prefix)
     kept = keep_logs(deployment, Path("/tmp") / f"foldflow-{name}-logs")
     return AssertionError(f"{exc}\n{pending}\nlag per group: {lags}\n{report}\n"
                           f"logs kept in {kept}\n{deployment.log_tails()}")

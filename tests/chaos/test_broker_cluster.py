@@ -45,6 +45,7 @@ from sqlalchemy import create_engine
 
 from foldflow import stack as local_stack
 from foldflow.admin import ensure_topics
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 
@@ -136,15 +137,15 @@ def test_three_nodes_replicate_every_topic_three_times_with_min_isr_two(
         assert f"Kafka node {k}" in status, status
     assert status.count("running") >= NODES + 1  # every node and PostgreSQL
 
-    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+    admin = AdminClient(kafka_config(cluster))
     settings = deployment.settings()
     outcomes = ensure_topics(settings)  # what `foldflow topics ensure` does, again
     assert {(o.replication_factor, o.min_insync_replicas) for o in outcomes} == {(3, 2)}
     assert {o.outcome for o in outcomes} == {"ok"}, [o for o in outcomes if o.note]
 
     # the transaction state topic exists once a transactional producer has started
-    producer = Producer({"bootstrap.servers": cluster.kafka_bootstrap,
-                         "transactional.id": f"test-{uuid.uuid4().hex[:8]}"})  # fmt: skip
+    producer = Producer(kafka_config(cluster, {
+                         "transactional.id": f"test-{uuid.uuid4().hex[:8]}"}))  # fmt: skip
     producer.init_transactions(60)
     wait_for(lambda: all(t in admin.list_topics(timeout=10).topics for t in INTERNAL),
              timeout=60, what="the internal topics")  # fmt: skip
@@ -163,12 +164,12 @@ def test_killing_the_leader_under_load_loses_no_acked_record_and_ends_each_workf
 ) -> None:
     settings = deployment.settings()
     topology = Topology.of(settings)
-    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+    admin = AdminClient(kafka_config(cluster))
     topics = _topics(admin, settings.topic_prefix)
     began = time.monotonic()
     phases: list[tuple[str, float]] = []
 
-    tail = LiveTail(cluster.kafka_bootstrap, topics).start()
+    tail = LiveTail(cluster, topics).start()
     load = AckedStarts(settings, rate=RATE).start()
     killed: list[int] = []
     try:
@@ -203,14 +204,14 @@ def test_killing_the_leader_under_load_loses_no_acked_record_and_ends_each_workf
     assert len(load.acked) >= RATE * 20, report
 
     ids = set(load.acked)
-    check = finished(cluster.kafka_bootstrap, topology.events, ids)
+    check = finished(cluster, topology.events, ids)
     try:
         wait_for(check, timeout=300, what="every acked start ended in wf.events", every=3)
     except AssertionError as exc:
         raise drain_failure(exc, deployment, check, report, "leader-kill") from None
     finally:
         tail.stop()
-    records = read_topics(cluster.kafka_bootstrap, topics)
+    records = read_topics(cluster, topics)
     assert lost(load.acked.values(), tail.seen, records, topology.commands) == []
     by_workflow = histories(r for r in records if r.topic == topology.events)
     assert log_problems(by_workflow, ids) == []
@@ -232,7 +233,7 @@ def test_killing_the_leader_under_load_loses_no_acked_record_and_ends_each_workf
 def test_with_two_brokers_down_writes_fail_with_503_naming_kafka_and_recover(
     cluster: Settings, deployment: UpDeployment
 ) -> None:
-    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+    admin = AdminClient(kafka_config(cluster))
     settings = deployment.settings()
     [url] = deployment.gateway_urls(1)
     client = httpx.Client(base_url=url, timeout=30,
@@ -281,12 +282,12 @@ def test_with_two_brokers_down_writes_fail_with_503_naming_kafka_and_recover(
     restarted = deployment.must("up")  # a supervisor: starts whatever exited meanwhile
     ids = {before.json()["id"], workflow}
     topology = Topology.of(settings)
-    check = finished(cluster.kafka_bootstrap, topology.events, ids)
+    check = finished(cluster, topology.events, ids)
     try:
         wait_for(check, timeout=120, what="both workflows ended", every=2)
     except AssertionError as exc:
         raise drain_failure(exc, deployment, check, restarted, "two-down") from None
-    by_workflow = histories(r for r in read_topics(cluster.kafka_bootstrap, [topology.events]))
+    by_workflow = histories(r for r in read_topics(cluster, [topology.events]))
     assert log_problems(by_workflow, ids) == []
     print(f"answers while one node came back: {answers}; `up` afterwards:\n{restarted}")
 

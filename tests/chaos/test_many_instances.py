@@ -56,7 +56,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[UpDeployment]:
             yield d
         finally:
             d.foldflow("down", timeout=180)
-            delete_topics_and_groups(stack.kafka_bootstrap, d.env["FOLDFLOW_TOPIC_PREFIX"])
+            delete_topics_and_groups(stack, d.env["FOLDFLOW_TOPIC_PREFIX"])
 
 
 def test_many_instances_killed_at_random_complete_every_workflow_once(
@@ -117,14 +117,14 @@ def test_many_instances_killed_at_random_complete_every_workflow_once(
 
     settings = d.settings()
     events = Topology.of(settings).events
-    check = finished(settings.kafka_bootstrap, events, ids)
+    check = finished(settings, events, ids)
     try:
         wait_for(check, timeout=DRAIN_S, what="every accepted workflow ended in wf.events",
                  every=3)  # fmt: skip
     except AssertionError as exc:
         raise drain_failure(exc, d, check, report, "many-instances") from None
     phase("all ended in wf.events")
-    by_workflow = histories(read_topics(settings.kafka_bootstrap, [events]))
+    by_workflow = histories(read_topics(settings, [events]))
     assert log_problems(by_workflow, ids) == []
     # the log holds no workflow the client was not told about (a start is one 202 or none)
     assert set(by_workflow) - ids == set(), "workflows started without a 202"

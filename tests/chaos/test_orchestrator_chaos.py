@@ -25,6 +25,7 @@ from orchestrator_harness import (
 )
 
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from processors.runtime.kafka import group_id
@@ -179,7 +180,7 @@ def test_timers_survive_orchestrator_restarts(
 def _rewind_orchestrator_group(settings: Settings) -> None:
     """Move the (empty) orchestrator group back to offset 0 on both input topics."""
     topology = Topology.of(settings)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings))
     partitions = [
         TopicPartition(topic, p, 0)
         for topic in (topology.commands, topology.results)

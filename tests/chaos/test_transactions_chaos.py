@@ -34,6 +34,7 @@ from orchestrator_harness import (
 )
 
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import PublishError
@@ -117,13 +118,12 @@ def stamped(settings: Settings, *, isolation: str) -> list[tuple[str, str, float
     topology = Topology.of(settings)
     topics = [topology.events, topology.commands, topology.results, topology.dlq,
               topology.orchestrator_state, topology.task("builtin.echo")]  # fmt: skip
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"test-stamps-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "isolation.level": isolation,
-    })  # fmt: skip
+    }))  # fmt: skip
     assigned = [TopicPartition(t, p, OFFSET_BEGINNING)
                 for t in topics for p in range(settings.partitions)]  # fmt: skip
     consumer.assign(assigned)

@@ -45,6 +45,7 @@ from observability_support import (
 )
 from sqlalchemy import create_engine, make_url, text
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.outcomes import OUTCOMES
 from foldflow.settings import Settings
 
@@ -414,8 +415,8 @@ def test_a_dead_letter_fires_its_alert_and_reaches_alertmanager(
     deployment: Deployment, metrics: Api, alerts: Api, stack: Settings
 ) -> None:
     commands = f"{deployment.prefix}wf.commands"
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap,
-                         "partitioner": "murmur2_random"})
+    producer = Producer(kafka_config(stack, {
+                         "partitioner": "murmur2_random"}))
 
     def poison() -> None:
         producer.produce(commands, b"\x00not avro at all", key=b"poisoned")

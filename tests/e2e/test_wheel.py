@@ -27,6 +27,7 @@ from confluent_kafka import Consumer
 from projection_support import scratch_database
 
 from foldflow.admin import ensure_topics
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -171,8 +172,8 @@ def test_a_worker_only_install_serves_tasks(
     worker = subprocess.Popen([str(worker_bin / "foldflow"), "run", "worker", "--types",
                                "builtin.echo"], cwd=outside, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap,
-                         "group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(kafka_config(stack, {
+                         "group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}))
     try:
         wf = f"wf-{uuid.uuid4().hex[:8]}"
         command = Envelope(str(uuid.uuid4()), int(time.time() * 1000), "test", "c", wf,

@@ -11,6 +11,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from foldflow import stack as local_stack
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
 
@@ -84,7 +85,7 @@ def test_a_cold_broker_starts_keeps_its_data_across_a_restart_and_stops(
     try:
         assert local_stack.up(own)[0].startswith("Kafka: started")
         assert (tmp_path / "data" / "meta.properties").exists()
-        admin = AdminClient({"bootstrap.servers": own.kafka_bootstrap})
+        admin = AdminClient(kafka_config(own))
         for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
             future.result()
         assert local_stack.up(own)[0].startswith("Kafka: already up")

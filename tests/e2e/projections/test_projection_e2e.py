@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from projection_support import scratch_database, wait_until
 from sqlalchemy import text
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from projections.db import make_engine
@@ -74,9 +75,9 @@ def deployment(
 def read_events(settings: Settings) -> list[Envelope]:
     """Every record of wf.events, decoded, from the first offset to the end."""
     topic = Topology.of(settings).events
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": str(uuid.uuid4()),
+    c = Consumer(kafka_config(settings, {"group.id": str(uuid.uuid4()),
                   "enable.partition.eof": True, "enable.auto.commit": False,
-                  "isolation.level": "read_committed"})
+                  "isolation.level": "read_committed"}))
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}

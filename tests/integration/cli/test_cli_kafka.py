@@ -8,6 +8,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from foldflow.dlq import read_dead_letters, replay
 from foldflow.follow import EventFollower, partition_for
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher, producer_config
@@ -69,8 +70,8 @@ def test_dead_letters_are_listed_and_replayed_to_their_origin(topics: Settings) 
     producer = Producer(producer_config(topics, source="test-replay"))
     assert len(replay(producer, letters)) == 2
 
-    consumer = Consumer({"bootstrap.servers": topics.kafka_bootstrap,
-                         "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer(kafka_config(topics, {
+                         "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topology.commands, 2, 0),
                      TopicPartition(topology.results, 5, 0)])
     got: dict[str, tuple[bytes | None, bytes | None, list[str]]] = {}

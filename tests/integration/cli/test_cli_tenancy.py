@@ -10,6 +10,7 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from schemas import codec
@@ -27,9 +28,9 @@ def _commands(
     settings: Settings, count: int, *, polls: int = 30
 ) -> list[tuple[bytes | None, Envelope]]:
     topic = Topology.of(settings).commands
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
                          "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+                         "enable.auto.commit": False}))  # fmt: skip
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     seen: list[tuple[bytes | None, Envelope]] = []

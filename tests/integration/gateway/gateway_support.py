@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from producers import Publisher
 from schemas.codec import decode
@@ -132,11 +133,10 @@ class TopicLog:
     """Everything on one topic since offset 0, decoded, read on demand (bounded waits)."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self.consumer = Consumer(kafka_config(settings, {
             "group.id": f"gateway-tests-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
-        })  # fmt: skip
+        }))  # fmt: skip
         metadata = self.consumer.list_topics(topic, timeout=10)
         partitions = metadata.topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import Publisher
@@ -186,13 +187,12 @@ class EventLog:
 
     def __init__(self, settings: Settings) -> None:
         topic = Topology.of(settings).events
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._consumer = Consumer(kafka_config(settings, {
             "group.id": f"test-events-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",  # what every reader of the outputs sees
-        })  # fmt: skip
+        }))  # fmt: skip
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
         )
@@ -350,7 +350,7 @@ def delete_private_topics(settings: Settings) -> None:
     if os.environ.get("FOLDFLOW_TEST_KEEP_TOPICS"):
         print(f"keeping the topics {settings.topic_prefix}*")
         return
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient(kafka_config(settings, {"log_level": 3}))
     names = [t for t in admin.list_topics(timeout=30).topics
              if t.startswith(settings.topic_prefix)]  # fmt: skip
     if names:

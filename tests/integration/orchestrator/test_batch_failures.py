@@ -31,6 +31,7 @@ from orchestrator_harness import (
     register_all,
 )
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from schemas.codec import decode
 from schemas.messages import StartWorkflow, dump_json
@@ -82,12 +83,11 @@ def test_a_transaction_aborted_by_an_admin_failure_is_decided_again(
 
 def _uncommitted_events(settings: Settings) -> dict[str, list[bytes]]:
     """Every record value of ``wf.events`` by workflow, aborted ones included."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"test-uncommitted-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_uncommitted",
-    })  # fmt: skip
+    }))  # fmt: skip
     topic = settings.topic_prefix + "wf.events"
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])  # fmt: skip

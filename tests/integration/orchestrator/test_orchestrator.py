@@ -26,6 +26,7 @@ from orchestrator_harness import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from producers import producer_config
@@ -184,12 +185,11 @@ def test_terminate_stops_at_once(deployment: Deployment, events: EventLog) -> No
 
 
 def _dlq_records(settings: Settings, key: bytes, *, count: int) -> list[Message]:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
         "group.id": f"test-dlq-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
-    })  # fmt: skip
+    }))  # fmt: skip
     topic = Topology.of(settings).dlq
     consumer.assign(
         [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]

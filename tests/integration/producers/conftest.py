@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
 CreateTopic = Callable[..., str]
@@ -51,12 +52,11 @@ def read_all(stack: Settings, unique_name: Callable[..., str]) -> ReadAll:
 
     def read(topic: str, count: int) -> list[Message]:
         consumer = Consumer(
-            {
-                "bootstrap.servers": stack.kafka_bootstrap,
+            kafka_config(stack, {
                 "group.id": unique_name("g"),
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
-            }
+            })
         )
         try:
             consumer.subscribe([topic])

@@ -27,6 +27,7 @@ from projection_support import (
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 
+from foldflow.kafka import kafka_config
 from foldflow.observability.outcomes import OUTCOMES
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -160,8 +161,8 @@ def test_undecodable_records_go_to_the_dlq_and_the_projector_moves_on(
     topo = Topology.of(settings)
     s = completed(f"wf-dlq-{uuid.uuid4().hex[:6]}")
     publisher.publish_many([(topo.events, e) for e in s.events[:3]])
-    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap,
-                    "partitioner": "murmur2_random"})
+    raw = Producer(kafka_config(settings, {
+                    "partitioner": "murmur2_random"}))
     raw.produce(topo.events, key=s.workflow_id.encode(), value=b"\xc3\x01not avro at all")
     command = m.Envelope(event_id=str(uuid.uuid4()), timestamp=1, source="x",
                          correlation_id="c", workflow_id=s.workflow_id,
@@ -173,8 +174,8 @@ def test_undecodable_records_go_to_the_dlq_and_the_projector_moves_on(
         wait_for_events(engine, len(s.events))
         wait_until(lambda: caught_up(engine, settings), timeout=TIMEOUT, what="offsets at end")
 
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": str(uuid.uuid4()),
-                  "auto.offset.reset": "earliest"})
+    c = Consumer(kafka_config(settings, {"group.id": str(uuid.uuid4()),
+                  "auto.offset.reset": "earliest"}))
     c.subscribe([topo.dlq])
     parked: list[dict[str, bytes]] = []
     try:

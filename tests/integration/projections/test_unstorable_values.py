@@ -33,6 +33,7 @@ from projection_support import (
 )
 from sqlalchemy import Engine, text
 
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 from gateway.app import create_app
@@ -47,9 +48,9 @@ WAIT_S = 60.0
 
 def _dlq_records(settings: Settings, n: int) -> list[dict[str, bytes]]:
     """The headers of the test's DLQ records, once at least ``n`` arrived (and 2 s more)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(kafka_config(settings, {
                          "group.id": f"dlq-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest"})
+                         "auto.offset.reset": "earliest"}))
     consumer.subscribe([Topology.of(settings).dlq])
     found: list[dict[str, bytes]] = []
 

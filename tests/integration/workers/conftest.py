@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from foldflow.admin import ensure_topics
+from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, Topology
 from producers import Publisher
@@ -105,13 +106,12 @@ class Reader:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
+            kafka_config(settings, {
                 "group.id": f"reader-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-            }
+            })
         )
         self.consumer.subscribe([topic])
         self.messages: list[Message] = []
@@ -232,10 +232,9 @@ def committed(settings: Settings, task_type: str, partitions: int = 2) -> dict[i
     """The group ``wf.worker.<type>``'s committed offsets per partition (-1001: none)."""
     topology = Topology.of(settings)
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
+        kafka_config(settings, {
             "group.id": topology.worker_group(task_type),
-        }
+        })
     )
     try:
         tps = [TopicPartition(topology.task(task_type), p) for p in range(partitions)]

@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY
 
+from foldflow.kafka import kafka_config
 from schemas.messages import ExecuteTask, TaskFailed, TaskSucceeded, derived_id
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -115,7 +116,7 @@ def test_poison_message_goes_to_dlq_and_the_next_one_is_processed(
 ):
     wf = "wf-poison"
     # Same key as the next command, so both land on one partition, poison first.
-    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
+    raw = Producer(kafka_config(settings, {"partitioner": "murmur2_random"}))
     raw.produce(topology.task("builtin.echo"), b"garbage!", wf.encode())
     assert raw.flush(10) == 0
     command = send("builtin.echo", {"n": 1}, workflow_id=wf)
