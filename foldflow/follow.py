@@ -18,10 +18,8 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from foldflow.partitioner import partition_for
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from schemas import codec
-from schemas.messages import (
+from foldflow.schemas import codec
+from foldflow.schemas.messages import (
     TERMINAL_STATUS,
     Envelope,
     StepAttemptFailed,
@@ -32,6 +30,8 @@ from schemas.messages import (
     WorkflowResumed,
     WorkflowStarted,
 )
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 __all__ = ["EventFollower", "Progress", "partition_for", "track"]
 

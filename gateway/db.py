@@ -17,7 +17,7 @@ import anyio.to_thread
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 
-from gateway.errors import DependencyUnavailable
+from foldflow.gateway.errors import DependencyUnavailable
 
 __all__ = ["call_db", "make_engine"]
 

@@ -72,7 +72,7 @@ def create(
     name: str = typer.Option("cli", "--name", "-n", help="A label to recognise the key by."),
 ) -> None:
     """Create a key and print it on stdout; it cannot be shown again."""
-    from gateway.keys import issue_api_key
+    from foldflow.gateway.keys import issue_api_key
 
     wanted = [s.strip() for item in scopes for s in item.split(",") if s.strip()]
     try:
@@ -95,7 +95,7 @@ def list_keys(
 ) -> None:
     """Every stored key, oldest first: id, name, tenant, scopes, created, last used,
     revoked. Never the key itself. (Keys given by settings are not stored, so not listed.)"""
-    from gateway.keys import list_api_keys
+    from foldflow.gateway.keys import list_api_keys
 
     keys = _call(lambda engine: list_api_keys(engine, tenant=tenant))
     if as_json:
@@ -118,7 +118,7 @@ def revoke(
 
     Exit codes: 0 revoked (or already), 1 no such key or no database.
     """
-    from gateway.keys import revoke_api_key
+    from foldflow.gateway.keys import revoke_api_key
 
     info = _call(lambda engine: revoke_api_key(engine, key_id))
     if info is None:

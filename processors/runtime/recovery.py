@@ -22,8 +22,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from foldflow.settings import Settings
-from processors.runtime.records import (
+from foldflow.processors.runtime.records import (
     DEFINITION_KEY_PREFIX,
     DefinitionRecord,
     DefinitionTable,
@@ -32,7 +31,8 @@ from processors.runtime.records import (
     RecordError,
     decode_value,
 )
-from processors.runtime.store import PartitionState
+from foldflow.processors.runtime.store import PartitionState
+from foldflow.settings import Settings
 
 __all__ = ["Restored", "StateReader"]
 

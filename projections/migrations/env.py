@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the config (set by :func:`projections.db.upgrade`)
+"""Alembic environment: the URL comes from the config (set by :func:`foldflow.projections.db.upgrade`)
 or, failing that, from ``Settings().database_url``."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from foldflow.projections.models import metadata
 from foldflow.settings import Settings
-from projections.models import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().database_url

@@ -34,9 +34,9 @@ from orchestrator_harness import (
 )
 
 from foldflow.definitions import Definition
+from foldflow.producers import PublishError
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import PublishError
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "marked_orchestrator.py"

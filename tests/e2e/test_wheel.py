@@ -27,11 +27,11 @@ from confluent_kafka import Consumer
 from projection_support import scratch_database
 
 from foldflow.admin import ensure_topics
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import Envelope, ExecuteTask, TaskSucceeded, dump_json, task_id
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas.codec import decode
-from schemas.messages import Envelope, ExecuteTask, TaskSucceeded, dump_json, task_id
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "faust", "jwt")
@@ -115,9 +115,9 @@ def outside(tmp_path: Path) -> Path:
 IMPORT_CHECK = f"""
 import importlib.util, json, sys
 HEAVY = {HEAVY!r}
-import foldflow, foldflow.cli.main, producers, schemas.codec, workers
-from workers import NonRetryableError, RetryableError, TaskContext, task
-from producers import Publisher
+import foldflow, foldflow.cli.main, foldflow.producers, foldflow.schemas.codec, foldflow.workers
+from foldflow.workers import NonRetryableError, RetryableError, TaskContext, task
+from foldflow.producers import Publisher
 from foldflow.resilience import circuit_breaker, retry, with_timeout
 print(json.dumps({{
     "foldflow": foldflow.__file__,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.analysis import Observations, analyse_phase, steady_window
-from bench.metrics import HandlingTotals, agent_load, handling_totals
-from bench.profile import component_of, summarize_collapsed
-from bench.results import Completion, PhaseWindow
-from bench.run import BenchConfig, bench_definition, latency_rate
+from foldflow.bench.analysis import Observations, analyse_phase, steady_window
+from foldflow.bench.metrics import HandlingTotals, agent_load, handling_totals
+from foldflow.bench.profile import component_of, summarize_collapsed
+from foldflow.bench.results import Completion, PhaseWindow
+from foldflow.bench.run import BenchConfig, bench_definition, latency_rate
 
 T0 = 1_700_000_000_000.0
 
