@@ -16,6 +16,7 @@ What it rewrites, in every tracked file (symlinks, recorded runs and CHANGELOG.m
   ``from foldflow.schemas.codec import x``, ``import processors.runtime.bootstrap as b`` →
   ``import foldflow.processors.runtime.bootstrap as b`` (also inside string literals that
   hold code, e.g. a ``python -c`` program);
+- the same import statements in Markdown (the code examples of README.md and docs/);
 - dotted module names in string literals, comments and docstrings of ``.py`` files and in
   every other text file (docs, Makefile, pyproject.toml, YAML, templates):
   ``"workers.runtime.Worker"`` (a monkeypatch target), ``python -m bench.soak``,
@@ -142,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in tracked_files():
         old = path.read_text(encoding="utf-8")
         warn: list[str] = []
-        new = rewrite_python(old, warn) if path.suffix == ".py" else rewrite_dotted(old)
+        if path.suffix == ".py":
+            new = rewrite_python(old, warn)
+        elif path.suffix == ".md":  # code examples: imports too
+            new = rewrite_dotted(rewrite_imports(old, warn))
+        else:
+            new = rewrite_dotted(old)
         rel = path.relative_to(REPO)
         for w in warn:
             print(f"warning: {rel}: {w}", file=sys.stderr)
