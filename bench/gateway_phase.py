@@ -210,7 +210,8 @@ def _start_empty_app(port: int, workers: int, run_dir: Path) -> ServiceProcess:
     log = run_dir / "empty-route.log"
     log_file = log.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "foldflow.bench.empty_app", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "foldflow.bench.empty_app", "--port", str(port),
+         "--workers", str(workers)],
         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -338,7 +339,7 @@ def render_phase(result: GatewayPhaseResult) -> str:
 
 
 
-# --- standalone: python -m foldflow.bench.gateway_phase ---------------------------------------------
+# --- standalone: python -m foldflow.bench.gateway_phase ------------------------------------
 
 
 def standalone(

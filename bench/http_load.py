@@ -17,8 +17,9 @@ workflow id is kept, so a test can check each accepted start reached ``wf.comman
 
 Standalone::
 
-    python -m foldflow.bench.http_load --url http://127.0.0.1:8080 --key "$(cat .foldflow/api-key)" \\
-        --definition order --concurrency 64 --duration 20 --watch GATEWAY_PID
+    python -m foldflow.bench.http_load --url http://127.0.0.1:8080 \\
+        --key "$(cat .foldflow/api-key)" --definition order --concurrency 64 --duration 20 \\
+        --watch GATEWAY_PID
 
 The gateway's per-client rate limit (``FOLDFLOW_GATEWAY_RATE_LIMIT``, 100/second by
 default) applies to the driver's one key: raise it on the gateway under test.

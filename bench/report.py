@@ -1,4 +1,5 @@
-"""Rendering a :class:`~foldflow.bench.results.BenchResult`: a rich table and a JSON document (pure).
+"""Rendering a :class:`~foldflow.bench.results.BenchResult`: a rich table and a JSON document
+(pure).
 
 Both come from the same :func:`~foldflow.bench.results.build_figures` lines, so what the table
 says (met/missed, by how much, the ratio to raw Kafka) is exactly what the JSON holds.

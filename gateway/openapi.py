@@ -1,7 +1,7 @@
 """The OpenAPI document: FastAPI's, with every error filed as ``application/problem+json``.
 
-Routes declare their error statuses with :func:`foldflow.gateway.errors.problems`; here each is moved
-from ``application/json`` to ``application/problem+json`` and FastAPI's default
+Routes declare their error statuses with :func:`foldflow.gateway.errors.problems`; here each
+is moved from ``application/json`` to ``application/problem+json`` and FastAPI's default
 ``HTTPValidationError`` 422 is replaced by :class:`~foldflow.gateway.errors.Problem`.
 :func:`operation_id` names each operation after its route function in camelCase
 (``start_workflow`` → ``startWorkflow``), so generated clients read well.

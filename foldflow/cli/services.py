@@ -60,7 +60,8 @@ def key_path(settings: Settings) -> Path:
 
 def ensure_api_key(settings: Settings, *, report: svc.Report) -> None:
     """Keep ``<state_dir>/api-key`` if it is a stored key of tenant "default" with every
-    scope; otherwise create one (``foldflow.gateway.keys.create_api_key``) and write it there (0600).
+    scope; otherwise create one (``foldflow.gateway.keys.create_api_key``) and write it there
+    (0600).
     """
     from sqlalchemy import create_engine
 

@@ -2,10 +2,10 @@
 
 Server-rendered pages (Jinja2) with a little htmx (vendored in ``static/``, no CDN) for
 live updates and actions without full reloads; DAGs and timelines are SVG drawn by the
-server (:mod:`foldflow.gateway.ui.dag`, :mod:`foldflow.gateway.ui.timeline`). Login is an API key or a JWT,
-kept in an encrypted HttpOnly cookie and authenticated again on each request
-(:mod:`foldflow.gateway.ui.session`); the tenant and scopes are the API's. ``install`` adds it to
-the gateway app.
+server (:mod:`foldflow.gateway.ui.dag`, :mod:`foldflow.gateway.ui.timeline`). Login is an
+API key or a JWT, kept in an encrypted HttpOnly cookie and authenticated again on each
+request (:mod:`foldflow.gateway.ui.session`); the tenant and scopes are the API's.
+``install`` adds it to the gateway app.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Alembic environment: the URL comes from the config (set by :func:`foldflow.projections.db.upgrade`)
-or, failing that, from ``Settings().database_url``."""
+"""Alembic environment: the URL comes from the config (set by
+:func:`foldflow.projections.db.upgrade`) or, failing that, from ``Settings().database_url``."""
 
 from __future__ import annotations
 
