@@ -20,8 +20,8 @@ SUBPACKAGES = ("schemas", "producers", "processors", "workers", "projections", "
                "bench")
 #: Folders of the checkout that ship inside the foldflow package: package → folder.
 SHIPPED_FOLDERS = {
-    f"{NAMESPACE}._files.local": "deploy/local",
-    f"{NAMESPACE}._files.examples": "examples",
+    "foldflow._files.local": "deploy/local",
+    "foldflow._files.examples": "examples",
 }
 
 
