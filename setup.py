@@ -30,14 +30,14 @@ def _packages(top: str) -> list[str]:
     return find_namespace_packages(include=[top, f"{top}.*"], exclude=["*.__pycache__"])
 
 
-#: foldflow's own packages (not through its symlinks), then each folder under foldflow.
-PACKAGES = [
-    *(name for name in _packages(NAMESPACE) if name.split(".")[1:2] not in
-      [[sub] for sub in SUBPACKAGES]),
-    *(f"{NAMESPACE}.{name}" for sub in SUBPACKAGES for name in _packages(sub)),
-]
+def _all_packages() -> list[str]:
+    """foldflow's own packages (not through its symlinks), then each folder's under foldflow."""
+    own = [name for name in _packages(NAMESPACE)
+           if name.split(".")[1:2] not in [[sub] for sub in SUBPACKAGES]]
+    return [*own, *(f"{NAMESPACE}.{name}" for sub in SUBPACKAGES for name in _packages(sub))]
+
 
 setup(
-    packages=[*PACKAGES, *SHIPPED_FOLDERS],
+    packages=[*_all_packages(), *SHIPPED_FOLDERS],
     package_dir={**{f"{NAMESPACE}.{sub}": sub for sub in SUBPACKAGES}, **SHIPPED_FOLDERS},
 )

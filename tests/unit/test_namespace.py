@@ -1,8 +1,8 @@
 """Everything is ``foldflow.<name>``: the checkout's top-level folders (``schemas/``,
 ``producers/``, …) are imported and installed under the ``foldflow`` namespace only.
 
-A second name for the same file (``schemas.codec`` beside ``foldflow.schemas.codec``) would
-be a second module: its classes would fail ``isinstance`` against the other's, its
+A second name for the same file (a bare ``schemas`` beside ``foldflow.schemas``) would be a
+second module: its classes would fail ``isinstance`` against the other's, its
 registries would be separate. tests/e2e/test_wheel.py proves the installed wheel beside a
 colliding ``schemas`` package; these are the quick guards of a checkout.
 """
