@@ -54,7 +54,7 @@ jaeger:
 SOAK_MINUTES ?= 30
 soak: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
-	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+	$(PY) -m foldflow.bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -18,15 +18,15 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.results import AloneResult
-from bench.services import ServiceProcess, cpu_seconds, rss_mb
+from foldflow.bench.results import AloneResult
+from foldflow.bench.services import ServiceProcess, cpu_seconds, rss_mb
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
+from foldflow.producers import producer_config
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, StartWorkflow, TaskSucceeded, dump_json, task_id
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import producer_config
-from schemas.codec import encode
-from schemas.messages import Envelope, StartWorkflow, TaskSucceeded, dump_json, task_id
 
 __all__ = ["SINK_TASK_TYPE", "run_alone", "sink_definition"]
 

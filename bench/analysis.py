@@ -1,4 +1,4 @@
-"""From what the observers saw to a :class:`~bench.results.PhaseResult` (pure).
+"""From what the observers saw to a :class:`~foldflow.bench.results.PhaseResult` (pure).
 
 Rates are counted in the phase's steady window: from ``warmup`` seconds after the phase
 began to the moment it stopped starting workflows (the ramp-up and the drain are left
@@ -10,8 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bench.results import Completion, PhaseResult, PhaseWindow
-from bench.stats import count_in_window, dispatch_samples, rate, summarize, turnaround_samples
+from foldflow.bench.results import Completion, PhaseResult, PhaseWindow
+from foldflow.bench.stats import (
+    count_in_window,
+    dispatch_samples,
+    rate,
+    summarize,
+    turnaround_samples,
+)
 
 __all__ = ["Observations", "analyse_phase", "steady_window"]
 

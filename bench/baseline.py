@@ -1,7 +1,7 @@
 """The raw Kafka ceiling of this machine, measured in the same run.
 
 confluent-kafka with exactly the Publisher's producer settings (``acks=all``, idempotent,
-``murmur2_random``, ``linger.ms=5``, lz4: :func:`producers.publisher.producer_config`)
+``murmur2_random``, ``linger.ms=5``, lz4: :func:`foldflow.producers.publisher.producer_config`)
 produces N messages the size of a real ``task.execute.v1`` command (real encoded
 commands for distinct workflow ids, so lz4 sees realistic data) while a consumer reads
 them back: messages/s of produce+consume is the ceiling a Foldflow figure is divided by.
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.results import BaselineResult
-from bench.stats import rate, summarize
+from foldflow.bench.results import BaselineResult
+from foldflow.bench.stats import rate, summarize
 from foldflow.kafka import kafka_config
+from foldflow.producers.publisher import producer_config
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, ExecuteTask, derived_id, dump_json, task_id
 from foldflow.settings import Settings
-from producers.publisher import producer_config
-from schemas.codec import encode
-from schemas.messages import Envelope, ExecuteTask, derived_id, dump_json, task_id
 
 __all__ = ["RawTopics", "run_baseline", "task_command"]
 

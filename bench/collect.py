@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from bench.watchers import header
+from foldflow.bench.watchers import header
 from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 

@@ -4,7 +4,7 @@
 :class:`~producers.Publisher` (so each start is acked by Kafka, as a gateway 202 is) in
 two shapes: a closed loop that keeps N workflows in flight (throughput), and an open
 loop that starts workflows at a fixed rate whatever happens (latency at a given load).
-Completions come from :class:`~bench.watchers.EventWatcher` through :meth:`finished`.
+Completions come from :class:`~foldflow.bench.watchers.EventWatcher` through :meth:`finished`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bench.results import PhaseWindow
+from foldflow.bench.results import PhaseWindow
+from foldflow.producers import Publisher
+from foldflow.schemas.messages import Envelope, StartWorkflow, dump_json
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas.messages import Envelope, StartWorkflow, dump_json
 
 __all__ = ["Driver", "PhaseWindow"]
 

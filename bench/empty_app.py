@@ -4,7 +4,7 @@
 no database. Served by uvicorn exactly as ``foldflow run gateway`` serves the gateway
 (same workers, loop and HTTP parser picked the same way, no access log), it is what the
 gateway's starts/s are divided by: the share of the HTTP stack's own ceiling the start
-path keeps. ``python -m bench.empty_app --port P --workers N`` serves it.
+path keeps. ``python -m foldflow.bench.empty_app --port P --workers N`` serves it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["build", "main"]
 
 def build() -> FastAPI:
     """The empty app (uvicorn's factory)."""
-    from gateway.app import NO_FASTAPI_TELEMETRY
+    from foldflow.gateway.app import NO_FASTAPI_TELEMETRY
 
     app = FastAPI(telemetry=NO_FASTAPI_TELEMETRY, openapi_url=None, docs_url=None,
                   redoc_url=None)
@@ -45,7 +45,7 @@ def serve(
 
 
 def main() -> None:
-    """``python -m bench.empty_app``."""
+    """``python -m foldflow.bench.empty_app``."""
     typer.run(serve)
 
 

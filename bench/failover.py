@@ -1,6 +1,6 @@
 """How fast a SIGKILLed worker's tasks run elsewhere, per consumer-group option.
 
-``python -m bench.failover [--option NAME ...] [--trials N]`` runs, for each option, real
+``python -m foldflow.bench.failover [--option NAME ...] [--trials N]`` runs, for each option, real
 worker processes (``Worker`` with that option's librdkafka settings) on a private topic
 set of the configured broker, feeds ``builtin.sleep`` commands at a steady rate, SIGKILLs
 one worker and measures the seconds from the kill to the first completed task of the
@@ -36,11 +36,11 @@ from confluent_kafka.admin import AdminClient
 
 from foldflow.admin import ensure_topics
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import Envelope, ExecuteTask, dump_json, task_id
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas.codec import decode
-from schemas.messages import Envelope, ExecuteTask, dump_json, task_id
 
 __all__ = ["OPTIONS", "main", "measure"]
 
@@ -64,8 +64,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
 def _worker_main(options: str, member: str) -> None:
     """A worker process: serve ``builtin.sleep`` with the option's consumer settings."""
     from foldflow.observability.logging import configure_logging
-    from workers.builtin import registry
-    from workers.runtime import Worker
+    from foldflow.workers.builtin import registry
+    from foldflow.workers.runtime import Worker
 
     settings = Settings()
     configure_logging(settings, service="worker")
@@ -136,7 +136,7 @@ def _start(option: str, member: str, settings: Settings, log: Path) -> subproces
            "FOLDFLOW_PARTITIONS": str(settings.partitions), "FOLDFLOW_METRICS_PORT": "0"}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bench.failover", "--worker", option, member],
+            [sys.executable, "-m", "foldflow.bench.failover", "--worker", option, member],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

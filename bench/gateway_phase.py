@@ -5,8 +5,8 @@ Three measurements in a row, each alone on the machine's share the run gets:
 1. **raw produce**: ``workflow.start.v1`` envelopes published with the gateway's own
    :class:`~producers.Publisher` (``acks=all``, idempotent), ``concurrency`` at a time,
    each awaited like a 202 awaits its ack, on a private topic: acks/s;
-2. **empty route**: :mod:`bench.empty_app` (a start route that does nothing) served by
-   uvicorn as the gateway is, driven by :mod:`bench.http_load`: requests/s;
+2. **empty route**: :mod:`foldflow.bench.empty_app` (a start route that does nothing) served by
+   uvicorn as the gateway is, driven by :mod:`foldflow.bench.http_load`: requests/s;
 3. **gateway**: ``foldflow run gateway --workers N`` (a key of tenant ``default`` given
    by settings, the per-client rate limit lifted), driven the same way: starts/s,
    latency, errors, and the CPU per start of the gateway's processes (from ``/proc``).
@@ -14,7 +14,7 @@ Three measurements in a row, each alone on the machine's share the run gets:
 The figures of a loaded machine move together, so the phase reports starts/s as shares
 of (1) and (2) measured minutes apart, and the machine's busy share during each.
 :func:`run_gateway_phase` needs topics and a database whose projector has the definition
-(``foldflow bench`` has both); ``python -m bench.gateway_phase`` sets up its own.
+(``foldflow bench`` has both); ``python -m foldflow.bench.gateway_phase`` sets up its own.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 import typer
 
-from bench.http_load import LoadReport, LoadSpec, render, run_load
-from bench.services import ServiceProcess, free_port, start_service
+from foldflow.bench.http_load import LoadReport, LoadSpec, render, run_load
+from foldflow.bench.services import ServiceProcess, free_port, start_service
+from foldflow.schemas.messages import Envelope, StartWorkflow, dump_json
 from foldflow.settings import Settings
-from schemas.messages import Envelope, StartWorkflow, dump_json
 
 __all__ = [
     "GatewayPhaseConfig",
@@ -135,8 +135,8 @@ async def _publish_for(
     settings: Settings, topic: str, definition: str, *, concurrency: int, duration: float,
     warmup: float,
 ) -> tuple[float, float | None]:
-    from bench.services import machine_cpu_times
-    from producers import Publisher
+    from foldflow.bench.services import machine_cpu_times
+    from foldflow.producers import Publisher
 
     acked: list[float] = []
     with Publisher(settings, source="bench-raw") as publisher:
@@ -210,7 +210,8 @@ def _start_empty_app(port: int, workers: int, run_dir: Path) -> ServiceProcess:
     log = run_dir / "empty-route.log"
     log_file = log.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.empty_app", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "foldflow.bench.empty_app", "--port", str(port),
+         "--workers", str(workers)],
         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -227,8 +228,8 @@ def _drive(url: str, key: str, definition: str, config: GatewayPhaseConfig,
 def wait_definition_readable(settings: Settings, name: str, *, timeout: float) -> bool:
     """Whether tenant ``default``'s definition ``name`` (any version) is in the database of
     ``settings`` within ``timeout`` seconds (the gateway reads definitions there)."""
-    from projections import queries
-    from projections.db import make_engine
+    from foldflow.projections import queries
+    from foldflow.projections.db import make_engine
 
     engine = make_engine(settings)
     try:
@@ -338,7 +339,7 @@ def render_phase(result: GatewayPhaseResult) -> str:
 
 
 
-# --- standalone: python -m bench.gateway_phase ---------------------------------------------
+# --- standalone: python -m foldflow.bench.gateway_phase ------------------------------------
 
 
 def standalone(
@@ -353,11 +354,11 @@ def standalone(
     database of FOLDFLOW_DATABASE_URL (migrated; a projector runs meanwhile)."""
     from foldflow.admin import ensure_topics
     from foldflow.definitions import Definition
+    from foldflow.producers import Publisher
+    from foldflow.projections.db import upgrade
+    from foldflow.schemas.messages import DefinitionRegistered
     from foldflow.settings import get_settings
     from foldflow.topics import Topology, topic_specs
-    from producers import Publisher
-    from projections.db import upgrade
-    from schemas.messages import DefinitionRegistered
 
     run_id = f"gwphase-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     settings = get_settings().model_copy(update={"topic_prefix": f"{run_id}."})
@@ -403,7 +404,7 @@ def standalone(
 
 
 def main() -> None:
-    """``python -m bench.gateway_phase``."""
+    """``python -m foldflow.bench.gateway_phase``."""
     typer.run(standalone)
 
 

@@ -17,8 +17,9 @@ workflow id is kept, so a test can check each accepted start reached ``wf.comman
 
 Standalone::
 
-    python -m bench.http_load --url http://127.0.0.1:8080 --key "$(cat .foldflow/api-key)" \\
-        --definition order --concurrency 64 --duration 20 --watch GATEWAY_PID
+    python -m foldflow.bench.http_load --url http://127.0.0.1:8080 \\
+        --key "$(cat .foldflow/api-key)" --definition order --concurrency 64 --duration 20 \\
+        --watch GATEWAY_PID
 
 The gateway's per-client rate limit (``FOLDFLOW_GATEWAY_RATE_LIMIT``, 100/second by
 default) applies to the driver's one key: raise it on the gateway under test.
@@ -41,9 +42,9 @@ from typing import Any
 import httpx
 import typer
 
-from bench.proc_cpu import CpuWindow, tree_cpu_seconds
-from bench.services import machine_cpu_times
-from bench.stats import LatencySummary, rate, summarize
+from foldflow.bench.proc_cpu import CpuWindow, tree_cpu_seconds
+from foldflow.bench.services import machine_cpu_times
+from foldflow.bench.stats import LatencySummary, rate, summarize
 
 __all__ = [
     "LoadReport",
@@ -341,7 +342,7 @@ def command(
 
 
 def main() -> None:
-    """``python -m bench.http_load``: one run against a running gateway."""
+    """``python -m foldflow.bench.http_load``: one run against a running gateway."""
     typer.run(command)
 
 

@@ -1,14 +1,14 @@
 """The report's lines: each figure of a run beside its target and its raw-Kafka baseline.
 
-:func:`build_figures` turns a :class:`~bench.results.BenchResult` into the
-:class:`~bench.figures.Figure` lines the table and the JSON show (pure).
+:func:`build_figures` turns a :class:`~foldflow.bench.results.BenchResult` into the
+:class:`~foldflow.bench.figures.Figure` lines the table and the JSON show (pure).
 """
 
 from __future__ import annotations
 
-from bench.figures import Figure, Target, targets_for
-from bench.results import BenchResult
-from bench.stats import LatencySummary
+from foldflow.bench.figures import Figure, Target, targets_for
+from foldflow.bench.results import BenchResult
+from foldflow.bench.stats import LatencySummary
 
 __all__ = ["build_figures", "messages_per_workflow"]
 

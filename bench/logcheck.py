@@ -2,7 +2,7 @@
 once, PostgreSQL equals ``wf.events``, no acked record is lost; and the state of a
 cluster's partitions (leaders, in-sync replicas).
 
-Shared by the chaos tests and the soak (:mod:`bench.soak`).
+Shared by the chaos tests and the soak (:mod:`foldflow.bench.soak`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
-from bench.watchers import header
+from foldflow.bench.watchers import header
 from foldflow.kafka import kafka_config
+from foldflow.schemas.codec import decode, encode
+from foldflow.schemas.messages import Envelope, StepCompleted
 from foldflow.settings import Settings
-from schemas.codec import decode, encode
-from schemas.messages import Envelope, StepCompleted
 
 #: librdkafka's own lines ("Connect to ... failed" while a broker is down) go nowhere.
 QUIET = logging.getLogger("foldflow.bench.librdkafka")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench.results import AgentLoad
+from foldflow.bench.results import AgentLoad
 
 __all__ = ["AgentLoad", "HandlingTotals", "agent_load", "handling_totals", "scrape"]
 

@@ -54,13 +54,16 @@ def component_of(frame: str) -> str:
     match = _FRAME.match(frame.strip())
     path = match.group("file") if match else frame
     parts = Path(path).parts
+    folders = parts[:-1]
     if "site-packages" in parts:
         index = parts.index("site-packages")
-        if index + 1 < len(parts):
+        if index + 1 < len(parts) and parts[index + 1] != "foldflow":
             return Path(parts[index + 1]).stem
-    for package in _PROJECT_PACKAGES:
-        if package in parts[:-1]:
-            return package
+        folders = parts[index + 1:-1]
+    # the innermost: foldflow/processors/... (installed, or a checkout's symlink) is processors
+    for folder in reversed(folders):
+        if folder in _PROJECT_PACKAGES:
+            return folder
     for index, part in enumerate(parts[:-1]):
         if re.fullmatch(r"python3\.\d+", part):  # the standard library: its top module
             return f"stdlib:{Path(parts[index + 1]).stem}"

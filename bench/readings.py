@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.results import BenchResult, PhaseResult
+from foldflow.bench.results import BenchResult, PhaseResult
 
 __all__ = ["diagnose", "time_breakdown"]
 

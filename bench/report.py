@@ -1,6 +1,7 @@
-"""Rendering a :class:`~bench.results.BenchResult`: a rich table and a JSON document (pure).
+"""Rendering a :class:`~foldflow.bench.results.BenchResult`: a rich table and a JSON document
+(pure).
 
-Both come from the same :func:`~bench.results.build_figures` lines, so what the table
+Both come from the same :func:`~foldflow.bench.results.build_figures` lines, so what the table
 says (met/missed, by how much, the ratio to raw Kafka) is exactly what the JSON holds.
 """
 
@@ -15,9 +16,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from bench.figures import Figure
-from bench.lines import build_figures
-from bench.results import BenchResult
+from foldflow.bench.figures import Figure
+from foldflow.bench.lines import build_figures
+from foldflow.bench.results import BenchResult
 
 __all__ = [
     "Previous",

@@ -1,7 +1,7 @@
 """What one benchmark run measured: plain records (pure).
 
 :class:`BenchResult` is the whole record of a run (it is what ``--json`` writes);
-:mod:`bench.lines` turns it into the report's figures, :mod:`bench.readings` into
+:mod:`foldflow.bench.lines` turns it into the report's figures, :mod:`foldflow.bench.readings` into
 plain-language readings.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.stats import LatencySummary
+from foldflow.bench.stats import LatencySummary
 
 __all__ = [
     "AgentLoad",

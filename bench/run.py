@@ -27,17 +27,17 @@ from datetime import UTC, datetime
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
-from bench.alone import run_alone, sink_definition
-from bench.analysis import Observations, analyse_phase
-from bench.collect import read_topic
-from bench.config import TASK_TYPE, BenchConfig, BenchError
-from bench.driver import Driver
-from bench.figures import targets_for
-from bench.lines import build_figures
-from bench.metrics import HandlingTotals, agent_load, scrape
-from bench.profile import find_py_spy, record, summarize_collapsed
-from bench.readings import diagnose
-from bench.results import (
+from foldflow.bench.alone import run_alone, sink_definition
+from foldflow.bench.analysis import Observations, analyse_phase
+from foldflow.bench.collect import read_topic
+from foldflow.bench.config import TASK_TYPE, BenchConfig, BenchError
+from foldflow.bench.driver import Driver
+from foldflow.bench.figures import targets_for
+from foldflow.bench.lines import build_figures
+from foldflow.bench.metrics import HandlingTotals, agent_load, scrape
+from foldflow.bench.profile import find_py_spy, record, summarize_collapsed
+from foldflow.bench.readings import diagnose
+from foldflow.bench.results import (
     AgentLoad,
     AloneResult,
     BenchResult,
@@ -46,16 +46,16 @@ from bench.results import (
     PhaseWindow,
     ProfileResult,
 )
-from bench.session import Progress, Session, code_version, cpu_meter
-from bench.stats import (
+from foldflow.bench.session import Progress, Session, code_version, cpu_meter
+from foldflow.bench.stats import (
     ENTRY_OVERHEAD_BYTES,
     MIN_WORKFLOWS_TO_PROJECT,
     projected_from_state_mb,
     projected_rss_mb,
 )
 from foldflow.definitions import Definition
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from producers import Publisher
 
 __all__ = ["BenchConfig", "BenchError", "bench_definition", "latency_rate", "run_benchmark"]
 

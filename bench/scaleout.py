@@ -1,10 +1,10 @@
 """Drive a scaled-out Foldflow: `foldflow up` with several instances of every service
 (on a local Kafka cluster or not), load that records what was acked or accepted, and
-chaos that SIGKILLs instances. :mod:`bench.logcheck` compares the outcome with what the
+chaos that SIGKILLs instances. :mod:`foldflow.bench.logcheck` compares the outcome with what the
 logs and PostgreSQL hold.
 
 Shared by the chaos tests (``tests/chaos/test_broker_cluster.py``,
-``tests/chaos/test_many_instances.py``) and the soak (:mod:`bench.soak`).
+``tests/chaos/test_many_instances.py``) and the soak (:mod:`foldflow.bench.soak`).
 """
 
 from __future__ import annotations
@@ -31,18 +31,18 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from sqlalchemy import make_url
 
-from bench.logcheck import Ack
+from foldflow.bench.logcheck import Ack
 from foldflow.kafka import kafka_config
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from producers import Publisher, PublishError
-from schemas.messages import (
+from foldflow.producers import Publisher, PublishError
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     Envelope,
     StartWorkflow,
     derived_id,
     dump_json,
 )
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,19 +18,19 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.alone import SINK_TASK_TYPE
-from bench.baseline import RawTopics, run_baseline
-from bench.config import TASK_TYPE, BenchConfig, BenchError
-from bench.driver import Driver
-from bench.results import BaselineResult
-from bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
-from bench.watchers import EventWatcher, ProjectionWatcher, RssSampler, TaskWatcher
+from foldflow.bench.alone import SINK_TASK_TYPE
+from foldflow.bench.baseline import RawTopics, run_baseline
+from foldflow.bench.config import TASK_TYPE, BenchConfig, BenchError
+from foldflow.bench.driver import Driver
+from foldflow.bench.results import BaselineResult
+from foldflow.bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
+from foldflow.bench.watchers import EventWatcher, ProjectionWatcher, RssSampler, TaskWatcher
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher
+from foldflow.schemas.messages import DefinitionRegistered, Envelope
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas.messages import DefinitionRegistered, Envelope
 
 __all__ = ["Progress", "Session", "code_version", "cpu_meter"]
 
@@ -132,8 +132,8 @@ class Session:
         from confluent_kafka.admin import NewTopic
 
         from foldflow.admin import admin_client, ensure_topics
+        from foldflow.projections.db import upgrade
         from foldflow.topics import topic_specs
-        from projections.db import upgrade
 
         self.progress(f"run {self.run_id}: topics {self.settings.topic_prefix}*, "
                       f"database {self.settings.database_url.rsplit('/', 1)[-1]}")

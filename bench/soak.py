@@ -1,4 +1,4 @@
-"""``make soak`` / ``python -m bench.soak``: the scaled-out system under steady load and
+"""``make soak`` / ``python -m foldflow.bench.soak``: the scaled-out system under steady load and
 periodic kills for a long time (30 minutes by default), reported as a table and a plot.
 
 A private deployment (`foldflow up` with several instances of every service, its own
@@ -31,7 +31,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, create_engine, text
 
-from bench.logcheck import (
+from foldflow.bench.logcheck import (
     QUIET,
     group_lags,
     histories,
@@ -40,7 +40,7 @@ from bench.logcheck import (
     read_topics,
     wait_for,
 )
-from bench.scaleout import (
+from foldflow.bench.scaleout import (
     CHAIN,
     CHAIN_NAME,
     Chaos,
@@ -49,10 +49,10 @@ from bench.scaleout import (
     delete_topics_and_groups,
     scratch_database,
 )
-from bench.services import rss_mb
-from bench.soak_report import Sample as SoakSample
-from bench.soak_report import SoakSummary, intervals, markdown, plot, rss_growth
-from bench.watchers import EventWatcher
+from foldflow.bench.services import rss_mb
+from foldflow.bench.soak_report import Sample as SoakSample
+from foldflow.bench.soak_report import SoakSummary, intervals, markdown, plot, rss_growth
+from foldflow.bench.watchers import EventWatcher
 from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -255,9 +255,9 @@ def say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.soak [--minutes 30] ...``; exits 1 when a verdict fails."""
+    """``python -m foldflow.bench.soak [--minutes 30] ...``; exits 1 when a verdict fails."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.soak", description=__doc__,
+        prog="python -m foldflow.bench.soak", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     defaults = SoakConfig()

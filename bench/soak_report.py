@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.stats import percentile
+from foldflow.bench.stats import percentile
 
 __all__ = [
     "Growth",

@@ -23,8 +23,8 @@ from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import String
 
-from bench.results import Completion
-from bench.services import rss_mb
+from foldflow.bench.results import Completion
+from foldflow.bench.services import rss_mb
 from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 

@@ -49,7 +49,7 @@ from foldflow.limits import (
     MAX_VERSION,
     human_bytes,
 )
-from schemas.messages import dump_json
+from foldflow.schemas.messages import dump_json
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_MS",

@@ -21,7 +21,13 @@ from rich.table import Table
 from foldflow.client import ApiError, Client, WaitTimeout
 from foldflow.follow import EventFollower, Progress, track
 from foldflow.resources import examples_dir
-from schemas.messages import Envelope, SignalWorkflow, StartWorkflow, StepWaiting, dump_json
+from foldflow.schemas.messages import (
+    Envelope,
+    SignalWorkflow,
+    StartWorkflow,
+    StepWaiting,
+    dump_json,
+)
 
 __all__ = [
     "EXAMPLES_DIR",

@@ -22,9 +22,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from foldflow.kafka import kafka_config
 from foldflow.observability.tracing import TRACE_HEADERS, delivered, inject_headers, producing
+from foldflow.schemas import codec
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from schemas import codec
 
 __all__ = ["DeadLetter", "from_record", "read_dead_letters", "replay", "watermarks"]
 

@@ -19,10 +19,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from foldflow.kafka import kafka_config
 from foldflow.partitioner import partition_for
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from schemas import codec
-from schemas.messages import (
+from foldflow.schemas import codec
+from foldflow.schemas.messages import (
     TERMINAL_STATUS,
     Envelope,
     StepAttemptFailed,
@@ -33,6 +31,8 @@ from schemas.messages import (
     WorkflowResumed,
     WorkflowStarted,
 )
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 __all__ = ["EventFollower", "Progress", "partition_for", "track"]
 

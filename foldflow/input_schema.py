@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema_rs
 
 from foldflow.problems import Problem, join_path
-from schemas.messages import dump_json
+from foldflow.schemas.messages import dump_json
 
 __all__ = ["input_violation", "schema_problems"]
 

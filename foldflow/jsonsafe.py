@@ -24,7 +24,7 @@ from foldflow.limits import (
     human_bytes,
 )
 from foldflow.problems import Problem, join_path
-from schemas.messages import dump_json
+from foldflow.schemas.messages import dump_json
 
 __all__ = [
     "UnsafeJson",

@@ -18,28 +18,28 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import Engine
 from starlette.middleware import Middleware
 
+from foldflow.gateway import errors
+from foldflow.gateway.auth import Authenticator
+from foldflow.gateway.bodylimit import BodyLimitMiddleware
+from foldflow.gateway.commands import CommandSender, PublishesAsync
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.db import make_engine
+from foldflow.gateway.headers import SecurityHeadersMiddleware
+from foldflow.gateway.jsonbody import JsonSafetyMiddleware
+from foldflow.gateway.observe import ObserveMiddleware
+from foldflow.gateway.openapi import build_openapi, operation_id
+from foldflow.gateway.paths import RawWorkflowPathMiddleware
+from foldflow.gateway.ratelimit import RateLimitMiddleware
+from foldflow.gateway.readiness import Readiness
+from foldflow.gateway.reads import Reads
+from foldflow.gateway.routes import commands, definitions, docs, health, workflows
+from foldflow.gateway.ui import install as install_console
+from foldflow.gateway.ui.render import CONTENT_SECURITY_POLICY as CONSOLE_CSP
+from foldflow.gateway.versions import DefinitionVersions
 from foldflow.kafka import kafka_config
 from foldflow.observability.tracing import configure_tracing
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from gateway import errors
-from gateway.auth import Authenticator
-from gateway.bodylimit import BodyLimitMiddleware
-from gateway.commands import CommandSender, PublishesAsync
-from gateway.context import GatewayContext
-from gateway.db import make_engine
-from gateway.headers import SecurityHeadersMiddleware
-from gateway.jsonbody import JsonSafetyMiddleware
-from gateway.observe import ObserveMiddleware
-from gateway.openapi import build_openapi, operation_id
-from gateway.paths import RawWorkflowPathMiddleware
-from gateway.ratelimit import RateLimitMiddleware
-from gateway.readiness import Readiness
-from gateway.reads import Reads
-from gateway.routes import commands, definitions, docs, health, workflows
-from gateway.ui import install as install_console
-from gateway.ui.render import CONTENT_SECURITY_POLICY as CONSOLE_CSP
-from gateway.versions import DefinitionVersions
 
 __all__ = ["NO_FASTAPI_TELEMETRY", "check_settings", "create_app"]
 
@@ -72,7 +72,7 @@ def create_app(
     configure_tracing(settings, service="gateway")
     owned: list[Any] = []
     if publisher is None:
-        from producers import Publisher
+        from foldflow.producers import Publisher
 
         publisher = Publisher(settings, source="gateway")
         owned.append(publisher)
@@ -129,7 +129,7 @@ def create_app(
         # ObserveMiddleware makes the one server span and the RED metrics; FastAPI's own
         # telemetry would add a second server span and a span per dependency to every request.
         telemetry=NO_FASTAPI_TELEMETRY,
-        docs_url=None,  # gateway.routes.docs serves /docs with its own policy
+        docs_url=None,  # foldflow.gateway.routes.docs serves /docs with its own policy
         redoc_url=None,
         generate_unique_id_function=operation_id,
     )

@@ -34,10 +34,10 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 
+from foldflow.gateway.db import call_db
+from foldflow.gateway.errors import ProblemError
+from foldflow.gateway.keys import MAX_TENANT_LENGTH, StoredKey, find_key, hash_key, valid_tenant
 from foldflow.settings import Settings
-from gateway.db import call_db
-from gateway.errors import ProblemError
-from gateway.keys import MAX_TENANT_LENGTH, StoredKey, find_key, hash_key, valid_tenant
 
 __all__ = [
     "Authenticator",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import problem_response
+from foldflow.gateway.errors import problem_response
 
 __all__ = ["BodyLimitMiddleware"]
 

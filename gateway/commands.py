@@ -14,9 +14,9 @@ from typing import Protocol
 
 from confluent_kafka import KafkaException, Message
 
-from gateway.errors import DependencyUnavailable
-from producers import PublishError
-from schemas.messages import Envelope, Payload
+from foldflow.gateway.errors import DependencyUnavailable
+from foldflow.producers import PublishError
+from foldflow.schemas.messages import Envelope, Payload
 
 __all__ = [
     "CommandSender",

@@ -6,20 +6,20 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from foldflow.gateway.auth import Authenticator
+from foldflow.gateway.commands import CommandSender
+from foldflow.gateway.readiness import Readiness
+from foldflow.gateway.reads import Reads
+from foldflow.gateway.versions import DefinitionVersions
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from gateway.auth import Authenticator
-from gateway.commands import CommandSender
-from gateway.readiness import Readiness
-from gateway.reads import Reads
-from gateway.versions import DefinitionVersions
 
 __all__ = ["GatewayContext"]
 
 
 @dataclass(frozen=True)
 class GatewayContext:
-    """The gateway's adapters, built once per app by :func:`gateway.app.create_app`."""
+    """The gateway's adapters, built once per app by :func:`foldflow.gateway.app.create_app`."""
 
     settings: Settings
     topology: Topology

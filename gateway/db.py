@@ -17,9 +17,9 @@ import anyio.to_thread
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 
+from foldflow.gateway.errors import DependencyUnavailable
+from foldflow.projections.db import connection
 from foldflow.settings import Settings
-from gateway.errors import DependencyUnavailable
-from projections.db import connection
 
 __all__ = ["call_db", "make_engine"]
 

@@ -1,6 +1,6 @@
 """``Annotated`` dependency aliases the routes declare (the full-stack-fastapi-template way).
 
-``Ctx`` is the app's :class:`~gateway.context.GatewayContext`; ``WorkflowReader``,
+``Ctx`` is the app's :class:`~foldflow.gateway.context.GatewayContext`; ``WorkflowReader``,
 ``WorkflowWriter`` and ``DefinitionWriter`` are the authenticated caller, checked for the
 scope the route needs (reading definitions needs ``workflows:read``).
 """
@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.auth import Principal
-from gateway.context import GatewayContext
-from gateway.errors import ProblemError
+from foldflow.gateway.auth import Principal
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.errors import ProblemError
 
 __all__ = [
     "Caller",

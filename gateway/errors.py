@@ -214,6 +214,6 @@ def install(app: FastAPI) -> None:
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting problem answers for ``statuses``.
 
-    :func:`gateway.openapi.build_openapi` files them under ``application/problem+json``.
+    :func:`foldflow.gateway.openapi.build_openapi` files them under ``application/problem+json``.
     """
     return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}

@@ -16,7 +16,7 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from foldflow import jsonsafe
-from gateway.errors import FieldProblem, problem_response
+from foldflow.gateway.errors import FieldProblem, problem_response
 
 __all__ = ["JsonSafetyMiddleware", "body_location"]
 

@@ -1,8 +1,8 @@
 """The OpenAPI document: FastAPI's, with every error filed as ``application/problem+json``.
 
-Routes declare their error statuses with :func:`gateway.errors.problems`; here each is moved
-from ``application/json`` to ``application/problem+json`` and FastAPI's default
-``HTTPValidationError`` 422 is replaced by :class:`~gateway.errors.Problem`.
+Routes declare their error statuses with :func:`foldflow.gateway.errors.problems`; here each
+is moved from ``application/json`` to ``application/problem+json`` and FastAPI's default
+``HTTPValidationError`` 422 is replaced by :class:`~foldflow.gateway.errors.Problem`.
 :func:`operation_id` names each operation after its route function in camelCase
 (``start_workflow`` → ``startWorkflow``), so generated clients read well.
 :func:`document_json` is what ``foldflow gateway openapi`` prints and what
@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from gateway.errors import PROBLEM_JSON
+from foldflow.gateway.errors import PROBLEM_JSON
 
 __all__ = ["build_openapi", "document_json", "operation_id"]
 

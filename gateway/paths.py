@@ -19,7 +19,7 @@ from fastapi import Depends, Path
 from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.schemas import WORKFLOW_PATH_PATTERN
+from foldflow.gateway.schemas import WORKFLOW_PATH_PATTERN
 
 __all__ = ["RawWorkflowPathMiddleware", "WorkflowIdPath", "workflow_id_param"]
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 import limits
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import credential_of
-from gateway.errors import problem_response
+from foldflow.gateway.auth import credential_of
+from foldflow.gateway.errors import problem_response
 
 __all__ = ["EXEMPT_PATHS", "CellRateLimiter", "RateLimitMiddleware", "client_id"]
 

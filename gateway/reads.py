@@ -1,7 +1,7 @@
-"""The read side as the API shows it: :mod:`projections.queries` results as public bodies.
+"""The read side as the API shows it: :mod:`foldflow.projections.queries` results as public bodies.
 
-Every call of :class:`Reads` is timed (:func:`gateway.db.call_db`), tenant-scoped, and
-turns projection views into :mod:`gateway.schemas` models. Each tenant has its own
+Every call of :class:`Reads` is timed (:func:`foldflow.gateway.db.call_db`), tenant-scoped, and
+turns projection views into :mod:`foldflow.gateway.schemas` models. Each tenant has its own
 workflow ids and definitions, so no read ever needs to look at another tenant's rows: a
 workflow id another tenant also uses is simply not found.
 """
@@ -15,16 +15,16 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from gateway.db import call_db
-from gateway.errors import FieldProblem, ProblemError
-from gateway.schemas import (
+from foldflow.gateway.db import call_db
+from foldflow.gateway.errors import FieldProblem, ProblemError
+from foldflow.gateway.schemas import (
     DefinitionPublic,
     EventPublic,
     StepPublic,
     WorkflowPublic,
     WorkflowSummary,
 )
-from projections import queries
+from foldflow.projections import queries
 
 __all__ = ["Reads"]
 

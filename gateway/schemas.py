@@ -21,7 +21,7 @@ from foldflow.limits import (
     MAX_VERSION,
     human_bytes,
 )
-from schemas.messages import TERMINAL_STATUS
+from foldflow.schemas.messages import TERMINAL_STATUS
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",

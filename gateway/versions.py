@@ -5,7 +5,7 @@ content under the same version is refused), so "``name`` version ``v`` exists fo
 tenant" is remembered for good (a bounded number of entries). "The latest version of
 ``name``" can change, so it is remembered for ``ttl_s`` counted from when its read
 *began*, and a registration answers 201 only ``ttl_s`` after its definition became
-readable (:mod:`gateway.routes.definitions`): by then every gateway of the database has
+readable (:mod:`foldflow.gateway.routes.definitions`): by then every gateway of the database has
 forgotten whatever latest version it read before, so a start after the 201 runs the new
 version on any gateway (read-your-writes). Concurrent starts of one definition share an
 in-flight read when it began less than ``ttl_s`` ago (the same rule). A definition not

@@ -36,11 +36,11 @@ from foldflow.observability.tracing import (
     link_from,
     producing,
 )
+from foldflow.producers.delivery import DeliveryBatch, PublishError
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers.delivery import DeliveryBatch, PublishError
-from schemas.codec import encode
-from schemas.messages import Envelope
 
 __all__ = ["PublishError", "Publisher", "dead_letter_headers", "producer_config"]
 
@@ -295,7 +295,7 @@ class Publisher:
         message: partition, offset). The key defaults to ``envelope.workflow_id``; headers
         get ``event_type`` and, inside a span, ``traceparent``/``tracestate``.
 
-        Raises :class:`PublishError` (not acked) or ``schemas.codec.SchemaViolationError``.
+        Raises :class:`PublishError` (not acked) or ``foldflow.schemas.codec.SchemaViolationError``.
         """
         return self._wait(self._produce_envelopes([(topic, envelope)], key, headers))[0]
 

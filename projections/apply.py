@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from projections.rows import (
+from foldflow.projections.rows import (
     DefinitionRow,
     EventRow,
     InstanceRow,
@@ -25,8 +25,8 @@ from projections.rows import (
     payload_document,
     to_datetime,
 )
-from projections.storable import NAME_WIDTH, fit
-from schemas import messages as m
+from foldflow.projections.storable import NAME_WIDTH, fit
+from foldflow.schemas import messages as m
 
 # the row types are re-exported: callers of the fold need them together
 __all__ = [

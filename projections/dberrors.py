@@ -5,7 +5,7 @@
 - **Refusal** (:func:`is_refusal`): PostgreSQL (or the driver, or the fold) refused a
   *value*: bad JSON text, NUL, a lone surrogate, a string over its column, a number out of
   range, a unique id taken. Retrying cannot help; the batch is applied event by event and
-  the refused event is stored in a form that fits (:mod:`projections.store`).
+  the refused event is stored in a form that fits (:mod:`foldflow.projections.store`).
 - Anything else (a missing table, a permission, a bug) stops the projector.
 
 Classified by SQLSTATE class (PostgreSQL's appendix A); connection failures carry none.

@@ -2,7 +2,7 @@
 
 Tables carry no schema: the live tables sit in the connection's default schema, and the
 rebuild writes the very same tables into another schema through
-``schema_translate_map`` (see :mod:`projections.rebuild`). Instance statuses are the
+``schema_translate_map`` (see :mod:`foldflow.projections.rebuild`). Instance statuses are the
 decider's (``running``, ``paused``, ``compensating`` and the six terminal ones); step
 statuses are the projection's view of a step: ``scheduled``, ``waiting``, ``retrying``,
 ``succeeded``, ``failed``, ``skipped``; a step's ``compensation_status`` is ``None`` (not
@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from schemas.messages import TERMINAL_STATUS
+from foldflow.schemas.messages import TERMINAL_STATUS
 
 __all__ = [
     "LIVE_TABLES",
@@ -120,7 +120,7 @@ workflow_events = Table(
     Column("correlation_id", Text, nullable=False),
     Column("causation_id", String(200), nullable=True),
     Column("payload", JSONB, nullable=False),
-    # What had to change so PostgreSQL could store the event (projections.storable).
+    # What had to change so PostgreSQL could store the event (foldflow.projections.storable).
     Column("altered", JSONB(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("workflow_id", "sequence"),
     UniqueConstraint("event_id"),

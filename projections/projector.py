@@ -2,7 +2,7 @@
 
 Loop: consume up to ``max_batch`` records (or whatever arrived in ``batch_timeout``),
 send the undecodable ones to ``wf.dlq``, then write the batch and the positions after it
-in ONE transaction (:func:`projections.store.write_batch`). Kafka offsets are never
+in ONE transaction (:func:`foldflow.projections.store.write_batch`). Kafka offsets are never
 committed: on assignment the projector seeks to the positions stored in
 ``projection_offsets`` (the beginning when none), so PostgreSQL holds exactly the events
 up to the stored positions — effectively once, across crashes and rebalances.
@@ -16,9 +16,9 @@ Failures: PostgreSQL unreachable → the same batch is retried with exponential 
 until it commits. A sequence gap → rolled back, counted, logged, and the partitions are
 re-read from the stored positions after a backoff (with a larger batch, so a late event
 can join its predecessors); a gap is never skipped. A value PostgreSQL cannot store
-never stops the projector: it is repaired before the fold (:mod:`projections.storable`),
+never stops the projector: it is repaired before the fold (:mod:`foldflow.projections.storable`),
 or, when PostgreSQL still refuses the batch, the batch is written again event by event
-and the refused event is stored in a form that fits (:mod:`projections.store`); either
+and the refused event is stored in a form that fits (:mod:`foldflow.projections.store`); either
 way the event is flagged in ``altered`` and its record goes to ``wf.dlq``. Any other error
 is logged and ends :meth:`Projector.run` with it (the process exits non-zero).
 """
@@ -45,12 +45,10 @@ from foldflow.observability import metrics
 from foldflow.observability.logging import bind
 from foldflow.observability.outcomes import OUTCOMES
 from foldflow.observability.tracing import consuming, header_list, links_from
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from projections.apply import ProjectionError
-from projections.dberrors import is_refusal, is_transient
-from projections.storable import Alteration, needs_repair, repair
-from projections.store import (
+from foldflow.projections.apply import ProjectionError
+from foldflow.projections.dberrors import is_refusal, is_transient
+from foldflow.projections.storable import Alteration, needs_repair, repair
+from foldflow.projections.store import (
     BatchResult,
     Record,
     TopicPartition,
@@ -58,8 +56,10 @@ from projections.store import (
     read_offsets,
     write_batch,
 )
-from schemas.codec import CodecError, decode
-from schemas.messages import DefinitionRegistered, kind_of
+from foldflow.schemas.codec import CodecError, decode
+from foldflow.schemas.messages import DefinitionRegistered, kind_of
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 __all__ = [
     "PROJECTION",
@@ -106,7 +106,7 @@ class UnstorableValueError(Exception):
 def decode_record(msg: Message, *, events_topic: str) -> Record:
     """Decode one record, raising :class:`CodecError`/:class:`UnprojectableError` for the DLQ.
 
-    Values PostgreSQL cannot store are replaced (:func:`projections.storable.repair`);
+    Values PostgreSQL cannot store are replaced (:func:`foldflow.projections.storable.repair`);
     ``Record.altered`` says which.
     """
     env = decode(msg.value() or b"")

@@ -3,7 +3,7 @@
 Every function takes a :class:`~sqlalchemy.Connection` or :class:`~sqlalchemy.Engine`
 (the composition root owns the engine) and a tenant: a caller sees its tenant's rows only.
 Workflow ids are the tenant's own: the rows hold each workflow's key
-(:func:`~schemas.messages.workflow_key`), and ids go in and come out as the tenant knows
+(:func:`~foldflow.schemas.messages.workflow_key`), and ids go in and come out as the tenant knows
 them, so another tenant's workflow of the same id is a different row, never found.
 Lists are newest first with keyset pagination over ``(created_at, key)``; the cursor is
 opaque (URL-safe base64 of that pair).
@@ -23,14 +23,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, select, tuple_
 
-from projections.models import (
+from foldflow.projections.models import (
     TERMINAL_STATUSES,
     step_executions,
     workflow_definitions,
     workflow_events,
     workflow_instances,
 )
-from schemas.messages import own_workflow_id, workflow_key
+from foldflow.schemas.messages import own_workflow_id, workflow_key
 
 __all__ = [
     "DefinitionView",

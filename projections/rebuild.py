@@ -1,9 +1,9 @@
 """``foldflow projections rebuild``: replay the topics into fresh tables, then swap them in.
 
 1. :func:`prepare` creates every projection table in the schema ``foldflow_rebuild``
-   (the same :mod:`projections.models`, through ``schema_translate_map``).
+   (the same :mod:`foldflow.projections.models`, through ``schema_translate_map``).
 2. :class:`Rebuild` replays ``wf.events`` and ``wf.definitions`` from their first offset
-   into them (the same :func:`projections.store.write_batch` as the live projector, so
+   into them (the same :func:`foldflow.projections.store.write_batch` as the live projector, so
    the result is the same by construction), until every partition reached the end
    offsets read up front; a second pass catches up with what arrived meanwhile.
 3. :func:`swap` moves the live tables out and the rebuilt ones in, in ONE transaction
@@ -25,14 +25,14 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from foldflow.kafka import kafka_config
+from foldflow.projections.apply import ProjectionError
+from foldflow.projections.dberrors import is_refusal
+from foldflow.projections.models import LIVE_TABLES, metadata, projection_offsets
+from foldflow.projections.projector import PROJECTION, UnprojectableError, decode_record
+from foldflow.projections.store import BatchResult, Record, TopicPartition, write_batch
+from foldflow.schemas.codec import CodecError
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from projections.apply import ProjectionError
-from projections.dberrors import is_refusal
-from projections.models import LIVE_TABLES, metadata, projection_offsets
-from projections.projector import PROJECTION, UnprojectableError, decode_record
-from projections.store import BatchResult, Record, TopicPartition, write_batch
-from schemas.codec import CodecError
 
 __all__ = ["REBUILD_SCHEMA", "Rebuild", "RebuildError", "prepare", "swap"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import messages as m
+from foldflow.schemas import messages as m
 
 __all__ = [
     "DefinitionRow",
@@ -109,7 +109,7 @@ def loads(text: str | None) -> Any:
 def payload_document(payload: object) -> dict[str, Any]:
     """A payload as a JSON document: ``*_json`` fields become ``*`` with their parsed value.
 
-    Lossless: :func:`schemas.messages.dump_json` of the value gives the field back.
+    Lossless: :func:`foldflow.schemas.messages.dump_json` of the value gives the field back.
     """
     doc: dict[str, Any] = {}
     for f in dataclasses.fields(payload):  # type: ignore[arg-type]

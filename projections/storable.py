@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import messages as m
+from foldflow.schemas import messages as m
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -63,7 +63,7 @@ MAX_ORIGINAL_CHARS = 64 * 1024
 #: Problems listed per event (the rest are counted).
 MAX_PROBLEMS = 20
 
-#: Width of the name and id columns (projections.models: String(200)).
+#: Width of the name and id columns (foldflow.projections.models: String(200)).
 NAME_WIDTH = 200
 #: Width of the column each bounded string lands in.
 _ENVELOPE_WIDTHS = {"event_id": 64, "source": NAME_WIDTH, "correlation_id": NAME_WIDTH,

@@ -6,11 +6,11 @@ after a rebalance, the live projector meeting a freshly swapped-in rebuild) seri
 and a writer whose idea of the position differs from the stored one writes nothing for
 that partition and is told where to seek: the database, not Kafka, owns the positions.
 
-When PostgreSQL refuses a value of the batch (:func:`projections.dberrors.is_refusal`),
+When PostgreSQL refuses a value of the batch (:func:`foldflow.projections.dberrors.is_refusal`),
 the caller rolls back and writes the same batch again with ``careful=True``: one event
 (and definition) at a time, each in a savepoint, in the order the bulk fold would apply
-them. An event refused as it is goes in repaired (:func:`projections.storable.repair`),
-and if that is refused too, in its minimal form (:func:`projections.storable.minimal`),
+them. An event refused as it is goes in repaired (:func:`foldflow.projections.storable.repair`),
+and if that is refused too, in its minimal form (:func:`foldflow.projections.storable.minimal`),
 so history stays contiguous and the workflow row still advances. Each such event is
 flagged in its ``altered`` column and handed to ``on_refused`` (the projector parks the
 record on ``wf.dlq``) before the transaction commits.
@@ -29,17 +29,24 @@ from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from foldflow.observability.outcomes import FAILURE_EVENTS, TERMINAL_EVENTS, Outcome, outcome
-from projections.apply import EventRow, Fold, InstanceRow, StepRow, definition_row, fold_batch
-from projections.dberrors import is_refusal
-from projections.models import (
+from foldflow.projections.apply import (
+    EventRow,
+    Fold,
+    InstanceRow,
+    StepRow,
+    definition_row,
+    fold_batch,
+)
+from foldflow.projections.dberrors import is_refusal
+from foldflow.projections.models import (
     projection_offsets,
     step_executions,
     workflow_definitions,
     workflow_events,
     workflow_instances,
 )
-from projections.storable import Alteration, minimal, repair
-from schemas import messages as m
+from foldflow.projections.storable import Alteration, minimal, repair
+from foldflow.schemas import messages as m
 
 __all__ = [
     "BatchResult",
@@ -60,7 +67,7 @@ TopicPartition = tuple[str, int]
 class Record:
     """A consumed Kafka record; ``envelope`` is None when it went to the DLQ (offset only).
 
-    ``altered`` says what :func:`projections.storable.repair` changed in ``envelope``.
+    ``altered`` says what :func:`foldflow.projections.storable.repair` changed in ``envelope``.
     """
 
     topic: str
@@ -330,7 +337,7 @@ def write_batch(
 
     ``expected`` is the writer's idea of each partition's stored next offset (None: none
     stored). A partition whose stored offset differs is left out and reported in
-    ``moved``. Raises :class:`projections.apply.ProjectionError` (a gap): roll back.
+    ``moved``. Raises :class:`foldflow.projections.apply.ProjectionError` (a gap): roll back.
     With ``careful``, events are written one by one and a refused one is stored in a form
     that fits, then passed to ``on_refused`` (see the module doc).
     """

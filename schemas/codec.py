@@ -1,4 +1,4 @@
-"""Avro single-object encoding of :class:`~schemas.messages.Envelope`.
+"""Avro single-object encoding of :class:`~foldflow.schemas.messages.Envelope`.
 
 Wire format: ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
 schema's parsing canonical form, then the Avro binary body. :func:`encode` always writes
@@ -24,7 +24,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.messages import MESSAGE_TYPES, TYPE_NAMES, Envelope
+from foldflow.schemas.messages import MESSAGE_TYPES, TYPE_NAMES, Envelope
 
 __all__ = [
     "MAGIC",

@@ -1,7 +1,7 @@
 """The Avro schema the message catalog implies: how a new ``envelope.vN.avsc`` is authored.
 
-``python -m schemas.schemagen [--version N]`` prints the envelope schema that the
-dataclasses of :mod:`schemas.messages` describe. A published file is never edited: when the
+``python -m foldflow.schemas.schemagen [--version N]`` prints the envelope schema that the
+dataclasses of :mod:`foldflow.schemas.messages` describe. A published file is never edited: when the
 catalog changes, write the output to a new version file, and the contract tests check that
 it is backward compatible with every earlier version and equal to the dataclasses.
 
@@ -20,7 +20,7 @@ import types
 import typing
 from typing import Any
 
-from schemas import messages
+from foldflow.schemas import messages
 
 __all__ = ["LONG_FIELDS", "NAMESPACE", "avro_type", "envelope_schema", "record_schema"]
 

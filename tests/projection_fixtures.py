@@ -25,11 +25,11 @@ from projection_support import reset_tables, scratch_database
 from sqlalchemy import Engine
 
 from foldflow.admin import ensure_topics
+from foldflow.producers import Publisher
+from foldflow.projections.db import make_engine, upgrade
+from foldflow.projections.projector import Projector, ProjectorOptions
 from foldflow.settings import Settings
 from foldflow.topics import topic_specs
-from producers import Publisher
-from projections.db import make_engine, upgrade
-from projections.projector import Projector, ProjectorOptions
 
 RunProjector = Callable[..., contextlib.AbstractContextManager[Projector]]
 

@@ -22,12 +22,12 @@ from psycopg import sql
 from sqlalchemy import Engine, func, make_url, select, text
 
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher
+from foldflow.projections.models import workflow_events
+from foldflow.projections.projector import PROJECTION
+from foldflow.schemas import messages as m
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from projections.models import workflow_events
-from projections.projector import PROJECTION
-from schemas import messages as m
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ Importing this package does not import the runtime (Kafka clients); handler modu
 need :func:`task` and the error types.
 """
 
-from workers.registry import (
+from foldflow.workers.registry import (
     NonRetryableError,
     RetryableError,
     TaskContext,

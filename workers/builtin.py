@@ -1,6 +1,6 @@
 """The built-in task types every worker serves, so definitions can be tried without writing
 code: ``builtin.echo``, ``builtin.sleep``, ``builtin.fail``, ``builtin.http``
-(:mod:`workers.builtin_http`).
+(:mod:`foldflow.workers.builtin_http`).
 
 :func:`builtin_registry` builds their registry (``builtin.http`` under the operator's
 options); ``foldflow run worker`` merges it with the user's. :data:`registry` is the one
@@ -14,8 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from workers.builtin_http import HttpOptions, http_task
-from workers.registry import NonRetryableError, RetryableError, TaskContext, TaskRegistry
+from foldflow.workers.builtin_http import HttpOptions, http_task
+from foldflow.workers.registry import NonRetryableError, RetryableError, TaskContext, TaskRegistry
 
 __all__ = ["builtin_registry", "echo", "fail", "registry", "sleep"]
 

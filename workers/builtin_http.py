@@ -1,6 +1,6 @@
 """``builtin.http``: an HTTP call from a definition, safe to offer to every tenant.
 
-- **Where it may go** (:mod:`workers.netpolicy`): the host is resolved first, *every*
+- **Where it may go** (:mod:`foldflow.workers.netpolicy`): the host is resolved first, *every*
   address it resolves to is checked, and the connection goes to the checked address
   (the URL's host stays in the ``Host`` header and TLS's SNI and certificate check), so
   no second DNS lookup can swap in another address between check and connect. Loopback,
@@ -31,10 +31,10 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from foldflow.resilience import CircuitBreakerError, circuit_breaker, retry
+from foldflow.schemas.messages import dump_json
 from foldflow.settings import Settings
-from schemas.messages import dump_json
-from workers.netpolicy import IPAddress, NetworkPolicy
-from workers.registry import NonRetryableError, RetryableError, TaskContext
+from foldflow.workers.netpolicy import IPAddress, NetworkPolicy
+from foldflow.workers.registry import NonRetryableError, RetryableError, TaskContext
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",

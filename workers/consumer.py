@@ -1,5 +1,5 @@
 """One task type's consumer: poll ``wf.tasks.<type>``, run each command, publish its result,
-commit in order. Driven by :class:`workers.runtime.Worker`'s event loop.
+commit in order. Driven by :class:`foldflow.workers.runtime.Worker`'s event loop.
 
 Every call on the confluent-kafka ``Consumer`` (poll, pause, commit, close, and the
 rebalance callbacks it runs) happens on one dedicated thread, so the consumer is never
@@ -31,12 +31,12 @@ from foldflow.observability.metrics import (
     MESSAGE_HANDLING_SECONDS,
     MESSAGES_HANDLED,
 )
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from workers.handling import RecordHandler, Slots, Ticket
-from workers.offsets import PartitionOffsets
-from workers.registry import TaskRegistry
+from foldflow.workers.handling import RecordHandler, Slots, Ticket
+from foldflow.workers.offsets import PartitionOffsets
+from foldflow.workers.registry import TaskRegistry
 
 __all__ = ["TaskConsumer", "consumer_config"]
 
@@ -80,7 +80,7 @@ def consumer_config(settings: Settings, task_type: str) -> dict[str, Any]:
 
 
 class TaskConsumer:
-    """Serves one task type for a :class:`~workers.runtime.Worker`."""
+    """Serves one task type for a :class:`~foldflow.workers.runtime.Worker`."""
 
     def __init__(
         self,

@@ -14,8 +14,15 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from schemas.messages import Envelope, ExecuteTask, TaskFailed, TaskSucceeded, derived_id, dump_json
-from workers.registry import NonRetryableError, TaskContext, TaskSpec
+from foldflow.schemas.messages import (
+    Envelope,
+    ExecuteTask,
+    TaskFailed,
+    TaskSucceeded,
+    derived_id,
+    dump_json,
+)
+from foldflow.workers.registry import NonRetryableError, TaskContext, TaskSpec
 
 __all__ = ["Outcome", "result_envelope", "run_attempt"]
 

@@ -1,7 +1,7 @@
 """What a worker does with one record of ``wf.tasks.<type>``: decode it, run the attempt
 in a span, publish the result (or park the record on ``wf.dlq``) and wait for the ack.
 
-Kafka consumption and offsets live in :mod:`workers.consumer`; this module never commits.
+Kafka consumption and offsets live in :mod:`foldflow.workers.consumer`; this module never commits.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from opentelemetry.trace import Span
 from foldflow.observability.logging import bind
 from foldflow.observability.metrics import STEP_ATTEMPTS, STEP_DURATION_SECONDS
 from foldflow.observability.tracing import Header, consuming
-from producers import Publisher, PublishError
-from schemas.codec import CodecError, decode
-from schemas.messages import Envelope, ExecuteTask
-from workers.execution import result_envelope, run_attempt
-from workers.registry import TaskRegistry
+from foldflow.producers import Publisher, PublishError
+from foldflow.schemas.codec import CodecError, decode
+from foldflow.schemas.messages import Envelope, ExecuteTask
+from foldflow.workers.execution import result_envelope, run_attempt
+from foldflow.workers.registry import TaskRegistry
 
 __all__ = ["RecordHandler", "Slots", "Ticket"]
 

@@ -31,12 +31,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from workers.consumer import TaskConsumer
-from workers.handling import Slots
-from workers.registry import TaskRegistry
+from foldflow.workers.consumer import TaskConsumer
+from foldflow.workers.handling import Slots
+from foldflow.workers.registry import TaskRegistry
 
 __all__ = ["Worker"]
 

@@ -78,8 +78,8 @@ def bench(
         raise typer.BadParameter("at least 1s", param_hint="--duration")
     if profile_seconds < 1:
         raise typer.BadParameter("at least 1s", param_hint="--profile-seconds")
-    from bench.report import load_previous, render, to_json_text
-    from bench.run import BenchConfig, BenchError, run_benchmark
+    from foldflow.bench.report import load_previous, render, to_json_text
+    from foldflow.bench.run import BenchConfig, BenchError, run_benchmark
 
     previous = None
     if compare is not None:

@@ -21,7 +21,7 @@ def upgrade(
     """Create or migrate the projection tables (idempotent)."""
     from sqlalchemy.exc import OperationalError
 
-    from projections.db import upgrade as run_upgrade
+    from foldflow.projections.db import upgrade as run_upgrade
 
     settings = get_settings()
     try:
@@ -38,7 +38,7 @@ def current(as_json: bool = JsonOption) -> None:
     """Show the database's migration revision and whether it is the newest one."""
     from sqlalchemy.exc import OperationalError
 
-    from projections.db import revisions
+    from foldflow.projections.db import revisions
 
     settings = get_settings()
     try:

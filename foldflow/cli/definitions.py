@@ -109,7 +109,7 @@ def register(files: list[Path] = FilesArgument, tenant: str = TenantOption) -> N
     Nothing is published if any file is invalid; every problem is printed with its path.
     """
     from foldflow.cli.workflows import command_envelope, publish
-    from schemas.messages import DefinitionRegistered, definition_key
+    from foldflow.schemas.messages import DefinitionRegistered, definition_key
 
     checks = check_files(files)
     if not all(c.valid for c in checks):
@@ -128,7 +128,7 @@ def register(files: list[Path] = FilesArgument, tenant: str = TenantOption) -> N
 
 
 def _engine() -> Any:
-    from projections.db import make_engine
+    from foldflow.projections.db import make_engine
 
     return make_engine(get_settings(), pool_size=1)
 
@@ -141,7 +141,7 @@ def list_(
     as_json: bool = JsonOption,
 ) -> None:
     """The registered definitions of a tenant, every version, as the projector stored them."""
-    from projections.queries import list_definitions
+    from foldflow.projections.queries import list_definitions
 
     views = list_definitions(_engine(), tenant, name=name)
     if as_json:
@@ -168,7 +168,7 @@ def show(
     as_json: bool = JsonOption,
 ) -> None:
     """One registered definition in full (YAML; --json for JSON), defaults spelled out."""
-    from projections.queries import get_definition
+    from foldflow.projections.queries import get_definition
 
     view = get_definition(_engine(), tenant, name, version)
     if view is None:

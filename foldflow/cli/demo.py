@@ -18,9 +18,9 @@ from foldflow.cli.workflows import command_envelope
 from foldflow.demo import EXAMPLES_DIR, plan, read_back, run_batch, summary_table
 from foldflow.follow import EventFollower
 from foldflow.follow import Progress as WorkflowProgress
+from foldflow.schemas.messages import DEFAULT_TENANT, DefinitionRegistered, definition_key
 from foldflow.settings import Settings, get_settings
 from foldflow.topics import Topology
-from schemas.messages import DEFAULT_TENANT, DefinitionRegistered, definition_key
 
 __all__ = ["demo"]
 
@@ -40,7 +40,7 @@ def demo(
     Exits 1 when any workflow's outcome differs from the expected one.
     """
     from foldflow.definitions import Definition, DefinitionError
-    from producers import Publisher  # lazy: the CLI is the composition root
+    from foldflow.producers import Publisher  # lazy: the CLI is the composition root
 
     settings = get_settings()
     if not skip_up:

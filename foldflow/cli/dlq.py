@@ -116,7 +116,7 @@ def list_(
                               "failed; 2 bad --since.")
 def replay_(since: str | None = SinceOption, as_json: bool = JsonOption) -> None:
     """Re-publish the original bytes of each dead letter to its topic of origin."""
-    from producers import producer_config  # lazy: the CLI is the composition root
+    from foldflow.producers import producer_config  # lazy: the CLI is the composition root
 
     letters = _read(since)
     if not letters:

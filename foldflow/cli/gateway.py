@@ -1,7 +1,7 @@
 """``foldflow run gateway`` (the REST API in the foreground) and ``foldflow gateway openapi``.
 
 The composition root of the gateway process: settings, JSON logs, tracing, then
-:func:`gateway.app.create_app` served by uvicorn on ``gateway_host:gateway_port``, in
+:func:`foldflow.gateway.app.create_app` served by uvicorn on ``gateway_host:gateway_port``, in
 one process or (``--workers N``) in N worker processes under uvicorn's supervisor, each
 building its own app (its own Kafka producer, database pool, rate limits and caches).
 """
@@ -37,8 +37,8 @@ def run_gateway(
     """Serve the REST API until SIGTERM/SIGINT."""
     import uvicorn
 
+    from foldflow.gateway.app import check_settings
     from foldflow.observability.logging import configure_logging
-    from gateway.app import check_settings
 
     settings = get_settings()
     configure_logging(settings, service="gateway")
@@ -63,8 +63,8 @@ def run_gateway(
 
 def worker_app() -> Any:
     """The app one gateway process serves (uvicorn's factory, in each worker)."""
+    from foldflow.gateway.app import create_app
     from foldflow.observability.logging import configure_logging
-    from gateway.app import create_app
 
     settings = get_settings()
     configure_logging(settings, service="gateway")
@@ -101,9 +101,9 @@ def openapi(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
 ) -> None:
     """Print the gateway's OpenAPI document (what gateway/openapi.json holds)."""
-    from gateway.app import create_app
-    from gateway.openapi import document_json
-    from producers import Publisher
+    from foldflow.gateway.app import create_app
+    from foldflow.gateway.openapi import document_json
+    from foldflow.producers import Publisher
 
     settings = get_settings()
     with Publisher(settings, source="gateway-openapi") as publisher:  # never used to publish

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from schemas.messages import DEFAULT_TENANT, TENANT_MARK, split_workflow_key, workflow_key
+from foldflow.schemas.messages import DEFAULT_TENANT, TENANT_MARK, split_workflow_key, workflow_key
 
 __all__ = ["WorkflowTarget", "workflow_target"]
 

@@ -35,7 +35,7 @@ def _database() -> Iterator[Engine]:
     """An engine on the configured database; exits 1 with a hint when it is not usable."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from projections.db import make_engine
+    from foldflow.projections.db import make_engine
 
     engine = make_engine(get_settings(), pool_size=1)
     try:
@@ -73,7 +73,7 @@ def create(
     name: str = typer.Option("cli", "--name", "-n", help="A label to recognise the key by."),
 ) -> None:
     """Create a key and print it on stdout; it cannot be shown again."""
-    from gateway.keys import issue_api_key
+    from foldflow.gateway.keys import issue_api_key
 
     wanted = [s.strip() for item in scopes for s in item.split(",") if s.strip()]
     try:
@@ -96,7 +96,7 @@ def list_keys(
 ) -> None:
     """Every stored key, oldest first: id, name, tenant, scopes, created, last used,
     revoked. Never the key itself. (Keys given by settings are not stored, so not listed.)"""
-    from gateway.keys import list_api_keys
+    from foldflow.gateway.keys import list_api_keys
 
     keys = _call(lambda engine: list_api_keys(engine, tenant=tenant))
     if as_json:
@@ -119,7 +119,7 @@ def revoke(
 
     Exit codes: 0 revoked (or already), 1 no such key or no database.
     """
-    from gateway.keys import revoke_api_key
+    from foldflow.gateway.keys import revoke_api_key
 
     info = _call(lambda engine: revoke_api_key(engine, key_id))
     if info is None:

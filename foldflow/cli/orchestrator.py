@@ -30,7 +30,7 @@ def run_orchestrator() -> None:
     from foldflow.admin import PartitionMismatch, ensure_topics
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from processors.runtime.bootstrap import run_orchestrator as run
+    from foldflow.processors.runtime.bootstrap import run_orchestrator as run
 
     settings = get_settings()
     _configure_logging(settings)

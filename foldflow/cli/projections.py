@@ -58,8 +58,8 @@ def status(
     as_json: bool = JsonOption,
 ) -> None:
     """A workflow's status and steps, as projected in PostgreSQL."""
-    from projections.db import make_engine
-    from projections.queries import get_workflow
+    from foldflow.projections.db import make_engine
+    from foldflow.projections.queries import get_workflow
 
     tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings(), pool_size=1)
@@ -109,8 +109,8 @@ def events(
     as_json: bool = JsonOption,
 ) -> None:
     """A workflow's history: one row per event, in sequence order."""
-    from projections.db import make_engine
-    from projections.queries import get_history
+    from foldflow.projections.db import make_engine
+    from foldflow.projections.queries import get_history
 
     tenant, workflow_id, _key = workflow_target(workflow_id, tenant)
     engine = make_engine(get_settings(), pool_size=1)
@@ -136,8 +136,8 @@ def rebuild(
     batch: int = typer.Option(2000, min=1, help="Records per transaction."),
 ) -> None:
     """Replay wf.events + wf.definitions from offset 0 into fresh tables, then swap them in."""
-    from projections.db import make_engine
-    from projections.rebuild import Rebuild, RebuildError
+    from foldflow.projections.db import make_engine
+    from foldflow.projections.rebuild import Rebuild, RebuildError
 
     settings = get_settings()
     engine = make_engine(settings, pool_size=1)

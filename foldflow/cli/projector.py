@@ -1,7 +1,7 @@
 """``foldflow run projector``: the projector in the foreground.
 
 The composition root of the projector process: settings, JSON logs, tracing, metrics
-server, engine, DLQ publisher, then :class:`projections.projector.Projector`. SIGTERM and
+server, engine, DLQ publisher, then :class:`foldflow.projections.projector.Projector`. SIGTERM and
 SIGINT finish the batch in hand and exit.
 """
 
@@ -28,9 +28,9 @@ def run_projector() -> None:
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from producers import Publisher
-    from projections.db import make_engine
-    from projections.projector import Projector
+    from foldflow.producers import Publisher
+    from foldflow.projections.db import make_engine
+    from foldflow.projections.projector import Projector
 
     settings = get_settings()
     configure_logging(settings, service="projector")

@@ -60,10 +60,16 @@ def key_path(settings: Settings) -> Path:
 
 def ensure_api_key(settings: Settings, *, report: svc.Report) -> None:
     """Keep ``<state_dir>/api-key`` if it is a stored key of tenant "default" with every
-    scope; otherwise create one (``gateway.keys.create_api_key``) and write it there (0600).
+    scope; otherwise create one (``foldflow.gateway.keys.create_api_key``) and write it there
+    (0600).
     """
-    from gateway.keys import SCOPES, create_api_key, find_key, hash_key  # lazy: composition root
-    from projections.db import make_engine
+    from foldflow.gateway.keys import (  # lazy: composition root
+        SCOPES,
+        create_api_key,
+        find_key,
+        hash_key,
+    )
+    from foldflow.projections.db import make_engine
 
     path = key_path(settings)
     existing = path.read_text().strip() if path.exists() else ""

@@ -59,10 +59,10 @@ def run_worker(
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
-    from workers.builtin import builtin_registry
-    from workers.builtin_http import HttpOptions
-    from workers.registry import default_registry
-    from workers.runtime import Worker
+    from foldflow.workers.builtin import builtin_registry
+    from foldflow.workers.builtin_http import HttpOptions
+    from foldflow.workers.registry import default_registry
+    from foldflow.workers.runtime import Worker
 
     settings = get_settings()
     configure_logging(settings, service="worker")

@@ -30,9 +30,7 @@ from foldflow.cli.output import (
     print_json,
 )
 from foldflow.follow import EventFollower, Progress, track
-from foldflow.settings import Settings, get_settings
-from foldflow.topics import Topology
-from schemas.messages import (
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,
     Envelope,
@@ -44,6 +42,8 @@ from schemas.messages import (
     TerminateWorkflow,
     dump_json,
 )
+from foldflow.settings import Settings, get_settings
+from foldflow.topics import Topology
 
 __all__ = ["command_envelope", "parse_json", "publish", "register", "wait_for"]
 
@@ -99,7 +99,7 @@ def parse_json(text: str, *, what: str) -> Any:
 
 def publish(settings: Settings, topic: str, envelope: Envelope) -> None:
     """Publish one message and wait for the broker's ack; exits 1 when it does not ack."""
-    from producers import Publisher, PublishError  # lazy: the CLI is the composition root
+    from foldflow.producers import Publisher, PublishError  # lazy: the CLI is the composition root
 
     try:
         with Publisher(settings, source=SOURCE) as publisher:

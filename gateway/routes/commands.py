@@ -3,10 +3,10 @@
 Each answers 202 once Kafka acked the command. The projection is checked first: a
 workflow the caller's tenant does not have is 404 (another tenant's workflow of the same
 id is a different workflow), a finished one 409. The command is keyed by the workflow's
-:func:`~schemas.messages.workflow_key` and names the caller's tenant, which the
+:func:`~foldflow.schemas.messages.workflow_key` and names the caller's tenant, which the
 orchestrator checks again. With an ``Idempotency-Key`` the command's id is deterministic,
 so a retried request is applied once (the orchestrator remembers the inputs it applied).
-A child's id (``<parent>/<step>``) is a path (:mod:`gateway.paths`).
+A child's id (``<parent>/<step>``) is a path (:mod:`foldflow.gateway.paths`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.types import DecoratedCallable
 
-from gateway.commands import command_id_for_key, envelope_for
-from gateway.context import GatewayContext
-from gateway.deps import Ctx, JsonBody, WorkflowWriter
-from gateway.errors import ProblemError, problems
-from gateway.paths import WorkflowIdPath
-from gateway.schemas import (
+from foldflow.gateway.commands import command_id_for_key, envelope_for
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.deps import Ctx, JsonBody, WorkflowWriter
+from foldflow.gateway.errors import ProblemError, problems
+from foldflow.gateway.paths import WorkflowIdPath
+from foldflow.gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     TERMINAL_STATUSES,
     CommandAccepted,
     CommandCreate,
     SignalCreate,
 )
-from schemas.messages import (
+from foldflow.schemas.messages import (
     TYPE_NAMES,
     CancelWorkflow,
     PauseWorkflow,

@@ -3,10 +3,10 @@
 Registering validates with :mod:`foldflow.definitions` (every problem, with its path, in a
 422; in a worker thread, so a large definition never stalls other requests) and publishes
 ``definition.registered.v1`` to ``wf.definitions`` keyed by
-:func:`~schemas.messages.definition_key` (tenant, name and version). The answer waits
+:func:`~foldflow.schemas.messages.definition_key` (tenant, name and version). The answer waits
 for the broker's ack, then (bounded) until the definition is readable, then
 ``gateway_definition_cache_s`` more (how long a gateway reuses a latest version it read,
-:mod:`gateway.versions`): a 201 means every read after it sees the new version, so a
+:mod:`foldflow.gateway.versions`): a 201 means every read after it sees the new version, so a
 start that names no version runs it (read-your-writes, on every gateway of the database).
 Acked but not readable in time is a 202: registered, but pin its version to start it
 until GET shows it. Each tenant has its own namespace: re-registering identical content
@@ -25,12 +25,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Request, Response
 
 from foldflow.definitions import Definition, DefinitionError
-from gateway.commands import envelope_for
-from gateway.deps import Ctx, DefinitionWriter, JsonBody, WorkflowReader
-from gateway.errors import FieldProblem, ProblemError, problems
-from gateway.jsonbody import body_location
-from gateway.schemas import NAME_PATTERN, DefinitionPage, DefinitionPublic
-from schemas.messages import DefinitionRegistered, definition_key, dump_json
+from foldflow.gateway.commands import envelope_for
+from foldflow.gateway.deps import Ctx, DefinitionWriter, JsonBody, WorkflowReader
+from foldflow.gateway.errors import FieldProblem, ProblemError, problems
+from foldflow.gateway.jsonbody import body_location
+from foldflow.gateway.schemas import NAME_PATTERN, DefinitionPage, DefinitionPublic
+from foldflow.schemas.messages import DefinitionRegistered, definition_key, dump_json
 
 __all__ = ["router"]
 
@@ -131,7 +131,7 @@ async def register_definition(
     wait_s = min(VISIBLE_WAIT_S, ctx.settings.gateway_max_wait_s)
     if not await ctx.reads.wait_for_definition(caller.tenant, name, version, wait_s=wait_s):
         response.status_code = 202
-    else:  # every gateway forgets the latest version it read before (gateway.versions)
+    else:  # every gateway forgets the latest version it read before (foldflow.gateway.versions)
         await asyncio.sleep(ctx.settings.gateway_definition_cache_s)
     return DefinitionPublic(
         name=name,

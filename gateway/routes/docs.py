@@ -2,7 +2,7 @@
 
 FastAPI's page loads Swagger UI from a CDN and starts it with one inline script; the
 page's ``Content-Security-Policy`` allows that CDN and that script by its hash, nothing
-else (see :mod:`gateway.headers`).
+else (see :mod:`foldflow.gateway.headers`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from gateway.headers import page_csp
+from foldflow.gateway.headers import page_csp
 
 __all__ = ["SWAGGER_CDN", "router"]
 

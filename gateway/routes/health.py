@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from foldflow.gateway.deps import Ctx
+from foldflow.gateway.errors import PROBLEM_JSON, Problem
 from foldflow.observability.metrics import render_metrics
-from gateway.deps import Ctx
-from gateway.errors import PROBLEM_JSON, Problem
 
 __all__ = ["CheckPublic", "Health", "Readiness", "ReadinessProblem", "router"]
 

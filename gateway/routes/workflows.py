@@ -2,11 +2,11 @@
 
 A start answers 202 only after the broker acked its command. The workflow id is the
 body's ``id``, else the deterministic one of ``Idempotency-Key``, else random; it is the
-caller's tenant's own (the command is keyed by :func:`~schemas.messages.workflow_key`),
+caller's tenant's own (the command is keyed by :func:`~foldflow.schemas.messages.workflow_key`),
 so another tenant's workflow of the same id neither blocks it nor shows. A start whose
 id already exists is a no-op in the orchestrator, so a retried POST never starts a second
-workflow. A child's id (``<parent>/<step>``) is a path (:mod:`gateway.paths`). Commands
-to a running workflow live in :mod:`gateway.routes.commands`.
+workflow. A child's id (``<parent>/<step>``) is a path (:mod:`foldflow.gateway.paths`). Commands
+to a running workflow live in :mod:`foldflow.gateway.routes.commands`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from foldflow.durations import DURATION_PATTERN, parse_seconds
-from gateway.commands import envelope_for, workflow_id_for_key
-from gateway.context import GatewayContext
-from gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
-from gateway.errors import FieldProblem, ProblemError, problems
-from gateway.paths import WorkflowIdPath
-from gateway.schemas import (
+from foldflow.gateway.commands import envelope_for, workflow_id_for_key
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
+from foldflow.gateway.errors import FieldProblem, ProblemError, problems
+from foldflow.gateway.paths import WorkflowIdPath
+from foldflow.gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
     TERMINAL_STATUSES,
@@ -36,7 +36,7 @@ from gateway.schemas import (
     WorkflowPublic,
     WorkflowStatus,
 )
-from schemas.messages import (
+from foldflow.schemas.messages import (
     StartWorkflow,
     derived_id,
     dump_json,

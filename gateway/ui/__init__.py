@@ -2,20 +2,20 @@
 
 Server-rendered pages (Jinja2) with a little htmx (vendored in ``static/``, no CDN) for
 live updates and actions without full reloads; DAGs and timelines are SVG drawn by the
-server (:mod:`gateway.ui.dag`, :mod:`gateway.ui.timeline`). Login is an API key or a JWT,
-kept in an encrypted HttpOnly cookie and authenticated again on each request
-(:mod:`gateway.ui.session`); the tenant and scopes are the API's. ``install`` adds it to
-the gateway app.
+server (:mod:`foldflow.gateway.ui.dag`, :mod:`foldflow.gateway.ui.timeline`). Login is an
+API key or a JWT, kept in an encrypted HttpOnly cookie and authenticated again on each
+request (:mod:`foldflow.gateway.ui.session`); the tenant and scopes are the API's.
+``install`` adds it to the gateway app.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.context import GatewayContext
-from gateway.ui import definitions, dlq, login, workflows
-from gateway.ui.access import Console
-from gateway.ui.session import SessionCodec
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.ui import definitions, dlq, login, workflows
+from foldflow.gateway.ui.access import Console
+from foldflow.gateway.ui.session import SessionCodec
 
 __all__ = ["install"]
 

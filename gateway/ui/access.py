@@ -19,12 +19,12 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import RedirectResponse, Response
 
-from gateway.auth import Principal
-from gateway.context import GatewayContext
-from gateway.deps import context_of
-from gateway.errors import ProblemError
-from gateway.ui.render import html
-from gateway.ui.session import SESSION_COOKIE, Session, SessionCodec
+from foldflow.gateway.auth import Principal
+from foldflow.gateway.context import GatewayContext
+from foldflow.gateway.deps import context_of
+from foldflow.gateway.errors import ProblemError
+from foldflow.gateway.ui.render import html
+from foldflow.gateway.ui.session import SESSION_COOKIE, Session, SessionCodec
 
 __all__ = [
     "Console",
@@ -43,7 +43,7 @@ CSRF_FIELD = "csrf"
 
 @dataclass(frozen=True)
 class Console:
-    """The console's per-app state (set by :func:`gateway.ui.install`)."""
+    """The console's per-app state (set by :func:`foldflow.gateway.ui.install`)."""
 
     codec: SessionCodec
     secure_cookie: bool

@@ -10,11 +10,11 @@ import yaml
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from gateway.errors import ProblemError
-from gateway.schemas import DefinitionPublic
-from gateway.ui import dag
-from gateway.ui.access import UiRoute, Viewer, ViewerDep
-from gateway.ui.render import html
+from foldflow.gateway.errors import ProblemError
+from foldflow.gateway.schemas import DefinitionPublic
+from foldflow.gateway.ui import dag
+from foldflow.gateway.ui.access import UiRoute, Viewer, ViewerDep
+from foldflow.gateway.ui.render import html
 
 __all__ = ["diff_lines", "router", "source_of"]
 

@@ -22,12 +22,12 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from foldflow import dlq
+from foldflow.gateway.errors import DependencyUnavailable, ProblemError
+from foldflow.gateway.ui.access import UiRoute, Viewer, ViewerDep, require_csrf
+from foldflow.gateway.ui.render import html
+from foldflow.projections.rows import payload_document
+from foldflow.schemas import codec
 from foldflow.settings import Settings
-from gateway.errors import DependencyUnavailable, ProblemError
-from gateway.ui.access import UiRoute, Viewer, ViewerDep, require_csrf
-from gateway.ui.render import html
-from projections.rows import payload_document
-from schemas import codec
 
 __all__ = ["Letter", "LetterFilter", "preview", "router"]
 
@@ -132,7 +132,7 @@ async def _read(settings: Settings, wanted: LetterFilter) -> list[Letter]:
 
 
 def _replay(settings: Settings, records: Sequence[dlq.DeadLetter]) -> list[dlq.DeadLetter]:
-    from producers import producer_config
+    from foldflow.producers import producer_config
 
     producer = Producer(producer_config(settings, source="console-dlq-replay"))
     return dlq.replay(producer, records)

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from gateway.deps import context_of
-from gateway.errors import ProblemError
-from gateway.ui.access import CSRF_FIELD, UiRoute, ViewerDep, get_console, require_csrf
-from gateway.ui.render import SECURITY_HEADERS, STATIC_DIR, html
-from gateway.ui.session import (
+from foldflow.gateway.deps import context_of
+from foldflow.gateway.errors import ProblemError
+from foldflow.gateway.ui.access import CSRF_FIELD, UiRoute, ViewerDep, get_console, require_csrf
+from foldflow.gateway.ui.render import SECURITY_HEADERS, STATIC_DIR, html
+from foldflow.gateway.ui.session import (
     COOKIE_PATH,
     LOGIN_COOKIE,
     MAX_CREDENTIAL_CHARS,

@@ -36,7 +36,7 @@ _WORKFLOW_MARKS = {
 
 
 class EventLike(Protocol):
-    """What the timeline reads of an event (``projections.queries.EventView`` has it)."""
+    """What the timeline reads of an event (``foldflow.projections.queries.EventView`` has it)."""
 
     @property
     def event_type(self) -> str: ...

@@ -18,14 +18,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from gateway.db import call_db
-from gateway.errors import ProblemError
-from gateway.routes import commands as api
-from gateway.schemas import TERMINAL_STATUSES, WORKFLOW_STATUSES, CommandCreate, SignalCreate
-from gateway.ui import dag, timeline
-from gateway.ui.access import UiRoute, Viewer, ViewerDep, require_csrf
-from gateway.ui.render import html
-from projections import queries
+from foldflow.gateway.db import call_db
+from foldflow.gateway.errors import ProblemError
+from foldflow.gateway.routes import commands as api
+from foldflow.gateway.schemas import (
+    TERMINAL_STATUSES,
+    WORKFLOW_STATUSES,
+    CommandCreate,
+    SignalCreate,
+)
+from foldflow.gateway.ui import dag, timeline
+from foldflow.gateway.ui.access import UiRoute, Viewer, ViewerDep, require_csrf
+from foldflow.gateway.ui.render import html
+from foldflow.projections import queries
 
 __all__ = ["router"]
 

@@ -3,10 +3,10 @@
 ``decide(state, message, now)`` gives the events an input causes, ``evolve`` folds an
 event into the state, ``react`` derives the commands that follow from an event, and
 :func:`apply_input` runs the three for one input. Everything that talks to Kafka lives in
-:mod:`processors.runtime`; nothing here may import it.
+:mod:`foldflow.processors.runtime`; nothing here may import it.
 """
 
-from processors.decider.decider import (
+from foldflow.processors.decider.decider import (
     StepState,
     WorkflowState,
     decide,
@@ -18,8 +18,8 @@ from processors.decider.decider import (
     state_from_bytes,
     state_to_bytes,
 )
-from processors.decider.failure import abandon
-from processors.decider.plan import Plan, apply_input, plan_events, route
+from foldflow.processors.decider.failure import abandon
+from foldflow.processors.decider.plan import Plan, apply_input, plan_events, route
 
 __all__ = [
     "Plan",

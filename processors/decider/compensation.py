@@ -9,8 +9,8 @@ each retried by its step's policy.
 from __future__ import annotations
 
 from foldflow.definitions import Step
-from processors.decider.decision import Decision, jitter_fraction, oversize, render_json
-from schemas.messages import (
+from foldflow.processors.decider.decision import Decision, jitter_fraction, oversize, render_json
+from foldflow.schemas.messages import (
     CompensationAttemptFailed,
     CompensationFailed,
     CompensationScheduled,

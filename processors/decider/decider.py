@@ -17,8 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from foldflow.definitions import Definition
-from processors.decider.compensation import comp_attempt_failed, schedule_compensation, stop
-from processors.decider.decision import (
+from foldflow.processors.decider.compensation import (
+    comp_attempt_failed,
+    schedule_compensation,
+    stop,
+)
+from foldflow.processors.decider.decision import (
     Decision,
     canonical,
     child_ended_error,
@@ -26,16 +30,21 @@ from processors.decider.decision import (
     refused,
     wants_signal,
 )
-from processors.decider.evolve import evolve, initial_state, is_terminal
-from processors.decider.react import react
-from processors.decider.state import StepState, WorkflowState, state_from_bytes, state_to_bytes
-from processors.decider.steps import (
+from foldflow.processors.decider.evolve import evolve, initial_state, is_terminal
+from foldflow.processors.decider.react import react
+from foldflow.processors.decider.state import (
+    StepState,
+    WorkflowState,
+    state_from_bytes,
+    state_to_bytes,
+)
+from foldflow.processors.decider.steps import (
     advance,
     attempt_failed,
     schedule_attempt,
     start_workflow,
 )
-from schemas.messages import (
+from foldflow.schemas.messages import (
     CancelWorkflow,
     ChildFinished,
     CompensationCompleted,

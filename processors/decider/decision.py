@@ -14,9 +14,9 @@ from foldflow.definitions import Definition
 from foldflow.expressions import render
 from foldflow.jsonsafe import problems, utf8_size
 from foldflow.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, human_bytes
-from processors.decider.evolve import evolve
-from processors.decider.state import WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider.evolve import evolve
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,
     Envelope,
@@ -109,7 +109,7 @@ def foreign_tenant(state: WorkflowState, message: Envelope) -> bool:
     """Whether ``message`` claims another tenant than the workflow's (it must be ignored).
 
     The workflow's tenant is the one its start recorded, else the one its key names
-    (:func:`~schemas.messages.workflow_key`). A tenant's command names it in its envelope
+    (:func:`~foldflow.schemas.messages.workflow_key`). A tenant's command names it in its envelope
     (a command naming none is the default tenant's) and a start also in its payload; any
     other input (a worker's result, a timer) may name none, but never another tenant.
     """

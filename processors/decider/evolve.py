@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from processors.decider.state import TERMINAL_STATUSES, StepState, WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider.state import TERMINAL_STATUSES, StepState, WorkflowState
+from foldflow.schemas.messages import (
     CompensationAttemptFailed,
     CompensationCompleted,
     CompensationFailed,

@@ -11,10 +11,10 @@ the same state, input and error give the same events.
 
 from __future__ import annotations
 
-from processors.decider.decision import Decision
-from processors.decider.evolve import is_terminal
-from processors.decider.state import WorkflowState
-from schemas.messages import Envelope, WorkflowFailed
+from foldflow.processors.decider.decision import Decision
+from foldflow.processors.decider.evolve import is_terminal
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import Envelope, WorkflowFailed
 
 __all__ = ["abandon"]
 

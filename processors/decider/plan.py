@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foldflow.definitions import Definition
-from foldflow.topics import Topology
-from processors.decider.decider import decide, evolve, react
-from processors.decider.state import WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider.decider import decide, evolve, react
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import (
     CancelWorkflow,
     ChildFinished,
     Envelope,
@@ -23,6 +22,7 @@ from schemas.messages import (
     StartWorkflow,
     TerminateWorkflow,
 )
+from foldflow.topics import Topology
 
 __all__ = ["Plan", "apply_input", "plan_events", "route"]
 

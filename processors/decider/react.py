@@ -15,9 +15,9 @@ The target topic follows from the payload type; ids are ``derived_id(event.event
 
 from __future__ import annotations
 
-from processors.decider.decision import SOURCE, child_id, child_reported, shown_id
-from processors.decider.state import WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider.decision import SOURCE, child_id, child_reported, shown_id
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import (
     TERMINAL_STATUS,
     CancelWorkflow,
     ChildFinished,

@@ -1,8 +1,8 @@
 """The orchestrator's per-workflow state and its byte form for the state table.
 
-State is immutable: :func:`processors.decider.evolve.evolve` returns a new one per event. It is
-self-contained (it carries the pinned definition's canonical JSON), so the decider needs
-nothing but the state and the message.
+State is immutable: :func:`foldflow.processors.decider.evolve.evolve` returns a new one per
+event. It is self-contained (it carries the pinned definition's canonical JSON), so the
+decider needs nothing but the state and the message.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foldflow.definitions import Definition
-from schemas.messages import TERMINAL_STATUS, dump_json
+from foldflow.schemas.messages import TERMINAL_STATUS, dump_json
 
 __all__ = [
     "ACTIVE_STATUSES",

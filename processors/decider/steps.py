@@ -7,8 +7,8 @@ import json
 from foldflow.definitions import Definition, Step
 from foldflow.expressions import evaluate_condition, parse_condition
 from foldflow.input_schema import input_violation
-from processors.decider.compensation import drive_compensation, stop
-from processors.decider.decision import (
+from foldflow.processors.decider.compensation import drive_compensation, stop
+from foldflow.processors.decider.decision import (
     Decision,
     canonical,
     context,
@@ -17,7 +17,7 @@ from processors.decider.decision import (
     refused,
     render_json,
 )
-from schemas.messages import (
+from foldflow.schemas.messages import (
     ChildWorkflowRequested,
     SignalReceived,
     StartWorkflow,

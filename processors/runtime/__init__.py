@@ -1,1 +1,2 @@
-"""The orchestrator's runtime: the Kafka loop around the pure decider (processors.decider)."""
+"""The orchestrator's runtime: the Kafka loop around the pure decider
+(foldflow.processors.decider)."""

@@ -1,6 +1,6 @@
 """The orchestrator's composition root: real clients in, the loop run, the exit code out.
 
-:func:`build` wires an :class:`~processors.runtime.loop.Orchestrator` from settings (Kafka
+:func:`build` wires an :class:`~foldflow.processors.runtime.loop.Orchestrator` from settings (Kafka
 clients, the state reader, the definitions cache, the task-topic creator).
 :func:`run_orchestrator` runs it until SIGTERM/SIGINT (exit 0 after the last commit).
 
@@ -28,15 +28,15 @@ from confluent_kafka.admin import AdminClient
 
 from foldflow.admin import ensure_topics
 from foldflow.kafka import kafka_config
+from foldflow.processors.runtime.definitions_cache import DefinitionsCache
+from foldflow.processors.runtime.errors import FatalError, Fenced
+from foldflow.processors.runtime.kafka import transactional_id
+from foldflow.processors.runtime.loop import Orchestrator
+from foldflow.processors.runtime.records import DefinitionTable
+from foldflow.processors.runtime.recovery import StateReader
+from foldflow.processors.runtime.watchdog import Watchdog
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.runtime.definitions_cache import DefinitionsCache
-from processors.runtime.errors import FatalError, Fenced
-from processors.runtime.kafka import transactional_id
-from processors.runtime.loop import Orchestrator
-from processors.runtime.records import DefinitionTable
-from processors.runtime.recovery import StateReader
-from processors.runtime.watchdog import Watchdog
 
 __all__ = ["EXIT_FATAL", "EXIT_FENCED", "build", "run_orchestrator"]
 

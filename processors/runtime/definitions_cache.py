@@ -25,10 +25,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
+from foldflow.schemas.codec import CodecError, decode
+from foldflow.schemas.messages import DEFAULT_TENANT, DefinitionRegistered, parse_definition_key
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from schemas.codec import CodecError, decode
-from schemas.messages import DEFAULT_TENANT, DefinitionRegistered, parse_definition_key
 
 __all__ = ["DefinitionsCache"]
 

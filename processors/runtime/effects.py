@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from schemas.codec import CodecError, encode
-from schemas.messages import TYPE_NAMES, Envelope, ExecuteTask, StepScheduled
+from foldflow.schemas.codec import CodecError, encode
+from foldflow.schemas.messages import TYPE_NAMES, Envelope, ExecuteTask, StepScheduled
 
 __all__ = ["RECORD_OVERHEAD", "OutputRecord", "Unproducible", "build_records", "check_size"]
 

@@ -9,8 +9,8 @@ across its timers too.
 
 from __future__ import annotations
 
-from processors.runtime.timers import DueTimer
-from schemas.messages import Envelope, FireTimer, derived_id
+from foldflow.processors.runtime.timers import DueTimer
+from foldflow.schemas.messages import Envelope, FireTimer, derived_id
 
 __all__ = ["SOURCE", "fire_timer_command"]
 

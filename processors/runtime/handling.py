@@ -9,8 +9,8 @@ loop does that with the :class:`Outcome`. The two things it asks of the outside 
 come in as callables: the workflow's current state and a definition lookup.
 
 An undecodable or invalid record, or one the decider raises on, becomes a ``wf.dlq``
-record. An input whose outputs cannot be produced (:class:`~processors.runtime.effects.
-Unproducible`) fails its workflow instead (:func:`processors.decider.abandon`); if even
+record. An input whose outputs cannot be produced (:class:`~foldflow.processors.runtime.effects.
+Unproducible`) fails its workflow instead (:func:`foldflow.processors.decider.abandon`); if even
 that cannot be produced, the input goes to ``wf.dlq``.
 """
 
@@ -22,22 +22,27 @@ from dataclasses import dataclass, field
 
 from foldflow.definitions import Definition
 from foldflow.observability.metrics import INPUTS_IGNORED
-from foldflow.topics import Topology
-from processors.decider import Plan, abandon, apply_input, initial_state, plan_events
-from processors.decider.state import TERMINAL_STATUSES, WorkflowState
-from processors.runtime.effects import OutputRecord, Unproducible, build_records, check_size
-from processors.runtime.errors import Interrupt
-from processors.runtime.records import (
+from foldflow.processors.decider import Plan, abandon, apply_input, initial_state, plan_events
+from foldflow.processors.decider.state import TERMINAL_STATUSES, WorkflowState
+from foldflow.processors.runtime.effects import (
+    OutputRecord,
+    Unproducible,
+    build_records,
+    check_size,
+)
+from foldflow.processors.runtime.errors import Interrupt
+from foldflow.processors.runtime.records import (
     DefinitionTable,
     definition_record,
     finished_record,
     live_record,
 )
-from processors.runtime.store import FINISHED, Change
-from processors.runtime.telemetry import record_ignored
-from producers import dead_letter_headers
-from schemas.codec import CodecError, decode
-from schemas.messages import Envelope, ExecuteTask, StartWorkflow, kind_of
+from foldflow.processors.runtime.store import FINISHED, Change
+from foldflow.processors.runtime.telemetry import record_ignored
+from foldflow.producers import dead_letter_headers
+from foldflow.schemas.codec import CodecError, decode
+from foldflow.schemas.messages import Envelope, ExecuteTask, StartWorkflow, kind_of
+from foldflow.topics import Topology
 
 __all__ = ["COMMANDS", "RESULTS", "Current", "InputHandler", "InputRecord", "Outcome"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from foldflow.kafka import kafka_config
 from foldflow.observability.identity import instance_name
+from foldflow.producers import producer_config
 from foldflow.settings import Settings
-from producers import producer_config
 
 __all__ = [
     "MAX_POLL_INTERVAL_MS",
@@ -78,7 +78,7 @@ def transactional_producer_config(settings: Settings) -> dict[str, Any]:
         "transactional.id": transactional_id(settings),
         "transaction.timeout.ms": session,
         "message.timeout.ms": max(500, session - 2_000),
-        # our own size check (processors.runtime.effects) must be the one that trips
+        # our own size check (foldflow.processors.runtime.effects) must be the one that trips
         "message.max.bytes": max(1_000_000, settings.orchestrator_max_message_bytes + 4_096),
         "linger.ms": 2,
         "logger": _LIBRDKAFKA_LOG,

@@ -2,7 +2,7 @@
 
 One thread, no asyncio (docs/internals.md). Each turn polls ``wf.commands`` + ``wf.results``
 (``read_committed``), decides every input against the working state of the open
-transaction (:mod:`processors.runtime.handling`), produces its records in that
+transaction (:mod:`foldflow.processors.runtime.handling`), produces its records in that
 transaction, fires the timers that came due, and commits once the transaction is
 ``orchestrator_commit_interval_ms`` old or holds ``orchestrator_commit_max_inputs``
 inputs. It sleeps until the next due timer, the commit deadline or a record, whichever
@@ -15,10 +15,10 @@ comes first. The commit is a named sequence, as in Kafka Streams' ``StreamThread
 3. ``commit_transaction()``;
 4. only then merge the working state into the committed store and the timer index.
 
-Errors fall into a few classes (:mod:`processors.runtime.errors`): retriable (the call is
+Errors fall into a few classes (:mod:`foldflow.processors.runtime.errors`): retriable (the call is
 repeated), abortable (abort, seek every input partition back to its committed offset,
 drop the working state: the inputs are decided again), fenced and fatal (the loop ends;
-see :mod:`processors.runtime.bootstrap`). Partitions revoked: the open transaction is
+see :mod:`foldflow.processors.runtime.bootstrap`). Partitions revoked: the open transaction is
 committed first; lost: it is aborted. A partition is restored from
 ``wf.orchestrator-state`` when assigned, after the group's committed offsets are stable.
 """
@@ -55,11 +55,9 @@ from foldflow.observability.metrics import (
     TRANSACTION_SECONDS,
 )
 from foldflow.observability.tracing import extract_context, header_list, inject_headers
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from processors.runtime.definitions_cache import DefinitionsCache
-from processors.runtime.effects import OutputRecord, build_records
-from processors.runtime.errors import (
+from foldflow.processors.runtime.definitions_cache import DefinitionsCache
+from foldflow.processors.runtime.effects import OutputRecord, build_records
+from foldflow.processors.runtime.errors import (
     ErrorClass,
     FatalError,
     Fenced,
@@ -68,20 +66,22 @@ from processors.runtime.errors import (
     kafka_error,
     record_rejected,
 )
-from processors.runtime.firing import fire_timer_command
-from processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
-from processors.runtime.kafka import (
+from foldflow.processors.runtime.firing import fire_timer_command
+from foldflow.processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
+from foldflow.processors.runtime.kafka import (
     MAX_POLL_INTERVAL_MS,
     consumer_config,
     group_id,
     transactional_producer_config,
 )
-from processors.runtime.records import DefinitionTable, definition_key, definition_record
-from processors.runtime.recovery import StateReader
-from processors.runtime.store import FINISHED, PartitionState, Store, Transaction
-from processors.runtime.telemetry import LagGauge, TaskTypes, record_plan
-from processors.runtime.timers import TimerIndex
-from processors.runtime.watchdog import Watchdog
+from foldflow.processors.runtime.records import DefinitionTable, definition_key, definition_record
+from foldflow.processors.runtime.recovery import StateReader
+from foldflow.processors.runtime.store import FINISHED, PartitionState, Store, Transaction
+from foldflow.processors.runtime.telemetry import LagGauge, TaskTypes, record_plan
+from foldflow.processors.runtime.timers import TimerIndex
+from foldflow.processors.runtime.watchdog import Watchdog
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 __all__ = ["HANDLER", "Orchestrator"]
 
@@ -109,7 +109,7 @@ EnsureTopics = Callable[[tuple[str, ...]], None]
 class Orchestrator:
     """The transactional loop of one orchestrator instance (see the module docstring).
 
-    Built by :func:`processors.runtime.bootstrap.build`; :meth:`run` blocks until
+    Built by :func:`foldflow.processors.runtime.bootstrap.build`; :meth:`run` blocks until
     :meth:`stop` (returns normally after the last commit) or until the producer is
     fenced or a fatal error happens (raises :class:`Fenced` / :class:`FatalError`).
     """

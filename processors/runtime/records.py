@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from processors.decider.state import StepState, WorkflowState
+from foldflow.processors.decider.state import StepState, WorkflowState
 
 __all__ = [
     "DEFINITION_KEY_PREFIX",

@@ -23,8 +23,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from foldflow.kafka import kafka_config
-from foldflow.settings import Settings
-from processors.runtime.records import (
+from foldflow.processors.runtime.records import (
     DEFINITION_KEY_PREFIX,
     DefinitionRecord,
     DefinitionTable,
@@ -33,7 +32,8 @@ from processors.runtime.records import (
     RecordError,
     decode_value,
 )
-from processors.runtime.store import PartitionState
+from foldflow.processors.runtime.store import PartitionState
+from foldflow.settings import Settings
 
 __all__ = ["Restored", "StateReader"]
 

@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from processors.decider.plan import Plan
-from processors.decider.state import TERMINAL_STATUSES, WorkflowState
-from processors.runtime.records import DefinitionTable, FinishedIds, Live, decode_live
-from processors.runtime.timers import DueTimer
+from foldflow.processors.decider.plan import Plan
+from foldflow.processors.decider.state import TERMINAL_STATUSES, WorkflowState
+from foldflow.processors.runtime.records import DefinitionTable, FinishedIds, Live, decode_live
+from foldflow.processors.runtime.timers import DueTimer
 
 __all__ = ["FINISHED", "Change", "PartitionState", "Store", "Transaction"]
 

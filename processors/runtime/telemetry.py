@@ -17,10 +17,10 @@ from foldflow.observability.metrics import (
     WORKFLOWS_FINISHED,
     WORKFLOWS_STARTED,
 )
-from processors.decider import foreign_tenant
-from processors.decider.plan import Plan
-from processors.decider.state import TERMINAL_STATUSES, WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider import foreign_tenant
+from foldflow.processors.decider.plan import Plan
+from foldflow.processors.decider.state import TERMINAL_STATUSES, WorkflowState
+from foldflow.schemas.messages import (
     TERMINAL_STATUS,
     TYPE_NAMES,
     ChildFinished,

@@ -1,14 +1,14 @@
-"""Alembic environment: the URL comes from the config (set by :func:`projections.db.upgrade`)
-or, failing that, from ``Settings().database_url``."""
+"""Alembic environment: the URL comes from the config (set by
+:func:`foldflow.projections.db.upgrade`) or, failing that, from ``Settings().database_url``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from foldflow.projections.models import metadata
 from foldflow.security import postgres_connect_args
 from foldflow.settings import Settings
-from projections.models import metadata
 
 config = context.config
 url: str = config.get_main_option("sqlalchemy.url") or ""

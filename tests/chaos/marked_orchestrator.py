@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-import processors.runtime.bootstrap as bootstrap
+import foldflow.processors.runtime.bootstrap as bootstrap
 from foldflow.cli.orchestrator import run_orchestrator
 
 INSTANCE = os.environ.get("FOLDFLOW_INSTANCE_ID", "?")

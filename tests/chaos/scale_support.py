@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.logcheck import (  # noqa: E402
+from foldflow.bench.logcheck import (  # noqa: E402
     LiveTail,
     finished,
     group_lags,
@@ -24,7 +24,7 @@ from bench.logcheck import (  # noqa: E402
     under_replicated,
     wait_for,
 )
-from bench.scaleout import (  # noqa: E402
+from foldflow.bench.scaleout import (  # noqa: E402
     CHAIN,
     AckedStarts,
     Chaos,

@@ -27,9 +27,9 @@ from sqlalchemy import create_engine, text
 
 from foldflow import stack as local_stack
 from foldflow.definitions import Definition
+from foldflow.producers import PublishError
+from foldflow.projections.db import upgrade
 from foldflow.settings import Settings
-from producers import PublishError
-from projections.db import upgrade
 
 WAIT_S = 180.0
 

@@ -38,8 +38,8 @@ from projection_support import inconsistencies, scratch_database, wait_until
 from sqlalchemy import Engine, create_engine, text
 
 from foldflow.definitions import Definition
+from foldflow.projections.db import upgrade
 from foldflow.settings import Settings
-from projections.db import upgrade
 
 LONG = os.environ.get("FOLDFLOW_CHAOS_LONG") == "1"
 WORKFLOWS, RATE_PER_S = (1800, 20.0) if LONG else (240, 4.0)

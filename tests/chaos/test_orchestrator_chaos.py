@@ -26,10 +26,10 @@ from orchestrator_harness import (
 
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
+from foldflow.processors.runtime.kafka import group_id
+from foldflow.schemas.messages import StepCompleted
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.runtime.kafka import group_id
-from schemas.messages import StepCompleted
 
 WAIT_S = 120.0
 RECOVERED = "recovered \\d+ workflows"

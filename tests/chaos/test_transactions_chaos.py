@@ -35,9 +35,9 @@ from orchestrator_harness import (
 
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
+from foldflow.producers import PublishError
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import PublishError
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "marked_orchestrator.py"

@@ -8,8 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.messages import MESSAGE_TYPES, Envelope, Payload
-from schemas.schemagen import avro_type
+from foldflow.schemas.messages import MESSAGE_TYPES, Envelope, Payload
+from foldflow.schemas.schemagen import avro_type
 
 _INT = st.integers(-(2**31), 2**31 - 1)
 _LONG = st.integers(-(2**63), 2**63 - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.messages import MESSAGE_TYPES
+from foldflow.schemas.messages import MESSAGE_TYPES
 
 
 @pytest.fixture(params=sorted(MESSAGE_TYPES))

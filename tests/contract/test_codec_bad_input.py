@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.codec import (
+from foldflow.schemas.codec import (
     MAGIC,
     CodecError,
     MalformedMessageError,
@@ -20,8 +20,8 @@ from schemas.codec import (
     encode,
     schema_versions,
 )
-from schemas.fixtures import fixture_path, sample_envelope
-from schemas.messages import Envelope, ExecuteTask, StepCompleted
+from foldflow.schemas.fixtures import fixture_path, sample_envelope
+from foldflow.schemas.messages import Envelope, ExecuteTask, StepCompleted
 
 GOOD = encode(sample_envelope("step.scheduled.v1"))
 NEWEST = schema_versions()[-1]

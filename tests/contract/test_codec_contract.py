@@ -14,11 +14,11 @@ from catalog_strategies import envelopes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import codec
-from schemas.codec import decode, encode, schema_versions
-from schemas.fixtures import FIXTURES_DIR, event_types_of, fixture_path, sample_envelope
-from schemas.messages import MESSAGE_TYPES, Envelope
-from schemas.schemagen import envelope_schema
+from foldflow.schemas import codec
+from foldflow.schemas.codec import decode, encode, schema_versions
+from foldflow.schemas.fixtures import FIXTURES_DIR, event_types_of, fixture_path, sample_envelope
+from foldflow.schemas.messages import MESSAGE_TYPES, Envelope
+from foldflow.schemas.schemagen import envelope_schema
 
 AVRO_DIR = Path(codec.__file__).parent / "avro"
 

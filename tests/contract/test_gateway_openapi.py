@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.openapi import document_json
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from gateway.app import create_app
-from gateway.openapi import document_json
-from producers import Publisher
 
 COMMITTED = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
 

@@ -15,7 +15,7 @@ import yaml
 from projection_support import scratch_database
 from secured_kafka import PASSWORD, USER, SecuredBroker, secured_broker
 
-from bench.scaleout import UpDeployment
+from foldflow.bench.scaleout import UpDeployment
 from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 

@@ -17,9 +17,9 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from foldflow.gateway.db import make_engine as gateway_engine
+from foldflow.projections.db import make_engine, revisions, upgrade
 from foldflow.settings import Settings
-from gateway.db import make_engine as gateway_engine
-from projections.db import make_engine, revisions, upgrade
 
 pytestmark = pytest.mark.integration
 

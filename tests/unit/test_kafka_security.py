@@ -11,11 +11,11 @@ from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from foldflow.kafka import auth_failure_hint, connection_failure, kafka_config
+from foldflow.processors.runtime.kafka import consumer_config, transactional_producer_config
+from foldflow.producers import producer_config
 from foldflow.security import OWNED_KEYS, postgres_connect_args
 from foldflow.settings import Settings
-from processors.runtime.kafka import consumer_config, transactional_producer_config
-from producers import producer_config
-from workers.consumer import consumer_config as worker_consumer_config
+from foldflow.workers.consumer import consumer_config as worker_consumer_config
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -243,27 +243,27 @@ def test_postgres_tls_connect_args(tmp_path: Path) -> None:
 def test_engines_and_migrations_carry_the_tls_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gateway.db
-    import projections.db
+    from foldflow.gateway import db as gateway_db
+    from foldflow.projections import db as projections_db
 
     seen: list[dict[str, object]] = []
 
     def capture(url: str, **kwargs: object) -> None:
         seen.append(kwargs["connect_args"])  # type: ignore[arg-type]
 
-    monkeypatch.setattr(projections.db, "create_engine", capture)
-    monkeypatch.setattr(gateway.db, "create_engine", capture)
+    monkeypatch.setattr(projections_db, "create_engine", capture)
+    monkeypatch.setattr(gateway_db, "create_engine", capture)
     root = tmp_path / "root.crt"
     root.write_text("x")
     settings = _settings(database_sslmode="verify-ca", database_sslrootcert=root)
-    projections.db.make_engine(settings)
-    gateway.db.make_engine(settings, timeout_s=2)
-    projections.db.make_engine(settings.database_url)  # a bare URL: nothing added
+    projections_db.make_engine(settings)
+    gateway_db.make_engine(settings, timeout_s=2)
+    projections_db.make_engine(settings.database_url)  # a bare URL: nothing added
     tls = {"sslmode": "verify-ca", "sslrootcert": str(root)}
     assert seen[0] == {"connect_timeout": 5, **tls}
     assert {k: seen[1][k] for k in tls} == tls and seen[1]["application_name"]
     assert seen[2] == {"connect_timeout": 5}
-    assert projections.db.alembic_config(settings).attributes["connect_args"] == tls
+    assert projections_db.alembic_config(settings).attributes["connect_args"] == tls
 
 
 def test_no_client_config_is_built_by_hand() -> None:

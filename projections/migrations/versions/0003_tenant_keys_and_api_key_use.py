@@ -1,7 +1,7 @@
 """Workflow keys of any length; API keys note their last use and may be revoked.
 
 Each tenant has its own workflow ids, so a row's workflow id is the workflow's key:
-``@<tenant>/<id>`` for tenants other than the default one (schemas.messages.workflow_key),
+``@<tenant>/<id>`` for tenants other than the default one (foldflow.schemas.messages.workflow_key),
 which with children's ``/<step>`` outgrows 200 characters. ``varchar`` to ``text`` is a
 catalogue change in PostgreSQL (no rewrite). ``api_keys`` gains ``last_used_at`` and
 ``revoked_at`` (``foldflow keys list|revoke``).

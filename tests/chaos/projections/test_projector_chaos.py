@@ -25,10 +25,10 @@ from projection_support import (
 )
 from sqlalchemy import Engine, text
 
+from foldflow.producers import Publisher
+from foldflow.schemas import messages as m
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas import messages as m
 
 EVENTS_PER_WORKFLOW = 10
 

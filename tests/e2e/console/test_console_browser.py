@@ -16,10 +16,10 @@ import pytest
 from console_support import REPO, Deployment
 
 from foldflow.client import Client, NotFound
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, StartWorkflow
 from foldflow.topics import Topology
-from producers import Publisher
-from schemas.codec import encode
-from schemas.messages import Envelope, StartWorkflow
 
 EXAMPLES = ("order-fulfilment", "approval", "flaky-retry")
 

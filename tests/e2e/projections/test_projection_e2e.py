@@ -18,11 +18,11 @@ from projection_support import scratch_database, wait_until
 from sqlalchemy import text
 
 from foldflow.kafka import kafka_config
+from foldflow.projections.db import make_engine
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import Envelope
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from projections.db import make_engine
-from schemas.codec import decode
-from schemas.messages import Envelope
 
 REPO = Path(__file__).resolve().parents[3]
 TERMINAL_EVENTS = {

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, Topology
-from producers import Publisher
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -9,11 +9,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from foldflow.dlq import read_dead_letters, replay
 from foldflow.follow import EventFollower, partition_for
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher, producer_config
+from foldflow.schemas import codec
+from foldflow.schemas.messages import CancelWorkflow, Envelope, WorkflowCompleted, event_id_for
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher, producer_config
-from schemas import codec
-from schemas.messages import CancelWorkflow, Envelope, WorkflowCompleted, event_id_for
 
 
 def _envelope(workflow_id: str, sequence: int | None = None) -> Envelope:

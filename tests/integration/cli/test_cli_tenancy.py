@@ -11,10 +11,10 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from foldflow.kafka import kafka_config
+from foldflow.schemas import codec
+from foldflow.schemas.messages import CancelWorkflow, Envelope, StartWorkflow, workflow_key
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from schemas import codec
-from schemas.messages import CancelWorkflow, Envelope, StartWorkflow, workflow_key
 
 
 def foldflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

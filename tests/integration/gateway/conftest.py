@@ -23,13 +23,13 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from foldflow.admin import ensure_topics
+from foldflow.gateway.app import create_app
+from foldflow.gateway.keys import SCOPES, create_api_key
+from foldflow.producers import Publisher
+from foldflow.projections.db import make_engine, upgrade
+from foldflow.projections.projector import Projector
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, Topology, topic_specs
-from gateway.app import create_app
-from gateway.keys import SCOPES, create_api_key
-from producers import Publisher
-from projections.db import make_engine, upgrade
-from projections.projector import Projector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -17,10 +17,9 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from foldflow.kafka import kafka_config
-from foldflow.settings import Settings
-from producers import Publisher
-from schemas.codec import decode
-from schemas.messages import (
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import (
     Envelope,
     Payload,
     WorkflowStarted,
@@ -28,6 +27,7 @@ from schemas.messages import (
     event_id_for,
     workflow_key,
 )
+from foldflow.settings import Settings
 
 JWT_SECRET = "gateway-tests-hmac-secret-of-at-least-32-bytes"
 DEFINITION = {

@@ -12,9 +12,9 @@ import pytest
 from gateway_support import DEFINITION, EventWriter, Keys, bearer, eventually, make_jwt, new_id
 from sqlalchemy import Engine
 
+from foldflow.gateway.app import create_app
+from foldflow.producers import Publisher
 from foldflow.settings import ConfiguredApiKey, Settings
-from gateway.app import create_app
-from producers import Publisher
 
 pytestmark = pytest.mark.usefixtures("projector")
 

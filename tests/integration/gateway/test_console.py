@@ -16,14 +16,14 @@ from gateway_support import DEFINITION, EventWriter, Keys, TopicLog, bearer, eve
 from gateway_support import new_id as new_workflow_id
 from sqlalchemy import Engine
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.keys import create_api_key
+from foldflow.gateway.ui.session import LOGIN_COOKIE, SESSION_COOKIE
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, StartWorkflow, workflow_key
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from gateway.app import create_app
-from gateway.keys import create_api_key
-from gateway.ui.session import LOGIN_COOKIE, SESSION_COOKIE
-from producers import Publisher
-from schemas.codec import encode
-from schemas.messages import Envelope, StartWorkflow, workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from gateway_support import DEFINITION, Keys, TopicLog, bearer, eventually
 
-from schemas.messages import DefinitionRegistered
+from foldflow.schemas.messages import DefinitionRegistered
 
 pytestmark = pytest.mark.usefixtures("projector")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from foldflow.gateway.keys import find_key, hash_key
 from foldflow.settings import Settings
-from gateway.keys import find_key, hash_key
 
 REPO = Path(__file__).resolve().parents[3]
 FOLDFLOW = REPO / ".venv" / "bin" / "foldflow"

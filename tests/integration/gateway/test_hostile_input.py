@@ -20,7 +20,7 @@ import pytest
 from gateway_support import DEFINITION, Keys, TopicLog, bearer, eventually, new_id
 
 from foldflow.limits import MAX_PAYLOAD_BYTES, MAX_STEPS
-from schemas.messages import StartWorkflow, workflow_key
+from foldflow.schemas.messages import StartWorkflow, workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 

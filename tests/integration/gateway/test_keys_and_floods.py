@@ -20,10 +20,10 @@ import pytest
 from gateway_support import bearer
 from sqlalchemy import Engine, event
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.keys import issue_api_key
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from gateway.app import create_app
-from gateway.keys import issue_api_key
-from producers import Publisher
 
 REPO = Path(__file__).resolve().parents[3]
 FOLDFLOW = REPO / ".venv" / "bin" / "foldflow"

@@ -11,10 +11,10 @@ import pytest
 from gateway_support import DEFINITION, EventWriter, Keys, bearer, new_id
 from sqlalchemy import Engine
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.db import make_engine
+from foldflow.producers import Publisher
 from foldflow.settings import ConfiguredApiKey, Settings
-from gateway.app import create_app
-from gateway.db import make_engine
-from producers import Publisher
 
 pytestmark = pytest.mark.usefixtures("projector")
 

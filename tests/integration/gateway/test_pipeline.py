@@ -21,11 +21,9 @@ import httpx
 import pytest
 from gateway_support import Keys, bearer
 
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from gateway.schemas import TERMINAL_STATUSES
-from producers import Publisher
-from schemas.messages import (
+from foldflow.gateway.schemas import TERMINAL_STATUSES
+from foldflow.producers import Publisher
+from foldflow.schemas.messages import (
     CancelWorkflow,
     Envelope,
     PauseWorkflow,
@@ -35,6 +33,8 @@ from schemas.messages import (
     TerminateWorkflow,
     workflow_key,
 )
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 pytestmark = pytest.mark.usefixtures("projector", "services")
 

@@ -14,11 +14,11 @@ from gateway_support import DEFINITION, EventWriter, Keys, TopicLog
 from sqlalchemy import Engine
 
 from foldflow.client import AsyncClient, Conflict, Forbidden, Invalid, NotFound, WaitTimeout
+from foldflow.gateway.app import create_app
+from foldflow.gateway.commands import workflow_id_for_key
+from foldflow.producers import Publisher
+from foldflow.schemas.messages import workflow_key
 from foldflow.settings import Settings
-from gateway.app import create_app
-from gateway.commands import workflow_id_for_key
-from producers import Publisher
-from schemas.messages import workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine
 
+from foldflow.gateway.app import create_app
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from gateway.app import create_app
-from producers import Publisher
 
 pytestmark = pytest.mark.usefixtures("projector")
 

@@ -1,6 +1,6 @@
 """The start path under concurrency, against the real broker and database.
 
-- ``foldflow run gateway --workers 2`` driven by :mod:`bench.http_load`: every 202 is a
+- ``foldflow run gateway --workers 2`` driven by :mod:`foldflow.bench.http_load`: every 202 is a
   distinct start command on ``wf.commands`` (a 202 means acked), and ``/metrics`` counts
   the requests of both workers;
 - a burst of first requests with one valid key shares one lookup (no 429);
@@ -27,14 +27,14 @@ import pytest
 from gateway_support import DEFINITION, TopicLog, bearer, eventually
 from sqlalchemy import Engine, event
 
-from bench.gateway_phase import gateway_env
-from bench.http_load import LoadSpec, run_load
-from bench.services import free_port
+from foldflow.bench.gateway_phase import gateway_env
+from foldflow.bench.http_load import LoadSpec, run_load
+from foldflow.bench.services import free_port
+from foldflow.gateway.app import create_app
+from foldflow.gateway.keys import SCOPES, create_api_key, issue_api_key
+from foldflow.producers import Publisher
+from foldflow.schemas.messages import StartWorkflow, workflow_key
 from foldflow.settings import Settings
-from gateway.app import create_app
-from gateway.keys import SCOPES, create_api_key, issue_api_key
-from producers import Publisher
-from schemas.messages import StartWorkflow, workflow_key
 
 pytestmark = pytest.mark.usefixtures("projector")
 

@@ -20,7 +20,7 @@ import pytest
 from gateway_support import DEFINITION, EventWriter, Keys, TopicLog, bearer, eventually, new_id
 from sqlalchemy import Engine, event
 
-from schemas.messages import (
+from foldflow.schemas.messages import (
     CancelWorkflow,
     SignalWorkflow,
     StartWorkflow,

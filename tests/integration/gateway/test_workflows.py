@@ -14,7 +14,7 @@ import httpx
 import pytest
 from gateway_support import DEFINITION, EventWriter, Keys, TopicLog, bearer, eventually, new_id
 
-from schemas.messages import (
+from foldflow.schemas.messages import (
     CancelWorkflow,
     PauseWorkflow,
     ResumeWorkflow,

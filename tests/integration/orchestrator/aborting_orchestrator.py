@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-import processors.runtime.bootstrap as bootstrap
+import foldflow.processors.runtime.bootstrap as bootstrap
 from foldflow.cli.orchestrator import run_orchestrator
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-import processors.runtime.bootstrap as bootstrap
+import foldflow.processors.runtime.bootstrap as bootstrap
 from foldflow.cli.orchestrator import run_orchestrator
 
 _real_ensure_topics = bootstrap.ensure_topics

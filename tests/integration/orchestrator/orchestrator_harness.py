@@ -25,11 +25,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from foldflow.admin import ensure_topics
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
-from foldflow.settings import Settings
-from foldflow.topics import Topology
-from producers import Publisher
-from schemas.codec import decode, encode
-from schemas.messages import (
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import decode, encode
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,
     DefinitionRegistered,
@@ -44,6 +42,8 @@ from schemas.messages import (
     definition_key,
     dump_json,
 )
+from foldflow.settings import Settings
+from foldflow.topics import Topology
 
 REPO = Path(__file__).resolve().parents[3]
 FOLDFLOW = REPO / ".venv" / "bin" / "foldflow"

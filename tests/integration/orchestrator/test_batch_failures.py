@@ -32,9 +32,9 @@ from orchestrator_harness import (
 )
 
 from foldflow.kafka import kafka_config
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import StartWorkflow, dump_json
 from foldflow.settings import Settings
-from schemas.codec import decode
-from schemas.messages import StartWorkflow, dump_json
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,12 +10,12 @@ from confluent_kafka import Producer
 from orchestrator_harness import Deployment, private_settings
 
 from foldflow.definitions import Definition
+from foldflow.processors.runtime.definitions_cache import DefinitionsCache
+from foldflow.producers import producer_config
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import DefinitionRegistered, definition_key
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from processors.runtime.definitions_cache import DefinitionsCache
-from producers import producer_config
-from schemas.codec import encode
-from schemas.messages import DefinitionRegistered, definition_key
 
 
 def _definition(name: str, version: int, task: str = "builtin.echo") -> Definition:

@@ -17,7 +17,7 @@ from orchestrator_harness import Deployment, EventLog, Service
 
 from foldflow.definitions import Definition
 from foldflow.limits import MAX_PAYLOAD_BYTES
-from schemas.messages import (
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     DefinitionRegistered,
     WorkflowFailed,

@@ -27,11 +27,11 @@ from orchestrator_harness import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from foldflow.kafka import kafka_config
+from foldflow.producers import producer_config
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, StepCompleted, WorkflowCompleted, dump_json
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import producer_config
-from schemas.codec import encode
-from schemas.messages import Envelope, StepCompleted, WorkflowCompleted, dump_json
 
 WAIT_S = 60.0
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator_harness import CancelWorkflow, Deployment, EventLog, TerminateWorkflow
 
 from foldflow.definitions import Definition
-from schemas.messages import WorkflowCancelled, WorkflowTerminated
+from foldflow.schemas.messages import WorkflowCancelled, WorkflowTerminated
 
 WAIT_S = 60.0
 

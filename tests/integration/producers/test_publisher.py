@@ -15,11 +15,11 @@ from prometheus_client import REGISTRY
 
 from foldflow.observability.tracing import configure_tracing
 from foldflow.partitioner import partition_for
+from foldflow.producers import Publisher, PublishError
+from foldflow.schemas.codec import NotAvroError, decode
+from foldflow.schemas.fixtures import sample_envelope
+from foldflow.schemas.messages import MESSAGE_TYPES, Envelope, StartWorkflow
 from foldflow.settings import Settings
-from producers import Publisher, PublishError
-from schemas.codec import NotAvroError, decode
-from schemas.fixtures import sample_envelope
-from schemas.messages import MESSAGE_TYPES, Envelope, StartWorkflow
 
 CreateTopic = Callable[..., str]
 ReadAll = Callable[[str, int], list[Message]]

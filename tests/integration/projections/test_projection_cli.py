@@ -20,8 +20,8 @@ from projection_support import (
 )
 from sqlalchemy import Engine
 
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from producers import Publisher
 
 
 def foldflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

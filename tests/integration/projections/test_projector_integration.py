@@ -29,12 +29,12 @@ from sqlalchemy import Engine, func, select
 
 from foldflow.kafka import kafka_config
 from foldflow.observability.outcomes import OUTCOMES
+from foldflow.producers import Publisher
+from foldflow.projections import queries
+from foldflow.projections.models import workflow_events, workflow_instances
+from foldflow.schemas import messages as m
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from producers import Publisher
-from projections import queries
-from projections.models import workflow_events, workflow_instances
-from schemas import messages as m
 
 
 def test_every_kind_of_workflow_is_projected_as_its_events_say(

@@ -33,14 +33,13 @@ from projection_support import (
 )
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from foldflow.settings import Settings
-from producers import Publisher
-from projections import queries
-from projections.apply import to_datetime
-from projections.db import upgrade
-from projections.models import metadata
-from projections.projector import ProjectorOptions
-from projections.rebuild import (
+from foldflow.producers import Publisher
+from foldflow.projections import queries
+from foldflow.projections.apply import to_datetime
+from foldflow.projections.db import upgrade
+from foldflow.projections.models import metadata
+from foldflow.projections.projector import ProjectorOptions
+from foldflow.projections.rebuild import (
     LOCK_KEY,
     REBUILD_SCHEMA,
     Rebuild,
@@ -48,6 +47,7 @@ from projections.rebuild import (
     prepare,
     swap,
 )
+from foldflow.settings import Settings
 
 
 def test_rebuild_gives_the_live_tables_while_reads_keep_working(

@@ -33,15 +33,15 @@ from projection_support import (
 )
 from sqlalchemy import Engine, text
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.keys import SCOPES, create_api_key
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher
+from foldflow.projections import queries
+from foldflow.projections.rebuild import Rebuild
+from foldflow.schemas import messages as m
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from gateway.app import create_app
-from gateway.keys import SCOPES, create_api_key
-from producers import Publisher
-from projections import queries
-from projections.rebuild import Rebuild
-from schemas import messages as m
 
 WAIT_S = 60.0
 

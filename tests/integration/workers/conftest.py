@@ -1,5 +1,5 @@
 """Fixtures for the worker tests: a private topic set, a command sender, result/DLQ readers,
-and a real :class:`~workers.runtime.Worker` running in a thread of this process."""
+and a real :class:`~foldflow.workers.runtime.Worker` running in a thread of this process."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from foldflow.admin import ensure_topics
 from foldflow.kafka import kafka_config
+from foldflow.producers import Publisher
+from foldflow.schemas.codec import decode
+from foldflow.schemas.messages import Envelope, ExecuteTask, dump_json, task_id
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, Topology
-from producers import Publisher
-from schemas.codec import decode
-from schemas.messages import Envelope, ExecuteTask, dump_json, task_id
-from workers.builtin import registry as builtin_registry
-from workers.registry import TaskRegistry
-from workers.runtime import Worker
+from foldflow.workers.builtin import registry as builtin_registry
+from foldflow.workers.registry import TaskRegistry
+from foldflow.workers.runtime import Worker
 
 #: Task types of the test registry (served besides the built-in ones).
 TEST_TYPES = ("test.slow", "test.big")

@@ -15,11 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from schemas.messages import TaskFailed
-from workers.builtin import registry as default_registry
-from workers.builtin_http import HttpOptions, http_task
-from workers.netpolicy import NetworkPolicy
-from workers.registry import NonRetryableError, RetryableError, TaskContext
+from foldflow.schemas.messages import TaskFailed
+from foldflow.workers.builtin import registry as default_registry
+from foldflow.workers.builtin_http import HttpOptions, http_task
+from foldflow.workers.netpolicy import NetworkPolicy
+from foldflow.workers.registry import NonRetryableError, RetryableError, TaskContext
 
 #: builtin.http with loopback opened, as an operator would for a local service
 http = http_task(HttpOptions(policy=NetworkPolicy.of(["127.0.0.1"])))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from foldflow.schemas.messages import TaskSucceeded
 from foldflow.settings import Settings
-from schemas.messages import TaskSucceeded
 
 WAIT_S = 60.0  # upper bound of every wait
 
@@ -118,7 +118,7 @@ def test_module_option_loads_user_tasks_and_creates_their_topic(
     settings, send, results, spawn_worker, tmp_path
 ):
     (tmp_path / "custom_tasks.py").write_text(
-        "from workers import task\n"
+        "from foldflow.workers import task\n"
         "\n"
         "@task('test.custom')\n"
         "async def custom(input, ctx):\n"

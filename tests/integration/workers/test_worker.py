@@ -12,7 +12,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import REGISTRY
 
 from foldflow.kafka import kafka_config
-from schemas.messages import ExecuteTask, TaskFailed, TaskSucceeded, derived_id
+from foldflow.schemas.messages import ExecuteTask, TaskFailed, TaskSucceeded, derived_id
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.analysis import Observations, analyse_phase, steady_window
-from bench.metrics import HandlingTotals, agent_load, handling_totals
-from bench.profile import component_of, summarize_collapsed
-from bench.results import Completion, PhaseWindow
-from bench.run import BenchConfig, bench_definition, latency_rate
+from foldflow.bench.analysis import Observations, analyse_phase, steady_window
+from foldflow.bench.metrics import HandlingTotals, agent_load, handling_totals
+from foldflow.bench.profile import component_of, summarize_collapsed
+from foldflow.bench.results import Completion, PhaseWindow
+from foldflow.bench.run import BenchConfig, bench_definition, latency_rate
 
 T0 = 1_700_000_000_000.0
 
@@ -120,6 +120,11 @@ def test_components_of_frames() -> None:
     site = "poll (/x/.venv/lib/python3.11/site-packages/confluent_kafka/__init__.py:3)"
     assert component_of(site) == "confluent_kafka"
     assert component_of("decide (/work/main/processors/decider.py:10)") == "processors"
+    # imported as foldflow.processors: from a checkout (its symlink) or from the wheel
+    assert component_of("decide (/work/main/foldflow/processors/decider/x.py:1)") == "processors"
+    installed = "/v/lib/python3.11/site-packages/foldflow"
+    assert component_of(f"run ({installed}/workers/runtime.py:5)") == "workers"
+    assert component_of(f"load ({installed}/settings.py:5)") == "foldflow"
     assert component_of("loads (/usr/lib/python3.11/json/__init__.py:346)") == "stdlib:json"
     assert component_of("_run_once (/usr/lib/python3.11/asyncio/base_events.py:1)") == (
         "stdlib:asyncio"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.figures import Figure, Target, judge, ratio, targets_for
-from bench.lines import messages_per_workflow
-from bench.stats import projected_from_state_mb, projected_rss_mb
+from foldflow.bench.figures import Figure, Target, judge, ratio, targets_for
+from foldflow.bench.lines import messages_per_workflow
+from foldflow.bench.stats import projected_from_state_mb, projected_rss_mb
 
 
 def test_a_lower_bound_missed_says_the_shortfall() -> None:

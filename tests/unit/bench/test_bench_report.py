@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from bench.lines import build_figures
-from bench.readings import diagnose, time_breakdown
-from bench.report import (
+from foldflow.bench.lines import build_figures
+from foldflow.bench.readings import diagnose, time_breakdown
+from foldflow.bench.report import (
     Previous,
     change_text,
     format_value,
@@ -19,7 +19,7 @@ from bench.report import (
     to_json,
     to_json_text,
 )
-from bench.results import (
+from foldflow.bench.results import (
     AgentLoad,
     AloneResult,
     BaselineResult,
@@ -29,7 +29,7 @@ from bench.results import (
     PhaseResult,
     ProfileResult,
 )
-from bench.stats import LatencySummary
+from foldflow.bench.stats import LatencySummary
 
 
 def lat(p50: float, p95: float, p99: float) -> LatencySummary:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.stats import (
+from foldflow.bench.stats import (
     count_in_window,
     dispatch_samples,
     percentile,

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from bench.http_load import LoadSpec, Outcome, analyse, due, render
-from bench.proc_cpu import CpuWindow, descendants, tree_cpu_seconds
+from foldflow.bench.http_load import LoadSpec, Outcome, analyse, due, render
+from foldflow.bench.proc_cpu import CpuWindow, descendants, tree_cpu_seconds
 
 
 def test_an_open_loop_sends_the_first_start_at_once_then_one_per_interval() -> None:

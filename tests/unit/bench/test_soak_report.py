@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak_report import (
+from foldflow.bench.soak_report import (
     Sample,
     SoakSummary,
     intervals,

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from foldflow.cli.dlq import dlq_table, parse_since
 from foldflow.dlq import from_record, watermarks
-from schemas import codec
-from schemas.messages import CancelWorkflow, Envelope
+from foldflow.schemas import codec
+from foldflow.schemas.messages import CancelWorkflow, Envelope
 
 
 def _headers(**extra: str) -> list[tuple[str, bytes | None]]:

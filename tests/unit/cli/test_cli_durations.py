@@ -9,7 +9,7 @@ import pytest
 from foldflow.cli.dlq import parse_since
 from foldflow.definitions import parse_duration
 from foldflow.durations import DURATION_PATTERN, MAX_DURATION_MS, parse_duration_ms, parse_seconds
-from gateway.routes.workflows import parse_timeout
+from foldflow.gateway.routes.workflows import parse_timeout
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from foldflow.follow import Progress, partition_for, track
-from schemas.messages import (
+from foldflow.schemas.messages import (
     Envelope,
     Payload,
     StepAttemptFailed,

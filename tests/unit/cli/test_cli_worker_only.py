@@ -34,7 +34,8 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_cli_the_worker_sdk_and_the_contract_import_without_the_server() -> None:
     proc = _python(
-        "import foldflow.cli.main, workers.runtime, workers.builtin, producers, schemas.codec\n"
+        "import foldflow.cli.main, foldflow.workers.runtime, foldflow.workers.builtin\n"
+        "import foldflow.producers, foldflow.schemas.codec\n"
         "import foldflow.definitions, foldflow.follow, foldflow.demo, foldflow.stack\n"
         "from typer.testing import CliRunner\n"
         "for argv in (['--help'], ['run', 'worker', '--help'], ['definitions', '--help']):\n"

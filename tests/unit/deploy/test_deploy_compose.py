@@ -179,7 +179,7 @@ def test_dockerfile_installs_every_package_with_the_constraints() -> None:
     assert 'ENTRYPOINT ["foldflow"]' in LINES
     assert "-c constraints.txt" in DOCKERFILE
     wheel = _setup_py_constants()
-    for package in wheel["PACKAGES"]:
+    for package in (wheel["NAMESPACE"], *wheel["SUBPACKAGES"]):
         assert f"COPY {package} ./{package}" in LINES, f"{package} is not copied into the image"
     for folder in wheel["SHIPPED_FOLDERS"].values():
         assert f"COPY {folder} ./{folder}" in LINES, f"{folder} is not copied into the image"

@@ -19,7 +19,7 @@ import yaml
 from foldflow.cli.introspect import resolve
 from foldflow.settings import Settings
 from foldflow.topics import Topology
-from workers.builtin import registry as builtin_registry
+from foldflow.workers.builtin import registry as builtin_registry
 
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from foldflow.definitions import Definition
-from processors.decider import decide, evolve, initial_state, react
-from processors.decider.state import WorkflowState
-from schemas.messages import (
+from foldflow.processors.decider import decide, evolve, initial_state, react
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import (
     Envelope,
     FireTimer,
     Payload,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from engine_harness import Run
 
 from foldflow.definitions import Definition
+from foldflow.processors.decider import abandon, evolve, initial_state, plan_events
+from foldflow.processors.decider.failure import MAX_ERROR_CHARS
+from foldflow.schemas.messages import ChildFinished, PauseWorkflow, StartWorkflow, WorkflowFailed
 from foldflow.topics import Topology
-from processors.decider import abandon, evolve, initial_state, plan_events
-from processors.decider.failure import MAX_ERROR_CHARS
-from schemas.messages import ChildFinished, PauseWorkflow, StartWorkflow, WorkflowFailed
 
 CHAIN = Definition.from_data({
     "name": "chain",

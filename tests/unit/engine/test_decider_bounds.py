@@ -14,7 +14,7 @@ from engine_harness import Run, types
 
 from foldflow.definitions import Definition
 from foldflow.limits import MAX_PAYLOAD_BYTES
-from schemas.messages import (
+from foldflow.schemas.messages import (
     ChildWorkflowRequested,
     SignalWorkflow,
     StartWorkflow,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from engine_harness import T0, Run, types
 
-from processors.decider.decision import jitter_fraction
-from schemas.messages import (
+from foldflow.processors.decider.decision import jitter_fraction
+from foldflow.schemas.messages import (
     CompensationScheduled,
     ExecuteTask,
     FireTimer,

@@ -7,9 +7,9 @@ import json
 import pytest
 from engine_harness import T0, Run, types
 
-from processors.decider import decide, initial_state, is_terminal, react
-from processors.decider.state import state_from_bytes, state_to_bytes
-from schemas.messages import (
+from foldflow.processors.decider import decide, initial_state, is_terminal, react
+from foldflow.processors.decider.state import state_from_bytes, state_to_bytes
+from foldflow.schemas.messages import (
     ExecuteTask,
     StartWorkflow,
     StepScheduled,

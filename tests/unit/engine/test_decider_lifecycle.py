@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_harness import T0, Run, types
 
-from schemas.messages import (
+from foldflow.schemas.messages import (
     CancelWorkflow,
     FireTimer,
     PauseWorkflow,

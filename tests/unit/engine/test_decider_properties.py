@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from foldflow.definitions import Definition
-from processors.decider import decide, evolve, initial_state
-from processors.decider.state import TERMINAL_STATUSES, state_from_bytes, state_to_bytes
-from schemas.messages import (
+from foldflow.processors.decider import decide, evolve, initial_state
+from foldflow.processors.decider.state import TERMINAL_STATUSES, state_from_bytes, state_to_bytes
+from foldflow.schemas.messages import (
     CancelWorkflow,
     ChildFinished,
     CompensationCompleted,

@@ -6,8 +6,8 @@ import json
 
 from engine_harness import T0, Run, types
 
-from processors.decider import react
-from schemas.messages import (
+from foldflow.processors.decider import react
+from foldflow.schemas.messages import (
     ChildFinished,
     ChildWorkflowRequested,
     SignalReceived,

@@ -9,7 +9,13 @@ from typing import Any
 from engine_harness import Run
 
 from foldflow.definitions import Definition
-from schemas.messages import ExecuteTask, FireTimer, SignalWorkflow, TaskFailed, TaskSucceeded
+from foldflow.schemas.messages import (
+    ExecuteTask,
+    FireTimer,
+    SignalWorkflow,
+    TaskFailed,
+    TaskSucceeded,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from foldflow import jsonsafe
 from foldflow.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES
-from schemas.messages import dump_json
+from foldflow.schemas.messages import dump_json
 
 pytestmark = pytest.mark.unit
 

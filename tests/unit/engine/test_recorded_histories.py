@@ -17,8 +17,8 @@ import pytest
 from engine_harness import Run
 from test_examples_run import play
 
-from processors.decider import evolve, initial_state
-from schemas.messages import MESSAGE_TYPES, Envelope
+from foldflow.processors.decider import evolve, initial_state
+from foldflow.schemas.messages import MESSAGE_TYPES, Envelope
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CASES: dict[str, tuple[str, Any, tuple[tuple[str, Any], ...]]] = {

@@ -10,9 +10,9 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
+from foldflow.gateway.auth import Authenticator
+from foldflow.gateway.errors import ProblemError
 from foldflow.settings import ConfiguredApiKey, Settings
-from gateway.auth import Authenticator
-from gateway.errors import ProblemError
 
 SECRET = "unit-test-hmac-secret-long-enough-for-hs256"
 

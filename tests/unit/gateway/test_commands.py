@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from confluent_kafka import Message
 
-from gateway.commands import CommandSender, envelope_for
-from gateway.errors import DependencyUnavailable
-from producers import PublishError
-from schemas.messages import CancelWorkflow, Envelope
+from foldflow.gateway.commands import CommandSender, envelope_for
+from foldflow.gateway.errors import DependencyUnavailable
+from foldflow.producers import PublishError
+from foldflow.schemas.messages import CancelWorkflow, Envelope
 
 
 class SlowPublisher:

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.bodylimit import BodyLimitMiddleware
-from gateway.ratelimit import RateLimitMiddleware
+from foldflow.gateway.bodylimit import BodyLimitMiddleware
+from foldflow.gateway.ratelimit import RateLimitMiddleware
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -67,7 +67,7 @@ async def test_several_windows_all_apply() -> None:
 
 
 async def test_json_bodies_no_downstream_can_store_are_422_before_the_app() -> None:
-    from gateway.jsonbody import JsonSafetyMiddleware
+    from foldflow.gateway.jsonbody import JsonSafetyMiddleware
 
     app = JsonSafetyMiddleware(Starlette(routes=[Route("/", echo, methods=["POST"])]))
     json_type = {"content-type": "application/json"}

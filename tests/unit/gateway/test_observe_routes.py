@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway import observe
-from gateway.observe import ObserveMiddleware
+from foldflow.gateway import observe
+from foldflow.gateway.observe import ObserveMiddleware
 
 
 async def show(request: Request) -> JSONResponse:

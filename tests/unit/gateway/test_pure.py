@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import credential_of
-from gateway.commands import workflow_id_for_key
-from gateway.errors import validation_problems
-from gateway.ratelimit import client_id
-from gateway.routes.workflows import parse_timeout
+from foldflow.gateway.auth import credential_of
+from foldflow.gateway.commands import workflow_id_for_key
+from foldflow.gateway.errors import validation_problems
+from foldflow.gateway.ratelimit import client_id
+from foldflow.gateway.routes.workflows import parse_timeout
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_a_client_is_its_credential_or_else_its_address() -> None:
 
 
 def test_a_command_id_for_a_key_is_stable_and_specific() -> None:
-    from gateway.commands import command_id_for_key
+    from foldflow.gateway.commands import command_id_for_key
 
     first = command_id_for_key("acme", "k", "wf-1", "workflow.cancel.v1")
     assert command_id_for_key("acme", "k", "wf-1", "workflow.cancel.v1") == first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import limits
 import pytest
 
-from gateway.ratelimit import CellRateLimiter
+from foldflow.gateway.ratelimit import CellRateLimiter
 
 
 class Clock:

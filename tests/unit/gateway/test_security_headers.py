@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from foldflow.gateway.app import create_app
+from foldflow.gateway.headers import API_CSP, SecurityHeadersMiddleware
+from foldflow.producers import Publisher
 from foldflow.settings import Settings
-from gateway.app import create_app
-from gateway.headers import API_CSP, SecurityHeadersMiddleware
-from producers import Publisher
 
 ALWAYS = {
     "x-content-type-options": "nosniff",

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from gateway.ui import dag, timeline
-from gateway.ui.definitions import diff_lines, source_of
-from gateway.ui.dlq import preview
-from gateway.ui.login import _safe_next
-from gateway.ui.session import SessionCodec
-from schemas.codec import encode
-from schemas.messages import Envelope, StartWorkflow
+from foldflow.gateway.ui import dag, timeline
+from foldflow.gateway.ui.definitions import diff_lines, source_of
+from foldflow.gateway.ui.dlq import preview
+from foldflow.gateway.ui.login import _safe_next
+from foldflow.gateway.ui.session import SessionCodec
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import Envelope, StartWorkflow
 
 SAGA = {
     "name": "order", "version": 1,

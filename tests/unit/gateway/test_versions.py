@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.versions import DefinitionVersions
+from foldflow.gateway.versions import DefinitionVersions
 
 
 class Table:

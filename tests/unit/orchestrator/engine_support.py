@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from foldflow.definitions import Definition
+from foldflow.processors.decider import apply_input, initial_state
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.schemas.messages import Envelope, Payload, StartWorkflow, dump_json
 from foldflow.topics import Topology
-from processors.decider import apply_input, initial_state
-from processors.decider.state import WorkflowState
-from schemas.messages import Envelope, Payload, StartWorkflow, dump_json
 
 T0 = 1_700_000_000_000
 TOPOLOGY = Topology(prefix="p.")

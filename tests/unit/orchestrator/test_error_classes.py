@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from processors.runtime.errors import ErrorClass, classify, kafka_error, record_rejected
+from foldflow.processors.runtime.errors import ErrorClass, classify, kafka_error, record_rejected
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from engine_support import CHILD, TOPOLOGY, message, start
 
 from foldflow.definitions import Definition
-from processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
-from processors.runtime.records import DefinitionTable, decode_value
-from processors.runtime.store import FINISHED
-from schemas.codec import decode, encode
-from schemas.messages import (
+from foldflow.processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
+from foldflow.processors.runtime.records import DefinitionTable, decode_value
+from foldflow.processors.runtime.store import FINISHED
+from foldflow.schemas.codec import decode, encode
+from foldflow.schemas.messages import (
     Envelope,
     StartWorkflow,
     TaskSucceeded,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from foldflow.definitions import Definition
-from foldflow.topics import Topology
-from processors.decider import initial_state
-from processors.decider.plan import apply_input, route
-from processors.decider.state import WorkflowState
-from processors.runtime.firing import fire_timer_command
-from processors.runtime.telemetry import TaskTypes, ignored_reason
-from processors.runtime.timers import DueTimer
-from schemas.messages import (
+from foldflow.processors.decider import initial_state
+from foldflow.processors.decider.plan import apply_input, route
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.processors.runtime.firing import fire_timer_command
+from foldflow.processors.runtime.telemetry import TaskTypes, ignored_reason
+from foldflow.processors.runtime.timers import DueTimer
+from foldflow.schemas.messages import (
     ChildFinished,
     Envelope,
     ExecuteTask,
@@ -23,6 +22,7 @@ from schemas.messages import (
     WorkflowCompleted,
     dump_json,
 )
+from foldflow.topics import Topology
 
 T0 = 1_700_000_000_000
 TOPOLOGY = Topology(prefix="p.")

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from engine_support import CHILD, TOPOLOGY, message, start
 
-from processors.decider import apply_input
-from processors.runtime.records import (
+from foldflow.processors.decider import apply_input
+from foldflow.processors.runtime.records import (
     DefinitionRecord,
     DefinitionTable,
     Finished,
@@ -22,7 +22,7 @@ from processors.runtime.records import (
     finished_record,
     live_record,
 )
-from schemas.messages import TaskSucceeded
+from foldflow.schemas.messages import TaskSucceeded
 
 
 def test_a_running_state_round_trips_with_its_definition_by_reference() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from processors.decider.plan import Plan
-from processors.decider.state import WorkflowState
-from processors.runtime.telemetry import LagGauge, TaskTypes, record_plan
-from schemas.messages import Envelope, StepAttemptFailed
+from foldflow.processors.decider.plan import Plan
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.processors.runtime.telemetry import LagGauge, TaskTypes, record_plan
+from foldflow.schemas.messages import Envelope, StepAttemptFailed
 
 
 def _lag(group: str, topic: str, partition: int) -> float | None:

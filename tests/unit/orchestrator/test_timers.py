@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.runtime.timers import DueTimer, TimerIndex
+from foldflow.processors.runtime.timers import DueTimer, TimerIndex
 
 
 def test_due_timers_come_in_due_order_and_only_when_due() -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from engine_support import CHILD, TOPOLOGY, message, start
 
-from processors.decider import WorkflowState, apply_input
-from processors.runtime.records import DefinitionTable, decode_live, finished_record, live_record
-from processors.runtime.store import FINISHED, Change, PartitionState, Store, Transaction
-from schemas.messages import TaskSucceeded
+from foldflow.processors.decider import WorkflowState, apply_input
+from foldflow.processors.runtime.records import (
+    DefinitionTable,
+    decode_live,
+    finished_record,
+    live_record,
+)
+from foldflow.processors.runtime.store import FINISHED, Change, PartitionState, Store, Transaction
+from foldflow.schemas.messages import TaskSucceeded
 
 
 def _change(state: WorkflowState, partition: int = 0, offsets: tuple[int, int] = (0, -1)

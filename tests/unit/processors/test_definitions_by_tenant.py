@@ -7,16 +7,16 @@ import uuid
 import pytest
 
 from foldflow.definitions import Definition
-from foldflow.settings import Settings
-from processors.runtime.definitions_cache import DefinitionsCache
-from schemas.codec import encode
-from schemas.messages import (
+from foldflow.processors.runtime.definitions_cache import DefinitionsCache
+from foldflow.schemas.codec import encode
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     DefinitionRegistered,
     Envelope,
     definition_key,
     parse_definition_key,
 )
+from foldflow.settings import Settings
 
 
 def _definition(name: str, version: int, task: str) -> Definition:

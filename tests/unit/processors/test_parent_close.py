@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from foldflow.definitions import Definition
-from foldflow.topics import Topology
-from processors.decider import decide, evolve, initial_state, react
-from processors.decider.plan import apply_input, route
-from processors.decider.state import WorkflowState, state_from_bytes, state_to_bytes
-from schemas.messages import (
+from foldflow.processors.decider import decide, evolve, initial_state, react
+from foldflow.processors.decider.plan import apply_input, route
+from foldflow.processors.decider.state import WorkflowState, state_from_bytes, state_to_bytes
+from foldflow.schemas.messages import (
     CancelWorkflow,
     ChildFinished,
     Envelope,
@@ -32,6 +31,7 @@ from schemas.messages import (
     derived_id,
     dump_json,
 )
+from foldflow.topics import Topology
 
 T0 = 1_700_000_000_000
 TOPOLOGY = Topology(prefix="p.")

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from foldflow.definitions import Definition
-from processors.decider import decide, evolve, foreign_tenant, initial_state, react
-from processors.decider.state import WorkflowState
-from processors.runtime.telemetry import ignored_reason
-from schemas.messages import (
+from foldflow.processors.decider import decide, evolve, foreign_tenant, initial_state, react
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.processors.runtime.telemetry import ignored_reason
+from foldflow.schemas.messages import (
     DEFAULT_TENANT,
     CancelWorkflow,
     ChildFinished,

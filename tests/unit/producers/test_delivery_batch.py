@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from producers.delivery import DeliveryBatch, PublishError
+from foldflow.producers.delivery import DeliveryBatch, PublishError
 
 MSG_A: Any = object()
 MSG_B: Any = object()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from projection_support import SCENARIOS, Script, completed, definition_envelope
 
-from projections.apply import (
+from foldflow.projections.apply import (
     Fold,
     GapError,
     InstanceRow,
@@ -18,7 +18,7 @@ from projections.apply import (
     fold_batch,
     payload_document,
 )
-from schemas import messages as m
+from foldflow.schemas import messages as m
 
 
 def fold_all(events: Sequence[m.Envelope]) -> Fold:

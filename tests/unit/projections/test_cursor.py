@@ -1,4 +1,4 @@
-"""The opaque keyset cursor of ``projections.queries.list_workflows``."""
+"""The opaque keyset cursor of ``foldflow.projections.queries.list_workflows``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from projections.queries import InvalidCursorError, decode_cursor, encode_cursor
+from foldflow.projections.queries import InvalidCursorError, decode_cursor, encode_cursor
 
 
 @pytest.mark.parametrize("wid", ["wf-1", "a/b:c", "ünï", "x" * 200])

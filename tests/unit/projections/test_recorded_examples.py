@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from processors.decider import evolve, initial_state
-from processors.decider.state import WorkflowState
-from projections.apply import InstanceRow, StepRow, fold_batch
-from schemas.messages import MESSAGE_TYPES, Envelope
+from foldflow.processors.decider import evolve, initial_state
+from foldflow.processors.decider.state import WorkflowState
+from foldflow.projections.apply import InstanceRow, StepRow, fold_batch
+from foldflow.schemas.messages import MESSAGE_TYPES, Envelope
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "engine" / "fixtures"
 CASES = sorted(p.name.removesuffix(".events.json") for p in RECORDINGS.glob("*.events.json"))

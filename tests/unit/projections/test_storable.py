@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from projection_support import SCENARIOS, Script
 
-from projections.apply import fold_batch, payload_document
-from projections.storable import (
+from foldflow.projections.apply import fold_batch, payload_document
+from foldflow.projections.storable import (
     MAX_JSON_DEPTH,
     NAME_WIDTH,
     escape,
@@ -21,7 +21,7 @@ from projections.storable import (
     needs_repair,
     repair,
 )
-from schemas import messages as m
+from foldflow.schemas import messages as m
 
 
 def completed_with(output_json: str, **envelope: Any) -> m.Envelope:

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from sqlalchemy import exc
 
-from projections.dberrors import is_refusal, is_transient
+from foldflow.projections.dberrors import is_refusal, is_transient
 
 
 @pytest.mark.parametrize("orig", [

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from foldflow.topics import BUILTIN_TASK_TYPES
-from workers import builtin, builtin_http
-from workers.registry import NonRetryableError, RetryableError, TaskContext
+from foldflow.workers import builtin, builtin_http
+from foldflow.workers.registry import NonRetryableError, RetryableError, TaskContext
 
 
 def ctx(attempt: int = 1) -> TaskContext:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from foldflow.definitions import DEFAULT_ATTEMPT_TIMEOUT_MS
 from foldflow.settings import Settings
-from workers.consumer import consumer_config
+from foldflow.workers.consumer import consumer_config
 
 
 def test_a_dead_workers_partitions_move_well_inside_the_default_attempt_timeout() -> None:

@@ -11,9 +11,21 @@ from typing import Any
 
 import pytest
 
-from schemas.messages import Envelope, ExecuteTask, TaskFailed, TaskSucceeded, derived_id, dump_json
-from workers.execution import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, result_envelope, run_attempt
-from workers.registry import NonRetryableError, RetryableError, TaskContext, TaskRegistry
+from foldflow.schemas.messages import (
+    Envelope,
+    ExecuteTask,
+    TaskFailed,
+    TaskSucceeded,
+    derived_id,
+    dump_json,
+)
+from foldflow.workers.execution import (
+    MAX_ERROR_CHARS,
+    MAX_OUTPUT_BYTES,
+    result_envelope,
+    run_attempt,
+)
+from foldflow.workers.registry import NonRetryableError, RetryableError, TaskContext, TaskRegistry
 
 
 @pytest.fixture

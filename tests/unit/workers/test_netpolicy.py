@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from workers.builtin_http import HttpOptions, _pin
-from workers.netpolicy import NetworkPolicy, forbidden_reason, parse_allow
-from workers.registry import NonRetryableError
+from foldflow.workers.builtin_http import HttpOptions, _pin
+from foldflow.workers.netpolicy import NetworkPolicy, forbidden_reason, parse_allow
+from foldflow.workers.registry import NonRetryableError
 
 
 @pytest.mark.parametrize(("address", "why"), [

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.offsets import PartitionOffsets
+from foldflow.workers.offsets import PartitionOffsets
 
 
 def test_commit_point_waits_for_the_earliest_unfinished_offset() -> None:

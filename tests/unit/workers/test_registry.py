@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from workers.registry import DuplicateTaskError, TaskContext, TaskRegistry, default_registry, task
+from foldflow.workers.registry import (
+    DuplicateTaskError,
+    TaskContext,
+    TaskRegistry,
+    default_registry,
+    task,
+)
 
 
 def test_task_registers_sync_and_async_handlers_in_an_explicit_registry() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from workers.handling import Slots
+from foldflow.workers.handling import Slots
 
 
 def test_a_publishing_record_frees_its_handler_slot_but_stays_in_hand() -> None:
