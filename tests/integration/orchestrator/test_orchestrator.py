@@ -312,29 +312,23 @@ BIG = {
     "steps": [{"id": "big", "task": "builtin.echo",
                "input": {"a": "${input.blob}", "b": "${input.blob}", "c": "${input.blob}"}}],
 }
-#: A sleep whose end (now + ~1e25 ms) no Avro long can hold.
-FOREVER = {"name": "t-forever", "steps": [{"id": "nap", "sleep": "100000000000000000d"}]}
 
-
-def test_an_input_whose_outputs_cannot_be_produced_fails_only_its_workflow(
+def test_an_input_past_the_bounds_fails_only_its_workflow(
     deployment: Deployment, events: EventLog
 ) -> None:
     from foldflow.definitions import Definition
 
-    for data in (BIG, FOREVER):
-        deployment.register(Definition.from_data(data))
+    # A step input rendered past its bound (300 KB of 256 KiB) fails that workflow alone.
+    # An output over the producer's record limit, or a value Avro cannot hold, can no longer
+    # come from a definition the door accepts; the unit tests of the input handler cover it.
+    deployment.register(Definition.from_data(BIG))
     before = [deployment.start("t-child", {"x": i}) for i in range(3)]
-    big = deployment.start("t-big", {"blob": "x" * 400_000})
-    forever = deployment.start("t-forever", {})
+    big = deployment.start("t-big", {"blob": "x" * 100_000})
     after = [deployment.start("t-child", {"x": i}) for i in range(3)]
 
-    statuses = events.wait_finished([*before, big, forever, *after], timeout=WAIT_S)
-    assert statuses == {**dict.fromkeys(before + after, "completed"), big: "failed",
-                        forever: "failed"}  # fmt: skip
+    statuses = events.wait_finished([*before, big, *after], timeout=WAIT_S)
+    assert statuses == {**dict.fromkeys(before + after, "completed"), big: "failed"}
     big_error = events.by_workflow[big][-1].payload.error  # type: ignore[union-attr]
-    assert "big" in big_error and "bytes" in big_error, big_error
-    forever_error = events.by_workflow[forever][-1].payload.error  # type: ignore[union-attr]
-    assert "step.waiting.v1" in forever_error and "encode" in forever_error, forever_error
-    for wf in (big, forever):
-        _assert_sequences(events, wf)
-        assert "step.scheduled.v1" not in events.types(wf)  # nothing half-done was produced
+    assert "big" in big_error, big_error
+    _assert_sequences(events, big)
+    assert "step.scheduled.v1" not in events.types(big)  # nothing half-done was produced
