@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "DURATION_PATTERN",
     "MAX_DURATION_MS",
+    "DurationTooLong",
     "parse_duration_ms",
     "parse_seconds",
 ]
@@ -32,6 +33,10 @@ _DURATION = re.compile(DURATION_PATTERN)
 _HINT = "use e.g. 500ms, 30s, 15m, 2h, 1d, 1h30m, or a number of seconds"
 
 
+class DurationTooLong(ValueError):
+    """A well-formed duration over the maximum of its use."""
+
+
 def parse_duration_ms(value: Any, *, maximum_ms: int = MAX_DURATION_MS) -> int:
     """A duration in whole milliseconds from text (see the module doc) or a number of seconds.
 
@@ -45,7 +50,7 @@ def parse_duration_ms(value: Any, *, maximum_ms: int = MAX_DURATION_MS) -> int:
         if value < 0:
             raise ValueError(f"not a duration: {value!r} is negative")
         if value * 1000 > maximum_ms:
-            raise ValueError(_too_long(value, maximum_ms))
+            raise DurationTooLong(_too_long(value, maximum_ms))
         return round(value * 1000)
     if not isinstance(value, str):
         raise ValueError(f"a duration is a number of seconds or text: {_HINT}")
@@ -64,7 +69,7 @@ def parse_duration_ms(value: Any, *, maximum_ms: int = MAX_DURATION_MS) -> int:
                              "first, e.g. 1h30m)")
         ms = sum(float(number) * _UNITS_MS[unit] for number, unit in parts)
     if ms > maximum_ms:
-        raise ValueError(_too_long(value, maximum_ms))
+        raise DurationTooLong(_too_long(value, maximum_ms))
     return round(ms)
 
 

@@ -12,6 +12,7 @@ to a running workflow live in :mod:`foldflow.gateway.routes.commands`.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from foldflow.durations import DURATION_PATTERN, parse_seconds
+from foldflow.durations import DURATION_PATTERN, DurationTooLong, parse_seconds
 from foldflow.gateway.commands import envelope_for, workflow_id_for_key
 from foldflow.gateway.context import GatewayContext
 from foldflow.gateway.deps import Ctx, JsonBody, WorkflowReader, WorkflowWriter
@@ -53,8 +54,12 @@ _ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"}}}
 
 def parse_timeout(text: str) -> float:
     """``"10s"``, ``"500ms"``, ``"2m"`` or ``"3"`` (seconds) as seconds; ValueError otherwise
-    (the one duration syntax of :mod:`foldflow.durations`)."""
-    return parse_seconds(text)
+    (the one duration syntax of :mod:`foldflow.durations`). Any wait is capped, so a
+    well-formed duration past the syntax's own maximum is simply long (infinite)."""
+    try:
+        return parse_seconds(text)
+    except DurationTooLong:
+        return math.inf
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -90,7 +90,7 @@ def test_a_co_partitioned_topic_with_other_partitions_is_refused(
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
     assert cli.returncode == 2
-    assert "refused" in cli.stdout
+    assert "refused" in cli.stderr
 
 
 def test_an_existing_topic_with_another_cleanup_policy_is_reported(

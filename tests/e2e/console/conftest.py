@@ -89,9 +89,10 @@ def deployment(
         server.dispose()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module: sync Playwright runs an event loop in this
+    thread for as long as it is open, which every later asyncio test would trip over."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (make test does)")
     from playwright.sync_api import sync_playwright

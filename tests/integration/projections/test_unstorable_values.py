@@ -156,21 +156,21 @@ def test_unstorable_values_are_projected_flagged_and_dead_lettered(
         assert long_step.status == "succeeded" and len(long_step.step_id) == 200
 
         altered = _altered(engine)
-        ids = {name: s.workflow_id for name, s in hostile.items()}
+        keys = {name: m.workflow_key(tenant, s.workflow_id) for name, s in hostile.items()}
         assert set(altered) == {
-            (ids["nan"], 1), (ids["nan"], 2), (ids["nan"], 3), (ids["nan"], 4),
-            (ids["text"], 3), (ids["text"], 5),
-            (ids["long"], 2), (ids["long"], 3), (ids["long"], 4),
-            (ids["taken"], 2),
+            (keys["nan"], 1), (keys["nan"], 2), (keys["nan"], 3), (keys["nan"], 4),
+            (keys["text"], 3), (keys["text"], 5),
+            (keys["long"], 2), (keys["long"], 3), (keys["long"], 4),
+            (keys["taken"], 2),
         }
-        nan_start = altered[(ids["nan"], 1)]
+        nan_start = altered[(keys["nan"], 1)]
         assert nan_start["original"] == {  # type: ignore[index]
             "payload.input_json": '{"x": NaN, "y": -Infinity, "z": [1e999]}'}
         assert [p["path"] for p in nan_start["problems"]] == [  # type: ignore[index]
             "$.x", "$.y", "$.z[0]"]
-        assert altered[(ids["text"], 3)]["original"] == {  # type: ignore[index]
+        assert altered[(keys["text"], 3)]["original"] == {  # type: ignore[index]
             "payload.error": "boom \\u0000 at the end"}
-        refused = altered[(ids["taken"], 2)]
+        refused = altered[(keys["taken"], 2)]
         assert "UniqueViolation" in json.dumps(refused)
         assert refused["original"]["event_id"] == clean[0].events[0].event_id  # type: ignore[index]
         with engine.connect() as conn:
@@ -192,6 +192,7 @@ def test_unstorable_values_are_projected_flagged_and_dead_lettered(
         key = create_api_key(engine, tenant, SCOPES, "reader")
         app = create_app(settings.model_copy(update={"api_keys": ()}), publisher=publisher,
                          engine=engine)
+        ids = {name: s.workflow_id for name, s in hostile.items()}
         answers = asyncio.run(_get(app, key, [
             path for wid in ids.values()
             for path in (f"/v1/workflows/{wid}", f"/v1/workflows/{wid}/events")

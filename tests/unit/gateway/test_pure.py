@@ -25,6 +25,12 @@ def test_parse_timeout_refuses_what_is_not_a_duration(text: str) -> None:
         parse_timeout(text)
 
 
+def test_a_timeout_past_the_duration_syntax_maximum_is_just_long() -> None:
+    """Every wait is capped (FOLDFLOW_GATEWAY_MAX_WAIT_S): a well-formed timeout of 861
+    years is accepted as one longer than the cap, not refused (the schema admits it)."""
+    assert parse_timeout("7550018h") == float("inf")
+
+
 def test_an_idempotency_key_names_one_id_per_tenant() -> None:
     first = workflow_id_for_key("acme", "order-17")
     assert workflow_id_for_key("acme", "order-17") == first
