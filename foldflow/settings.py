@@ -184,8 +184,8 @@ class Settings(BaseSettings):
     orchestrator_restarts_on_fence: int = Field(
         default=5, ge=0,
         description="fresh starts of the loop, within one process, after its producer was "
-        "fenced (at most this many per 10 minutes; 0: exit at once and let a supervisor "
-        "restart the process)",
+        "fenced or hit a fatal error (at most this many per 10 minutes; 0: exit at once and "
+        "let a supervisor restart the process)",
     )
     # Workers (workers/; docs/operations.md): how soon a dead worker's tasks move on
     worker_session_timeout_ms: int = Field(

@@ -94,21 +94,23 @@ def run_orchestrator(settings: Settings, *, on_ready: Callable[[], None] | None 
             try:
                 orchestrator.run()
                 return 0
-            except Fenced as exc:
+            except (Fenced, FatalError) as exc:
+                # A fatal producer error (e.g. INVALID_TXN_STATE after the transaction
+                # coordinator died mid-commit) leaves that producer useless, not the process:
+                # a new one with the same transactional.id aborts whatever was open, and
+                # every state is read back, exactly as after a restart of the process.
+                what = "fenced" if isinstance(exc, Fenced) else "fatal"
                 now = time.monotonic()
                 while fences and fences[0] < now - RESTART_WINDOW_S:
                     fences.popleft()
                 if len(fences) >= settings.orchestrator_restarts_on_fence:
-                    log.critical("fenced (%s): the producer %s can do nothing more; exiting",
-                                 exc, transactional_id(settings))  # fmt: skip
-                    return EXIT_FENCED
+                    log.critical("%s (%s): the producer %s can do nothing more; exiting",
+                                 what, exc, transactional_id(settings))  # fmt: skip
+                    return EXIT_FENCED if isinstance(exc, Fenced) else EXIT_FATAL
                 fences.append(now)
-                log.error("fenced (%s): starting afresh, every state read back from the state "
-                          "topic (%d of %d fresh starts in 10 minutes)", exc, len(fences),
+                log.error("%s (%s): starting afresh, every state read back from the state "
+                          "topic (%d of %d fresh starts in 10 minutes)", what, exc, len(fences),
                           settings.orchestrator_restarts_on_fence)  # fmt: skip
-            except FatalError as exc:
-                log.critical("fatal: %s; exiting", exc)
-                return EXIT_FATAL
             except Exception:  # a bug, or a restore that could not finish: say so, exit
                 log.critical("the loop failed; exiting", exc_info=True)
                 return EXIT_FATAL

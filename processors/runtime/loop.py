@@ -557,7 +557,10 @@ class Orchestrator:
         error = kafka_error(exc)
         kind = classify(error) if error is not None else ErrorClass.FATAL
         if kind is ErrorClass.FATAL:
-            self.producer.poll(0)  # serve a pending error event that says why
+            try:
+                self.producer.poll(0)  # serve a pending error event that says why
+            except KafkaException as pending:  # raised by a callback: it says why as well
+                error = kafka_error(pending) or error
         fatal = self._producer_fatal
         if kind is ErrorClass.FATAL and fatal is not None and classify(fatal) is ErrorClass.FENCED:
             kind, error = ErrorClass.FENCED, fatal  # e.g. a produce refused after the fence
