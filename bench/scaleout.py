@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psycopg
@@ -228,24 +228,20 @@ def start_envelope(workflow_id: str, n: int) -> Envelope:
     )  # fmt: skip
 
 
-class AckedStarts:
-    """Starts workflows at ``rate`` per second from ``threads`` producer threads and
-    records the partition and offset of every ack (and every start that was not acked)."""
+class _PacedLoad:
+    """``threads`` threads that each take the next number ``n`` when its moment
+    (``n / rate`` seconds after :meth:`start`) has come; ``_run`` is the thread body."""
 
-    def __init__(self, settings: Settings, *, rate: float, threads: int = 8) -> None:
-        self.topic = Topology.of(settings).commands
-        self.publisher = Publisher(settings, source="test-load")
+    def __init__(self, *, rate: float, threads: int, name: str) -> None:
         self.rate = rate
-        self.acked: dict[str, Ack] = {}
-        self.failed: list[str] = []
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started_at = 0.0
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"load-{i}")
+        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"{name}-{i}")
                          for i in range(threads)]  # fmt: skip
 
-    def start(self) -> AckedStarts:
+    def start(self) -> Self:
         self._started_at = time.monotonic()
         for thread in self._threads:
             thread.start()
@@ -264,6 +260,26 @@ class AckedStarts:
         return None
 
     def _run(self) -> None:
+        raise NotImplementedError
+
+    def _join(self, timeout: float) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+
+class AckedStarts(_PacedLoad):
+    """Starts workflows at ``rate`` per second from ``threads`` producer threads and
+    records the partition and offset of every ack (and every start that was not acked)."""
+
+    def __init__(self, settings: Settings, *, rate: float, threads: int = 8) -> None:
+        super().__init__(rate=rate, threads=threads, name="load")
+        self.topic = Topology.of(settings).commands
+        self.publisher = Publisher(settings, source="test-load")
+        self.acked: dict[str, Ack] = {}
+        self.failed: list[str] = []
+
+    def _run(self) -> None:
         while (n := self._take()) is not None:
             wf = f"wf-{uuid.uuid4().hex[:12]}"
             envelope = start_envelope(wf, n)
@@ -278,13 +294,11 @@ class AckedStarts:
                                      envelope.event_id)  # fmt: skip
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        self._join(60)
         self.publisher.close()
 
 
-class GatewayStarts:
+class GatewayStarts(_PacedLoad):
     """Starts workflows through the gateways at ``rate`` per second, like a client behind a
     load balancer: an ``Idempotency-Key`` per workflow, a retry on another gateway after a
     refused connection or a 5xx, until a 202 (``accepted``) or ``give_up_s``."""
@@ -293,9 +307,9 @@ class GatewayStarts:
         self, urls: list[str], api_key: str, *, rate: float, threads: int = 8,
         give_up_s: float = 90.0,
     ) -> None:  # fmt: skip
+        super().__init__(rate=rate, threads=threads, name="http")
         self.urls = urls
         self.headers = {"Authorization": f"Bearer {api_key}"}
-        self.rate = rate
         self.give_up_s = give_up_s
         self.accepted: dict[str, float] = {}  # workflow id -> seconds from load start
         self.began_ms: dict[str, float] = {}  # workflow id -> wall time its first POST began
@@ -303,30 +317,6 @@ class GatewayStarts:
         self.gave_up: list[str] = []
         self.retries = 0
         self.statuses: Counter[int | str] = Counter()
-        self._next = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._started_at = 0.0
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"http-{i}")
-                         for i in range(threads)]  # fmt: skip
-
-    def start(self) -> GatewayStarts:
-        self._started_at = time.monotonic()
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def _take(self) -> int | None:
-        with self._lock:
-            n = self._next
-            self._next += 1
-        due = self._started_at + n / self.rate
-        while not self._stop.is_set():
-            wait = due - time.monotonic()
-            if wait <= 0:
-                return n
-            self._stop.wait(min(wait, 0.2))
-        return None
 
     def _run(self) -> None:
         with httpx.Client(timeout=15.0, headers=self.headers) as client:
@@ -364,9 +354,7 @@ class GatewayStarts:
             self.gave_up.append(key)
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.give_up_s + 30)
+        self._join(self.give_up_s + 30)
 
 
 @dataclass

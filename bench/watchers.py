@@ -58,30 +58,16 @@ def header(msg: Message, name: str) -> bytes | None:
     return None
 
 
-class EventWatcher:
-    """Follows ``wf.events`` from the beginning in a thread.
+class _Follower:
+    """Follows ``topic`` from the beginning in a thread, as a ``read_committed`` reader that
+    returns at the first record (no batch wait); :meth:`_on` gets each record and the wall
+    ms at which its batch arrived."""
 
-    ``event_times`` gets the Kafka timestamp of every event; ``completions`` the terminal
-    event of every workflow, timed when this ``read_committed`` reader received it (wall
-    ms); ``on_terminal(workflow_id)`` is called for each (first one only).
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        topic: str,
-        *,
-        on_terminal: Callable[[str], None],
-    ) -> None:
+    def __init__(self, settings: Settings, topic: str, *, name: str) -> None:
         self.topic = topic
-        self.on_terminal = on_terminal
-        self.event_times: list[int] = []
-        self.completions: dict[str, Completion] = {}
-        #: confluent_kafka's TIMESTAMP_* type of the records seen (append or create time)
-        self.timestamp_type: int | None = None
         self._stop = threading.Event()
         self._consumer = Consumer(kafka_config(settings, {
-            "group.id": f"{settings.topic_prefix}bench-watcher",
+            "group.id": f"{settings.topic_prefix}{name}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",
@@ -90,7 +76,7 @@ class EventWatcher:
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
         )
-        self._thread = threading.Thread(target=self._run, name="bench-events", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start following."""
@@ -109,58 +95,57 @@ class EventWatcher:
                 continue
             seen_ms = int(time.time() * 1000)
             for msg in [first, *self._consumer.consume(500, 0)]:
-                if msg.error() is not None:
-                    continue
-                self.timestamp_type, kafka_ms = msg.timestamp()
-                self.event_times.append(kafka_ms)
-                status = TERMINAL_EVENTS.get(header(msg, "event_type") or b"")
-                if status is None:
-                    continue
-                workflow_id = (msg.key() or b"").decode()
-                if workflow_id not in self.completions:
-                    self.completions[workflow_id] = Completion(status, seen_ms)
-                    self.on_terminal(workflow_id)
+                if msg.error() is None:
+                    self._on(msg, seen_ms)
+
+    def _on(self, msg: Message, seen_ms: int) -> None:
+        raise NotImplementedError
 
 
-class TaskWatcher:
+class EventWatcher(_Follower):
+    """Follows ``wf.events`` from the beginning in a thread.
+
+    ``event_times`` gets the Kafka timestamp of every event; ``completions`` the terminal
+    event of every workflow, timed when this ``read_committed`` reader received it (wall
+    ms); ``on_terminal(workflow_id)`` is called for each (first one only).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        *,
+        on_terminal: Callable[[str], None],
+    ) -> None:
+        super().__init__(settings, topic, name="bench-events")
+        self.on_terminal = on_terminal
+        self.event_times: list[int] = []
+        self.completions: dict[str, Completion] = {}
+        #: confluent_kafka's TIMESTAMP_* type of the records seen (append or create time)
+        self.timestamp_type: int | None = None
+
+    def _on(self, msg: Message, seen_ms: int) -> None:
+        self.timestamp_type, kafka_ms = msg.timestamp()
+        self.event_times.append(kafka_ms)
+        status = TERMINAL_EVENTS.get(header(msg, "event_type") or b"")
+        if status is None:
+            return
+        workflow_id = (msg.key() or b"").decode()
+        if workflow_id not in self.completions:
+            self.completions[workflow_id] = Completion(status, seen_ms)
+            self.on_terminal(workflow_id)
+
+
+class TaskWatcher(_Follower):
     """Notes when each ``task.execute.v1`` of a task topic became visible (wall ms, per
     workflow, in order): the end of a step dispatch as the performance targets time it."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
+        super().__init__(settings, topic, name="bench-tasks")
         self.seen: dict[str, list[int]] = {}
-        self._stop = threading.Event()
-        self._consumer = Consumer(kafka_config(settings, {
-            "group.id": f"{settings.topic_prefix}bench-tasks",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10,
-        }))
-        self._consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
-        )
-        self._thread = threading.Thread(target=self._run, name="bench-tasks", daemon=True)
 
-    def start(self) -> None:
-        """Start following."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following and close the consumer."""
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._consumer.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            first = self._consumer.poll(0.05)
-            if first is None:
-                continue
-            seen_ms = int(time.time() * 1000)
-            for msg in [first, *self._consumer.consume(500, 0)]:
-                if msg.error() is None:
-                    self.seen.setdefault((msg.key() or b"").decode(), []).append(seen_ms)
+    def _on(self, msg: Message, seen_ms: int) -> None:
+        self.seen.setdefault((msg.key() or b"").decode(), []).append(seen_ms)
 
 
 class ProjectionWatcher:
