@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import jwt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from foldflow.kafka import kafka_config
@@ -182,3 +183,19 @@ async def eventually(
         await asyncio.sleep(0.1)
         response = await call()
     return response
+
+
+@contextlib.contextmanager
+def key_lookups(engine: Engine) -> Iterator[list[str]]:
+    """The statements on ``api_keys`` the engine runs meanwhile (not the projector's)."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "api_keys" in statement and threading.current_thread().name != "projector":
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)

@@ -8,17 +8,16 @@ import asyncio
 import json
 import os
 import subprocess
-import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import bearer
-from sqlalchemy import Engine, event
+from gateway_support import bearer, key_lookups
+from sqlalchemy import Engine
 
 from foldflow.gateway.app import create_app
 from foldflow.gateway.keys import issue_api_key
@@ -28,21 +27,6 @@ from foldflow.settings import Settings
 REPO = Path(__file__).resolve().parents[3]
 FOLDFLOW = REPO / ".venv" / "bin" / "foldflow"
 
-
-@contextmanager
-def _key_lookups(engine: Engine) -> Iterator[list[str]]:
-    """The statements on ``api_keys`` the engine runs meanwhile (not the projector's)."""
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if "api_keys" in statement and threading.current_thread().name != "projector":
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 @asynccontextmanager
@@ -61,7 +45,7 @@ async def test_a_flood_of_made_up_keys_gets_429_after_a_bounded_number_of_lookup
     async with _gateway(gw_settings, gw_publisher, gw_engine,
                         gateway_auth_failure_limit="20/minute",
                         gateway_auth_failure_global_limit="1000/minute") as http:  # fmt: skip
-        with _key_lookups(gw_engine) as lookups:
+        with key_lookups(gw_engine) as lookups:
             flood = await asyncio.gather(*(
                 http.get("/v1/workflows", headers=bearer(f"ffk_made-up-{i}"))
                 for i in range(140)
@@ -87,7 +71,7 @@ async def test_a_repeated_unknown_key_is_looked_up_once_per_cache_period(
 ) -> None:
     async with _gateway(gw_settings, gw_publisher, gw_engine, gateway_key_cache_s=60.0,
                         gateway_auth_failure_limit="1000/minute") as http:  # fmt: skip
-        with _key_lookups(gw_engine) as lookups:
+        with key_lookups(gw_engine) as lookups:
             answers = [
                 (await http.get("/v1/workflows", headers=bearer("ffk_same-wrong"))).status_code
                 for _ in range(10)

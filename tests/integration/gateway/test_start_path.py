@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import DEFINITION, TopicLog, bearer, eventually
-from sqlalchemy import Engine, event
+from gateway_support import DEFINITION, TopicLog, bearer, eventually, key_lookups
+from sqlalchemy import Engine
 
 from foldflow.bench.gateway_phase import gateway_env
 from foldflow.bench.http_load import LoadSpec, run_load
@@ -117,20 +117,6 @@ async def test_every_202_of_a_concurrent_load_is_a_distinct_command_on_the_topic
     assert float(line.rsplit(" ", 1)[1]) == len(accepted)
 
 
-@contextmanager
-def _key_lookups(engine: Engine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if "api_keys" in statement and threading.current_thread().name != "projector":
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-
 
 async def test_a_burst_of_first_requests_with_a_valid_key_shares_one_lookup(
     gw_settings: Settings, gw_publisher: Publisher, gw_engine: Engine
@@ -139,7 +125,7 @@ async def test_a_burst_of_first_requests_with_a_valid_key_shares_one_lookup(
     async with _gateway(gw_settings, gw_publisher, gw_engine,
                         gateway_auth_failure_limit="30/minute",
                         gateway_auth_failure_global_limit="300/minute") as http:  # fmt: skip
-        with _key_lookups(gw_engine) as lookups:
+        with key_lookups(gw_engine) as lookups:
             burst = await asyncio.gather(*(
                 http.get("/v1/workflows", headers=bearer(key)) for _ in range(64)
             ))  # fmt: skip
