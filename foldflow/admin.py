@@ -5,19 +5,35 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from foldflow.kafka import kafka_config
 from foldflow.kafka import metadata as kafka_metadata
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, CO_PARTITIONED, TopicSpec, topic_specs
 
-__all__ = ["PartitionMismatch", "TopicOutcome", "admin_client", "ensure_topics"]
+__all__ = [
+    "PartitionMismatch",
+    "TopicOutcome",
+    "admin_client",
+    "ensure_topics",
+    "ensure_topics_at_start",
+]
+
+log = logging.getLogger(__name__)
 
 
 class PartitionMismatch(RuntimeError):
@@ -135,6 +151,33 @@ def ensure_topics(
         )
         for spec in specs
     ]
+
+
+def ensure_topics_at_start(
+    settings: Settings,
+    *,
+    task_types: tuple[str, ...] = BUILTIN_TASK_TYPES,
+    admin: AdminClient | None = None,
+    wait_s: float = 60.0,
+    timeout: float = 30.0,
+) -> list[TopicOutcome]:
+    """:func:`ensure_topics` for a service starting up: a broker that cannot be reached (a
+    restart, a rolling upgrade, a stack still coming up) is asked again for up to ``wait_s``
+    seconds more, as PostgreSQL is; a :class:`PartitionMismatch` is raised at once.
+    ``timeout``: of each attempt."""
+    admin = admin or admin_client(settings)
+    for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
+                            wait=wait_exponential(multiplier=0.2, max=5),
+                            stop=stop_after_delay(wait_s), reraise=True,
+                            before_sleep=_log_unreachable):  # fmt: skip
+        with attempt:
+            return ensure_topics(settings, task_types=task_types, admin=admin, timeout=timeout)
+    raise AssertionError("unreachable: Retrying reraises")  # pragma: no cover
+
+
+def _log_unreachable(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning("Kafka cannot prepare the topics yet (%s); retrying", exc)
 
 
 def _topic_configs(

@@ -27,7 +27,7 @@ def run_orchestrator() -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from foldflow.admin import PartitionMismatch, ensure_topics
+    from foldflow.admin import PartitionMismatch, ensure_topics_at_start
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
     from foldflow.processors.runtime.bootstrap import run_orchestrator as run
@@ -39,7 +39,7 @@ def run_orchestrator() -> None:
         admin = AdminClient(kafka_config(settings, {
             "log_level": 3,  # errors only: librdkafka writes its log lines to stderr
         }))  # fmt: skip
-        ensure_topics(settings, admin=admin)
+        ensure_topics_at_start(settings, admin=admin)
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {connection_failure() or exc}", err=True)
         raise typer.Exit(2) from exc

@@ -24,7 +24,7 @@ def run_projector() -> None:
     from sqlalchemy.exc import OperationalError
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-    from foldflow.admin import PartitionMismatch, ensure_topics
+    from foldflow.admin import PartitionMismatch, ensure_topics_at_start
     from foldflow.observability.logging import configure_logging
     from foldflow.observability.metrics import start_metrics_server
     from foldflow.observability.tracing import configure_tracing
@@ -36,7 +36,7 @@ def run_projector() -> None:
     configure_logging(settings, service="projector")
     configure_tracing(settings, service="projector")
     try:
-        ensure_topics(settings, task_types=())
+        ensure_topics_at_start(settings, task_types=())
     except (PartitionMismatch, KafkaException) as exc:
         typer.echo(f"cannot prepare the topics: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -85,7 +85,7 @@ def run_orchestrator(settings: Settings, *, on_ready: Callable[[], None] | None 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    watchdog = Watchdog()
+    watchdog = Watchdog(signal_grace_s=max(20.0, 2 * settings.orchestrator_session_timeout_s))
     fences: deque[float] = deque()
     try:
         while not stopping.is_set():

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_POLL_INTERVAL_MS",
     "consumer_config",
     "group_id",
+    "guard_seconds",
     "transactional_id",
     "transactional_producer_config",
 ]
@@ -34,6 +35,16 @@ MAX_POLL_INTERVAL_MS = 300_000
 
 #: librdkafka's log lines go through Python logging (JSON lines, rate limited).
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
+def guard_seconds(settings: Settings) -> float:
+    """How long one transactional call may block before the watchdog restarts the process.
+
+    Each call has the session timeout as its own timeout, and the broker aborts a
+    transaction older than that anyway, so a call still blocked at three times it (30 s at
+    least) can commit nothing: it is librdkafka #5456, and only a fresh start ends it.
+    """
+    return max(30.0, 3 * settings.orchestrator_session_timeout_s)
 
 
 def group_id(settings: Settings) -> str:

@@ -69,9 +69,9 @@ from foldflow.processors.runtime.errors import (
 from foldflow.processors.runtime.firing import fire_timer_command
 from foldflow.processors.runtime.handling import Current, InputHandler, InputRecord, Outcome
 from foldflow.processors.runtime.kafka import (
-    MAX_POLL_INTERVAL_MS,
     consumer_config,
     group_id,
+    guard_seconds,
     transactional_producer_config,
 )
 from foldflow.processors.runtime.records import DefinitionTable, definition_key, definition_record
@@ -97,11 +97,6 @@ BATCH_MAX = 250
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
 GAUGES_S = 5.0
 ADMIN_BACKOFF_MAX_S = 5.0
-#: How long a guarded librdkafka call may block before the watchdog ends the process
-#: (librdkafka #5456): the consumer's max.poll.interval, past which the group has moved
-#: this instance's partitions on anyway. A broker restart blocks it for as long as the
-#: broker takes to come back, which must not kill the process.
-WATCHDOG_S = MAX_POLL_INTERVAL_MS / 1000
 
 EnsureTopics = Callable[[tuple[str, ...]], None]
 
@@ -156,6 +151,7 @@ class Orchestrator:
         self.interval_s = settings.orchestrator_commit_interval_ms / 1000
         self.max_inputs = settings.orchestrator_commit_max_inputs
         self.call_timeout_s = settings.orchestrator_session_timeout_s
+        self.guard_s = guard_seconds(settings)
         self._stopping = threading.Event()
         self._ready = False
         self._dead = False  # fenced or failed: callbacks only drop state now
@@ -438,8 +434,7 @@ class Orchestrator:
             metadata = self.consumer.consumer_group_metadata()
             self._call("send_offsets_to_transaction",
                        lambda: self.producer.send_offsets_to_transaction(
-                           offsets, metadata, self.call_timeout_s),
-                       guard_s=WATCHDOG_S)  # fmt: skip
+                           offsets, metadata, self.call_timeout_s))  # fmt: skip
         self._call("commit_transaction",
                    lambda: self.producer.commit_transaction(self.call_timeout_s))  # fmt: skip
         self.txn = None
@@ -529,20 +524,17 @@ class Orchestrator:
                 log.warning("cannot rewind %s[%d] to %d: %s", tp.topic, tp.partition, tp.offset,
                             exc)  # fmt: skip
 
-    def _call(self, what: str, call: Callable[[], object], *, guard_s: float | None = None
-              ) -> None:  # fmt: skip
+    def _call(self, what: str, call: Callable[[], object]) -> None:
         """A transactional producer call: retried while retriable, else classified.
 
-        ``guard_s``: each attempt runs under the watchdog with this deadline.
+        Each attempt runs under the watchdog: a call that outlives ``guard_s`` (librdkafka
+        #5456) restarts the process in place.
         """
         delay = 0.1
         while True:
             try:
-                if guard_s is None:
+                with self.watchdog.guard(what, self.guard_s):
                     call()
-                else:
-                    with self.watchdog.guard(what, guard_s):
-                        call()
                 return
             except KafkaException as exc:
                 error = kafka_error(exc)

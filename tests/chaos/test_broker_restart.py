@@ -52,14 +52,6 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="known bug, not run until fixed: in 1 of 2 clean CI runs (2026-12-03) the "
-    "orchestrator's main thread blocked inside a librdkafka call across the broker restart "
-    "(no log line, SIGTERM ignored for 30 s, no progress for 180 s): most likely "
-    "send_offsets_to_transaction, whose watchdog (max.poll.interval) only ends the process "
-    "later. Fix: a shorter watchdog that re-executes the process, or a call that cannot hang.",
-)
 def test_broker_restart_mid_run_loses_nothing_and_ends_each_workflow_once(
     settings: Settings,
     deployment: Deployment,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from foldflow.admin import PartitionMismatch, ensure_topics
+from foldflow.admin import PartitionMismatch, ensure_topics, ensure_topics_at_start
 from foldflow.settings import Settings
 from foldflow.topics import BUILTIN_TASK_TYPES, COMMANDS, DEFINITIONS, EVENTS, RESULTS
 
@@ -103,3 +108,53 @@ def test_an_existing_topic_with_another_cleanup_policy_is_reported(
 
     assert outcomes[definitions].outcome == "differs"
     assert "cleanup.policy=compact" in outcomes[definitions].note
+
+
+def test_a_service_starting_before_the_broker_is_reachable_waits_for_it(
+    prefixed: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """For the first seconds nothing listens at the bootstrap address (as while a broker
+    restarts); then it forwards to the broker. The topics are prepared once it does."""
+    host, port = prefixed.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        late_port = probe.getsockname()[1]  # free now; listened on only later
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        time.sleep(3.0)
+        with socket.create_server(("127.0.0.1", late_port)) as listener:
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection((host, int(port)))
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    late = prefixed.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{late_port}"})
+    try:
+        with caplog.at_level(logging.WARNING, logger="foldflow.admin"):
+            outcomes = ensure_topics_at_start(late, wait_s=60, timeout=1.0)
+    finally:
+        stop.set()
+    assert {o.outcome for o in outcomes} == {"created"}
+    assert "cannot prepare the topics yet" in caplog.text
+
+
+def test_a_service_gives_up_on_an_unreachable_broker_after_its_wait() -> None:
+    nowhere = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="never.")
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        ensure_topics_at_start(nowhere, wait_s=2, timeout=1.0)
+    assert time.monotonic() - started < 30
