@@ -4,9 +4,10 @@ One thread, no asyncio (docs/internals.md). Each turn polls ``wf.commands`` + ``
 (``read_committed``), decides every input against the working state of the open
 transaction (:mod:`foldflow.processors.runtime.handling`), produces its records in that
 transaction, fires the timers that came due, and commits once the transaction is
-``orchestrator_commit_interval_ms`` old or holds ``orchestrator_commit_max_inputs``
-inputs. It sleeps until the next due timer, the commit deadline or a record, whichever
-comes first. The commit is a named sequence, as in Kafka Streams' ``StreamThread``:
+``orchestrator_commit_interval_ms`` old (stretched up to 5x while commits are slow: group
+commit) or holds ``orchestrator_commit_max_inputs`` inputs. It sleeps until the next due
+timer, the commit deadline or a record, whichever comes first. The commit is a named
+sequence, as in Kafka Streams' ``StreamThread``:
 
 1. produce the state record of every workflow the transaction changed (one each,
    coalesced), after any definition record they reference;
@@ -95,6 +96,11 @@ _tracer = trace.get_tracer("foldflow.orchestrator")
 #: it commits every interval.
 BATCH_MAX = 250
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
+#: Group commit: the commit interval stretches to this many times the recent commit
+#: duration (so the loop spends at most about a fifth of its time blocked in commits)...
+COMMIT_SHARE = 4.0
+#: ... but never beyond this many times the configured interval (the added latency).
+INTERVAL_STRETCH_MAX = 5.0
 GAUGES_S = 5.0
 ADMIN_BACKOFF_MAX_S = 5.0
 
@@ -148,7 +154,9 @@ class Orchestrator:
             lookup=self._current, resolve=self._resolve,
         )  # fmt: skip
         self.txn: Transaction | None = None
-        self.interval_s = settings.orchestrator_commit_interval_ms / 1000
+        self.min_interval_s = settings.orchestrator_commit_interval_ms / 1000
+        self.interval_s = self.min_interval_s
+        self._commit_s = 0.0  # moving average of how long a commit blocks the loop
         self.max_inputs = settings.orchestrator_commit_max_inputs
         self.call_timeout_s = settings.orchestrator_session_timeout_s
         self.guard_s = guard_seconds(settings)
@@ -430,6 +438,7 @@ class Orchestrator:
             return
         self._produce_state(txn)
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(txn.positions.items())]
+        began = time.monotonic()
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
             self._call("send_offsets_to_transaction",
@@ -438,8 +447,19 @@ class Orchestrator:
         self._call("commit_transaction",
                    lambda: self.producer.commit_transaction(self.call_timeout_s))  # fmt: skip
         self.txn = None
+        self._stretch_interval(time.monotonic() - began)
         self._merge(txn)
         log.debug("committed %d inputs (%s)", txn.inputs, reason)
+
+    def _stretch_interval(self, commit_s: float) -> None:
+        """Group commit: a commit costs several broker round trips during which nothing is
+        decided, and the broker writes a marker to every partition the transaction touched.
+        Under light load commits are quick and the configured interval holds (latency);
+        when they slow down (load, a busy broker), transactions collect inputs for longer,
+        so fewer, larger commits serve more inputs."""
+        self._commit_s = 0.8 * self._commit_s + 0.2 * commit_s
+        self.interval_s = min(self.min_interval_s * INTERVAL_STRETCH_MAX,
+                              max(self.min_interval_s, COMMIT_SHARE * self._commit_s))  # fmt: skip
 
     def _produce_state(self, txn: Transaction) -> None:
         """Step 1 of the commit: definition records first, then one state record each."""
