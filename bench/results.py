@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from foldflow.bench.stats import LatencySummary
 
 __all__ = [
+    "CPU_BUDGET_MS",
     "AgentLoad",
     "AloneResult",
     "BaselineResult",
@@ -22,6 +23,7 @@ __all__ = [
     "PhaseResult",
     "PhaseWindow",
     "ProfileResult",
+    "cpu_ms_per_workflow",
 ]
 
 
@@ -51,7 +53,9 @@ class MachineLoad:
     ``busy_share`` is the fraction of all CPU time that was busy during the measured
     phases; ``ours_share`` the fraction used by the services under test plus the harness
     (the rest of ``busy_share`` is everyone else on the machine); ``process_cores`` the
-    average number of cores each of those processes kept busy.
+    average number of cores each of those processes (and Kafka, and PostgreSQL) kept
+    busy; ``cpu_ms_per_workflow`` what one completed workflow cost each service, Kafka and
+    PostgreSQL in CPU time over the phases (see :func:`cpu_ms_per_workflow`).
     """
 
     cpus: int
@@ -60,6 +64,26 @@ class MachineLoad:
     busy_share: float | None = None
     ours_share: float | None = None
     process_cores: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_workflow: dict[str, float] = field(default_factory=dict)
+
+
+#: CPU time per workflow each service may spend so that 500 three-step workflows/s fit on
+#: two cores next to Kafka and PostgreSQL (docs/architecture.md).
+CPU_BUDGET_MS = {"orchestrator": 1.0, "worker": 0.6, "projector": 0.6}
+
+
+def cpu_ms_per_workflow(
+    process_cores: dict[str, float], seconds: float, workflows: int
+) -> dict[str, float]:
+    """CPU ms per completed workflow by service (``worker-1`` and ``worker-2`` are one
+    ``worker``), from the cores each process kept busy over ``seconds``."""
+    if workflows <= 0 or seconds <= 0:
+        return {}
+    out: dict[str, float] = {}
+    for name, cores in process_cores.items():
+        service = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+        out[service] = out.get(service, 0.0) + cores * seconds * 1000 / workflows
+    return out
 
 
 @dataclass(frozen=True)

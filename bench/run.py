@@ -45,6 +45,7 @@ from foldflow.bench.results import (
     MemoryResult,
     PhaseWindow,
     ProfileResult,
+    cpu_ms_per_workflow,
 )
 from foldflow.bench.session import Progress, Session, code_version, cpu_meter
 from foldflow.bench.stats import (
@@ -300,6 +301,7 @@ def run_benchmark(
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=loads.orchestrator, workers=loads.workers)
                   for w, loads in windows]
+        cores = {k.split(":", 1)[1]: v for k, v in cpu.items() if k.startswith("cores:")}
         result = BenchResult(
             run_id=run.run_id,
             started_at=started_at,
@@ -312,8 +314,9 @@ def run_benchmark(
                 loadavg_after=os.getloadavg(),
                 busy_share=cpu.get("busy"),
                 ours_share=cpu.get("ours"),
-                process_cores={k.split(":", 1)[1]: v for k, v in cpu.items()
-                               if k.startswith("cores:")},
+                process_cores=cores,
+                cpu_ms_per_workflow=cpu_ms_per_workflow(
+                    cores, cpu.get("seconds", 0.0), sum(p.completed for p in phases)),
             ),
             baseline=baseline,
             phases=phases,

@@ -155,6 +155,33 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
 
 
+def infrastructure_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the Kafka brokers (``java`` processes running Kafka) and of
+    PostgreSQL (every ``postgres`` process: the server and its connection backends) on
+    this machine. A backend that ends takes its time with it (under-counted, never
+    double-counted)."""
+    used = {"kafka": 0.0, "postgresql": 0.0}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as comm:
+                command = comm.read().strip()
+            if command == "java":
+                with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                    if b"kafka" not in cmdline.read():
+                        continue
+                kind = "kafka"
+            elif command.startswith("postgres"):
+                kind = "postgresql"
+            else:
+                continue
+        except OSError:
+            continue
+        used[kind] += cpu_seconds(int(name)) or 0.0
+    return used
+
+
 def machine_cpu_times() -> tuple[float, float] | None:
     """(busy, total) CPU seconds of the whole machine since boot, from ``/proc/stat``."""
     try:

@@ -23,7 +23,13 @@ from foldflow.bench.baseline import RawTopics, run_baseline
 from foldflow.bench.config import TASK_TYPE, BenchConfig, BenchError
 from foldflow.bench.driver import Driver
 from foldflow.bench.results import BaselineResult
-from foldflow.bench.services import ServiceProcess, cpu_seconds, machine_cpu_times, start_service
+from foldflow.bench.services import (
+    ServiceProcess,
+    cpu_seconds,
+    infrastructure_cpu_seconds,
+    machine_cpu_times,
+    start_service,
+)
 from foldflow.bench.watchers import EventWatcher, ProjectionWatcher, RssSampler, TaskWatcher
 from foldflow.definitions import Definition
 from foldflow.kafka import kafka_config
@@ -252,7 +258,8 @@ class Session:
 @contextlib.contextmanager
 def cpu_meter(run: Session) -> Iterator[dict[str, float]]:
     """CPU used while the block runs: ``busy``/``ours`` as shares of the whole machine,
-    ``cores:<process>`` as the average number of cores each process kept busy."""
+    ``cores:<process>`` as the average number of cores each process kept busy (Kafka's
+    and PostgreSQL's too, which are not "ours"), ``seconds`` the block's wall time."""
     out: dict[str, float] = {}
 
     def per_process() -> dict[str, float]:
@@ -261,11 +268,15 @@ def cpu_meter(run: Session) -> Iterator[dict[str, float]]:
         used["harness"] = usage.ru_utime + usage.ru_stime
         return used
 
-    machine_before, before, wall = machine_cpu_times(), per_process(), time.monotonic()
+    machine_before, wall = machine_cpu_times(), time.monotonic()
+    before, infra_before = per_process(), infrastructure_cpu_seconds()
     yield out
-    machine_after, after, wall = machine_cpu_times(), per_process(), time.monotonic() - wall
-    for name, seconds in after.items():
-        out[f"cores:{name}"] = (seconds - before.get(name, 0.0)) / max(wall, 1e-3)
+    after, infra_after = per_process(), infrastructure_cpu_seconds()
+    machine_after, wall = machine_cpu_times(), time.monotonic() - wall
+    out["seconds"] = wall
+    for name, seconds in {**after, **infra_after}.items():
+        earlier = before.get(name, infra_before.get(name, 0.0))
+        out[f"cores:{name}"] = max(0.0, seconds - earlier) / max(wall, 1e-3)
     if machine_before and machine_after:
         total = machine_after[1] - machine_before[1]
         if total > 0:

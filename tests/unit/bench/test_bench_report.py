@@ -28,6 +28,7 @@ from foldflow.bench.results import (
     MemoryResult,
     PhaseResult,
     ProfileResult,
+    cpu_ms_per_workflow,
 )
 from foldflow.bench.stats import LatencySummary
 
@@ -121,6 +122,17 @@ def test_the_table_shows_value_target_verdict_and_ratio() -> None:
     assert "orchestrator 0.80, harness 0.10" in text
     assert "5 target(s) missed" in text
     assert "a note" in text
+
+
+def test_cpu_per_workflow_sums_the_instances_of_a_service_and_shows_the_budget() -> None:
+    cores = {"orchestrator": 0.5, "worker-1": 0.2, "worker-2": 0.1, "kafka": 0.4}
+    per = cpu_ms_per_workflow(cores, seconds=10.0, workflows=1000)
+    assert per == pytest.approx({"orchestrator": 5.0, "worker": 3.0, "kafka": 4.0})
+    assert cpu_ms_per_workflow(cores, seconds=10.0, workflows=0) == {}
+    res = result()
+    res = replace(res, machine=replace(res.machine, cpu_ms_per_workflow=per))
+    text = rendered(res)
+    assert "orchestrator 5.00 (budget 1.0), worker 3.00 (budget 0.6), kafka 4.00" in text
 
 
 def test_the_profile_table_is_shown_when_there_is_one() -> None:
