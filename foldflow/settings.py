@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     orchestrator_commit_interval_ms: int = Field(
         default=20, ge=1, le=10_000,
         description="how long a transaction collects inputs before it commits (stretched "
-        "up to 5x while commits are slow, so fewer, larger commits serve a heavy load)",
+        "up to 5x while the orchestrator is saturated, so fewer, larger commits serve it)",
     )
     orchestrator_commit_max_inputs: int = Field(
         default=1_000, ge=1, description="inputs after which a transaction commits at once"

@@ -4,8 +4,8 @@ One thread, no asyncio (docs/internals.md). Each turn polls ``wf.commands`` + ``
 (``read_committed``), decides every input against the working state of the open
 transaction (:mod:`foldflow.processors.runtime.handling`), produces its records in that
 transaction, fires the timers that came due, and commits once the transaction is
-``orchestrator_commit_interval_ms`` old (stretched up to 5x while commits are slow: group
-commit) or holds ``orchestrator_commit_max_inputs`` inputs. It sleeps until the next due
+``orchestrator_commit_interval_ms`` old (stretched up to 5x while the loop is saturated:
+group commit) or holds ``orchestrator_commit_max_inputs`` inputs. It sleeps until the next due
 timer, the commit deadline or a record, whichever comes first. The commit is a named
 sequence, as in Kafka Streams' ``StreamThread``:
 
@@ -84,7 +84,7 @@ from foldflow.processors.runtime.watchdog import Watchdog
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 
-__all__ = ["HANDLER", "Orchestrator"]
+__all__ = ["HANDLER", "Orchestrator", "group_commit_interval"]
 
 HANDLER = "orchestrator"
 log = logging.getLogger(__name__)
@@ -96,8 +96,11 @@ _tracer = trace.get_tracer("foldflow.orchestrator")
 #: it commits every interval.
 BATCH_MAX = 250
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
-#: Group commit: the commit interval stretches to this many times the recent commit
-#: duration (so the loop spends at most about a fifth of its time blocked in commits)...
+#: Group commit: while the loop is saturated (busy this share of its time or more: it
+#: finds inputs waiting whenever it polls), the commit interval stretches to this many
+#: times the recent commit duration, so at most about a fifth of the time goes to
+#: commits...
+SATURATED = 0.85
 COMMIT_SHARE = 4.0
 #: ... but never beyond this many times the configured interval (the added latency).
 INTERVAL_STRETCH_MAX = 5.0
@@ -157,6 +160,9 @@ class Orchestrator:
         self.min_interval_s = settings.orchestrator_commit_interval_ms / 1000
         self.interval_s = self.min_interval_s
         self._commit_s = 0.0  # moving average of how long a commit blocks the loop
+        self._busy = 0.0  # moving average of the share of time the loop is not idle
+        self._idle_s = 0.0  # waited in poll since the last commit
+        self._cycle_began = time.monotonic()
         self.max_inputs = settings.orchestrator_commit_max_inputs
         self.call_timeout_s = settings.orchestrator_session_timeout_s
         self.guard_s = guard_seconds(settings)
@@ -222,7 +228,9 @@ class Orchestrator:
 
     def _turn(self) -> None:
         revocations = self._revocations
+        waited = time.monotonic()
         first = self.consumer.poll(self._wait_s())
+        self._idle_s += time.monotonic() - waited
         batch: list[Message] = []
         if first is not None:
             batch = [first, *self.consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
@@ -454,12 +462,16 @@ class Orchestrator:
     def _stretch_interval(self, commit_s: float) -> None:
         """Group commit: a commit costs several broker round trips during which nothing is
         decided, and the broker writes a marker to every partition the transaction touched.
-        Under light load commits are quick and the configured interval holds (latency);
-        when they slow down (load, a busy broker), transactions collect inputs for longer,
-        so fewer, larger commits serve more inputs."""
+        While the loop has idle time the configured interval holds (latency); once it is
+        saturated and commits are slow, transactions collect inputs for longer, so fewer,
+        larger commits serve more inputs."""
+        now = time.monotonic()
+        cycle = max(now - self._cycle_began, 1e-6)
+        self._busy = 0.8 * self._busy + 0.2 * max(0.0, 1 - self._idle_s / cycle)
+        self._idle_s, self._cycle_began = 0.0, now
         self._commit_s = 0.8 * self._commit_s + 0.2 * commit_s
-        self.interval_s = min(self.min_interval_s * INTERVAL_STRETCH_MAX,
-                              max(self.min_interval_s, COMMIT_SHARE * self._commit_s))  # fmt: skip
+        self.interval_s = group_commit_interval(self.min_interval_s, busy=self._busy,
+                                                commit_s=self._commit_s)  # fmt: skip
 
     def _produce_state(self, txn: Transaction) -> None:
         """Step 1 of the commit: definition records first, then one state record each."""
@@ -738,6 +750,15 @@ class Orchestrator:
         return int(high) if high is not None and high >= 0 else None
 
     _poison_reason = "the broker refused a record this input produced"
+
+
+def group_commit_interval(min_interval_s: float, *, busy: float, commit_s: float) -> float:
+    """The commit interval for a loop ``busy`` (0..1) of its time whose commits take
+    ``commit_s``: the configured one unless saturated, else stretched (see
+    :data:`SATURATED`)."""
+    if busy < SATURATED:
+        return min_interval_s
+    return min(min_interval_s * INTERVAL_STRETCH_MAX, max(min_interval_s, COMMIT_SHARE * commit_s))
 
 
 class _Refused(Exception):
