@@ -139,8 +139,12 @@ class World:
         assert decide(before, copy, self.run.now) == []
 
     def waiting_signals(self) -> list[str]:
+        """The signals a running workflow waits for (a stopping one takes none: its steps
+        left waiting stay so while it compensates)."""
         d = self.run.definition
         assert d is not None
+        if self.run.state.status != "running":
+            return []
         return [
             s.signal or ""
             for s in d.steps
@@ -290,3 +294,26 @@ def test_a_duplicate_of_an_input_that_changed_nothing_still_changes_nothing() ->
     assert world.deliver(resume) == []  # running: nothing to resume
     world.send(PauseWorkflow(None))
     assert decide(world.run.state, resume, world.run.now) == []
+
+
+def test_a_workflow_compensating_past_a_waiting_signal_step_still_ends() -> None:
+    """Found by the random worlds (the world kept sending the signal a stopping workflow
+    no longer takes, and never fired the compensation's retry timer)."""
+    definition = Definition.from_data({
+        "name": "random", "timeout": "20s",
+        "steps": [
+            {"id": "s0", "task": "t", "timeout": "1s", "compensate": {"task": "undo"},
+             "retry": {"max_attempts": 2, "initial_backoff": "100ms", "jitter": 0}},
+            {"id": "s1", "signal": "go", "after": ["s0"]},
+        ],
+    })  # fmt: skip
+    world = World(definition)
+    world.send(StartWorkflow("random", 1, "{}"))
+    world.answer(world.open[0], ok=True, retryable=False)
+    world.fire("workflow-timeout")
+    world.fire("comp-timeout:s0:1")
+    assert world.run.state.status == "compensating" and world.waiting_signals() == []
+    for _ in range(50):
+        if not fair_turn(world):
+            break
+    assert world.run.state.status == "compensated"
