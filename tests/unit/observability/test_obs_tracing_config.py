@@ -109,3 +109,34 @@ def test_resource_names_the_service_and_instance_unless_the_operator_says_otherw
     assert attributes["service.name"] == "foldflow-gateway"
     assert attributes["service.instance.id"] == "pod-7"
     assert attributes["deployment.environment.name"] == "prod"
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_ids_and_flags_travel() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    tracer = build_provider(_settings(), service="worker").get_tracer("t")
+    upstream = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    parent = trace.set_span_in_context(NonRecordingSpan(upstream))
+    with tracer.start_as_current_span("process", context=parent) as span:
+        assert not span.is_recording()
+        ctx = span.get_span_context()
+        assert (ctx.trace_id, ctx.trace_flags.sampled) == (0xABC, True)
+        assert ctx.span_id not in (0, 0xDEF)  # a hop of its own in the trace
+        headers = tracing.inject_headers()
+    assert dict(headers)["traceparent"].decode().split("-")[1] == f"{0xABC:032x}"
+    with tracer.start_as_current_span("root") as root:
+        assert not root.is_recording() and root.get_span_context().is_valid
+
+
+def test_once_something_collects_spans_they_are_recorded() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = build_provider(_settings(), service="worker")
+    tracer = provider.get_tracer("t")  # taken before the collector is added
+    collected = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(collected))
+    with tracer.start_as_current_span("kept") as span:
+        assert span.is_recording()
+    assert [s.name for s in collected.get_finished_spans()] == ["kept"]
