@@ -186,12 +186,13 @@ async def eventually(
 
 
 @contextlib.contextmanager
-def key_lookups(engine: Engine) -> Iterator[list[str]]:
-    """The statements on ``api_keys`` the engine runs meanwhile (not the projector's)."""
+def statements(engine: Engine, *, on: str = "") -> Iterator[list[str]]:
+    """The SQL statements the engine runs meanwhile (those naming ``on``), but the
+    projector's (its thread)."""
     seen: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if "api_keys" in statement and threading.current_thread().name != "projector":
+        if on in statement and threading.current_thread().name != "projector":
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", note)
@@ -199,3 +200,8 @@ def key_lookups(engine: Engine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", note)
+
+
+def key_lookups(engine: Engine) -> contextlib.AbstractContextManager[list[str]]:
+    """The statements on ``api_keys`` the engine runs meanwhile (not the projector's)."""
+    return statements(engine, on="api_keys")

@@ -9,16 +9,22 @@ client that got 201 for a new definition version starts that version when it nam
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import DEFINITION, EventWriter, Keys, TopicLog, bearer, eventually, new_id
-from sqlalchemy import Engine, event
+from gateway_support import (
+    DEFINITION,
+    EventWriter,
+    Keys,
+    TopicLog,
+    bearer,
+    eventually,
+    new_id,
+    statements,
+)
+from sqlalchemy import Engine
 
 from foldflow.schemas.messages import (
     CancelWorkflow,
@@ -43,22 +49,6 @@ async def _seen(client: httpx.AsyncClient, key: str, path: str) -> dict[str, Any
     assert found.status_code == 200, found.text
     body: dict[str, Any] = found.json()
     return body
-
-
-@contextmanager
-def _statements(engine: Engine) -> Iterator[list[str]]:
-    """Every SQL statement the engine runs meanwhile, but the projector's (its thread)."""
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if threading.current_thread().name != "projector":
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 async def test_two_tenants_start_the_same_id_and_each_sees_its_own(
@@ -109,9 +99,9 @@ async def _answer(
     client: httpx.AsyncClient, engine: Engine, method: str, path: str, key: str,
     body: dict[str, Any] | None,
 ) -> tuple[int, dict[str, Any], int]:  # fmt: skip
-    with _statements(engine) as statements:
+    with statements(engine) as seen:
         response = await client.request(method, path, json=body, headers=bearer(key))
-    return response.status_code, response.json(), len(statements)
+    return response.status_code, response.json(), len(seen)
 
 
 @pytest.mark.parametrize(
@@ -141,9 +131,9 @@ async def test_another_tenants_id_answers_as_an_id_nobody_uses(
     missing = await _answer(client, gw_engine, method, f"/v1/workflows/{unused}{suffix}",
                             keys.globex, body)  # fmt: skip
 
-    status, problem, statements = foreign
+    status, problem, work = foreign
     assert status == 404 and problem["type"] == "urn:foldflow:problem:not-found"
-    assert (status, statements) == (missing[0], missing[2])  # the same database work
+    assert (status, work) == (missing[0], missing[2])  # the same database work
     normalised = {k: str(v).replace(taken, "ID") for k, v in problem.items()}
     assert normalised == {k: str(v).replace(unused, "ID") for k, v in missing[1].items()}
 
