@@ -617,6 +617,7 @@ class Orchestrator:
                 committed.get((t, p)) == kept.positions.get(t) for t in self.inputs
             ):
                 self.store.install(kept)  # nobody else committed anything for it
+                self.timers.resume_partition(p)
             else:
                 self.timers.remove_partition(p)
                 restore.append(p)

@@ -87,6 +87,15 @@ class TimerIndex:
         for workflow_id, timers in entries:
             self.update(workflow_id, partition=partition, timers=timers)
 
+    def resume_partition(self, partition: int) -> None:
+        """Schedule again the timers of a partition owned anew whose entries were kept
+        (retained across a rebalance): :meth:`pop_due` dropped the heap items that came
+        due while the partition was not owned, so each pending timer gets a fresh one."""
+        for wf, entry in self._entries.items():
+            if entry.partition == partition:
+                for timer_id, due_at in entry.timers:
+                    heapq.heappush(self._heap, (due_at, due_at, wf, timer_id))
+
     def remove_partition(self, partition: int) -> None:
         """Forget the timers of a partition no longer owned."""
         gone = [wf for wf, e in self._entries.items() if e.partition == partition]
@@ -109,13 +118,15 @@ class TimerIndex:
         """The timers due at ``now`` on ``owned`` partitions, each re-armed ``refire_ms`` later."""
         due: list[DueTimer] = []
         rearm: list[tuple[int, int, str, str]] = []
+        popped: set[tuple[str, str]] = set()
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
             _, due_at, wf, timer_id = heapq.heappop(self._heap)
             entry = self._entries.get(wf)
             if entry is None or entry.due(timer_id) != due_at:
                 continue  # stale: the timer fired, was cancelled or moved
-            if entry.partition not in owned:
-                continue
+            if entry.partition not in owned or (wf, timer_id) in popped:
+                continue  # not ours now (resume_partition schedules it again), or a duplicate
+            popped.add((wf, timer_id))
             due.append(DueTimer(wf, timer_id, due_at, entry.partition))
             rearm.append((now + self._refire_ms, due_at, wf, timer_id))
         for item in rearm:

@@ -279,15 +279,6 @@ def test_sigkill_at_every_point_of_the_transaction_cycle(
                 service.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, flaky (2026-12-03: failed in 1 clean CI run and in 4 of 9 local runs, "
-    "with and without group commit): a workflow's sleep timer ('nap') is lost across the "
-    "1->3->1 rebalance. The workflow stays step.waiting, no timer.fire.v1 is produced, every "
-    "input is consumed and no transaction is open; the owner had installed the partition "
-    "from the state it kept on revoke ('0 partitions read'). Suspect the retained-partition "
-    "path of _assign/_release and the timer index.",
-)
 def test_scaling_one_to_three_to_one_under_load(
     settings: Settings, flow: Deployment, events: EventLog, spawn: Callable[..., Service],
 ) -> None:  # fmt: skip

@@ -59,6 +59,24 @@ def test_timers_of_partitions_not_owned_are_not_fired_and_leave_with_their_parti
     assert index.pop_due(100_000, owned={0, 1}) == [DueTimer("mine", "t", 100, 0)]
 
 
+def test_timers_kept_across_a_rebalance_fire_once_their_partition_is_owned_again() -> None:
+    # The partition is revoked with its state retained; its timer comes due before the
+    # partition is assigned back (the loop keeps turning meanwhile). It must still fire.
+    index = TimerIndex()
+    index.update("wf", partition=3, timers={"nap": 100})
+    assert index.pop_due(150, owned=set()) == []  # revoked: not fired
+    index.resume_partition(3)  # assigned back, retained state installed
+    assert index.next_due() == 100
+    assert index.pop_due(200, owned={3}) == [DueTimer("wf", "nap", 100, 3)]
+
+
+def test_a_timer_scheduled_twice_fires_once_per_turn() -> None:
+    index = TimerIndex()
+    index.update("wf", partition=0, timers={"t": 100})
+    index.resume_partition(0)  # a second heap item for the same timer
+    assert index.pop_due(100, owned={0}) == [DueTimer("wf", "t", 100, 0)]
+
+
 def test_a_restored_partition_adds_its_timers() -> None:
     index = TimerIndex()
     index.update("old", partition=0, timers={"t": 1})
