@@ -44,7 +44,7 @@ from foldflow.kafka import kafka_config
 from foldflow.observability import metrics
 from foldflow.observability.logging import bind
 from foldflow.observability.outcomes import OUTCOMES
-from foldflow.observability.tracing import consuming, header_list, links_from
+from foldflow.observability.tracing import consuming, header_list, links_from, spans_seen
 from foldflow.projections.apply import ProjectionError
 from foldflow.projections.dberrors import is_refusal, is_transient
 from foldflow.projections.storable import Alteration, needs_repair, repair
@@ -372,9 +372,10 @@ class Projector:
     def _batch_span(self, records: Sequence[Record], started_ns: int) -> Span:
         """The span of one batch transaction: its records come from many traces, so it
         links to their producers (the SDK keeps the first 128) instead of having a parent."""
+        seen = spans_seen(_tracer)
         return _tracer.start_span(
             "process batch", context=Context(), kind=SpanKind.CONSUMER, start_time=started_ns,
-            links=links_from(r.headers for r in records),
+            links=links_from(r.headers for r in records) if seen else (),
             attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
                         "messaging.operation.name": "process",
                         "messaging.consumer.group.name": consumer_group(self.settings),
@@ -383,7 +384,10 @@ class Projector:
 
     def _trace(self, records: Sequence[Record], started_ns: int, batch: Span) -> None:
         """One ``process`` span per applied event, child of the ``send`` span that produced
-        it (so the workflow's trace ends here) and linked to the batch's transaction."""
+        it (so the workflow's trace ends here) and linked to the batch's transaction; none
+        when nobody would see them."""
+        if not spans_seen(_tracer):
+            return
         group = consumer_group(self.settings)
         batch_link = [Link(batch.get_span_context())]
         for r in records:

@@ -20,8 +20,8 @@ from foldflow.workers.registry import NonRetryableError, RetryableError, TaskCon
 __all__ = ["builtin_registry", "echo", "fail", "registry", "sleep"]
 
 
-def echo(input: Any, ctx: TaskContext) -> Any:
-    """Output = input."""
+async def echo(input: Any, ctx: TaskContext) -> Any:
+    """Output = input (a coroutine: nothing blocks, so no thread is needed)."""
     return input
 
 
@@ -42,7 +42,7 @@ async def sleep(input: Any, ctx: TaskContext) -> Any:
     return input
 
 
-def fail(input: Any, ctx: TaskContext) -> Any:
+async def fail(input: Any, ctx: TaskContext) -> Any:
     """``{"times": n, "retryable": bool, "message"?: str}``: fails attempts 1..n, then echoes."""
     spec = _mapping(input, "builtin.fail")
     times = spec.get("times", 1)

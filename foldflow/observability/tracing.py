@@ -73,6 +73,7 @@ __all__ = [
     "links_from",
     "producer_attributes",
     "producing",
+    "spans_seen",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,14 @@ class _UnseenSpansTracer(SdkTracer):
     (an exporter, a test's collector), spans are recorded again.
     """
 
+    def records(self) -> bool:
+        """Whether a span processor is there to see the spans (the SDK's own list)."""
+        return bool(self.span_processor._span_processors)
+
     def start_span(
         self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
     ) -> Span:
-        if self.span_processor._span_processors:  # the SDK's own list of processors
+        if self.records():
             return super().start_span(name, context, *args, **kwargs)
         parent = trace.get_current_span(context).get_span_context()
         ids = self.id_generator
@@ -206,6 +211,15 @@ class _UnseenSpansTracer(SdkTracer):
             ids.generate_trace_id(), ids.generate_span_id(), is_remote=False,
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         ))  # fmt: skip
+
+
+def spans_seen(tracer: Tracer) -> bool:
+    """Whether the spans of ``tracer`` are recorded for someone (False: no exporter or
+    collector is configured, see :class:`_UnseenSpansTracer`). The hot paths skip the work
+    that only a recorded span needs (attributes, links, spans made after the fact), and a
+    record's hop forwards the context it came with instead of starting a span of its own."""
+    real = getattr(tracer, "_tracer", tracer)  # a ProxyTracer's tracer, once there is one
+    return not isinstance(real, _UnseenSpansTracer) or real.records()
 
 
 class _Provider(TracerProvider):
@@ -392,10 +406,22 @@ def consuming(
     end_on_exit: bool = True,
 ) -> Iterator[Span]:
     """The current ``process <topic>`` CONSUMER span of one record, child of the span that
-    produced it (from the record's headers); records the exception that escapes it."""
+    produced it (from the record's headers); records the exception that escapes it.
+
+    When nobody sees the spans (:func:`spans_seen`), the producer's span carried by the
+    headers is made current as it is: what this hop produces carries the same context on.
+    """
+    parent = extract_context(headers, context=Context())
+    if not spans_seen(tracer):
+        carried = trace.get_current_span(parent)
+        if carried.get_span_context().is_valid:
+            with trace.use_span(carried, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):  # fmt: skip
+                yield carried
+            return
     with tracer.start_as_current_span(
         f"process {topic}",
-        context=extract_context(headers, context=Context()),
+        context=parent,
         kind=SpanKind.CONSUMER,
         attributes={
             **consumer_attributes(topic=topic, partition=partition, offset=offset,
@@ -432,8 +458,13 @@ def producing(
     ``links`` name further causes of the message besides its parent.
     """
     parent = None
-    if not trace.get_current_span().get_span_context().is_valid and headers is not None:
-        parent = extract_context(headers)
+    current = trace.get_current_span()
+    if not current.get_span_context().is_valid:
+        if headers is not None:
+            parent = extract_context(headers)
+    elif not spans_seen(tracer):  # the context this hop was given goes on as it is
+        yield current
+        return
     span = tracer.start_span(
         f"send {topic}",
         context=parent,

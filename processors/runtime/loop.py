@@ -43,6 +43,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from foldflow.observability.metrics import (
@@ -55,7 +56,13 @@ from foldflow.observability.metrics import (
     TRANSACTION_INPUTS,
     TRANSACTION_SECONDS,
 )
-from foldflow.observability.tracing import extract_context, header_list, inject_headers
+from foldflow.observability.tracing import (
+    TRACE_HEADERS,
+    extract_context,
+    header_list,
+    inject_headers,
+    spans_seen,
+)
 from foldflow.processors.runtime.definitions_cache import DefinitionsCache
 from foldflow.processors.runtime.effects import OutputRecord, build_records
 from foldflow.processors.runtime.errors import (
@@ -303,6 +310,11 @@ class Orchestrator:
         if (topic, partition, offset) in self._poison:
             outcome = self.handler.dead_letter(record, _Refused(self._poison_reason),
                                                kind="Unproducible")  # fmt: skip
+        elif not spans_seen(_tracer) and (carried := _trace_headers(record.headers)):
+            # nobody sees the spans: the input's context goes on as it came, no span of ours
+            parent = trace.get_current_span(extract_context(carried, context=Context()))
+            with trace.use_span(parent, end_on_exit=False):  # for the logs' trace ids
+                outcome = self.handler.handle(record, trace_headers=lambda: carried)
         else:
             span = _tracer.start_span(
                 "orchestrator handle", context=extract_context(record.headers),
@@ -764,6 +776,11 @@ def group_commit_interval(min_interval_s: float, *, busy: float, commit_s: float
 
 class _Refused(Exception):
     """Why a poison input is parked: the broker refused a record it produced."""
+
+
+def _trace_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The trace context headers among ``headers``."""
+    return [h for h in headers if h[0] in TRACE_HEADERS]
 
 
 def _traceparent(headers: Sequence[tuple[str, bytes]]) -> bytes | None:

@@ -140,3 +140,33 @@ def test_once_something_collects_spans_they_are_recorded() -> None:
     with tracer.start_as_current_span("kept") as span:
         assert span.is_recording()
     assert [s.name for s in collected.get_finished_spans()] == ["kept"]
+
+
+def test_without_an_exporter_a_record_hop_forwards_the_context_it_came_with() -> None:
+    # No span of its own: what the hop produces carries the producer's traceparent as it
+    # came, so a service further on that exports parents its spans on a span that exists.
+    tracer = build_provider(_settings(), service="worker").get_tracer("t")
+    assert not tracing.spans_seen(tracer)
+    came = [("traceparent", b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01")]
+    with tracing.consuming(tracer, topic="wf.tasks.x", partition=0, offset=7, headers=came,
+                           group="g") as span:  # fmt: skip
+        assert not span.is_recording()
+        with tracing.producing(tracer, topic="wf.results"):
+            assert tracing.inject_headers() == came
+    with tracing.consuming(tracer, topic="wf.tasks.x", partition=0, offset=8, headers=None,
+                           group="g") as span:  # fmt: skip
+        assert span.get_span_context().is_valid  # no context came: a trace of its own
+
+
+def test_spans_are_seen_once_a_processor_is_added_and_through_a_proxy_tracer() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import NoOpTracer, ProxyTracer
+
+    provider = build_provider(_settings(), service="worker")
+    proxy = ProxyTracer("t")
+    proxy._real_tracer = provider.get_tracer("t")  # what the global provider hands out
+    assert not tracing.spans_seen(proxy)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    assert tracing.spans_seen(proxy)
+    assert tracing.spans_seen(NoOpTracer())  # not ours: it decides for itself
