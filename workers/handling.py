@@ -182,7 +182,7 @@ class RecordHandler:
         })
         async with self.slots.semaphore:
             with bind(**ids):
-                log.info("task started", extra=fields)
+                log.debug("task started", extra=fields)  # the outcome line says the rest
                 outcome = await run_attempt(spec, command, pool=self.pool)
                 STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
                 STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()

@@ -135,7 +135,8 @@ def test_worker_sigkill_mid_task(
 ) -> None:
     deployment.register(Definition.from_data(SLOW))
     spawn("orchestrator", "orchestrator").wait_for_log(RECOVERED, timeout=STARTUP_S)
-    doomed = spawn("worker-1", "worker", "--session-timeout-ms", "6000")
+    doomed = spawn("worker-1", "worker", "--session-timeout-ms", "6000",
+                   env={"FOLDFLOW_LOG_LEVEL": "DEBUG"})  # "task started" is a debug line
     wf = deployment.start("chaos-slow", {})
     doomed.wait_for_log('"message": "task started"', timeout=WAIT_S)
     doomed.kill()

@@ -38,6 +38,7 @@ def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[Spawn]:
             "FOLDFLOW_TOPIC_PREFIX": settings.topic_prefix,
             "FOLDFLOW_PARTITIONS": str(settings.partitions),
             "FOLDFLOW_METRICS_PORT": "0",
+            "FOLDFLOW_LOG_LEVEL": "DEBUG",  # "task started" is a debug line
         }
         cmd = [sys.executable, "-m", "foldflow.cli.main", "run", "worker",
                "--session-timeout-ms", "6000", *args]  # fmt: skip

@@ -21,8 +21,8 @@ def test_the_builtin_registry_serves_every_builtin_type() -> None:
     assert builtin.registry.types() == tuple(sorted(BUILTIN_TASK_TYPES))
 
 
-def test_echo_returns_its_input() -> None:
-    assert builtin.echo({"a": [1, 2]}, ctx()) == {"a": [1, 2]}
+async def test_echo_returns_its_input() -> None:
+    assert await builtin.echo({"a": [1, 2]}, ctx()) == {"a": [1, 2]}
 
 
 async def test_sleep_echoes_after_sleeping() -> None:
@@ -35,22 +35,22 @@ async def test_sleep_refuses_bad_input(bad: Any) -> None:
         await builtin.sleep(bad, ctx())
 
 
-def test_fail_fails_its_first_n_attempts_then_echoes() -> None:
+async def test_fail_fails_its_first_n_attempts_then_echoes() -> None:
     spec = {"times": 2, "retryable": True}
     for attempt in (1, 2):
         with pytest.raises(RetryableError, match=f"attempt {attempt} of 2"):
-            builtin.fail(spec, ctx(attempt))
-    assert builtin.fail(spec, ctx(3)) == spec
+            await builtin.fail(spec, ctx(attempt))
+    assert await builtin.fail(spec, ctx(3)) == spec
 
 
-def test_fail_non_retryable_with_message() -> None:
+async def test_fail_non_retryable_with_message() -> None:
     with pytest.raises(NonRetryableError, match=r"^nope$"):
-        builtin.fail({"times": 1, "retryable": False, "message": "nope"}, ctx(1))
+        await builtin.fail({"times": 1, "retryable": False, "message": "nope"}, ctx(1))
 
 
-def test_fail_refuses_bad_times() -> None:
+async def test_fail_refuses_bad_times() -> None:
     with pytest.raises(NonRetryableError, match="times"):
-        builtin.fail({"times": "2"}, ctx())
+        await builtin.fail({"times": "2"}, ctx())
 
 
 def test_parse_http_request_defaults_and_fields() -> None:
