@@ -17,7 +17,10 @@ destination, partition, offset, consumer group):
   whose parent is the producer span carried by the record's headers.
 
 So one trace runs gateway → command → orchestrator → task → worker → result →
-orchestrator → event → projector. Kafka headers are ``(str, bytes)`` tuples, as
+orchestrator → event → projector. A service with no exporter makes no spans of its own
+where it can help it: it passes on the context its records came with (:func:`spans_seen`).
+
+Kafka headers are ``(str, bytes)`` tuples, as
 confluent-kafka and aiokafka give them; the explicit inject/extract pair is used because
 the client libraries' auto-instrumentation links consumer spans instead of parenting them.
 """
