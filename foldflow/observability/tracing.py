@@ -20,9 +20,9 @@ So one trace runs gateway → command → orchestrator → task → worker → r
 orchestrator → event → projector. A service with no exporter makes no spans of its own
 where it can help it: it passes on the context its records came with (:func:`spans_seen`).
 
-Kafka headers are ``(str, bytes)`` tuples, as
-confluent-kafka and aiokafka give them; the explicit inject/extract pair is used because
-the client libraries' auto-instrumentation links consumer spans instead of parenting them.
+Kafka headers are ``(str, bytes)`` tuples, as confluent-kafka and aiokafka give them; the
+explicit inject/extract pair is used because the client libraries' auto-instrumentation
+links consumer spans instead of parenting them.
 """
 
 from __future__ import annotations
