@@ -16,6 +16,7 @@ them as idempotency keys; event ids are deterministic from workflow id + sequenc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ __all__ = [
 DEFAULT_TENANT = "default"
 
 _NAMESPACE = uuid.UUID("6f0c3d3e-6a52-4d8e-9d1c-5f0a1b2c3d4e")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def dump_json(value: Any) -> str:
@@ -87,14 +89,24 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))``, computed the same way (RFC 4122 name-based,
+    SHA-1) without the UUID object: the orchestrator makes one per message it writes."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def event_id_for(workflow_id: str, sequence: int) -> str:
     """The deterministic id of a workflow's event number ``sequence``."""
-    return str(uuid.uuid5(_NAMESPACE, f"{workflow_id}#{sequence}"))
+    return _uuid5(f"{workflow_id}#{sequence}")
 
 
 def derived_id(parent_id: str, index: int) -> str:
     """A deterministic id for the ``index``-th message derived from message ``parent_id``."""
-    return str(uuid.uuid5(_NAMESPACE, f"{parent_id}/{index}"))
+    return _uuid5(f"{parent_id}/{index}")
 
 
 def task_id(workflow_id: str, step_id: str, attempt: int, *, compensation: bool = False) -> str:
