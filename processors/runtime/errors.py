@@ -28,6 +28,7 @@ __all__ = [
     "FatalError",
     "Fenced",
     "Interrupt",
+    "Stopped",
     "TransactionAborted",
     "classify",
     "kafka_error",
@@ -55,6 +56,10 @@ class Fenced(Interrupt):
 
 class FatalError(Interrupt):
     """An error the orchestrator cannot recover from in this process."""
+
+
+class Stopped(Interrupt):
+    """A stop was asked while the loop could not turn (reading states back): it ends there."""
 
 
 class TransactionAborted(Interrupt):

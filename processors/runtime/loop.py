@@ -69,6 +69,7 @@ from foldflow.processors.runtime.errors import (
     ErrorClass,
     FatalError,
     Fenced,
+    Stopped,
     TransactionAborted,
     classify,
     kafka_error,
@@ -215,6 +216,8 @@ class Orchestrator:
             while not self._stopping.is_set():
                 self._turn()
             self._commit_open("shutdown")
+        except Stopped as stopped:  # during an assignment: nothing was open
+            log.info("%s", stopped)
         except (Fenced, FatalError):
             self._dead = True
             raise
@@ -636,7 +639,7 @@ class Orchestrator:
         for p in self._retained:
             self.timers.remove_partition(p)
         self._retained.clear()
-        restored = self.reader.restore(restore)
+        restored = self.reader.restore(restore, stopping=self._stopping.is_set)
         for p, part in restored.items():
             part.state.positions = {t: o for t in self.inputs
                                     if (o := committed.get((t, p))) is not None}  # fmt: skip

@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from foldflow.kafka import kafka_config
+from foldflow.processors.runtime.errors import Stopped
 from foldflow.processors.runtime.records import (
     DEFINITION_KEY_PREFIX,
     DefinitionRecord,
@@ -80,8 +81,12 @@ class StateReader:
     def close(self) -> None:
         """Nothing stays open between reads."""
 
-    def restore(self, partitions: Iterable[int], *, timeout: float = 600.0) -> dict[int, Restored]:
-        """Read each partition to its end; raises ``TimeoutError`` after ``timeout`` s."""
+    def restore(
+        self, partitions: Iterable[int], *, timeout: float = 600.0,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> dict[int, Restored]:  # fmt: skip
+        """Read each partition to its end; raises ``TimeoutError`` after ``timeout`` s, and
+        :class:`Stopped` as soon as ``stopping()`` (a long read must not outlast SIGTERM)."""
         wanted = sorted(set(partitions))
         if not wanted:
             return {}
@@ -93,6 +98,8 @@ class StateReader:
         deadline = time.monotonic() + timeout
         try:
             while open_:
+                if stopping():
+                    raise Stopped(f"stopped while restoring {self._topic} partitions {wanted}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"restoring {self._topic} partitions {sorted(open_)} took over {timeout}s"
