@@ -273,7 +273,8 @@ def test_the_wheel_alone_starts_a_fresh_stack_runs_the_demo_and_the_bench(
         assert "5/5 as expected" in demo and "5/5 agree" in demo, demo
 
         bench = _run([foldflow, "bench", "--duration", "5", "--latency-duration", "5",
-                      "--concurrency", "20", "--baseline-messages", "2000", "--json"],
+                      "--concurrency", "20", "--baseline-messages", "2000",
+                      "--alone-workflows", "2000", "--json"],
                      cwd=outside, env={**env, "FOLDFLOW_DATABASE_URL": bench_db}, timeout=900)
         report = json.loads(_ok(bench))
         assert report["figures"], report
