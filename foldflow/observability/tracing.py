@@ -70,6 +70,7 @@ __all__ = [
     "delivered",
     "exporter_names",
     "extract_context",
+    "forwarded",
     "header_list",
     "inject_headers",
     "link_from",
@@ -308,6 +309,17 @@ def extract_context(headers: Headers | None, *, context: Context | None = None) 
     return _PROPAGATOR.extract(carrier, context=base)
 
 
+def forwarded(tracer: Tracer, headers: Headers | None) -> Span | None:
+    """The span a record's headers carry, when nobody sees the spans of ``tracer``
+    (:func:`spans_seen`): the hop handling the record makes it current as it is, so what
+    it produces carries the same context on. None when spans are seen or the record
+    carries no context: the hop starts a span of its own."""
+    if spans_seen(tracer):
+        return None
+    carried = trace.get_current_span(extract_context(headers, context=Context()))
+    return carried if carried.get_span_context().is_valid else None
+
+
 def link_from(headers: Headers | None, **attributes: Any) -> Link | None:
     """A span link to the span that produced a record (None when it carries no context)."""
     span_context = trace.get_current_span(extract_context(headers, context=Context()))
@@ -414,17 +426,15 @@ def consuming(
     When nobody sees the spans (:func:`spans_seen`), the producer's span carried by the
     headers is made current as it is: what this hop produces carries the same context on.
     """
-    parent = extract_context(headers, context=Context())
-    if not spans_seen(tracer):
-        carried = trace.get_current_span(parent)
-        if carried.get_span_context().is_valid:
-            with trace.use_span(carried, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):  # fmt: skip
-                yield carried
-            return
+    carried = forwarded(tracer, headers)
+    if carried is not None:
+        with trace.use_span(carried, end_on_exit=False, record_exception=False,
+                            set_status_on_exception=False):  # fmt: skip
+            yield carried
+        return
     with tracer.start_as_current_span(
         f"process {topic}",
-        context=parent,
+        context=extract_context(headers, context=Context()),
         kind=SpanKind.CONSUMER,
         attributes={
             **consumer_attributes(topic=topic, partition=partition, offset=offset,

@@ -43,7 +43,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from foldflow.observability.metrics import (
@@ -59,9 +58,9 @@ from foldflow.observability.metrics import (
 from foldflow.observability.tracing import (
     TRACE_HEADERS,
     extract_context,
+    forwarded,
     header_list,
     inject_headers,
-    spans_seen,
 )
 from foldflow.processors.runtime.definitions_cache import DefinitionsCache
 from foldflow.processors.runtime.effects import OutputRecord, build_records
@@ -313,11 +312,11 @@ class Orchestrator:
         if (topic, partition, offset) in self._poison:
             outcome = self.handler.dead_letter(record, _Refused(self._poison_reason),
                                                kind="Unproducible")  # fmt: skip
-        elif not spans_seen(_tracer) and (carried := _trace_headers(record.headers)):
+        elif (carried := forwarded(_tracer, record.headers)) is not None:
             # nobody sees the spans: the input's context goes on as it came, no span of ours
-            parent = trace.get_current_span(extract_context(carried, context=Context()))
-            with trace.use_span(parent, end_on_exit=False):  # for the logs' trace ids
-                outcome = self.handler.handle(record, trace_headers=lambda: carried)
+            as_came = _trace_headers(record.headers)
+            with trace.use_span(carried, end_on_exit=False):  # for the logs' trace ids
+                outcome = self.handler.handle(record, trace_headers=lambda: as_came)
         else:
             span = _tracer.start_span(
                 "orchestrator handle", context=extract_context(record.headers),
