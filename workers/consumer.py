@@ -116,7 +116,8 @@ class TaskConsumer:
         self._lock = threading.Lock()
         self._offsets: dict[int, PartitionOffsets] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._paused = False
+        #: Whether this consumer's partitions are paused; None: not known (just assigned).
+        self._paused: bool | None = False
         self._lag_at = 0.0
         self._commit_at = 0.0
         #: True once the group gave this consumer its (possibly empty) assignment.
@@ -142,12 +143,12 @@ class TaskConsumer:
             self._commit(asynchronous=True)
         self._report_lag()
         if free <= 0:
-            if not self._paused:
+            if self._paused is not True:
                 self._consumer.pause(self._consumer.assignment())
                 self._paused = True
             first = self._consumer.poll(min(self._poll_timeout, 0.1))
             return [] if first is None else [first]
-        if self._paused:
+        if self._paused is not False:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
         first = self._consumer.poll(self._poll_timeout)
@@ -195,7 +196,10 @@ class TaskConsumer:
         with self._lock:
             for tp in partitions:
                 self._offsets[tp.partition] = PartitionOffsets()
-        self._paused = False
+        # librdkafka keeps a partition this consumer paused paused when it is assigned
+        # again (its pause outlives a revoke or a loss): the next poll pauses or resumes
+        # the whole assignment, whichever the slots call for.
+        self._paused = None
         self.assigned = True
         log.info(
             "partitions assigned",

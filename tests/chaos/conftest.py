@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,22 @@ from orchestrator_harness import (
 from foldflow.settings import Settings
 
 CHAOS_PARTITIONS = 4
+#: How much of each service's log a failed chaos test's report shows.
+LOG_TAIL_LINES = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed chaos test's report ends with the tail of every log its processes wrote
+    (the services' and the projector's, all under ``tmp_path``): a failure on a loaded CI
+    machine is then read from its report, not guessed at."""
+    report = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and report.when == "call" and isinstance(tmp, Path):
+        for path in sorted(tmp.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"log tail {path.name}", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture
