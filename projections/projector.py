@@ -46,6 +46,7 @@ from foldflow.observability.logging import bind
 from foldflow.observability.outcomes import OUTCOMES
 from foldflow.observability.tracing import consuming, header_list, links_from, spans_seen
 from foldflow.projections.apply import ProjectionError
+from foldflow.projections.cache import RowCache
 from foldflow.projections.dberrors import is_refusal, is_transient
 from foldflow.projections.storable import Alteration, needs_repair, repair
 from foldflow.projections.store import (
@@ -123,7 +124,7 @@ def decode_record(msg: Message, *, events_topic: str) -> Record:
         env, altered = repair(env)
     headers = msg.headers()
     return Record(topic, msg.partition() or 0, msg.offset() or 0, env,
-                  header_list(headers) if headers else None, altered)
+                  header_list(headers) if headers else None, altered, len(msg.value() or b""))
 
 
 class Projector:
@@ -156,6 +157,8 @@ class Projector:
         self._batch_size = self.options.max_batch
         self._gap_backoff = self.options.backoff_initial
         self._counted_definitions: set[str] = set()
+        #: the rows of the workflows being folded, kept between batches
+        self.rows = RowCache()
         self.consumer = Consumer(
             kafka_config(settings, {
                 "group.id": consumer_group(settings),
@@ -197,6 +200,7 @@ class Projector:
         for p in partitions:
             offset = stored.get((p.topic, p.partition))
             self.positions[(p.topic, p.partition)] = offset
+            self.rows.forget((p.topic, p.partition))
             p.offset = OFFSET_BEGINNING if offset is None else offset
         log.info("partitions assigned", extra={"positions": {f"{t}[{p}]": o for (t, p), o in
                                                              sorted(stored.items())}})
@@ -205,6 +209,7 @@ class Projector:
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         for p in partitions:
             self.positions.pop((p.topic, p.partition), None)
+            self.rows.forget((p.topic, p.partition))
         log.info("partitions revoked", extra={"count": len(partitions)})
         consumer.unassign()
 
@@ -212,6 +217,7 @@ class Projector:
         if tp not in self.positions:
             return  # revoked meanwhile
         self.positions[tp] = offset
+        self.rows.forget(tp)
         target = OFFSET_BEGINNING if offset is None else offset
         self.consumer.seek(KafkaTopicPartition(tp[0], tp[1], target))
 
@@ -431,10 +437,13 @@ class Projector:
     def _write(self, records: list[Record], *, careful: bool) -> BatchResult:
         expected = dict(self.positions)
         for attempt in self._retrying():
-            with attempt, self.engine.begin() as conn:
-                return write_batch(conn, projection=self.projection, records=records,
-                                   expected=expected, careful=careful,
-                                   on_refused=self._on_refused)
+            with attempt:
+                with self.engine.begin() as conn:
+                    result = write_batch(conn, projection=self.projection, records=records,
+                                         expected=expected, careful=careful,
+                                         on_refused=self._on_refused, rows=self.rows)
+                self.rows.apply(result.cached)  # committed
+                return result
         raise AssertionError("unreachable")
 
     def _observe(self, result: BatchResult, seconds: float) -> None:

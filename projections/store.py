@@ -37,6 +37,7 @@ from foldflow.projections.apply import (
     definition_row,
     fold_batch,
 )
+from foldflow.projections.cache import CacheUpdate, RowCache
 from foldflow.projections.dberrors import is_refusal
 from foldflow.projections.models import (
     projection_offsets,
@@ -52,6 +53,7 @@ __all__ = [
     "BatchResult",
     "OnRefused",
     "Record",
+    "RowCache",
     "TopicPartition",
     "definition_names",
     "read_offsets",
@@ -76,6 +78,8 @@ class Record:
     envelope: m.Envelope | None
     headers: list[tuple[str, bytes]] | None = None
     altered: Alteration | None = None
+    #: the record's value size on the wire (bounds what :class:`RowCache` keeps)
+    size: int = 0
 
 
 #: Called with a record PostgreSQL refused and how it was stored instead.
@@ -100,6 +104,8 @@ class BatchResult:
     finished: list[tuple[str, Outcome]] = field(default_factory=list)
     #: the definitions this batch registered or started a workflow of
     started: set[str] = field(default_factory=set)
+    #: what to change in the writer's :class:`RowCache` once the batch committed
+    cached: CacheUpdate = field(default_factory=dict)
 
 
 def _row(obj: object) -> dict[str, Any]:
@@ -143,6 +149,8 @@ def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -
 def _load(conn: Connection, workflow_ids: list[str]) -> tuple[
     dict[str, InstanceRow], dict[tuple[str, str], StepRow]
 ]:
+    if not workflow_ids:
+        return {}, {}
     wi, se = workflow_instances, step_executions
     instances = {
         r.id: InstanceRow(**r._asdict())
@@ -185,8 +193,11 @@ def _count(conn: Connection, result: BatchResult, fold: Fold) -> None:
                        for e in fold.events if e.event_type == "workflow.started.v1"}
 
 
-def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult) -> None:
+def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult,
+                rows: RowCache | None) -> None:
     events: list[m.Envelope] = []
+    where: dict[str, TopicPartition] = {}
+    sizes: dict[str, int] = {}
     altered: dict[tuple[str, int], Alteration] = {}
     definitions: dict[tuple[str, str, int], dict[str, Any]] = {}
     for r in kept:
@@ -198,13 +209,20 @@ def _write_bulk(conn: Connection, kept: Sequence[Record], result: BatchResult) -
             definitions[(row.tenant, row.name, row.version)] = _row(row)
         else:
             events.append(env)
+            where[env.workflow_id] = (r.topic, r.partition)
+            sizes[env.workflow_id] = sizes.get(env.workflow_id, 0) + r.size
             if r.altered is not None:  # the fold applies the first of duplicates
                 altered.setdefault((env.workflow_id, env.sequence or 0), r.altered)
     if events:
-        instances, steps = _load(conn, sorted({e.workflow_id for e in events}))
+        instances, steps = rows.lookup(where) if rows is not None else ({}, {})
+        stored = _load(conn, sorted(w for w in where if w not in instances))
+        instances.update(stored[0])
+        steps.update(stored[1])
         fold = fold_batch(instances, steps, events)
         _write_fold(conn, fold, altered)
         _count(conn, result, fold)
+        if rows is not None:
+            result.cached = rows.update(fold, before=instances, where=where, sizes=sizes)
     _upsert(conn, workflow_definitions, list(definitions.values()))
     result.started |= {name for _, name, _ in definitions}
     result.definitions = len(definitions)
@@ -332,6 +350,7 @@ def write_batch(
     now: datetime | None = None,
     careful: bool = False,
     on_refused: OnRefused | None = None,
+    rows: RowCache | None = None,
 ) -> BatchResult:
     """Apply ``records`` and store the positions after them, in the caller's transaction.
 
@@ -340,6 +359,8 @@ def write_batch(
     ``moved``. Raises :class:`foldflow.projections.apply.ProjectionError` (a gap): roll back.
     With ``careful``, events are written one by one and a refused one is stored in a form
     that fits, then passed to ``on_refused`` (see the module doc).
+    ``rows`` are the writer's kept rows (:mod:`foldflow.projections.cache`): read instead of
+    PostgreSQL; what to keep of this batch is in ``BatchResult.cached``.
     """
     result = BatchResult()
     tps = sorted({(r.topic, r.partition) for r in records})
@@ -347,6 +368,8 @@ def write_batch(
     for tp in tps:
         if stored.get(tp) != expected.get(tp):
             result.moved[tp] = stored.get(tp)
+        if rows is not None and (careful or tp in result.moved):
+            rows.forget(tp)
     kept = [
         r for r in records
         if (r.topic, r.partition) not in result.moved
@@ -361,7 +384,7 @@ def write_batch(
     if careful:
         _write_carefully(conn, kept, result, on_refused)
     else:
-        _write_bulk(conn, kept, result)
+        _write_bulk(conn, kept, result, rows)
 
     at = now or datetime.now(UTC)
     _upsert(
