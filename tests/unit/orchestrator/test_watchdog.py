@@ -12,7 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from foldflow.processors.runtime.kafka import guard_seconds
 from foldflow.processors.runtime.watchdog import EXIT_HUNG, RESTARTS_ENV
+from foldflow.settings import Settings
 
 SCRIPT = textwrap.dedent(f"""
     import os, signal, sys, threading, time
@@ -72,3 +74,13 @@ def test_without_a_signal_or_a_late_call_the_watchdog_does_nothing(tmp_path: Pat
     assert proc.poll() is None
     proc.kill()
     proc.wait(timeout=10)
+
+
+def test_the_deadline_leaves_each_call_its_own_timeout_and_little_more() -> None:
+    """A transactional call times out at the session timeout; the watchdog waits half as
+    long again (15 s at least) before it takes the call for librdkafka #5456's hang: each
+    second more is a second every owned workflow stands still after a broker restart."""
+    for session, deadline in ((1.0, 15.0), (10.0, 15.0), (60.0, 90.0)):
+        settings = Settings(orchestrator_session_timeout_s=session)
+        assert guard_seconds(settings) == deadline
+        assert guard_seconds(settings) > settings.orchestrator_session_timeout_s
