@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from foldflow.projections.apply import Fold, InstanceRow, StepRow
 from foldflow.projections.models import TERMINAL_STATUSES
 
-__all__ = ["CacheUpdate", "CachedRows", "RowCache"]
+__all__ = ["CacheUpdate", "CachedRows", "RowCache", "TopicPartition"]
 
+#: (topic, partition)
 TopicPartition = tuple[str, int]
 
 
@@ -79,9 +80,9 @@ class RowCache:
         where: Mapping[str, TopicPartition],
         sizes: Mapping[str, int],
     ) -> CacheUpdate:
-        """What committing ``fold`` changes here. ``before`` and ``steps_before`` are the
-        rows the fold started from (kept or read); a workflow absent from ``before``
-        started in this batch. Apply it with :meth:`apply` once the batch committed."""
+        """What committing ``fold`` changes here. ``before`` holds the instance rows the
+        fold started from (kept or read); a workflow absent from it started in this batch.
+        Apply the changes with :meth:`apply` once the batch committed."""
         new_steps: dict[str, dict[str, StepRow]] = {}
         for (workflow_id, step_id), row in fold.steps.items():
             new_steps.setdefault(workflow_id, {})[step_id] = row
@@ -114,7 +115,3 @@ class RowCache:
         """Drop every row of partition ``tp`` (its stored rows may have changed)."""
         for key in [k for k in self._rows if k[0] == tp]:
             del self._rows[key]
-
-    def clear(self) -> None:
-        """Drop everything."""
-        self._rows.clear()

@@ -37,7 +37,7 @@ from foldflow.projections.apply import (
     definition_row,
     fold_batch,
 )
-from foldflow.projections.cache import CacheUpdate, RowCache
+from foldflow.projections.cache import CacheUpdate, RowCache, TopicPartition
 from foldflow.projections.dberrors import is_refusal
 from foldflow.projections.models import (
     projection_offsets,
@@ -53,7 +53,6 @@ __all__ = [
     "BatchResult",
     "OnRefused",
     "Record",
-    "RowCache",
     "TopicPartition",
     "definition_names",
     "read_offsets",
@@ -61,8 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("foldflow.projector")
-
-TopicPartition = tuple[str, int]
 
 
 @dataclass(frozen=True)

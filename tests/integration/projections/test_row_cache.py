@@ -9,8 +9,9 @@ from projection_support import SCENARIOS, reset_tables
 from sqlalchemy import Engine, select
 
 from foldflow.projections.apply import fold_batch
+from foldflow.projections.cache import RowCache
 from foldflow.projections.models import step_executions, workflow_instances
-from foldflow.projections.store import BatchResult, Record, RowCache, write_batch
+from foldflow.projections.store import BatchResult, Record, write_batch
 from foldflow.schemas import messages as m
 from foldflow.schemas.codec import encode
 

@@ -96,5 +96,3 @@ def test_forgetting_a_partition_drops_only_its_rows() -> None:
     fold_through(cache, b.events[:2], tp=("wf.events", 1))
     cache.forget(("wf.events", 0))
     assert set(cache.lookup({a.key: ("wf.events", 0), b.key: ("wf.events", 1)})[0]) == {b.key}
-    cache.clear()
-    assert len(cache) == 0
