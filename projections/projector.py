@@ -1,9 +1,11 @@
 """The projector service: ``wf.events`` and ``wf.definitions`` folded into PostgreSQL.
 
-Loop: consume up to ``max_batch`` records (or whatever arrived in ``batch_timeout``),
-send the undecodable ones to ``wf.dlq``, then write the batch and the positions after it
-in ONE transaction (:func:`foldflow.projections.store.write_batch`). Kafka offsets are never
-committed: on assignment the projector seeks to the positions stored in
+Loop: wait up to ``batch_timeout`` for the first record, take it with whatever else
+has arrived (up to ``max_batch``, without waiting for more: a batch's own write time
+batches the next one under load), send the undecodable ones to ``wf.dlq``, then write
+the batch and the positions after it in ONE transaction
+(:func:`foldflow.projections.store.write_batch`). Kafka offsets are never committed: on
+assignment the projector seeks to the positions stored in
 ``projection_offsets`` (the beginning when none), so PostgreSQL holds exactly the events
 up to the stored positions — effectively once, across crashes and rebalances.
 
@@ -88,6 +90,7 @@ class ProjectorOptions:
     """Batching and backoff knobs (defaults suit production)."""
 
     max_batch: int = 500
+    #: seconds the loop waits for a first record before it looks at its other work
     batch_timeout: float = 0.1
     max_gap_batch: int = 20_000
     backoff_initial: float = 0.1
@@ -237,7 +240,7 @@ class Projector:
         next_check = time.monotonic() + interval
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.consume(self._batch_size, self.options.batch_timeout)
+                messages = self._next_batch()
                 if messages:
                     self.handle(messages)
                 if time.monotonic() >= next_check:
@@ -249,6 +252,17 @@ class Projector:
         finally:
             self.consumer.close()
             log.info("projector stopped")
+
+    def _next_batch(self) -> list[Message]:
+        """The next batch, returned at the first record with whatever else has arrived. A
+        gap retry (a batch larger than ``max_batch``) waits the whole ``batch_timeout``
+        instead, so a late event can join its predecessors."""
+        if self._batch_size > self.options.max_batch:
+            return self.consumer.consume(self._batch_size, self.options.batch_timeout)
+        first = self.consumer.poll(self.options.batch_timeout)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self._batch_size - 1, 0)]
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and return."""

@@ -32,6 +32,7 @@ from foldflow.observability.outcomes import OUTCOMES
 from foldflow.producers import Publisher
 from foldflow.projections import queries
 from foldflow.projections.models import workflow_events, workflow_instances
+from foldflow.projections.projector import ProjectorOptions
 from foldflow.schemas import messages as m
 from foldflow.settings import Settings
 from foldflow.topics import Topology
@@ -216,6 +217,19 @@ def test_a_restarted_projector_continues_from_the_stored_positions(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(workflow_instances).where(
             workflow_instances.c.status == "completed")).scalar_one() == 40
+
+
+def test_a_batch_is_written_when_its_first_record_arrives_not_after_the_wait(
+    settings: Settings, engine: Engine, publisher: Publisher, run_projector: RunProjector
+) -> None:
+    # batch_timeout is how long the loop waits for a first record; records that arrive are
+    # written at once, with whatever else came, not held until the wait is over
+    first = completed(f"wf-first-{uuid.uuid4().hex[:6]}")
+    n1 = publish(publisher, settings, [first])
+    with run_projector(ProjectorOptions(batch_timeout=8.0)):
+        wait_for_events(engine, n1)  # assigned and caught up
+        n2 = publish(publisher, settings, [completed(f"wf-next-{uuid.uuid4().hex[:6]}")])
+        wait_for_events(engine, n1 + n2, timeout=4.0)  # well inside the 8 s wait
 
 
 def test_each_applied_event_continues_the_trace_that_produced_it(
