@@ -6,6 +6,9 @@ from foldflow.bench.results import BenchResult, PhaseResult
 
 __all__ = ["diagnose", "time_breakdown"]
 
+#: Busy CPU share used by processes outside the run past which the machine counts as shared.
+SHARED_MACHINE_SHARE = 0.1
+
 
 def time_breakdown(phase: PhaseResult, steps: int) -> list[tuple[str, float]] | None:
     """Where a workflow's mean start→completed time goes (ms), from the phase's means.
@@ -75,10 +78,14 @@ def diagnose(result: BenchResult) -> list[str]:
                          "--worker-concurrency to see how far the rest goes")
     machine = result.machine
     if machine.busy_share is not None and machine.busy_share >= 0.9:
+        busy = f"the machine's CPUs were {machine.busy_share:.0%} busy during the phases"
         others = machine.busy_share - (machine.ours_share or 0.0)
-        notes.append(f"the machine's CPUs were {machine.busy_share:.0%} busy during the phases "
-                     f"({others:.0%} by other processes): absolute figures are those of a "
-                     "shared machine; compare runs by the raw-Kafka ratios")
+        if machine.ours_share is None or others >= SHARED_MACHINE_SHARE:
+            notes.append(f"{busy} ({others:.0%} by other processes): absolute figures are those "
+                         "of a shared machine; compare runs by the raw-Kafka ratios")
+        else:
+            notes.append(f"{busy}, {machine.ours_share:.0%} by this run (services, harness, "
+                         "Kafka and PostgreSQL): the run is bound by this machine's CPUs")
     phase = result.phase("throughput")
     agent = phase.agent if phase is not None else None
     mean_ms = agent.mean_ms if agent is not None else None

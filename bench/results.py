@@ -51,10 +51,10 @@ class MachineLoad:
     """The machine the run shared: CPU count, load averages, who used the CPU.
 
     ``busy_share`` is the fraction of all CPU time that was busy during the measured
-    phases; ``ours_share`` the fraction used by the services under test plus the harness
-    (the rest of ``busy_share`` is everyone else on the machine); ``process_cores`` the
-    average number of cores each of those processes (and Kafka, and PostgreSQL) kept
-    busy; ``cpu_ms_per_workflow`` what one completed workflow cost each service, Kafka and
+    phases; ``ours_share`` the fraction used by the run: the services under test, the
+    harness, Kafka and PostgreSQL (the rest of ``busy_share`` is everyone else on the
+    machine); ``process_cores`` the average number of cores each of them kept busy;
+    ``cpu_ms_per_workflow`` what one completed workflow cost each service, Kafka and
     PostgreSQL in CPU time over the phases (see :func:`cpu_ms_per_workflow`).
     """
 

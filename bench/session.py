@@ -257,9 +257,10 @@ class Session:
 
 @contextlib.contextmanager
 def cpu_meter(run: Session) -> Iterator[dict[str, float]]:
-    """CPU used while the block runs: ``busy``/``ours`` as shares of the whole machine,
-    ``cores:<process>`` as the average number of cores each process kept busy (Kafka's
-    and PostgreSQL's too, which are not "ours"), ``seconds`` the block's wall time."""
+    """CPU used while the block runs: ``busy``/``ours`` as shares of the whole machine
+    (``ours``: the services, the harness, Kafka and PostgreSQL), ``cores:<process>`` as
+    the average number of cores each of them kept busy, ``seconds`` the block's wall
+    time."""
     out: dict[str, float] = {}
 
     def per_process() -> dict[str, float]:
@@ -274,12 +275,12 @@ def cpu_meter(run: Session) -> Iterator[dict[str, float]]:
     after, infra_after = per_process(), infrastructure_cpu_seconds()
     machine_after, wall = machine_cpu_times(), time.monotonic() - wall
     out["seconds"] = wall
-    for name, seconds in {**after, **infra_after}.items():
-        earlier = before.get(name, infra_before.get(name, 0.0))
-        out[f"cores:{name}"] = max(0.0, seconds - earlier) / max(wall, 1e-3)
+    used = {name: max(0.0, seconds - before.get(name, infra_before.get(name, 0.0)))
+            for name, seconds in {**after, **infra_after}.items()}
+    for name, seconds in used.items():
+        out[f"cores:{name}"] = seconds / max(wall, 1e-3)
     if machine_before and machine_after:
         total = machine_after[1] - machine_before[1]
         if total > 0:
             out["busy"] = (machine_after[0] - machine_before[0]) / total
-            out["ours"] = sum(after.values()) - sum(before.values())
-            out["ours"] /= total
+            out["ours"] = sum(used.values()) / total

@@ -193,6 +193,11 @@ def test_a_saturated_machine_is_said_first() -> None:
                      "processes): absolute figures are those of a shared machine; compare runs "
                      "by the raw-Kafka ratios"]
     assert diagnose(res) == []  # no phases, a machine at 70%: nothing to say
+    # busy with this run's own processes (Kafka and PostgreSQL count as the run's)
+    own_load = replace(res.machine, busy_share=0.94, ours_share=0.9)
+    assert diagnose(replace(res, machine=own_load)) == [
+        "the machine's CPUs were 94% busy during the phases, 90% by this run (services, "
+        "harness, Kafka and PostgreSQL): the run is bound by this machine's CPUs"]
 
 
 def test_where_a_workflow_spends_its_time() -> None:
