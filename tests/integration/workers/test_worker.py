@@ -4,6 +4,7 @@ in-order commits and bounded concurrency."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from confluent_kafka import Producer
@@ -56,7 +57,8 @@ def attempts(outcome: str) -> float:
     return REGISTRY.get_sample_value("foldflow_step_attempts_total", labels) or 0.0
 
 
-def test_fail_once_then_succeed(send, results, start_worker):
+def test_fail_once_then_succeed(send, results, start_worker, caplog):
+    caplog.set_level(logging.INFO, logger="foldflow.worker")
     before = attempts("failed"), attempts("succeeded")
     start_worker()
     wf = "wf-fail-once"
@@ -72,6 +74,11 @@ def test_fail_once_then_succeed(send, results, start_worker):
     assert second.attempt == 2
     assert json.loads(second.output_json) == {"times": 1, "retryable": True}
     assert (attempts("failed"), attempts("succeeded")) == (before[0] + 1, before[1] + 1)
+    # A failed attempt is an INFO line with its error; a success is only a DEBUG line.
+    outcomes = [r for r in caplog.records
+                if r.name == "foldflow.worker" and r.msg == "task %s"]
+    assert [(r.levelno, r.args) for r in outcomes] == [(logging.INFO, ("failed",))]
+    assert "attempt 1" in outcomes[0].error
 
 
 def test_non_retryable_failure_is_reported_as_such(send, results, start_worker):
