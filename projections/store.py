@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +30,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Table, select, tuple_
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import JSON
 
 from foldflow.observability.outcomes import FAILURE_EVENTS, TERMINAL_EVENTS, Outcome, outcome
 from foldflow.projections.apply import (
@@ -176,39 +178,95 @@ def _flag(row: Any, altered: Alteration | None) -> Any:
     return row if altered is None else replace(row, altered=altered.document())
 
 
-_EVENT_COLUMNS = tuple(c.name for c in workflow_events.columns)
-_EVENT_JSON = frozenset(c.name for c in workflow_events.columns if isinstance(c.type, JSONB))
+#: Upserts of at least this many rows go through a staging table (:func:`_upsert_staged`);
+#: below it, its three round trips cost more than the rows save.
+_STAGE_FROM_ROWS = 32
 
 
-def _copy_events(conn: Connection, events: Sequence[EventRow]) -> None:
-    """Insert ``events`` with one COPY: a third of the client CPU per row of an executemany
-    INSERT (4.8 against 14.3 us here). It honours the connection's ``schema_translate_map``
-    (a rebuild's schema); an error comes as SQLAlchemy's, as from a statement."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    table = sql.Identifier(*([schema] if schema else []), workflow_events.name)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS)))
+def _cells(table: Table) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """A row of ``table`` as COPY cells, in column order, JSON as SQLAlchemy binds it: a
+    None is SQL NULL only where the column says ``none_as_null``, else JSON ``null``."""
+    columns = [(c.name, isinstance(c.type, JSON), getattr(c.type, "none_as_null", False))
+               for c in table.columns]
+
+    def cells(row: Mapping[str, Any]) -> list[Any]:
+        return [row[name] if not is_json or (row[name] is None and null) else Jsonb(row[name])
+                for name, is_json, null in columns]
+
+    return cells
+
+
+_CELLS = {t.name: _cells(t) for t in (workflow_events, workflow_instances, step_executions)}
+
+
+@contextmanager
+def _cursor(conn: Connection) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor of ``conn``'s own psycopg connection, in its transaction; a psycopg error
+    comes out as SQLAlchemy's, as from a statement (for :mod:`foldflow.projections.dberrors`)."""
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for event in events:
-                row = vars(event)
-                copy.write_row([
-                    Jsonb(row[c]) if c in _EVENT_JSON and row[c] is not None else row[c]
-                    for c in _EVENT_COLUMNS
-                ])
+        with driver.cursor() as cursor:
+            yield cursor
     except psycopg.Error as exc:
-        raise DBAPIError.instance(statement.as_string(driver), None, exc, psycopg.Error) from exc
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+
+def _named(conn: Connection, table: Table) -> sql.Identifier:
+    """``table`` in the schema the connection's ``schema_translate_map`` gives (a rebuild)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    return sql.Identifier(*([schema] if schema else []), table.name)
+
+
+def _copy(cursor: psycopg.Cursor[Any], into: sql.Composable, table: Table,
+          rows: Sequence[Mapping[str, Any]]) -> None:
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    cells = _CELLS[table.name]
+    with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(into, columns)) as copy:
+        for row in rows:
+            copy.write_row(cells(row))
+
+
+def _insert_copied(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` with one COPY: a third of the client CPU per row of an executemany
+    INSERT (4.8 against 14.3 us, measured alone)."""
+    with _cursor(conn) as cursor:
+        _copy(cursor, _named(conn, table), table, rows)
+
+
+def _upsert_staged(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`_upsert` for many rows: COPY them into a temporary table of the session (made
+    once per session, emptied at each commit), then one ``INSERT ... SELECT ... ON
+    CONFLICT``. The rows' keys must differ. Less than half the client CPU per row of an
+    executemany upsert (7.5 against 17 us, measured alone)."""
+    target, stage = _named(conn, table), sql.Identifier(f"foldflow_stage_{table.name}")
+    keys = [c.name for c in table.primary_key.columns]
+    names = [c.name for c in table.columns]
+    upsert = sql.SQL(
+        "INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "
+        "ON CONFLICT ({keys}) DO UPDATE SET {set}; DELETE FROM {stage}"
+    ).format(
+        target=target, stage=stage,
+        columns=sql.SQL(", ").join(map(sql.Identifier, names)),
+        keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+        set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
+                               for n in names if n not in keys),
+    )
+    with _cursor(conn) as cursor:
+        cursor.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) "
+                               "ON COMMIT DELETE ROWS").format(stage, target))
+        _copy(cursor, stage, table, rows)
+        cursor.execute(upsert)
 
 
 def _write_fold(conn: Connection, fold: Fold, altered: Mapping[tuple[str, int], Alteration]
                 ) -> None:
-    _upsert(conn, workflow_instances, [_row(i) for i in fold.instances.values()])
-    _upsert(conn, step_executions, [_row(s) for s in fold.steps.values()])
+    for table, rows in ((workflow_instances, [_row(i) for i in fold.instances.values()]),
+                        (step_executions, [_row(s) for s in fold.steps.values()])):
+        (_upsert_staged if len(rows) >= _STAGE_FROM_ROWS else _upsert)(conn, table, rows)
     if fold.events:
-        _copy_events(conn, [_flag(e, altered.get((e.workflow_id, e.sequence)))
-                            for e in fold.events])
+        _insert_copied(conn, workflow_events, [
+            _row(_flag(e, altered.get((e.workflow_id, e.sequence)))) for e in fold.events])
 
 
 def _count(conn: Connection, result: BatchResult, fold: Fold) -> None:
