@@ -9,6 +9,7 @@ docs/internals.md "Orchestrator").
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -51,6 +52,10 @@ def run_orchestrator() -> None:
             serving.append(start_metrics_server(settings.metrics_port, addr=settings.metrics_host))
             log.info("serving /metrics on port %d", serving[0])
 
+    # What the imports and the setup made lives as long as the process: out of the garbage
+    # collector's sight, its full collections walk only what the loop made since (they
+    # were ~20 ms each, every few seconds under load, and every input waited them out).
+    gc.freeze()
     code = run(settings, on_ready=serve_metrics)
     logging.shutdown()
     sys.exit(code)

@@ -7,9 +7,9 @@ decoded on use), the ids of finished workflows, and the committed input position
 the broker committed it does :meth:`Store.merge` fold it in (docs/internals.md: the in-memory
 store changes only after the commit). An aborted transaction is simply dropped.
 
-Finished workflows stay decoded in memory for ``finished_retention_s`` (late inputs are
-then told apart as duplicates or stale results), then only their id is kept. Pure: no
-I/O, the clock is passed in.
+Finished workflows stay in memory for ``finished_retention_s`` (late inputs are then told
+apart as duplicates or stale results), as records too, then only their id is kept. Pure:
+no I/O, the clock is passed in.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 from foldflow.processors.decider.plan import Plan
 from foldflow.processors.decider.state import TERMINAL_STATUSES, WorkflowState
-from foldflow.processors.runtime.records import DefinitionTable, FinishedIds, Live, decode_live
+from foldflow.processors.runtime.records import (
+    DefinitionTable,
+    FinishedIds,
+    Live,
+    decode_live,
+    live_record,
+)
 from foldflow.processors.runtime.timers import DueTimer
 
 __all__ = ["FINISHED", "Change", "PartitionState", "Store", "Transaction"]
@@ -110,8 +116,11 @@ class Store:
         self.definitions = definitions
         self.retention_s = finished_retention_s
         self.partitions: dict[int, PartitionState] = {}
-        #: finished workflows still held decoded, oldest first: (forget at, id, partition)
-        self._recent: dict[str, WorkflowState] = {}
+        #: finished workflows still held, as live records (bytes, which the garbage
+        #: collector does not walk: held decoded, a few thousand of them made each of its
+        #: full collections 25-50 ms, a pause every input waited out)
+        self._recent: dict[str, bytes] = {}
+        #: (forget at, id, partition), oldest first
         self._expiry: deque[tuple[float, str, int]] = deque()
 
     # --- ownership -----------------------------------------------------------------------
@@ -149,7 +158,7 @@ class Store:
             return decode_live(record, self.definitions)
         recent = self._recent.get(workflow_id)
         if recent is not None:
-            return Live(recent, None, (-1, -1))
+            return decode_live(recent, self.definitions)
         if workflow_id in part.finished:
             return FINISHED
         return None
@@ -185,15 +194,21 @@ class Store:
                 part.live.pop(wf, None)
                 part.finished.add(wf)
                 if self.retention_s > 0:
-                    self._recent[wf] = change.state
+                    self._recent[wf] = self._held(change.state)
                     self._expiry.append((now + self.retention_s, wf, change.partition))
             else:
                 part.live[wf] = change.record
         self.expire(now=now)
         return merged
 
+    def _held(self, state: WorkflowState) -> bytes:
+        """A finished state as the live record that :meth:`lookup` decodes (offsets -1)."""
+        digest = (None if state.definition_json is None
+                  else self.definitions.add(state.definition_json))
+        return live_record(state, digest=digest, offsets=(-1, -1))
+
     def expire(self, *, now: float) -> int:
-        """Forget the decoded states of workflows finished longer than the retention ago."""
+        """Forget the states of workflows finished longer than the retention ago."""
         dropped = 0
         while self._expiry and self._expiry[0][0] <= now:
             _, wf, _ = self._expiry.popleft()
@@ -202,5 +217,5 @@ class Store:
         return dropped
 
     def held(self) -> Iterable[str]:
-        """Ids of the finished workflows still held decoded (for tests and gauges)."""
+        """Ids of the finished workflows still held (for tests and gauges)."""
         return self._recent.keys()
