@@ -97,6 +97,9 @@ HANDLER = "orchestrator"
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("foldflow.orchestrator")
 
+#: How long a fatal error waits for librdkafka's error event that says why (a fence, seen
+#: by a produce call a moment before the event is queued, would otherwise exit as fatal).
+_FATAL_EVENT_WAIT_S = 1.0
 #: Records taken from the consumer per turn. The commit interval is checked between
 #: turns, so under a backlog a transaction holds a whole turn's inputs (fewer commits,
 #: each a few broker round trips during which nothing is decided), and under light load
@@ -594,11 +597,14 @@ class Orchestrator:
         """Handle a non-retriable error of ``what``; always raises."""
         error = kafka_error(exc)
         kind = classify(error) if error is not None else ErrorClass.FATAL
-        if kind is ErrorClass.FATAL:
-            try:
-                self.producer.poll(0)  # serve a pending error event that says why
-            except KafkaException as pending:  # raised by a callback: it says why as well
-                error = kafka_error(pending) or error
+        if kind is ErrorClass.FATAL:  # serve the error event that says why: a call can fail
+            deadline = time.monotonic() + _FATAL_EVENT_WAIT_S  # before librdkafka queued it
+            while self._producer_fatal is None and time.monotonic() < deadline:
+                try:
+                    self.producer.poll(0.05)
+                except KafkaException as pending:  # raised by a callback: it says why too
+                    error = kafka_error(pending) or error
+                    break
         fatal = self._producer_fatal
         if kind is ErrorClass.FATAL and fatal is not None and classify(fatal) is ErrorClass.FENCED:
             kind, error = ErrorClass.FENCED, fatal  # e.g. a produce refused after the fence
