@@ -12,7 +12,7 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,7 +25,9 @@ from foldflow.kafka import kafka_config
 from foldflow.producers import Publisher
 from foldflow.projections.models import workflow_events
 from foldflow.projections.projector import PROJECTION
+from foldflow.projections.store import Record
 from foldflow.schemas import messages as m
+from foldflow.schemas.codec import encode
 from foldflow.settings import Settings
 from foldflow.topics import Topology
 
@@ -296,6 +298,18 @@ SCENARIOS: dict[str, Callable[[str, str], Script]] = {
     "signalled": signalled,
     "terminated": terminated,
 }
+
+
+def interleave(scripts: Sequence[Script]) -> list[m.Envelope]:
+    """The scripts' events with the workflows' turns interleaved, as in a live partition."""
+    longest = max(len(s.events) for s in scripts)
+    return [s.events[n] for n in range(longest) for s in scripts if n < len(s.events)]
+
+
+def records(events: Sequence[m.Envelope], tp: tuple[str, int] = ("wf.events", 0)
+            ) -> list[Record]:
+    """``events`` as the projector's records at offsets 0, 1, ... of ``tp``."""
+    return [Record(tp[0], tp[1], i, e, size=len(encode(e))) for i, e in enumerate(events)]
 
 
 def definition_envelope(name: str, version: int, *, tenant: str = "default") -> m.Envelope:

@@ -190,12 +190,10 @@ class RecordHandler:
                 error = getattr(outcome.result, "error", None)
                 # A success is a DEBUG line: at INFO, one line per task was ~6% of a busy
                 # worker's CPU, built even when the repeat filter then dropped it.
-                log.log(
-                    logging.DEBUG if error is None else logging.INFO,
-                    "task %s",
-                    outcome.outcome,
-                    extra={**fields, "duration": round(outcome.duration, 6), "error": error},
-                )
+                level = logging.DEBUG if error is None else logging.INFO
+                if log.isEnabledFor(level):
+                    log.log(level, "task %s", outcome.outcome, extra={
+                        **fields, "duration": round(outcome.duration, 6), "error": error})
                 result = result_envelope(command, outcome.result, timestamp=int(time.time() * 1000))
                 # Started inside the span (a task copies the context), so the result's send
                 # span is a child of this record's process span; produced on the loop's

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from projection_support import SCENARIOS, Script, reset_tables
+from projection_support import SCENARIOS, Script, interleave, records, reset_tables
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -17,7 +17,6 @@ from foldflow.projections import store as store_module
 from foldflow.projections.dberrors import is_refusal
 from foldflow.projections.store import Record, write_batch
 from foldflow.schemas import messages as m
-from foldflow.schemas.codec import encode
 
 TP = ("wf.events", 0)
 #: Per table, its rows as text, with each JSON column's kind (SQL NULL is None, JSON null
@@ -42,9 +41,7 @@ def workflows() -> list[Script]:
 
 
 def interleaved(scripts: Sequence[Script]) -> list[Record]:
-    longest = max(len(s.events) for s in scripts)
-    events = [s.events[n] for n in range(longest) for s in scripts if n < len(s.events)]
-    return [Record(TP[0], TP[1], i, e, size=len(encode(e))) for i, e in enumerate(events)]
+    return records(interleave(scripts), TP)
 
 
 def dump(conn: Connection, schema: str = "") -> dict[str, list[tuple[object, ...]]]:

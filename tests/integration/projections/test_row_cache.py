@@ -3,9 +3,7 @@ and a batch folded from them stores the rows a one-pass fold gives."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from projection_support import SCENARIOS, reset_tables
+from projection_support import SCENARIOS, interleave, records, reset_tables
 from sqlalchemy import Engine, select
 
 from foldflow.projections.apply import fold_batch
@@ -13,13 +11,8 @@ from foldflow.projections.cache import RowCache
 from foldflow.projections.models import step_executions, workflow_instances
 from foldflow.projections.store import BatchResult, Record, write_batch
 from foldflow.schemas import messages as m
-from foldflow.schemas.codec import encode
 
 TP = ("wf.events", 0)
-
-
-def records(events: Sequence[m.Envelope]) -> list[Record]:
-    return [Record(TP[0], TP[1], i, e, size=len(encode(e))) for i, e in enumerate(events)]
 
 
 def write(engine: Engine, batch: list[Record], expected: int | None,
@@ -50,9 +43,7 @@ def stored_rows(engine: Engine) -> tuple[dict[str, object], dict[tuple[str, str]
 
 def interleaved() -> list[m.Envelope]:
     """Every scenario's events, the workflows' turns interleaved as in a live partition."""
-    scripts = [make(f"wf-{name}") for name, make in SCENARIOS.items()]
-    longest = max(len(s.events) for s in scripts)
-    return [s.events[n] for n in range(longest) for s in scripts if n < len(s.events)]
+    return interleave([make(f"wf-{name}") for name, make in SCENARIOS.items()])
 
 
 def test_rows_folded_from_the_cache_are_the_one_pass_rows(engine: Engine) -> None:
