@@ -159,6 +159,13 @@ class Settings(BaseSettings):
     )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    projector_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="how far the projector lowers its own CPU priority (nice) at start: "
+        "projections are off the workflows' path, so where the services share a machine "
+        "the orchestrator and workers go first and the projector writes larger batches; "
+        "0 keeps the priority it was started with (docs/operations.md)",
+    )
     # Orchestrator (processors/; docs/internals.md "Orchestrator")
     orchestrator_session_timeout_s: float = Field(
         default=10.0, ge=1.0, le=300.0,

@@ -7,6 +7,8 @@ SIGINT finish the batch in hand and exit.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 from types import FrameType
 
@@ -33,7 +35,11 @@ def run_projector() -> None:
     from foldflow.projections.projector import Projector
 
     settings = get_settings()
+    # Before any thread starts: Linux gives each thread its own priority, a new one its
+    # creator's.
+    niceness = os.nice(settings.projector_nice)
     configure_logging(settings, service="projector")
+    logging.getLogger("foldflow.projector").info("CPU priority", extra={"nice": niceness})
     configure_tracing(settings, service="projector")
     try:
         ensure_topics_at_start(settings, task_types=())

@@ -151,3 +151,22 @@ def test_every_demo_workflow_is_projected_with_its_final_status_and_history(
     status = foldflow(deployment, "status", finished[0])
     assert status.returncode == 0, status.stdout + status.stderr
     assert rows[finished[0]].status in status.stdout
+
+
+def _thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of ``pid`` (Linux keeps one per thread)."""
+    return {int(Path(stat).read_text().rsplit(")", 1)[1].split()[16])
+            for stat in Path(f"/proc/{pid}/task").glob("*/stat")}
+
+
+def test_the_projector_yields_the_cpu_to_the_services_on_the_workflows_path(
+    deployment: dict[str, str],
+) -> None:
+    pids = Path(deployment["FOLDFLOW_STATE_DIR"]) / "pids"
+    running = {name: int((pids / f"{name}.pid").read_text())
+               for name in ("orchestrator", "worker", "projector")}
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _thread_nices(running["orchestrator"]) == {ours}
+    assert _thread_nices(running["worker"]) == {ours}
+    # every thread, librdkafka's and the exporters' too: they start after the nice
+    assert _thread_nices(running["projector"]) == {min(ours + 10, 19)}
