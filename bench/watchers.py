@@ -36,6 +36,7 @@ __all__ = [
     "RssSampler",
     "TaskWatcher",
     "header",
+    "poll_interval",
 ]
 
 #: The terminal event types of wf.events and the status each one ends in.
@@ -148,12 +149,31 @@ class TaskWatcher(_Follower):
         self.seen.setdefault((msg.key() or b"").decode(), []).append(seen_ms)
 
 
+#: The projection poll waits one interval per this many workflows still to show up ...
+PENDING_PER_INTERVAL = 100
+#: ... and at most this long.
+POLL_MAX_S = 0.5
+
+
+def poll_interval(interval: float, pending: int) -> float:
+    """How long :class:`ProjectionWatcher` waits before its next query.
+
+    ``interval`` while few rows are awaited; longer in proportion to the backlog, so a
+    projector far behind (at saturation) is not also made to answer ever larger queries
+    50 times a second, whose cost landed on PostgreSQL's and the harness's CPU per
+    workflow. ``pending`` rows awaited mean the oldest is already about
+    ``pending / rate`` late, so the coarser reading stays a small share of its lag.
+    """
+    return min(POLL_MAX_S, interval * max(1.0, pending / PENDING_PER_INTERVAL))
+
+
 class ProjectionWatcher:
-    """Polls PostgreSQL every ``interval`` seconds for the rows of workflows Kafka saw end.
+    """Polls PostgreSQL for the rows of workflows Kafka saw end, every ``interval`` seconds
+    while few are awaited (:func:`poll_interval`).
 
     ``seen[workflow_id]`` is the wall time (ms) of the first query that found the row in
     a terminal status: an upper bound of when the projector's commit became visible,
-    at most ``interval`` plus one query late.
+    at most one poll interval plus one query late.
     """
 
     def __init__(self, database_url: str, *, interval: float = 0.02) -> None:
@@ -193,7 +213,8 @@ class ProjectionWatcher:
     def _run(self) -> None:
         with self._engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
-            while not self._stop.wait(self.interval):
+            awaited = 0
+            while not self._stop.wait(poll_interval(self.interval, awaited)):
                 with self._lock:
                     ids = list(self._pending)
                 if not ids:
@@ -204,6 +225,7 @@ class ProjectionWatcher:
                     for workflow_id in found:
                         self._pending.discard(workflow_id)
                         self.seen[workflow_id] = asked
+                    awaited = len(self._pending)
 
 
 class RssSampler:

@@ -12,6 +12,7 @@ from foldflow.bench.stats import (
     summarize,
     turnaround_samples,
 )
+from foldflow.bench.watchers import POLL_MAX_S, poll_interval
 
 
 def test_percentile_interpolates_linearly_like_numpy() -> None:
@@ -76,3 +77,10 @@ def test_incomplete_or_redelivered_workflows_are_left_out() -> None:
 def test_one_step_workflows_have_no_dispatch() -> None:
     assert dispatch_samples({"w": [5]}, {"w": [1]}, steps=1) == []
     assert turnaround_samples({"w": [5]}, {"w": [1]}, steps=1) == [4.0]
+
+
+def test_the_projection_poll_slows_with_the_backlog_only() -> None:
+    assert poll_interval(0.02, 0) == 0.02
+    assert poll_interval(0.02, 100) == 0.02  # half load: a few dozen rows awaited
+    assert poll_interval(0.02, 1_000) == pytest.approx(0.2)
+    assert poll_interval(0.02, 1_000_000) == POLL_MAX_S
