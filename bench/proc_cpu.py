@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["CpuWindow", "descendants", "parent_map", "tree_cpu_seconds"]
+__all__ = ["CpuWindow", "descendants", "main_thread_sched", "parent_map", "tree_cpu_seconds"]
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -58,6 +58,17 @@ def tree_cpu_seconds(roots: Iterable[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / ticks
+
+
+def main_thread_sched(pid: int) -> tuple[float, float] | None:
+    """Seconds ``pid``'s main thread has so far run on a CPU and waited, runnable, for one
+    (``/proc/<pid>/schedstat``; None when the process is gone or the kernel lacks it)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            ran_ns, waited_ns = stat.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(ran_ns) / 1e9, int(waited_ns) / 1e9
 
 
 @dataclass(frozen=True)

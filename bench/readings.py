@@ -8,6 +8,9 @@ __all__ = ["diagnose", "time_breakdown"]
 
 #: Busy CPU share used by processes outside the run past which the machine counts as shared.
 SHARED_MACHINE_SHARE = 0.1
+#: The orchestrator's loop thread waiting this share of a saturated phase for a CPU it
+#: could run on is short of CPU, whatever its own use.
+STARVED_SHARE = 0.2
 
 
 def time_breakdown(phase: PhaseResult, steps: int) -> list[tuple[str, float]] | None:
@@ -95,7 +98,14 @@ def diagnose(result: BenchResult) -> list[str]:
     facts = (f"orchestrator at saturation: {agent.inputs_per_s:,.0f} inputs/s, {mean_ms:.1f} ms "
              f"from taking an input to its acks, {agent.in_flight:.1f} inputs in hand on "
              "average" + (f", {cores:.2f} cores" if cores is not None else ""))
-    if cores is not None and cores >= 0.8:
+    if agent.ran_share is not None and agent.waited_share is not None:
+        facts += (f"; its loop thread ran {agent.ran_share:.0%} of the phase and waited "
+                  f"{agent.waited_share:.0%} for a CPU")
+    if agent.waited_share is not None and agent.waited_share >= STARVED_SHARE:
+        notes.append(f"{facts}: a serial agent short of CPU (the other processes held the "
+                     "cores), so CPU spent less elsewhere on the machine, or a core of its "
+                     "own, is what raises throughput")
+    elif cores is not None and cores >= 0.8:
         notes.append(f"{facts}: CPU-bound (one Python process, one core); the profile "
                      "(--profile) shows what it computes")
     elif agent.in_flight <= 1.2 and agent.in_flight >= 0.8:

@@ -103,11 +103,15 @@ class AgentLoad:
     """A service over a phase, from its ``foldflow_message_handling_seconds``: inputs/s,
     mean ms per input (taken → its messages acked) and the mean number of inputs in hand
     (Little's law: 1.0 for a serial agent that is never idle). ``PhaseResult.agent`` is
-    the orchestrator's, ``PhaseResult.workers`` all workers' together."""
+    the orchestrator's, ``PhaseResult.workers`` all workers' together. ``ran_share`` and
+    ``waited_share``: the shares of the phase the orchestrator's loop thread ran on a CPU
+    and waited, runnable, for one (the rest it slept: polls, commits); None for workers."""
 
     inputs_per_s: float
     mean_ms: float | None
     in_flight: float
+    ran_share: float | None = None
+    waited_share: float | None = None
 
 
 @dataclass(frozen=True)

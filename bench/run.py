@@ -35,6 +35,7 @@ from foldflow.bench.driver import Driver
 from foldflow.bench.figures import targets_for
 from foldflow.bench.lines import build_figures
 from foldflow.bench.metrics import HandlingTotals, agent_load, scrape
+from foldflow.bench.proc_cpu import main_thread_sched
 from foldflow.bench.profile import find_py_spy, record, summarize_collapsed
 from foldflow.bench.readings import diagnose
 from foldflow.bench.results import (
@@ -96,15 +97,22 @@ def _totals(run: Session, handler: str) -> HandlingTotals | None:
 def _measured(run: Session, phase: Callable[[], PhaseWindow]) -> tuple[PhaseWindow, _Loads]:
     """Run a load phase between two scrapes of the services' handling metrics."""
     before = {h: _totals(run, h) for h in ("orchestrator", "worker")}
+    sched_before = main_thread_sched(run.orchestrator.pid)
     began = time.monotonic()
     window = phase()
     wall = time.monotonic() - began
+    sched_after = main_thread_sched(run.orchestrator.pid)
     after = {h: _totals(run, h) for h in ("orchestrator", "worker")}
     loads = {
         h: agent_load(b, a, wall) if (b := before[h]) and (a := after[h]) else None
         for h in before
     }
-    return window, _Loads(loads["orchestrator"], loads["worker"])
+    orchestrator = loads["orchestrator"]
+    if orchestrator is not None and sched_before is not None and sched_after is not None:
+        orchestrator = replace(orchestrator,
+                               ran_share=(sched_after[0] - sched_before[0]) / wall,
+                               waited_share=(sched_after[1] - sched_before[1]) / wall)
+    return window, _Loads(orchestrator, loads["worker"])
 
 
 def _warm_up(run: Session, driver: Driver, concurrency: int) -> None:

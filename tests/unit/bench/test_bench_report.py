@@ -176,6 +176,20 @@ def test_a_serial_agent_that_barely_uses_cpu_is_waiting() -> None:
     assert "waiting" in note
 
 
+def test_an_orchestrator_waiting_for_a_cpu_is_short_of_cpu() -> None:
+    res = result()
+    starved = replace(res.phases[0], agent=AgentLoad(1_800.0, 0.4, 0.8, ran_share=0.52,
+                                                     waited_share=0.32))
+    res = replace(res, phases=[starved],
+                  machine=replace(res.machine, process_cores={"orchestrator": 0.49}))
+    (note,) = [n for n in diagnose(res) if n.startswith("orchestrator")]
+    assert "ran 52% of the phase and waited 32% for a CPU" in note
+    assert "short of CPU" in note
+    calm = replace(starved, agent=replace(starved.agent, waited_share=0.05))
+    (note,) = [n for n in diagnose(replace(res, phases=[calm])) if n.startswith("orchestrator")]
+    assert "waited 5% for a CPU" in note and "short of CPU" not in note
+
+
 def test_a_cpu_bound_orchestrator() -> None:
     res = result()
     batched = replace(res.phases[0], agent=AgentLoad(900.0, 40.0, 36.0))
