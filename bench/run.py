@@ -314,7 +314,7 @@ def run_benchmark(
         rss_idle, held_idle = run.rss.now() or 0.0, len(driver.starts)
 
         windows, cpu = _load_phases(run, driver)
-        _await_projection(run, "latency" if config.latency_duration > 0 else "throughput")
+        _await_projection(run, windows[-1][0].name)
         rss_end = run.rss.now() or 0.0
         obs = _observations(run, driver)
         state_bytes = _state_bytes(run)

@@ -154,9 +154,10 @@ def test_every_demo_workflow_is_projected_with_its_final_status_and_history(
 
 
 def _thread_nices(pid: int) -> set[int]:
-    """The nice value of every thread of ``pid`` (Linux keeps one per thread)."""
-    return {int(Path(stat).read_text().rsplit(")", 1)[1].split()[16])
-            for stat in Path(f"/proc/{pid}/task").glob("*/stat")}
+    """The nice value of every thread of ``pid`` (Linux keeps one per thread, and takes a
+    thread id for a process id)."""
+    return {os.getpriority(os.PRIO_PROCESS, int(task.name))
+            for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def test_the_projector_yields_the_cpu_to_the_services_on_the_workflows_path(
