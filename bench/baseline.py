@@ -5,7 +5,11 @@ confluent-kafka with exactly the Publisher's producer settings (``acks=all``, id
 produces N messages the size of a real ``task.execute.v1`` command (real encoded
 commands for distinct workflow ids, so lz4 sees realistic data) while a consumer reads
 them back: messages/s of produce+consume is the ceiling a Foldflow figure is divided by.
-A paced probe then measures one hop: produce → acked, and produce → consumed.
+A paced probe then measures one hop: produce → acked, and produce → consumed. A second
+one measures one transactional hop, what each of the orchestrator's hops costs at least:
+a transaction of one record that also commits an input offset (begin, produce,
+``send_offsets_to_transaction``, ``commit_transaction``, with the orchestrator's producer
+settings) → the record seen by a ``read_committed`` consumer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from foldflow.bench.results import BaselineResult
 from foldflow.bench.stats import rate, summarize
 from foldflow.kafka import kafka_config
+from foldflow.processors.runtime.kafka import transactional_producer_config
 from foldflow.producers.publisher import producer_config
 from foldflow.schemas.codec import encode
 from foldflow.schemas.messages import Envelope, ExecuteTask, derived_id, dump_json, task_id
@@ -57,10 +62,11 @@ def task_command(workflow_id: str, *, step: int = 1, task_type: str = "builtin.e
 
 @dataclass(frozen=True)
 class RawTopics:
-    """The two private topics of the baseline (throughput and probe)."""
+    """The private topics of the baseline (throughput, probe, transactional probe)."""
 
     throughput: str
     probe: str
+    transactional_probe: str
 
 
 def _create(settings: Settings, names: list[str]) -> None:
@@ -89,6 +95,7 @@ def _consumer(settings: Settings, topic: str) -> Consumer:
         "group.id": f"bench-raw-{uuid.uuid4()}",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
+        "isolation.level": "read_committed",  # librdkafka's default, said: see the probes
     }))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])
@@ -158,9 +165,26 @@ def _warm_producer(settings: Settings, topic: str, *, source: str) -> Producer:
     return producer
 
 
-def _probe(settings: Settings, topic: str, count: int, per_second: float
-           ) -> tuple[list[float], list[float]]:
-    """Paced single messages: (ack latencies, produce→consumed latencies) in ms."""
+def _warm_transactional_producer(settings: Settings, topic: str) -> Producer:
+    """The orchestrator's transactional producer settings, initialised, one transaction
+    committed (metadata, producer id and coordinator known before the clock runs)."""
+    producer = Producer({**transactional_producer_config(settings),
+                         "transactional.id": f"bench-raw-{uuid.uuid4()}"})  # fmt: skip
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, task_command(str(uuid.uuid4())), b"warm-up")
+    producer.commit_transaction(30)
+    return producer
+
+
+def _probe(settings: Settings, topic: str, count: int, per_second: float, *,
+           transactional: bool = False) -> tuple[list[float], list[float]]:
+    """Paced single messages: (ack latencies, produce→consumed latencies) in ms.
+
+    ``transactional``: each message in a transaction of its own that also commits an input
+    offset, as the orchestrator commits; the first list then holds how long
+    ``send_offsets_to_transaction`` + ``commit_transaction`` took.
+    """
     consumer = _consumer(settings, topic)
     consumer.consume(num_messages=1, timeout=1.0)
     hops: list[float] = []
@@ -175,7 +199,12 @@ def _probe(settings: Settings, topic: str, count: int, per_second: float
             if stamp is not None:
                 hops.append((time.time() - float(stamp)) * 1000)
 
-    producer = _warm_producer(settings, topic, source="bench-raw-probe")
+    group: Consumer | None = None
+    if transactional:
+        producer = _warm_transactional_producer(settings, topic)
+        group = Consumer(kafka_config(settings, {"group.id": f"bench-raw-{uuid.uuid4()}"}))
+    else:
+        producer = _warm_producer(settings, topic, source="bench-raw-probe")
     count -= 1  # the warm-up message counts
     reader = threading.Thread(target=read, name="bench-raw-probe", daemon=True)
     reader.start()
@@ -184,15 +213,25 @@ def _probe(settings: Settings, topic: str, count: int, per_second: float
     value = task_command(wid)
     interval = 1.0 / per_second
     next_at = time.perf_counter()
-    for _ in range(count):
+    for n in range(count):
         sent = time.time()
+        headers: list[tuple[str, str | bytes | None]] = [("t", repr(sent).encode())]
+        if group is not None:
+            producer.begin_transaction()
+            producer.produce(topic, value, wid.encode(), headers=headers)
+            began = time.perf_counter()
+            producer.send_offsets_to_transaction([TopicPartition(topic, 0, n + 1)],
+                                                 group.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            acks.append((time.perf_counter() - began) * 1000)
+        else:
 
-        def on_delivery(err: object, _msg: object, sent: float = sent) -> None:
-            if err is None:
-                acks.append((time.time() - sent) * 1000)
+            def on_delivery(err: object, _msg: object, sent: float = sent) -> None:
+                if err is None:
+                    acks.append((time.time() - sent) * 1000)
 
-        producer.produce(topic, value, wid.encode(), on_delivery=on_delivery,
-                         headers=[("t", repr(sent).encode())])
+            producer.produce(topic, value, wid.encode(), on_delivery=on_delivery,
+                             headers=headers)  # fmt: skip
         next_at += interval
         while (delay := next_at - time.perf_counter()) > 0:
             producer.poll(min(delay, 0.001))
@@ -203,6 +242,8 @@ def _probe(settings: Settings, topic: str, count: int, per_second: float
     stop.set()
     reader.join(timeout=5)
     consumer.close()
+    if group is not None:
+        group.close()
     return acks, hops
 
 
@@ -213,11 +254,18 @@ def run_baseline(
     messages: int,
     probe_messages: int = 500,
     probe_rate: float = 250.0,
+    transactions: int = 200,
+    transaction_rate: float = 50.0,
 ) -> BaselineResult:
-    """Measure raw Kafka on private ``topics`` (created here; the caller deletes them)."""
-    _create(settings, [topics.throughput, topics.probe])
+    """Measure raw Kafka on private ``topics`` (created here; the caller deletes them).
+
+    The transactional probe is paced slower than the plain one: a transaction takes a few
+    ms, so at 250/s they would run back to back."""
+    _create(settings, [topics.throughput, topics.probe, topics.transactional_probe])
     produce_rate, pc_rate, size = _throughput(settings, topics.throughput, messages)
     acks, hops = _probe(settings, topics.probe, probe_messages, probe_rate)
+    commits, txn_hops = _probe(settings, topics.transactional_probe, transactions,
+                               transaction_rate, transactional=True)  # fmt: skip
     return BaselineResult(
         messages=messages,
         message_bytes=size,
@@ -225,4 +273,6 @@ def run_baseline(
         produce_consume_per_s=pc_rate,
         hop_ms=summarize(hops),
         ack_ms=summarize(acks),
+        transactional_hop_ms=summarize(txn_hops),
+        commit_ms=summarize(commits),
     )

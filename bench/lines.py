@@ -22,6 +22,26 @@ def messages_per_workflow(steps: int) -> int:
     return 1 + steps + steps + (2 * steps + 2)
 
 
+#: A latency's raw-Kafka floor: so many hops of each kind (their quantiles added up).
+Hops = tuple[tuple[LatencySummary, int], ...]
+
+
+def _floors(result: BenchResult) -> tuple[Hops, str, Hops, str, Hops]:
+    """The raw-Kafka floors of a dispatch and of a whole workflow, each with its label, and
+    one plain hop. The orchestrator's k + 1 hops are transactional (a dispatch is one of
+    them) and the workers' k plain, when the run measured both kinds."""
+    k, base = result.steps, result.baseline
+    plain = base.hop_ms if base is not None else None
+    if plain is None:
+        return (), "", (), "", ()
+    hop: Hops = ((plain, 1),)
+    txn = base.transactional_hop_ms if base is not None else None
+    if txn is None:
+        return hop, "1 hop", ((plain, 2 * k + 1),), f"{2 * k + 1} hops", hop
+    workflow: Hops = ((txn, k + 1), (plain, k))
+    return ((txn, 1),), "1 transactional hop", workflow, f"{k + 1} txn + {k} hops", hop
+
+
 def _latency_figures(
     key: str,
     label: str,
@@ -31,13 +51,12 @@ def _latency_figures(
     load: str,
     target: Target | None = None,
     target_q: str = "p99",
-    baseline: LatencySummary | None = None,
-    baseline_hops: int = 1,
+    baseline: Hops = (),
     baseline_label: str = "",
 ) -> list[Figure]:
     figures = []
     for q in quantiles:
-        base = baseline.at(q) * baseline_hops if baseline is not None else None
+        base = sum(hop.at(q) * n for hop, n in baseline) if baseline else None
         figures.append(
             Figure(
                 key=f"{key}_{q}_ms",
@@ -60,7 +79,7 @@ def build_figures(result: BenchResult) -> list[Figure]:
     base = result.baseline
     raw = base.produce_consume_per_s if base is not None else None
     per_wf = messages_per_workflow(k)
-    hop = base.hop_ms if base is not None else None
+    dispatch_floor, dispatch_label, workflow_floor, workflow_label, hop = _floors(result)
     figures: list[Figure] = []
 
     throughput = result.phase("throughput")
@@ -93,7 +112,7 @@ def build_figures(result: BenchResult) -> list[Figure]:
         figures += _latency_figures(
             "saturated_start_to_completed", "start→completed",
             throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,
-            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+            baseline=workflow_floor, baseline_label=workflow_label,
         )
 
     latency = result.phase("latency")
@@ -106,12 +125,12 @@ def build_figures(result: BenchResult) -> list[Figure]:
         figures += _latency_figures(
             "start_to_completed", "start→completed", latency.start_to_completed_ms,
             quantiles=("p50", "p95", "p99"), load=load,
-            baseline=hop, baseline_hops=2 * k + 1, baseline_label=f"{2 * k + 1} hops",
+            baseline=workflow_floor, baseline_label=workflow_label,
         )
         figures += _latency_figures(
             "dispatch", "step dispatch", latency.dispatch_ms,
             quantiles=("p50", "p95", "p99"), load=load, target=targets.dispatch_p99_ms,
-            baseline=hop, baseline_label="1 hop",
+            baseline=dispatch_floor, baseline_label=dispatch_label,
         )
         figures += _latency_figures(
             "worker_turnaround", "worker turnaround", latency.turnaround_ms,

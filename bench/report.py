@@ -173,6 +173,11 @@ def _context_table(result: BenchResult) -> Table:
                    f"p99 {b.hop_ms.p99:.1f} ms"
         if b.ack_ms is not None:
             raw += f"; ack p99 {b.ack_ms.p99:.1f} ms"
+        if b.transactional_hop_ms is not None:
+            raw += (f"; one transactional hop (produce→committed→consumed) p50 "
+                    f"{b.transactional_hop_ms.p50:.1f} ms, p99 {b.transactional_hop_ms.p99:.1f} ms")
+        if b.commit_ms is not None:
+            raw += f" (offsets + commit p50 {b.commit_ms.p50:.1f} ms)"
         table.add_row("raw Kafka", raw)
     for p in result.phases:
         agent = ""

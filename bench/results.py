@@ -96,6 +96,10 @@ class BaselineResult:
     produce_consume_per_s: float
     hop_ms: LatencySummary | None
     ack_ms: LatencySummary | None
+    #: one record in a transaction of its own → seen ``read_committed`` (baseline.py)
+    transactional_hop_ms: LatencySummary | None = None
+    #: ``send_offsets_to_transaction`` + ``commit_transaction`` of those transactions
+    commit_ms: LatencySummary | None = None
 
 
 @dataclass(frozen=True)

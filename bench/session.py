@@ -164,7 +164,8 @@ class Session:
         return run_baseline(
             self.settings,
             RawTopics(self.settings.topic_prefix + "bench.raw",
-                      self.settings.topic_prefix + "bench.raw-probe"),
+                      self.settings.topic_prefix + "bench.raw-probe",
+                      self.settings.topic_prefix + "bench.raw-txn-probe"),
             messages=self.config.baseline_messages,
         )
 

@@ -94,6 +94,24 @@ def test_latency_targets_apply_to_p99_at_half_load_only() -> None:
     assert "saturated_start_to_completed_p99_ms" in figures
 
 
+def test_with_a_transactional_hop_the_orchestrator_hops_are_judged_against_it() -> None:
+    res = result()
+    base = replace(res.baseline, transactional_hop_ms=lat(6, 9, 15), commit_ms=lat(4, 5, 6))
+    res = replace(res, baseline=base)
+    figures = by_key(res)
+    # a dispatch is one orchestrator hop: a transaction (p99 75 against 15)
+    assert figures["dispatch_p99_ms"].ratio == pytest.approx(5.0)  # type: ignore[attr-defined]
+    assert figures["dispatch_p99_ms"].baseline_label == "1 transactional hop"  # type: ignore[attr-defined]
+    # a 3-step workflow: 4 transactional hops (the orchestrator's) + 3 plain (results)
+    assert figures["start_to_completed_p50_ms"].baseline == 4 * 6 + 3 * 5  # type: ignore[attr-defined]
+    assert figures["start_to_completed_p50_ms"].baseline_label == "4 txn + 3 hops"  # type: ignore[attr-defined]
+    # the workers' and the projector's hops stay plain ones
+    assert figures["worker_turnaround_p99_ms"].baseline == 10  # type: ignore[attr-defined]
+    text = " ".join(rendered(res).split())  # the raw Kafka line wraps
+    assert "one transactional hop (produce→committed→consumed) p50 6.0 ms, p99 15.0 ms" in text
+    assert "(offsets + commit p50 4.0 ms)" in text
+
+
 def test_memory_figures() -> None:
     figures = by_key(result())
     assert figures["orchestrator_rss_peak_mb"].verdict is None  # type: ignore[attr-defined]
