@@ -16,6 +16,15 @@ sequence, as in Kafka Streams' ``StreamThread``:
 3. ``commit_transaction()``;
 4. only then merge the working state into the committed store and the timer index.
 
+Steps 2 and 3 run on a helper thread while the loop goes on (a pipelined commit): it takes
+and decides the next inputs against the working state of the committing transaction
+stacked under a new one, whose records wait in memory until the commit returns and the
+producer can begin the next transaction (librdkafka has one at a time). One commit is in
+flight at most; whatever must see it done first (a rebalance, an abort, shutdown, a
+definition catch-up, a refused record's isolation) waits for it. A commit that fails
+aborts both: neither working state was merged, so the rewind to the committed offsets
+decides all their inputs again.
+
 Errors fall into a few classes (:mod:`foldflow.processors.runtime.errors`): retriable (the call is
 repeated), abortable (abort, seek every input partition back to its committed offset,
 drop the working state: the inputs are decided again), fenced and fatal (the loop ends;
@@ -31,6 +40,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
@@ -116,6 +127,8 @@ COMMIT_SHARE = 4.0
 INTERVAL_STRETCH_MAX = 5.0
 GAUGES_S = 5.0
 ADMIN_BACKOFF_MAX_S = 5.0
+#: The longest poll while a commit is in flight: its end begins the next transaction.
+COMMIT_POLL_S = 0.001
 
 EnsureTopics = Callable[[tuple[str, ...]], None]
 
@@ -167,9 +180,12 @@ class Orchestrator:
             lookup=self._current, resolve=self._resolve,
         )  # fmt: skip
         self.txn: Transaction | None = None
+        self.committing: _InFlight | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1,
+                                             thread_name_prefix="orchestrator-commit")  # fmt: skip
         self.min_interval_s = settings.orchestrator_commit_interval_ms / 1000
         self.interval_s = self.min_interval_s
-        self._commit_s = 0.0  # moving average of how long a commit blocks the loop
+        self._commit_s = 0.0  # moving average of how long a commit takes
         self._busy = 0.0  # moving average of the share of time the loop is not idle
         self._idle_s = 0.0  # waited in poll since the last commit
         self._cycle_began = time.monotonic()
@@ -227,6 +243,7 @@ class Orchestrator:
             self._close()
 
     def _close(self) -> None:
+        self._committer.shutdown(wait=True)  # a commit in flight ends first
         try:
             self.consumer.close()  # leaves the group (revoke: nothing is open any more)
         except (KafkaException, RuntimeError) as exc:
@@ -255,6 +272,8 @@ class Orchestrator:
             self._rewind(assign=True)
         self.producer.poll(0)
         try:
+            if self.committing is not None and self.committing.future.done():
+                self._settle()
             for msg in batch:
                 error = msg.error()
                 if error is not None:
@@ -262,10 +281,10 @@ class Orchestrator:
                     continue
                 self._input(msg)
                 if self._must_commit():
-                    self._commit("inputs")
+                    self._commit("inputs", wait=bool(self._suspect))
             self._fire_due_timers()
             if self._due_to_commit():
-                self._commit("interval")
+                self._commit("interval", wait=False)
         except TransactionAborted:
             pass  # rewound: the rest of the batch is read again
         self._housekeeping()
@@ -273,7 +292,9 @@ class Orchestrator:
     def _wait_s(self) -> float:
         now = time.monotonic()
         wait = HOUSEKEEPING_S
-        if self.txn is not None:
+        if self.committing is not None:  # the open transaction commits after that one
+            wait = min(wait, COMMIT_POLL_S)
+        elif self.txn is not None:
             wait = min(wait, self.txn.started + self.interval_s - now)
         due = self.timers.next_due()
         if due is not None:
@@ -281,8 +302,11 @@ class Orchestrator:
         return max(0.0, wait)
 
     def _due_to_commit(self) -> bool:
-        """Between turns: the transaction is as old as the commit interval (or full)."""
+        """Between turns: the transaction is as old as the commit interval (or full), and
+        the previous commit is done (until then it collects inputs: group commit)."""
         txn = self.txn
+        if self.committing is not None and not self.committing.future.done():
+            return False
         return txn is not None and (
             self._must_commit() or time.monotonic() - txn.started >= self.interval_s
         )
@@ -359,10 +383,12 @@ class Orchestrator:
         txn.inputs += 1
 
     def _current(self, workflow_id: str, partition: int) -> Current | object | None:
-        if self.txn is not None:
-            change = self.txn.changes.get(workflow_id)
-            if change is not None:
-                return Current(change.state, change.offsets)
+        flight = self.committing
+        for txn in (self.txn, flight.txn if flight is not None else None):
+            if txn is not None:
+                change = txn.changes.get(workflow_id)
+                if change is not None:
+                    return Current(change.state, change.offsets)
         found = self.store.lookup(workflow_id, partition)
         if found is FINISHED or found is None:
             return found
@@ -420,11 +446,17 @@ class Orchestrator:
 
     def _begin(self) -> Transaction:
         if self.txn is None:
-            self._call("begin_transaction", self.producer.begin_transaction)
-            self.txn = Transaction(started=time.monotonic())
+            begun = self.committing is None  # else once that commit returns (_settle)
+            if begun:
+                self._call("begin_transaction", self.producer.begin_transaction)
+            self.txn = Transaction(started=time.monotonic(), begun=begun)
         return self.txn
 
     def _produce(self, record: OutputRecord, *, partition: int | None = None) -> None:
+        txn = self.txn
+        if txn is not None and not txn.begun:
+            txn.pending.append((record, partition))
+            return
         part = partition if partition is not None else record.partition
         headers: list[tuple[str, str | bytes | None]] = list(record.headers)
         while True:
@@ -454,34 +486,69 @@ class Orchestrator:
             log.error("the producer failed for good: %s", error)
 
     def _commit_open(self, reason: str) -> None:
-        if self.txn is not None:
-            self._commit(reason)
+        """Commit the open transaction, if any, and wait until no commit is in flight."""
+        self._commit(reason)
 
-    def _commit(self, reason: str) -> None:
+    def _commit(self, reason: str, *, wait: bool = True) -> None:
+        """Commit the open transaction: steps 1 here, 2 and 3 on the helper thread (the
+        previous commit done first); ``wait``: until it is done and merged."""
+        self._settle()
         txn = self.txn
         if txn is None:
             return
         self._produce_state(txn)
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(txn.positions.items())]
-        began = time.monotonic()
-        if offsets:
-            metadata = self.consumer.consumer_group_metadata()
-            self._call("send_offsets_to_transaction",
-                       lambda: self.producer.send_offsets_to_transaction(
-                           offsets, metadata, self.call_timeout_s))  # fmt: skip
-        self._call("commit_transaction",
-                   lambda: self.producer.commit_transaction(self.call_timeout_s))  # fmt: skip
+        metadata = self.consumer.consumer_group_metadata() if offsets else None
         self.txn = None
-        self._stretch_interval(time.monotonic() - began)
-        self._merge(txn)
-        log.debug("committed %d inputs (%s)", txn.inputs, reason)
+        self.committing = _InFlight(txn, reason,
+                                    self._committer.submit(self._finish, offsets, metadata))
+        if wait:
+            self._settle()
+
+    def _finish(self, offsets: list[TopicPartition], metadata: object) -> float:
+        """Steps 2 and 3 of a commit (the helper thread): their seconds, or
+        :class:`_CommitFailed` saying which call failed."""
+        began = time.monotonic()
+        what = "send_offsets_to_transaction"
+        try:
+            if offsets:
+                self._attempts(what, lambda: self.producer.send_offsets_to_transaction(
+                    offsets, metadata, self.call_timeout_s))  # fmt: skip
+            what = "commit_transaction"
+            self._attempts(what, lambda: self.producer.commit_transaction(self.call_timeout_s))
+        except KafkaException as exc:
+            raise _CommitFailed(what, exc) from exc
+        return time.monotonic() - began
+
+    def _settle(self) -> None:
+        """Wait for the commit in flight, if any; merge it (step 4) and begin the
+        transaction stacked on it, or abort both if it failed (raises then)."""
+        flight = self.committing
+        if flight is None:
+            return
+        try:
+            commit_s = flight.future.result()
+        except _CommitFailed as failed:
+            flight.failed = True
+            self._failed(failed.what, failed.cause)  # raises; an abort drops both
+        self.committing = None
+        self._stretch_interval(commit_s)
+        self._merge(flight.txn)
+        log.debug("committed %d inputs (%s)", flight.txn.inputs, flight.reason)
+        txn = self.txn
+        if txn is not None and not txn.begun:
+            self._call("begin_transaction", self.producer.begin_transaction)
+            txn.begun = True
+            pending, txn.pending = txn.pending, []
+            for record, partition in pending:
+                self._produce(record, partition=partition)
 
     def _stretch_interval(self, commit_s: float) -> None:
-        """Group commit: a commit costs several broker round trips during which nothing is
-        decided, and the broker writes a marker to every partition the transaction touched.
-        While the loop has idle time the configured interval holds (latency); once it is
-        saturated and commits are slow, transactions collect inputs for longer, so fewer,
-        larger commits serve more inputs."""
+        """Group commit: a commit costs several broker round trips, and the broker writes a
+        marker to every partition the transaction touched. While the loop has idle time the
+        configured interval holds (latency); once it is saturated and commits are slow,
+        transactions collect inputs for longer, so fewer, larger commits serve more inputs
+        (and the CPU they would cost Kafka and this process goes to deciding)."""
         now = time.monotonic()
         cycle = max(now - self._cycle_began, 1e-6)
         self._busy = 0.8 * self._busy + 0.2 * max(0.0, 1 - self._idle_s / cycle)
@@ -528,21 +595,28 @@ class Orchestrator:
     def _abort(self, reason: str, *, force: bool = False) -> None:
         """Abort the open transaction (``force``: the producer has one open even if none is
         known here), drop the working state and rewind every input partition to its
-        committed offset: whatever was read since is decided again."""
+        committed offset: whatever was read since is decided again. A commit still in
+        flight ends first (and aborts everything itself if it fails); one that failed is
+        aborted with the transaction stacked on it."""
+        if self.committing is not None and not self.committing.failed:
+            self._settle()
+        flight, self.committing = self.committing, None
         txn, self.txn = self.txn, None
-        if txn is not None or force:
+        if (txn is not None and txn.begun) or flight is not None or force:
             self._call("abort_transaction",
                        lambda: self.producer.abort_transaction(self.call_timeout_s))  # fmt: skip
         TRANSACTION_ABORTS.labels(reason=reason).inc()
-        inputs = 0
-        if txn is not None:
-            inputs = txn.inputs
-            self.timers.rearm(txn.fired, at=int(time.time() * 1000))
-            if self._rejections:
-                self._isolate(txn)
+        dropped = [t for t in (flight.txn if flight is not None else None, txn) if t is not None]
+        for t in dropped:
+            self.timers.rearm(t.fired, at=int(time.time() * 1000))
+        if self._rejections and dropped:
+            self._isolate(dropped[0])  # the one whose records went to the broker
         self._rejections.clear()
+        inputs = sum(t.inputs for t in dropped)
+        stacked = txn.inputs if flight is not None and txn is not None else 0
         self._rewind()
-        log.warning("transaction aborted (%s): %d inputs will be read again", reason, inputs)
+        log.warning("transaction aborted (%s): %d inputs will be read again (%d of them "
+                    "decided while it committed)", reason, inputs, stacked)  # fmt: skip
 
     def _isolate(self, txn: Transaction) -> None:
         """A record of ``txn`` was refused: its inputs go one per transaction from now on,
@@ -574,7 +648,15 @@ class Orchestrator:
                             exc)  # fmt: skip
 
     def _call(self, what: str, call: Callable[[], object]) -> None:
-        """A transactional producer call: retried while retriable, else classified.
+        """A transactional producer call: retried while retriable, else classified."""
+        try:
+            self._attempts(what, call)
+        except KafkaException as exc:
+            self._failed(what, exc)
+
+    def _attempts(self, what: str, call: Callable[[], object]) -> None:
+        """Run ``call`` again while it fails retriably; raise any other failure (touches no
+        state of the loop: the helper thread runs commits with it).
 
         Each attempt runs under the watchdog: a call that outlives ``guard_s`` (librdkafka
         #5456) restarts the process in place.
@@ -588,7 +670,7 @@ class Orchestrator:
             except KafkaException as exc:
                 error = kafka_error(exc)
                 if error is None or classify(error) is not ErrorClass.RETRIABLE:
-                    self._failed(what, exc)
+                    raise
                 log.warning("%s: %s; retrying in %.1fs", what, error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -702,7 +784,7 @@ class Orchestrator:
     def _on_lost(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         self._revocations += 1
         try:
-            if not self._dead and self.txn is not None:
+            if not self._dead and (self.txn is not None or self.committing is not None):
                 self._abort("partitions lost")
         except TransactionAborted:
             pass
@@ -753,8 +835,9 @@ class Orchestrator:
         for topic in self.inputs:
             for p in sorted(self._owned):
                 position = self.store.position(topic, p)
-                if self.txn is not None:
-                    position = self.txn.positions.get((topic, p), position)
+                for txn in (self.committing.txn if self.committing else None, self.txn):
+                    if txn is not None:
+                        position = txn.positions.get((topic, p), position)
                 if position is None:
                     start = self._start.get((topic, p))
                     position = start if start is not None and start >= 0 else None
@@ -780,6 +863,25 @@ def group_commit_interval(min_interval_s: float, *, busy: float, commit_s: float
     if busy < SATURATED:
         return min_interval_s
     return min(min_interval_s * INTERVAL_STRETCH_MAX, max(min_interval_s, COMMIT_SHARE * commit_s))
+
+
+@dataclass
+class _InFlight:
+    """A transaction whose commit runs on the helper thread (its seconds, or
+    :class:`_CommitFailed`)."""
+
+    txn: Transaction
+    reason: str
+    future: Future[float]
+    failed: bool = False  # its commit failed: an abort drops it
+
+
+class _CommitFailed(Exception):
+    """A commit's ``send_offsets_to_transaction`` or ``commit_transaction`` failed."""
+
+    def __init__(self, what: str, cause: KafkaException) -> None:
+        super().__init__(f"{what}: {cause}")
+        self.what, self.cause = what, cause
 
 
 class _Refused(Exception):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from foldflow.processors.decider.plan import Plan
 from foldflow.processors.decider.state import TERMINAL_STATUSES, WorkflowState
+from foldflow.processors.runtime.effects import OutputRecord
 from foldflow.processors.runtime.records import (
     DefinitionTable,
     FinishedIds,
@@ -94,6 +95,10 @@ class Transaction:
     fired: list[DueTimer] = field(default_factory=list)
     #: workflow id -> traceparent of the input that last changed it (its timers' trace)
     traces: dict[str, bytes | None] = field(default_factory=dict)
+    #: whether the producer's transaction began: one opened while the previous one is
+    #: still committing holds its records in ``pending`` until then
+    begun: bool = True
+    pending: list[tuple[OutputRecord, int | None]] = field(default_factory=list)
 
     def change(self, change: Change) -> None:
         """Record the newest state of a workflow (coalesced: the last one wins)."""

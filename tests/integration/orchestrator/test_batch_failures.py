@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -39,9 +40,10 @@ from foldflow.settings import Settings
 HERE = Path(__file__).resolve().parent
 
 
-def script_orchestrator(script: str, settings: Settings, log_dir: Path) -> Service:
+def script_orchestrator(script: str, settings: Settings, log_dir: Path,
+                        env: dict[str, str] | None = None) -> Service:  # fmt: skip
     """``foldflow run orchestrator`` through a script that patches one thing first."""
-    service = Service(script, settings, log_dir, script=HERE / f"{script}.py").start()
+    service = Service(script, settings, log_dir, script=HERE / f"{script}.py", env=env).start()
     service.wait_for_log("recovered \\d+ workflows", timeout=STARTUP_S)
     return service
 
@@ -139,6 +141,55 @@ def test_an_aborted_commit_is_decided_again_to_the_same_events(
             assert all(len(v) == 1 for v in by_sequence.values()), wf
             decided_twice += len(copies) - len(by_sequence)
         assert decided_twice > 0  # the aborted transaction did write events, decided again
+    finally:
+        if orchestrator is not None:
+            orchestrator.stop()
+        worker.stop()
+        events.close()
+        deployment.close()
+        delete_private_topics(settings)
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["fails", "succeeds"])
+def test_inputs_decided_while_a_commit_runs_wait_for_it_and_share_its_fate(
+    stack: Settings, log_dir: Path, fails: bool
+) -> None:
+    """The loop goes on deciding while a commit runs on its helper thread. A commit that
+    then fails aborts the transaction stacked on it too, and every input of both is decided
+    again; one that succeeds lets the stacked one begin. Either way: each event once."""
+    settings = private_settings(stack, partitions=3)
+    deployment, events = Deployment(settings), EventLog(settings)
+    register_all(deployment)
+    worker = Service("worker-slow-commit", settings, log_dir, args=["worker"]).start()
+    orchestrator = None
+    try:
+        orchestrator = script_orchestrator(
+            "aborting_orchestrator", settings, log_dir,
+            env={"TEST_COMMIT_DELAY_S": "3", "TEST_COMMIT_FAILS": "1" if fails else "0"},
+        )  # fmt: skip
+        run = uuid.uuid4().hex[:6]
+        first = [f"slow-{run}-{i}" for i in range(6)]
+        start_batch(deployment, first)
+        # the commit of their first results is slow: more starts come meanwhile
+        orchestrator.wait_for_log("test: the commit of a transaction with a result takes",
+                                  timeout=60)  # fmt: skip
+        later = [f"slow-{run}-later-{i}" for i in range(6)]
+        start_batch(deployment, later)
+        ids = first + later
+        statuses = events.wait_finished(ids, timeout=90)
+        assert set(statuses.values()) == {"completed"}, statuses
+        log = orchestrator.log_text()
+        if fails:
+            aborted = re.search(r"transaction aborted \(commit_transaction:state\): (\d+) inputs "
+                                r"will be read again \((\d+) of them decided while", log)
+            assert aborted is not None, log[-2000:]
+            assert int(aborted.group(2)) > 0  # the stacked transaction held inputs
+        else:
+            assert "test: a slow commit" in log and "transaction aborted" not in log
+        assert_log_invariants(events, ids)
+        for wf in ids:  # read_committed: each event exactly once, in sequence
+            sequences = [e.sequence for e in events.by_workflow[wf]]
+            assert sequences == list(range(1, len(sequences) + 1)), (wf, sequences)
     finally:
         if orchestrator is not None:
             orchestrator.stop()
