@@ -113,8 +113,8 @@ _tracer = trace.get_tracer("foldflow.orchestrator")
 _FATAL_EVENT_WAIT_S = 1.0
 #: Records taken from the consumer per turn. The commit interval is checked between
 #: turns, so under a backlog a transaction holds a whole turn's inputs (fewer commits,
-#: each a few broker round trips during which nothing is decided), and under light load
-#: it commits every interval.
+#: each a few broker round trips and a marker per partition touched), and under light
+#: load it commits every interval.
 BATCH_MAX = 250
 HOUSEKEEPING_S = 0.5  # the longest sleep: definitions, gauges, retention
 #: Group commit: while the loop is saturated (busy this share of its time or more: it
