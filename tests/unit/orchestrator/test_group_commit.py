@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from foldflow.processors.runtime.kafka import transactional_producer_config
 from foldflow.processors.runtime.loop import group_commit_interval
+from foldflow.settings import Settings
 
 
 def test_with_idle_time_left_the_configured_interval_holds_however_slow_commits_are() -> None:
@@ -21,3 +23,10 @@ def test_saturated_with_quick_commits_the_interval_never_shrinks_below_the_setti
 
 def test_the_stretch_stops_at_five_times_the_setting() -> None:
     assert group_commit_interval(0.02, busy=1.0, commit_s=1.0) == pytest.approx(0.1)
+
+
+def test_a_transactional_request_refused_while_markers_are_written_is_retried_soon() -> None:
+    """CONCURRENT_TRANSACTIONS after a commit is retried after retry.backoff.ms: librdkafka's
+    100 ms default was the commit tail the bench's transactional hop shows."""
+    config = transactional_producer_config(Settings())
+    assert config["retry.backoff.ms"] <= 10
