@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,7 @@ def test_a_transaction_aborted_by_an_admin_failure_is_decided_again(
     log = flaky_orchestrator.log_text()
     assert "injected admin timeout" in log  # the failure did happen, and was retried
     assert "transaction aborted (task topics)" in log
-    assert_log_invariants(events, ids)
-    for wf in ids:  # nothing aborted became visible: each event exactly once
-        sequences = [e.sequence for e in events.by_workflow[wf]]
-        assert sequences == list(range(1, len(sequences) + 1)), (wf, sequences)
+    assert_each_event_once(events, ids)  # nothing aborted became visible
 
 
 def _uncommitted_events(settings: Settings) -> dict[str, list[bytes]]:
@@ -106,16 +104,40 @@ def _uncommitted_events(settings: Settings) -> dict[str, list[bytes]]:
     return values
 
 
-def test_an_aborted_commit_is_decided_again_to_the_same_events(
-    stack: Settings, log_dir: Path
-) -> None:
+@contextmanager
+def aborting_deployment(
+    stack: Settings, log_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[Settings, Deployment, EventLog, Service]]:
+    """A private deployment: a worker and ``aborting_orchestrator`` (with ``env``)."""
     settings = private_settings(stack, partitions=3)
     deployment, events = Deployment(settings), EventLog(settings)
     register_all(deployment)
     worker = Service("worker-abort", settings, log_dir, args=["worker"]).start()
     orchestrator = None
     try:
-        orchestrator = script_orchestrator("aborting_orchestrator", settings, log_dir)
+        orchestrator = script_orchestrator("aborting_orchestrator", settings, log_dir, env)
+        yield settings, deployment, events, orchestrator
+    finally:
+        if orchestrator is not None:
+            orchestrator.stop()
+        worker.stop()
+        events.close()
+        deployment.close()
+        delete_private_topics(settings)
+
+
+def assert_each_event_once(events: EventLog, ids: list[str]) -> None:
+    """``read_committed``: every workflow's events once each, in sequence."""
+    assert_log_invariants(events, ids)
+    for wf in ids:
+        sequences = [e.sequence for e in events.by_workflow[wf]]
+        assert sequences == list(range(1, len(sequences) + 1)), (wf, sequences)
+
+
+def test_an_aborted_commit_is_decided_again_to_the_same_events(
+    stack: Settings, log_dir: Path
+) -> None:
+    with aborting_deployment(stack, log_dir) as (settings, deployment, events, orchestrator):
         ids = [f"abort-{uuid.uuid4().hex[:6]}-{i}" for i in range(6)]
         start_batch(deployment, ids)
         statuses = events.wait_finished(ids, timeout=90)
@@ -123,10 +145,7 @@ def test_an_aborted_commit_is_decided_again_to_the_same_events(
         log = orchestrator.log_text()
         assert "test: failing the commit" in log
         assert "transaction aborted (commit_transaction:state)" in log
-        assert_log_invariants(events, ids)
-        committed = {wf: [e.sequence for e in events.by_workflow[wf]] for wf in ids}
-        for wf, sequences in committed.items():  # read_committed: each event exactly once
-            assert sequences == list(range(1, len(sequences) + 1)), (wf, sequences)
+        assert_each_event_once(events, ids)
 
         everything = _uncommitted_events(settings)
         decided_twice = 0
@@ -141,13 +160,6 @@ def test_an_aborted_commit_is_decided_again_to_the_same_events(
             assert all(len(v) == 1 for v in by_sequence.values()), wf
             decided_twice += len(copies) - len(by_sequence)
         assert decided_twice > 0  # the aborted transaction did write events, decided again
-    finally:
-        if orchestrator is not None:
-            orchestrator.stop()
-        worker.stop()
-        events.close()
-        deployment.close()
-        delete_private_topics(settings)
 
 
 @pytest.mark.parametrize("fails", [True, False], ids=["fails", "succeeds"])
@@ -157,16 +169,8 @@ def test_inputs_decided_while_a_commit_runs_wait_for_it_and_share_its_fate(
     """The loop goes on deciding while a commit runs on its helper thread. A commit that
     then fails aborts the transaction stacked on it too, and every input of both is decided
     again; one that succeeds lets the stacked one begin. Either way: each event once."""
-    settings = private_settings(stack, partitions=3)
-    deployment, events = Deployment(settings), EventLog(settings)
-    register_all(deployment)
-    worker = Service("worker-slow-commit", settings, log_dir, args=["worker"]).start()
-    orchestrator = None
-    try:
-        orchestrator = script_orchestrator(
-            "aborting_orchestrator", settings, log_dir,
-            env={"TEST_COMMIT_DELAY_S": "3", "TEST_COMMIT_FAILS": "1" if fails else "0"},
-        )  # fmt: skip
+    env = {"TEST_COMMIT_DELAY_S": "3", "TEST_COMMIT_FAILS": "1" if fails else "0"}
+    with aborting_deployment(stack, log_dir, env) as (_, deployment, events, orchestrator):
         run = uuid.uuid4().hex[:6]
         first = [f"slow-{run}-{i}" for i in range(6)]
         start_batch(deployment, first)
@@ -186,14 +190,4 @@ def test_inputs_decided_while_a_commit_runs_wait_for_it_and_share_its_fate(
             assert int(aborted.group(2)) > 0  # the stacked transaction held inputs
         else:
             assert "test: a slow commit" in log and "transaction aborted" not in log
-        assert_log_invariants(events, ids)
-        for wf in ids:  # read_committed: each event exactly once, in sequence
-            sequences = [e.sequence for e in events.by_workflow[wf]]
-            assert sequences == list(range(1, len(sequences) + 1)), (wf, sequences)
-    finally:
-        if orchestrator is not None:
-            orchestrator.stop()
-        worker.stop()
-        events.close()
-        deployment.close()
-        delete_private_topics(settings)
+        assert_each_event_once(events, ids)
