@@ -95,7 +95,7 @@ def _consumer(settings: Settings, topic: str) -> Consumer:
         "group.id": f"bench-raw-{uuid.uuid4()}",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
-        "isolation.level": "read_committed",  # librdkafka's default, said: see the probes
+        "isolation.level": "read_committed",  # the default; the transactional probe needs it
     }))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])
