@@ -203,6 +203,7 @@ def _probe(settings: Settings, topic: str, count: int, per_second: float, *,
     if transactional:
         producer = _warm_transactional_producer(settings, topic)
         group = Consumer(kafka_config(settings, {"group.id": f"bench-raw-{uuid.uuid4()}"}))
+        metadata = group.consumer_group_metadata()
     else:
         producer = _warm_producer(settings, topic, source="bench-raw-probe")
     count -= 1  # the warm-up message counts
@@ -221,7 +222,7 @@ def _probe(settings: Settings, topic: str, count: int, per_second: float, *,
             producer.produce(topic, value, wid.encode(), headers=headers)
             began = time.perf_counter()
             producer.send_offsets_to_transaction([TopicPartition(topic, 0, n + 1)],
-                                                 group.consumer_group_metadata(), 30)
+                                                 metadata, 30)
             producer.commit_transaction(30)
             acks.append((time.perf_counter() - began) * 1000)
         else:

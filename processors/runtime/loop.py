@@ -233,7 +233,7 @@ class Orchestrator:
         try:
             while not self._stopping.is_set():
                 self._turn()
-            self._commit_open("shutdown")
+            self._commit("shutdown")
         except Stopped as stopped:  # during an assignment: nothing was open
             log.info("%s", stopped)
         except (Fenced, FatalError):
@@ -398,7 +398,7 @@ class Orchestrator:
         found = self.definitions.get(tenant, name, version)
         if found is None:
             # A catch-up may take seconds: commit first, the transaction must not age.
-            self._commit_open("definition catch-up")
+            self._commit("definition catch-up")
             found = self.definitions.resolve(tenant, name, version)
         return found
 
@@ -485,13 +485,9 @@ class Orchestrator:
             self._producer_fatal = error
             log.error("the producer failed for good: %s", error)
 
-    def _commit_open(self, reason: str) -> None:
-        """Commit the open transaction, if any, and wait until no commit is in flight."""
-        self._commit(reason)
-
     def _commit(self, reason: str, *, wait: bool = True) -> None:
-        """Commit the open transaction: steps 1 here, 2 and 3 on the helper thread (the
-        previous commit done first); ``wait``: until it is done and merged."""
+        """Commit the open transaction, if any: steps 1 here, 2 and 3 on the helper thread
+        (the previous commit done first); ``wait``: until no commit is in flight."""
         self._settle()
         txn = self.txn
         if txn is None:
@@ -774,7 +770,7 @@ class Orchestrator:
         try:
             if not self._dead:
                 with contextlib.suppress(TransactionAborted):
-                    self._commit_open("revoke")
+                    self._commit("revoke")
             self._release(partitions, keep=not self._dead)
         except BaseException as exc:
             self._callback_error = exc
