@@ -17,6 +17,10 @@ One confluent-kafka consumer per served task type (topic ``wf.tasks.<type>``, gr
 - :meth:`Worker.stop` (SIGTERM/SIGINT under :meth:`Worker.run`) stops fetching, lets
   in-flight attempts finish for ``grace_period`` seconds, commits what finished and leaves
   the rest uncommitted, so the group redelivers it.
+
+:meth:`Worker.run` drives the loop with uvloop where it is installed (it is a dependency
+on Linux and macOS): every attempt is a few wake-ups, a task and a future on the loop, and
+uvloop does those for a fraction of the pure-Python loop's CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +41,12 @@ from foldflow.topics import Topology
 from foldflow.workers.consumer import TaskConsumer
 from foldflow.workers.handling import Slots
 from foldflow.workers.registry import TaskRegistry
+
+_new_loop: Callable[[], asyncio.AbstractEventLoop] | None
+try:
+    from uvloop import new_event_loop as _new_loop
+except ImportError:  # Windows: uvloop is not built there
+    _new_loop = None
 
 __all__ = ["Worker"]
 
@@ -86,7 +96,8 @@ class Worker:
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT, when ``install_signal_handlers``)."""
-        asyncio.run(self.serve(install_signal_handlers=install_signal_handlers))
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(self.serve(install_signal_handlers=install_signal_handlers))
 
     def stop(self) -> None:
         """Ask the worker to shut down gracefully; safe from any thread or signal handler."""

@@ -95,3 +95,20 @@ def test_finished_ids_remember_exactly_the_ids_added() -> None:
     assert all(f"wf-{i}" in ids for i in range(0, 10_000, 97))
     assert not any(f"wf-new-{i}" in ids for i in range(10_000))
     assert 42 not in ids
+
+
+def test_the_largest_values_a_state_holds_round_trip_exactly() -> None:
+    """Offsets up to 2**63 - 1, a due time 365 days ahead, any Unicode text: all exact."""
+    table = DefinitionTable()
+    state = start("wf-\u00e9\U0001f600\u0000", CHILD)
+    due = 4_102_444_800_000 + 365 * 86_400_000  # 2100-01-01 plus the longest duration
+    state = dataclasses.replace(
+        state, sequence=2**31, pending_timers={"timeout": due},
+        input_json='{"text": "\\u2028 \u00fc \U0001f600 \\"quoted\\" \\\\"}',
+    )
+    digest = table.add(state.definition_json or "")
+    offsets = (2**63 - 1, 2**63 - 2)
+    decoded = decode_live(live_record(state, digest=digest, offsets=offsets), table)
+    assert decoded == Live(state, digest, offsets)
+    assert type(decoded.state.pending_timers["timeout"]) is int
+    assert type(decoded.offsets[0]) is int
