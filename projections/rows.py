@@ -3,7 +3,6 @@ its history row (pure: no I/O, no clock)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,12 +111,11 @@ def payload_document(payload: object) -> dict[str, Any]:
     Lossless: :func:`foldflow.schemas.messages.dump_json` of the value gives the field back.
     """
     doc: dict[str, Any] = {}
-    for f in dataclasses.fields(payload):  # type: ignore[arg-type]
-        value = getattr(payload, f.name)
-        if f.name.endswith("_json"):
-            doc[f.name.removesuffix("_json")] = loads(value)
+    for name, value in vars(payload).items():  # the fields, in order (no slots)
+        if name.endswith("_json"):
+            doc[name.removesuffix("_json")] = loads(value)
         else:
-            doc[f.name] = value
+            doc[name] = value
     return doc
 
 

@@ -183,14 +183,13 @@ def needs_repair(env: m.Envelope) -> bool:
         value = getattr(env, name)
         if value is not None and (len(value) > width or _bad_text(value)):
             return True
-    for f in dataclasses.fields(env.payload):
-        value = getattr(env.payload, f.name)
+    for name, value in vars(env.payload).items():  # the fields (no slots)
         if not isinstance(value, str):
             continue
-        if f.name.endswith("_json"):
+        if name.endswith("_json"):
             if _suspect_json(value):
                 return True
-        elif len(value) > _PAYLOAD_WIDTHS.get(f.name, len(value)) or _bad_text(value):
+        elif len(value) > _PAYLOAD_WIDTHS.get(name, len(value)) or _bad_text(value):
             return True
     return False
 

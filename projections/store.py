@@ -19,6 +19,7 @@ record on ``wf.dlq``) before the transaction commits.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -183,6 +185,17 @@ def _flag(row: Any, altered: Alteration | None) -> Any:
 _STAGE_FROM_ROWS = 32
 
 
+def _json(document: Any) -> bytes | str:
+    """A JSON cell's text: orjson, several times faster than the standard library, except
+    for integers beyond 64 bits, which only the standard library writes. The documents have
+    no NaN or Infinity (orjson would write null): :mod:`~foldflow.projections.storable`
+    replaced them before."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document)
+
+
 def _cells(table: Table) -> Callable[[Mapping[str, Any]], list[Any]]:
     """A row of ``table`` as COPY cells, in column order, JSON as SQLAlchemy binds it: a
     None is SQL NULL only where the column says ``none_as_null``, else JSON ``null``."""
@@ -190,8 +203,9 @@ def _cells(table: Table) -> Callable[[Mapping[str, Any]], list[Any]]:
                for c in table.columns]
 
     def cells(row: Mapping[str, Any]) -> list[Any]:
-        return [row[name] if not is_json or (row[name] is None and null) else Jsonb(row[name])
-                for name, is_json, null in columns]
+        return [row[name] if not is_json or (row[name] is None and null)
+                else Jsonb(row[name], _json)
+                for name, is_json, null in columns]  # fmt: skip
 
     return cells
 

@@ -5,6 +5,7 @@ refusal, as from any statement."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -31,13 +32,24 @@ DUMPS = {
 }
 
 
+#: Values both JSON writers must store alike: integers past 64 bits (up to the digits the
+#: projector parses), floats at their edges, text beyond ASCII.
+TEXT = "\u00fc \u2028 \U0001f600 \"q\" \\"
+NUMBERS = json.dumps({"big": 2**64, "huge": 10**4000, "negative": -(2**63) - 1,
+                      "floats": [0.1, 1e300, -0.0, 5e-324], "text": TEXT})
+
+
 def workflows() -> list[Script]:
     """More workflows than a staged upsert needs, with JSON nulls among their values."""
     scripts = [make(f"wf-{name}-{n}") for n in range(5) for name, make in SCENARIOS.items()]
     nulls = Script("wf-nulls")  # its input and output are JSON null
     nulls.add(m.WorkflowStarted("order", 1, m.dump_json({"name": "order"}), "null", "default"))
     nulls.add(m.WorkflowCompleted("null"))
-    return [*scripts, nulls]
+    numbers = Script("wf-numbers")
+    numbers.add(m.WorkflowStarted("order", 1, m.dump_json({"name": "order"}), NUMBERS,
+                                  "default"))  # fmt: skip
+    numbers.add(m.WorkflowCompleted(NUMBERS))
+    return [*scripts, nulls, numbers]
 
 
 def interleaved(scripts: Sequence[Script]) -> list[Record]:
@@ -69,6 +81,8 @@ def test_a_batch_stores_the_rows_that_one_row_statements_store(engine: Engine) -
     assert bulk == one_by_one
     instances = {row[0].split(",")[0].strip("("): row[1:] for row in bulk["workflow_instances"]}
     assert instances["wf-nulls"] == ("null", "null")  # JSON null, not SQL NULL
+    numbers = next(row[0] for row in bulk["workflow_instances"] if "wf-numbers" in row[0])
+    assert str(10**4000) in numbers and str(2**64) in numbers  # exact: not floats
     assert {kind for _, _, kind in bulk["workflow_events"]} == {None}  # altered: SQL NULL
     assert len(bulk["workflow_events"]) == len(batch)
 
