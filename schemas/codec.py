@@ -4,7 +4,9 @@ Wire format: ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the 
 schema's parsing canonical form, then the Avro binary body. :func:`encode` always writes
 with the newest ``schemas/avro/envelope.vN.avsc``; :func:`decode` finds the writer schema
 among every version by its fingerprint and resolves it to the newest (fastavro does the
-resolution), so a consumer reads every message ever published.
+resolution), so a consumer reads every message ever published. Bodies of the newest
+version are written and read by :mod:`foldflow.schemas.binary`: the same bytes as
+fastavro, for about half its CPU.
 
 Every schema is parsed and fingerprinted once, at import. Errors are typed and their
 message says what is wrong, so a consumer can send the raw bytes to ``wf.dlq`` with
@@ -24,6 +26,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from foldflow.frozen import build, field_names
+from foldflow.schemas.binary import Body
 from foldflow.schemas.messages import MESSAGE_TYPES, TYPE_NAMES, Envelope
 
 __all__ = [
@@ -125,6 +129,8 @@ _DEFAULTS = {
     for cls in TYPE_NAMES
 }
 _CLASS_BY_RECORD = {_NAMESPACE + cls.__name__: cls for cls in TYPE_NAMES}
+_BODY = Body(_NEWEST.schema)
+_FIELD_NAMES = {cls: field_names(cls) for cls in (Envelope, *TYPE_NAMES)}
 
 
 def schema_versions() -> tuple[SchemaVersion, ...]:
@@ -185,12 +191,14 @@ def encode(envelope: Envelope, *, version: int | None = None) -> bytes:
     Raises :class:`SchemaViolationError` when a field does not fit its Avro type.
     """
     target = _NEWEST if version is None else _by_version(version)
-    out = io.BytesIO()
-    out.write(MAGIC + target.fingerprint)
     try:
         record = _to_record(envelope)
-        if target is not _NEWEST:
-            _check_representable(record, target)
+        if target is _NEWEST:
+            name, payload = record["payload"]
+            return MAGIC + target.fingerprint + _BODY.write(record, name, payload)
+        _check_representable(record, target)
+        out = io.BytesIO()
+        out.write(MAGIC + target.fingerprint)
         fastavro.schemaless_writer(out, target.schema, record)
     except SchemaViolationError as exc:
         raise SchemaViolationError(f"{_describe(envelope, target)}: {exc}") from None
@@ -262,12 +270,17 @@ def decode(data: bytes | bytearray | memoryview | None) -> Envelope:
     if version is None:
         known = ", ".join(f"v{v.version}={v.fingerprint.hex()}" for v in _VERSIONS)
         raise UnknownSchemaError(f"unknown writer schema fingerprint {fp.hex()} (known: {known})")
-    body = io.BytesIO(data)
-    body.seek(_HEADER_LEN)
+    record: Any
     try:
-        record = fastavro.schemaless_reader(
-            body, version.schema, _READER_FOR[fp], return_record_name=True
-        )
+        if version is _NEWEST:
+            record, end = _BODY.read(data, _HEADER_LEN)
+        else:
+            body = io.BytesIO(data)
+            body.seek(_HEADER_LEN)
+            record = fastavro.schemaless_reader(
+                body, version.schema, _READER_FOR[fp], return_record_name=True
+            )
+            end = body.tell()
     except EOFError as exc:
         raise MalformedMessageError(
             f"truncated body: {len(data)} bytes end inside an envelope v{version.version} record"
@@ -277,9 +290,9 @@ def decode(data: bytes | bytearray | memoryview | None) -> Envelope:
             f"body of {len(data)} bytes does not decode with envelope v{version.version} "
             f"(truncated or corrupt): {type(exc).__name__}: {exc}"
         ) from exc
-    if body.tell() != len(data):
+    if end != len(data):
         raise MalformedMessageError(
-            f"{len(data) - body.tell()} trailing bytes after an envelope v{version.version} body"
+            f"{len(data) - end} trailing bytes after an envelope v{version.version} body"
         )
     return _from_record(record, version)
 
@@ -296,4 +309,5 @@ def _from_record(record: Any, version: SchemaVersion) -> Envelope:
         raise MalformedMessageError(
             f"event_type {event_type!r} does not match payload record {name!r}"
         )
-    return Envelope(payload=cls(**fields), **record)
+    record["payload"] = build(cls, fields, _FIELD_NAMES[cls])
+    return build(Envelope, record, _FIELD_NAMES[Envelope])

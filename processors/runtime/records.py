@@ -24,13 +24,13 @@ docs/definitions.md#bounds).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from foldflow.frozen import build, field_names
 from foldflow.processors.decider.state import StepState, WorkflowState
 
 __all__ = [
@@ -193,28 +193,15 @@ def _state(raw: dict[str, Any], digest: str | None, definitions: DefinitionTable
         if definition_json is None:
             raise RecordError(f"workflow {raw.get('workflow_id')!r}: unknown definition {digest}")
     raw["definition_json"] = definition_json
-    raw["steps"] = {k: _build(StepState, v, _STEP_FIELDS) for k, v in raw["steps"].items()}
+    raw["steps"] = {k: build(StepState, v, _STEP_FIELDS) for k, v in raw["steps"].items()}
     raw["completion_order"] = tuple(raw["completion_order"])
     raw["buffered_signals"] = tuple((n, d) for n, d in raw["buffered_signals"])
     raw["applied"] = tuple(raw["applied"])
-    return _build(WorkflowState, raw, _STATE_FIELDS)
+    return build(WorkflowState, raw, _STATE_FIELDS)
 
 
-_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkflowState))
-_STEP_FIELDS = frozenset(f.name for f in dataclasses.fields(StepState))
-_T = TypeVar("_T")
-
-
-def _build(cls: type[_T], values: dict[str, Any], names: frozenset[str]) -> _T:
-    """``cls(**values)`` for the frozen state classes, without ``__init__`` when every field
-    is there (decoding states is on the hot path; like ``evolve.replace``, this relies on
-    the classes having no ``__post_init__``); a record of another version takes
-    ``__init__`` (its defaults, its unknown-field errors)."""
-    if values.keys() != names:
-        return cls(**values)
-    obj = object.__new__(cls)
-    obj.__dict__.update(values)
-    return obj
+_STATE_FIELDS = field_names(WorkflowState)
+_STEP_FIELDS = field_names(StepState)
 
 
 class FinishedIds:

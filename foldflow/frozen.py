@@ -1,0 +1,28 @@
+"""Frozen dataclasses built from a dict of their fields, for the decoders on hot paths."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+__all__ = ["build", "field_names"]
+
+_T = TypeVar("_T")
+
+
+def field_names(cls: type) -> frozenset[str]:
+    """The names of a dataclass's fields (what :func:`build` compares against)."""
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def build(cls: type[_T], values: dict[str, Any], names: frozenset[str]) -> _T:
+    """``cls(**values)``, without ``__init__`` when ``values`` has exactly the fields
+    ``names`` (a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``: several times slower). Relies on ``cls`` having no
+    ``__post_init__``; values of another shape (another version's record) take
+    ``__init__``, with its defaults and its unknown-field errors."""
+    if values.keys() != names:
+        return cls(**values)
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
