@@ -156,15 +156,17 @@ class Body:
         self.before = _fields({"name": "envelope", "fields": fields[:at]})
         self.after = _fields({"name": "envelope", "fields": fields[at + 1 :]})
         union: Sequence[dict[str, Any]] = fields[at]["type"]
-        #: payload record name -> (its branch index, its fields)
-        self.records = {r["name"]: (i, _fields(r)) for i, r in enumerate(union)}
+        #: per union branch: the payload record's name and fields
         self.branches = [(r["name"], _fields(r)) for r in union]
+        #: payload record name -> (its branch index, its fields)
+        self.records = {name: (i, fields) for i, (name, fields) in enumerate(self.branches)}
 
-    def write(self, envelope: dict[str, Any], name: str, payload: dict[str, Any]) -> bytes:
-        """The body of ``envelope`` (its fields by name, the payload's too, the payload
-        being record ``name``); raises :class:`FieldError` naming the field."""
+    def write(self, envelope: dict[str, Any]) -> bytes:
+        """The body of ``envelope``: its fields by name, the payload as ``(record name,
+        fields)``; raises :class:`FieldError` naming the field."""
         out = bytearray()
         _put(self.before, envelope, out)
+        name, payload = envelope["payload"]
         branch, fields = self.records[name]
         _write_long(branch, out)
         _put(fields, payload, out, "payload.")

@@ -194,8 +194,7 @@ def encode(envelope: Envelope, *, version: int | None = None) -> bytes:
     try:
         record = _to_record(envelope)
         if target is _NEWEST:
-            name, payload = record["payload"]
-            return MAGIC + target.fingerprint + _BODY.write(record, name, payload)
+            return MAGIC + target.fingerprint + _BODY.write(record)
         _check_representable(record, target)
         out = io.BytesIO()
         out.write(MAGIC + target.fingerprint)
