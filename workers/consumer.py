@@ -30,6 +30,7 @@ from foldflow.observability.metrics import (
     CONSUMER_LAG,
     MESSAGE_HANDLING_SECONDS,
     MESSAGES_HANDLED,
+    child,
 )
 from foldflow.producers import Publisher
 from foldflow.settings import Settings
@@ -323,7 +324,9 @@ class TaskConsumer:
             return
         finally:
             ticket.done()
-            MESSAGES_HANDLED.labels(self.topic, HANDLER, outcome).inc()
-            MESSAGE_HANDLING_SECONDS.labels(self.topic, HANDLER).observe(time.monotonic() - started)
+            child(MESSAGES_HANDLED, self.topic, HANDLER, outcome).inc()
+            child(MESSAGE_HANDLING_SECONDS, self.topic, HANDLER).observe(
+                time.monotonic() - started
+            )
         with self._lock:
             tracker.finish(offset)

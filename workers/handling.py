@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from foldflow.observability.logging import bind
-from foldflow.observability.metrics import STEP_ATTEMPTS, STEP_DURATION_SECONDS
+from foldflow.observability.metrics import STEP_ATTEMPTS, STEP_DURATION_SECONDS, child
 from foldflow.observability.tracing import Header, consuming
 from foldflow.producers import Publisher, PublishError
 from foldflow.schemas.codec import CodecError, decode
@@ -184,8 +184,8 @@ class RecordHandler:
             with bind(**ids):
                 log.debug("task started", extra=fields)  # the outcome line says the rest
                 outcome = await run_attempt(spec, command, pool=self.pool)
-                STEP_DURATION_SECONDS.labels(task.task_type).observe(outcome.duration)
-                STEP_ATTEMPTS.labels(task.task_type, outcome.outcome).inc()
+                child(STEP_DURATION_SECONDS, task.task_type).observe(outcome.duration)
+                child(STEP_ATTEMPTS, task.task_type, outcome.outcome).inc()
                 span.set_attribute("foldflow.attempt.outcome", outcome.outcome)
                 error = getattr(outcome.result, "error", None)
                 # A success is a DEBUG line: at INFO, one line per task was ~6% of a busy

@@ -9,7 +9,9 @@ default registry, which :func:`start_metrics_server` and :func:`render_metrics` 
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,9 +51,12 @@ __all__ = [
     "WORKFLOWS_FINISHED",
     "WORKFLOWS_STARTED",
     "WORKFLOW_OUTCOMES",
+    "child",
     "render_metrics",
     "start_metrics_server",
 ]
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -76,6 +81,16 @@ MESSAGE_HANDLING_SECONDS = Histogram(
     "foldflow_message_handling_seconds", "Time to handle one Kafka message.",
     ["topic", "handler"], buckets=_FAST,
 )
+
+
+
+@functools.cache
+def child(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up once: ``labels()`` validates and takes a lock on
+    every call, and the orchestrator and workers count every message. For the metrics whose
+    label sets are never removed (not :data:`CONSUMER_LAG`)."""
+    return metric.labels(*values)
+
 
 # --- workflows and steps (orchestrator, workers) ------------------------------------------
 WORKFLOWS_STARTED = Counter(

@@ -65,6 +65,7 @@ from foldflow.observability.metrics import (
     TRANSACTION_COMMITS,
     TRANSACTION_INPUTS,
     TRANSACTION_SECONDS,
+    child,
 )
 from foldflow.observability.tracing import (
     TRACE_HEADERS,
@@ -359,10 +360,8 @@ class Orchestrator:
         self._apply(outcome, record)
         if suspect_end is not None and offset + 1 >= suspect_end:
             del self._suspect[(topic, partition)]
-        MESSAGES_HANDLED.labels(topic=topic, handler=HANDLER, outcome=outcome.label).inc()
-        MESSAGE_HANDLING_SECONDS.labels(topic=topic, handler=HANDLER).observe(
-            time.perf_counter() - started
-        )
+        child(MESSAGES_HANDLED, topic, HANDLER, outcome.label).inc()
+        child(MESSAGE_HANDLING_SECONDS, topic, HANDLER).observe(time.perf_counter() - started)
 
     def _apply(self, outcome: Outcome, record: InputRecord) -> None:
         """Produce an input's records in the open transaction and note its changes."""

@@ -67,6 +67,19 @@ def test_render_and_http_server_expose_samples() -> None:
     ) == 1.0
 
 
+def test_a_cached_child_counts_into_the_labelled_series() -> None:
+    handled = metrics.child(metrics.MESSAGES_HANDLED, "child-test", "h", "ok")
+    assert metrics.child(metrics.MESSAGES_HANDLED, "child-test", "h", "ok") is handled
+    assert metrics.child(metrics.MESSAGES_HANDLED, "child-test", "h", "dlq") is not handled
+    handled.inc()
+    metrics.child(metrics.MESSAGE_HANDLING_SECONDS, "child-test", "h").observe(0.002)
+    labels = {"topic": "child-test", "handler": "h"}
+    assert REGISTRY.get_sample_value(
+        "foldflow_messages_handled_total", {**labels, "outcome": "ok"}
+    ) == 1.0
+    assert REGISTRY.get_sample_value("foldflow_message_handling_seconds_count", labels) == 1.0
+
+
 def _outward_address() -> str | None:
     """An address of this machine that is not loopback (None: it has none)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
