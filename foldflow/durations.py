@@ -27,9 +27,17 @@ _UNITS_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 _ORDER = list(_UNITS_MS)  # largest first
 _NUMBER = r"\d{1,15}(?:\.\d{1,9})?"
 _PART = re.compile(rf"({_NUMBER})(ms|[dhms])")
-#: The accepted syntax as one regular expression (for OpenAPI ``pattern``s and the like).
-DURATION_PATTERN = rf"^\s*(?:{_NUMBER}|(?:{_NUMBER}\s*(?:ms|[dhms])\s*)+)\s*$"
-_DURATION = re.compile(DURATION_PATTERN)
+#: Numbers with units in any order: what the parser reads before it checks the order, so a
+#: unit given twice or out of order gets its own message.
+_DURATION = re.compile(rf"(?:{_NUMBER}|(?:{_NUMBER}(?:ms|[dhms]))+)")
+#: The accepted syntax as one regular expression (for OpenAPI ``pattern``s and the like): a
+#: number, or each unit at most once, largest first. Written without lookarounds, which
+#: pydantic's regular expressions do not have: one branch per unit the duration starts with.
+DURATION_PATTERN = r"^\s*(?:{})\s*$".format("|".join([_NUMBER] + [
+    "".join(rf"(?:{_NUMBER}\s*{unit}\s*)" + ("" if j == i else "?")
+            for j, unit in enumerate(_ORDER) if j >= i)
+    for i in range(len(_ORDER))
+]))  # fmt: skip
 _HINT = "use e.g. 500ms, 30s, 15m, 2h, 1d, 1h30m, or a number of seconds"
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from foldflow.cli.dlq import parse_since
 from foldflow.definitions import parse_duration
-from foldflow.durations import DURATION_PATTERN, MAX_DURATION_MS, parse_duration_ms, parse_seconds
+from foldflow.durations import (
+    DURATION_PATTERN,
+    MAX_DURATION_MS,
+    DurationTooLong,
+    parse_duration_ms,
+    parse_seconds,
+)
 from foldflow.gateway.routes.workflows import parse_timeout
 
 
@@ -51,3 +60,16 @@ def test_the_three_former_parsers_now_agree(text: str) -> None:
     assert parse_timeout(text) == pytest.approx(ms / 1000) == parse_seconds(text)
     assert parse_since(text, now_ms=10**13) == 10**13 - ms
     assert re.fullmatch(DURATION_PATTERN, text)  # what the OpenAPI document tells clients
+
+
+@given(st.from_regex(DURATION_PATTERN, fullmatch=True))
+def test_whatever_the_published_pattern_admits_parses(text: str) -> None:
+    """A client that validates against the OpenAPI ``pattern`` is never refused by the parser
+    (a unit out of order once passed the pattern and got a 422)."""
+    with contextlib.suppress(DurationTooLong):  # well-formed, only long: a wait caps it
+        assert parse_duration_ms(text) >= 0
+
+
+@pytest.mark.parametrize("text", ["30m1h", "1m1m", "1ms1s", "5s 2m", "", "  ", "5m s"])
+def test_the_published_pattern_refuses_units_out_of_order(text: str) -> None:
+    assert re.fullmatch(DURATION_PATTERN, text) is None
