@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
     lines: list[str] = []
     with _machine_lock(settings):
         state = _load_state(settings)
+        probed = time.monotonic()  # a refusal met before this was another client's
 
         if not is_local_kafka(settings):
             lines.append(
@@ -140,7 +142,7 @@ def up(settings: Settings, *, report: Report = say_nothing) -> list[str]:
             lines.append(_cluster_up(settings, state, report))
         elif kafka_reachable(settings):
             lines.append(f"Kafka: already up at {settings.kafka_bootstrap}")
-        elif (failure := connection_failure()) is not None:
+        elif (failure := connection_failure(since=probed)) is not None:
             raise StackError(failure)  # it runs, but refuses us: starting another won't help
         else:
             pid = start_kafka(settings, report)
