@@ -23,12 +23,18 @@ $(STAMP): pyproject.toml constraints.txt
 # local stack when nothing answers on FOLDFLOW_KAFKA_BOOTSTRAP / FOLDFLOW_DATABASE_URL),
 # measured: line and branch coverage of the suite and of every service process it starts,
 # reported with its floors (pyproject.toml, [tool.foldflow.coverage]); a test failure or
-# a missed floor fails the run.
+# a missed floor fails the run. The tests that restart the shared broker or PostgreSQL
+# (marker `exclusive`) run first and alone. The rest then runs in $(TEST_WORKERS) pytest
+# processes, a file per process at a time and one chaos test at a time (tests/conftest.py):
+# most of a test's time is waiting on Kafka's group joins and commits, not on the CPU.
+TEST_WORKERS ?= 2
 test: setup tools
 	@rm -f .coverage .coverage.*
-	@$(COVERAGE) $(PY) -m coverage run -m pytest; tests=$$?; \
+	@$(COVERAGE) $(PY) -m coverage run -m pytest -m exclusive tests/chaos; alone=$$?; \
+	  $(COVERAGE) $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup \
+	    -m "not exclusive"; rest=$$?; \
 	  $(COVERAGE) $(PY) .ci/coverage_report.py; floors=$$?; \
-	  [ $$tests -eq 0 ] && [ $$floors -eq 0 ]
+	  [ $$alone -eq 0 ] && [ $$rest -eq 0 ] && [ $$floors -eq 0 ]
 
 # The report of the last `make test` again (or of a partial run under `coverage run`).
 coverage-report: setup

@@ -13,6 +13,7 @@ end, and fails the session if the configured database gained rows meanwhile.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import time
@@ -30,6 +31,13 @@ from foldflow import stack as local_stack
 from foldflow.kafka import kafka_config
 from foldflow.settings import Settings
 
+# pytest-xdist's workers (`make test` runs most of the suite in two) inherit COLUMNS=80 and
+# LINES=24: the CLI's consoles, made at import, would then wrap at 80 columns whatever
+# width a test's own environment gives them.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
+
 KINDS = ("unit", "integration", "contract", "e2e", "chaos")
 #: Kinds that always run against real services: the stack comes up even for a test that
 #: does not ask for a fixture (it may read FOLDFLOW_* settings itself).
@@ -37,8 +45,14 @@ NEEDS_SERVICES = ("integration", "e2e", "chaos")
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with the kind of the directory it lives in (tests/unit → unit, ...)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the kind of the directory it lives in (tests/unit → unit, ...).
+
+    Under pytest-xdist's ``--dist loadgroup`` (``make test``), a file's tests run in one
+    process, one after another, and the chaos tests all in one: one chaos test at a time,
+    each beside at most one file of the others.
+    """
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         try:
             kind = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
@@ -46,6 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+        if grouped:
+            group = "chaos" if kind == "chaos" else str(item.path)
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _testcontainers() -> Iterator[Settings]:
@@ -108,6 +125,16 @@ def _session_database(settings: Settings) -> Iterator[Settings]:
     )
 
 
+@contextlib.contextmanager
+def _stack_lock(settings: Settings) -> Iterator[None]:
+    """Held while a session checks for the stack and starts it: of several pytest processes
+    (``pytest -n``), one starts it and the others find it up."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / "tests-stack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """Settings whose Kafka and PostgreSQL answer (starting the local stack if needed),
@@ -116,11 +143,12 @@ def stack() -> Iterator[Settings]:
         yield from _testcontainers()
         return
     settings = Settings()
-    if not (local_stack.kafka_reachable(settings) and local_stack.postgres_reachable(settings)):
-        try:
-            local_stack.up(settings)
-        except local_stack.StackError as exc:
-            pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
+    with _stack_lock(settings):  # `make test`'s parallel workers: one of them starts it
+        if not (local_stack.kafka_reachable(settings) and local_stack.postgres_reachable(settings)):
+            try:
+                local_stack.up(settings)
+            except local_stack.StackError as exc:
+                pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
     missing = [
         name
         for name, ok in (

@@ -52,6 +52,7 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.exclusive
 def test_broker_restart_mid_run_loses_nothing_and_ends_each_workflow_once(
     settings: Settings,
     deployment: Deployment,

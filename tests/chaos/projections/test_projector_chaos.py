@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from projection_fixtures import ProjectorProcess
 from projection_support import (
     Script,
@@ -96,6 +97,7 @@ def restart_postgres() -> None:
                    capture_output=True)
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_under_load_is_retried_and_caught_up(
     settings: Settings, engine: Engine, publisher: Publisher, projector_process: ProjectorProcess
 ) -> None:
