@@ -13,7 +13,6 @@ end, and fails the session if the configured database gained rows meanwhile.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import time
@@ -125,16 +124,6 @@ def _session_database(settings: Settings) -> Iterator[Settings]:
     )
 
 
-@contextlib.contextmanager
-def _stack_lock(settings: Settings) -> Iterator[None]:
-    """Held while a session checks for the stack and starts it: of several pytest processes
-    (``pytest -n``), one starts it and the others find it up."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.state_dir / "tests-stack.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """Settings whose Kafka and PostgreSQL answer (starting the local stack if needed),
@@ -143,12 +132,13 @@ def stack() -> Iterator[Settings]:
         yield from _testcontainers()
         return
     settings = Settings()
-    with _stack_lock(settings):  # `make test`'s parallel workers: one of them starts it
-        if not (local_stack.kafka_reachable(settings) and local_stack.postgres_reachable(settings)):
-            try:
-                local_stack.up(settings)
-            except local_stack.StackError as exc:
-                pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
+    # `make test`'s parallel processes may both get here: `up` is locked across processes
+    # and idempotent, so one starts the stack and the other finds it up.
+    if not (local_stack.kafka_reachable(settings) and local_stack.postgres_reachable(settings)):
+        try:
+            local_stack.up(settings)
+        except local_stack.StackError as exc:
+            pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
     missing = [
         name
         for name, ok in (

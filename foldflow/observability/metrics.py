@@ -83,15 +83,6 @@ MESSAGE_HANDLING_SECONDS = Histogram(
 )
 
 
-
-@functools.cache
-def child(metric: _M, *values: str) -> _M:
-    """``metric.labels(*values)``, looked up once: ``labels()`` validates and takes a lock on
-    every call, and the orchestrator and workers count every message. For the metrics whose
-    label sets are never removed (not :data:`CONSUMER_LAG`)."""
-    return metric.labels(*values)
-
-
 # --- workflows and steps (orchestrator, workers) ------------------------------------------
 WORKFLOWS_STARTED = Counter(
     "foldflow_workflows_started_total", "Workflows started, by definition name.", ["definition"]
@@ -186,6 +177,14 @@ CIRCUIT_BREAKER_STATE = Gauge(
     "foldflow_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
     ["name"],
 )
+
+
+@functools.cache
+def child(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up once: ``labels()`` validates and takes a lock on
+    every call, and the orchestrator and workers count every message. For the metrics whose
+    label sets are never removed (not :data:`CONSUMER_LAG`)."""
+    return metric.labels(*values)
 
 
 def start_metrics_server(port: int, *, addr: str = "127.0.0.1") -> int:
