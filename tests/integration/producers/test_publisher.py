@@ -136,6 +136,23 @@ async def test_a_cancelled_async_publish_leaves_the_publisher_working(
     assert decode(received[-1].value()) == later
 
 
+async def test_an_async_publish_whose_report_never_comes_gives_up_after_its_wait(
+    stack: Settings,
+) -> None:
+    # A broker that never answers, and librdkafka's own timeout far beyond our wait: the
+    # waiter's timer, not a delivery report, ends the wait.
+    settings = stack.model_copy(update={"kafka_bootstrap": "127.0.0.1:1",
+                                        "publish_timeout_ms": 60_000})  # fmt: skip
+    with Publisher(settings, source="test-unanswered") as publisher:
+        publisher._timeout_s = 0.3
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(PublishError, match="no delivery report in time"):
+            await publisher.publish_async("t-unanswered", _start("wf-unanswered"))
+        assert loop.time() - began < 30  # the timer's wait, not librdkafka's minute
+        publisher._producer.purge()  # nothing left for close() to flush
+
+
 def test_a_message_the_broker_refuses_raises_publish_error(
     publisher: Publisher, create_topic: CreateTopic
 ) -> None:
