@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 TEST_WORKERS ?= 2
 test: setup tools
 	@rm -f .coverage .coverage.*
-	@$(COVERAGE) $(PY) -m coverage run -m pytest -m exclusive tests/chaos; alone=$$?; \
+	@$(COVERAGE) $(PY) -m coverage run -m pytest -m exclusive; alone=$$?; \
 	  $(COVERAGE) $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup \
 	    -m "not exclusive"; rest=$$?; \
 	  $(COVERAGE) $(PY) .ci/coverage_report.py; floors=$$?; \
