@@ -25,6 +25,7 @@ class BenchConfig:
     latency_duration: float = 30.0
     latency_rate: float | None = None
     warmup: float = 3.0
+    warm_up_load: float = 20.0
     workers: int = 1
     worker_concurrency: int = 32
     baseline_messages: int = 100_000

@@ -115,14 +115,25 @@ def _measured(run: Session, phase: Callable[[], PhaseWindow]) -> tuple[PhaseWind
     return window, _Loads(orchestrator, loads["worker"])
 
 
-def _warm_up(run: Session, driver: Driver, concurrency: int) -> None:
-    count = max(1, min(20, concurrency))
+def _warm_up(run: Session, driver: Driver) -> None:
+    """20 workflows end to end, then ``--warm-up-load`` s of the throughput phase's load
+    (drained and projected before it begins)."""
+    config = run.config
+    count = max(1, min(20, config.concurrency))
     run.progress(f"warm-up: {count} workflows end to end")
     driver.closed_loop("warmup", concurrency=count, seconds=120, total=count)
     if not driver.drain(timeout=120):
         run.check_alive()
         raise BenchError(f"warm-up workflows did not complete in 120s; logs in {run.run_dir}\n"
                          f"{run.orchestrator.tail()}")
+    if config.warm_up_load > 0:
+        run.progress(f"warm-up load: {config.concurrency} in flight for "
+                     f"{config.warm_up_load:.0f}s, not measured")
+        driver.closed_loop("warmload", concurrency=config.concurrency,
+                           seconds=config.warm_up_load)
+        _drain(run, driver, "warm-up load")
+        _await_projection(run, "warm-up load")
+        run.check_alive()
 
 
 def _drain(run: Session, driver: Driver, phase: str) -> None:
@@ -310,7 +321,7 @@ def run_benchmark(
                         run_id=run.run_id, progress=progress)
         run.observe(driver)
         assert run.rss is not None and run.projection is not None
-        _warm_up(run, driver, config.concurrency)
+        _warm_up(run, driver)
         rss_idle, held_idle = run.rss.now() or 0.0, len(driver.starts)
 
         windows, cpu = _load_phases(run, driver)

@@ -8,6 +8,11 @@ The configured database is a developer's own (``foldflow`` by default): no test 
 there. ``stack`` hands out a scratch database of the session instead (and exports it as
 ``FOLDFLOW_DATABASE_URL``, so every process a test starts uses it too), drops it at the
 end, and fails the session if the configured database gained rows meanwhile.
+
+The broker is shared too (a developer's own, when one answers): the topics and consumer
+groups that appeared on it during the session are deleted at its end
+(:func:`pytest_sessionfinish`), so runs do not pile up thousands of partitions whose
+metrics and state fill the broker's heap and slow it down.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from projection_support import scratch_database
 from sqlalchemy import create_engine, inspect, make_url, text
@@ -42,6 +48,61 @@ KINDS = ("unit", "integration", "contract", "e2e", "chaos")
 #: does not ask for a fixture (it may read FOLDFLOW_* settings itself).
 NEEDS_SERVICES = ("integration", "e2e", "chaos")
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+_BROKER_BEFORE = pytest.StashKey[tuple[Settings, set[str], set[str]]]()
+
+
+def _controller(session: pytest.Session) -> bool:
+    """True in the process that runs the session: pytest-xdist's controller, or the only one."""
+    return not hasattr(session.config, "workerinput")
+
+
+def _topics_and_groups(admin: AdminClient) -> tuple[set[str], set[str]]:
+    topics = set(admin.list_topics(timeout=30).topics)
+    listed = admin.list_consumer_groups(request_timeout=30).result()
+    return topics, {g.group_id for g in listed.valid}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the broker's topics and groups, when one answers already (else nothing is
+    deleted at the end: what it held before the session is unknown)."""
+    settings = Settings()
+    if (not _controller(session) or os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") == "1"
+            or not local_stack.kafka_reachable(settings, timeout=2.0)):
+        return
+    with contextlib.suppress(KafkaException):
+        topics, groups = _topics_and_groups(AdminClient(kafka_config(settings)))
+        session.stash[_BROKER_BEFORE] = (settings, topics, groups)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the topics and (empty) consumer groups that appeared on the broker during
+    the session; internal topics are left alone."""
+    before = session.stash.get(_BROKER_BEFORE, None)
+    if before is None:
+        return
+    settings, topics_before, groups_before = before
+    try:
+        admin = AdminClient(kafka_config(settings))
+        topics, groups = _topics_and_groups(admin)
+        topics = {t for t in topics - topics_before if not t.startswith("__")}
+        groups -= groups_before
+        futures = [*(admin.delete_topics(sorted(topics), operation_timeout=60).values()
+                     if topics else ()),
+                   *(admin.delete_consumer_groups(sorted(groups), request_timeout=60).values()
+                     if groups else ())]
+        for future in futures:
+            with contextlib.suppress(Exception):  # a group still in use stays
+                future.result()
+    except KafkaException as exc:  # the broker is gone by now (a chaos test's?)
+        message = f"could not delete the session's topics on {settings.kafka_bootstrap}: {exc}"
+    else:
+        message = (f"deleted the {len(topics):,} topics and {len(groups):,} consumer groups "
+                   f"this session made on {settings.kafka_bootstrap}")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

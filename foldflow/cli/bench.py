@@ -42,6 +42,11 @@ def bench(
              "measured throughput when that is lower)."),
     warmup: float = duration_option(3.0, "--warmup",
                                     help="The start of each phase left out of rates."),
+    warm_up_load: float = duration_option(
+        20.0, "--warm-up-load",
+        help="Closed-loop load, not measured, before the throughput phase (0: only 20 "
+             "warm-up workflows). A freshly started Kafka compiles its hot paths (JIT) "
+             "during its first minute of load and would count that CPU in the figures."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (builtin.echo)."),
     worker_concurrency: int = typer.Option(32, "--worker-concurrency", min=1,
                                            help="Handlers each worker runs at once."),
@@ -92,6 +97,7 @@ def bench(
     config = BenchConfig(
         steps=steps, concurrency=concurrency, duration=duration, total=total,
         latency_duration=latency_duration, latency_rate=latency_rate, warmup=warmup,
+        warm_up_load=warm_up_load,
         workers=workers, worker_concurrency=worker_concurrency,
         baseline_messages=baseline_messages, profile=profile, profile_seconds=profile_seconds,
         alone_workflows=alone_workflows,

@@ -274,10 +274,11 @@ def test_the_wheel_alone_starts_a_fresh_stack_runs_the_demo_and_the_bench(
 
         bench = _run([foldflow, "bench", "--duration", "5", "--latency-duration", "5",
                       "--concurrency", "20", "--baseline-messages", "2000",
-                      "--alone-workflows", "2000", "--json"],
+                      "--alone-workflows", "2000", "--warm-up-load", "2", "--json"],
                      cwd=outside, env={**env, "FOLDFLOW_DATABASE_URL": bench_db}, timeout=900)
         report = json.loads(_ok(bench))
         assert report["figures"], report
+        assert report["config"]["warm_up_load"] == 2.0, report["config"]
     finally:
         down = _run([foldflow, "down", "--stack"], cwd=outside, env=env, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr

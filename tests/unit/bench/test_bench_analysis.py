@@ -9,6 +9,7 @@ from foldflow.bench.metrics import HandlingTotals, agent_load, handling_totals
 from foldflow.bench.profile import component_of, summarize_collapsed
 from foldflow.bench.results import Completion, PhaseWindow
 from foldflow.bench.run import BenchConfig, bench_definition, latency_rate
+from foldflow.bench.session import CROWDED_BROKER_PARTITIONS, crowded_broker_note
 
 T0 = 1_700_000_000_000.0
 
@@ -152,3 +153,10 @@ def test_agent_load_from_two_scrapes() -> None:
     assert load.mean_ms == pytest.approx(10.0)
     assert load.in_flight == pytest.approx(0.6)
     assert agent_load(after, after, 5.0).mean_ms is None
+
+
+def test_a_broker_crowded_with_other_partitions_gets_a_note_saying_what_to_do() -> None:
+    assert crowded_broker_note(0) is None
+    assert crowded_broker_note(CROWDED_BROKER_PARTITIONS) is None
+    note = crowded_broker_note(4_877)
+    assert note is not None and "4,877 partitions" in note and "delete the topics" in note
