@@ -64,16 +64,21 @@ def _topics_and_groups(admin: AdminClient) -> tuple[set[str], set[str]]:
     return topics, {g.group_id for g in listed.valid}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Note the broker's topics and groups, when one answers already (else nothing is
-    deleted at the end: what it held before the session is unknown)."""
-    settings = Settings()
-    if (not _controller(session) or os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") == "1"
-            or not local_stack.kafka_reachable(settings, timeout=2.0)):
-        return
+def _note_broker(session: pytest.Session, settings: Settings) -> None:
+    """Note the broker's topics and groups before the session's tests make theirs."""
     with contextlib.suppress(KafkaException):
         topics, groups = _topics_and_groups(AdminClient(kafka_config(settings)))
         session.stash[_BROKER_BEFORE] = (settings, topics, groups)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note what the broker holds, when one answers already; else ``stack`` notes it once
+    it brought the broker up in this process (under pytest-xdist that is a worker, and
+    the controller, which never knew what the broker held before, deletes nothing)."""
+    settings = Settings()
+    if (_controller(session) and os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") != "1"
+            and local_stack.kafka_reachable(settings, timeout=2.0)):
+        _note_broker(session, settings)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -186,7 +191,7 @@ def _session_database(settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Settings]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """Settings whose Kafka and PostgreSQL answer (starting the local stack if needed),
     with a scratch database of the session as ``database_url``."""
     if os.environ.get("FOLDFLOW_USE_TESTCONTAINERS") == "1":
@@ -200,6 +205,8 @@ def stack() -> Iterator[Settings]:
             local_stack.up(settings)
         except local_stack.StackError as exc:
             pytest.fail(f"could not bring the local stack up: {exc}", pytrace=False)
+        if _controller(request.session):
+            _note_broker(request.session, settings)
     missing = [
         name
         for name, ok in (
