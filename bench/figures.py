@@ -30,6 +30,7 @@ TARGET_DISPATCH_P99_MS = 50.0
 TARGET_ALONE_INPUTS_PER_S = 2000.0
 TARGET_ALONE_CPU_MS_PER_INPUT = 0.5
 TARGET_PROJECTION_LAG_P99_MS = 250.0
+TARGET_START_TO_COMPLETED_P50_MS_3_STEPS = 60.0
 TARGET_RSS_MB_AT_100K = 300.0
 
 
@@ -124,6 +125,7 @@ class Targets:
     events_per_s: Target
     dispatch_p99_ms: Target
     projection_lag_p99_ms: Target
+    start_to_completed_p50_ms: Target
     rss_mb_at_100k: Target
     alone_inputs_per_s: Target = Target(TARGET_ALONE_INPUTS_PER_S, "higher", "at saturation")
     alone_cpu_ms_per_input: Target = Target(TARGET_ALONE_CPU_MS_PER_INPUT, "lower")
@@ -135,7 +137,9 @@ def targets_for(steps: int) -> Targets:
     The target is 500 three-step workflows/s, i.e. 1,500 task runs/s; for another
     step count the task-run rate is what stays fixed, so the workflow target is
     1,500 / k. Events/s has no target of its own: a k-step sequential workflow writes
-    2k + 2 events, so the implied target is that many times the workflow target.
+    2k + 2 events, so the implied target is that many times the workflow target. A
+    workflow's start→completed crosses 2k + 1 hops (k + 1 orchestrator transactions, k
+    results): its target is 60 ms for 3 steps, 60 / 7 ms a hop for another count.
     """
     k = max(1, steps)
     wf_target = TARGET_TASK_RUNS_PER_S / k
@@ -146,5 +150,8 @@ def targets_for(steps: int) -> Targets:
         events_per_s=Target(wf_target * (2 * k + 2), "higher", "implied"),
         dispatch_p99_ms=Target(TARGET_DISPATCH_P99_MS, "lower", "at half load"),
         projection_lag_p99_ms=Target(TARGET_PROJECTION_LAG_P99_MS, "lower", "at half load"),
+        start_to_completed_p50_ms=Target(
+            TARGET_START_TO_COMPLETED_P50_MS_3_STEPS * (2 * k + 1) / 7, "lower",
+            "at half load" if k == 3 else f"at half load; 60 ms / 7 hops x {2 * k + 1}"),
         rss_mb_at_100k=Target(TARGET_RSS_MB_AT_100K, "lower", "100k active workflows"),
     )

@@ -125,6 +125,7 @@ def build_figures(result: BenchResult) -> list[Figure]:
         figures += _latency_figures(
             "start_to_completed", "start→completed", latency.start_to_completed_ms,
             quantiles=("p50", "p95", "p99"), load=load,
+            target=targets.start_to_completed_p50_ms, target_q="p50",
             baseline=workflow_floor, baseline_label=workflow_label,
         )
         figures += _latency_figures(

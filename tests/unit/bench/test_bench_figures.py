@@ -56,6 +56,7 @@ def test_three_steps_are_the_design_targets() -> None:
     assert t.events_per_s.limit == 4000.0  # 8 events per 3-step workflow
     assert t.dispatch_p99_ms == Target(50.0, "lower", "at half load")
     assert t.projection_lag_p99_ms.limit == 250.0
+    assert t.start_to_completed_p50_ms == Target(60.0, "lower", "at half load")
     assert t.rss_mb_at_100k.limit == 300.0
 
 
@@ -64,6 +65,8 @@ def test_other_step_counts_keep_the_task_run_rate() -> None:
     assert t.workflows_per_s.limit == 300.0
     assert t.task_runs_per_s.limit == 1500.0
     assert t.events_per_s.limit == 300.0 * 12
+    # 11 hops (6 transactions, 5 results) at 60 ms per 7
+    assert t.start_to_completed_p50_ms.limit == pytest.approx(60.0 * 11 / 7)
 
 
 def test_messages_per_workflow() -> None:

@@ -91,6 +91,8 @@ def test_latency_targets_apply_to_p99_at_half_load_only() -> None:
     # one dispatch against one raw hop; start→completed against 2k+1 = 7 hops
     assert figures["dispatch_p99_ms"].ratio == pytest.approx(7.5)  # type: ignore[attr-defined]
     assert figures["start_to_completed_p50_ms"].baseline == 35.0  # type: ignore[attr-defined]
+    assert figures["start_to_completed_p50_ms"].verdict is not None  # type: ignore[attr-defined]
+    assert figures["start_to_completed_p99_ms"].verdict is None  # type: ignore[attr-defined]
     assert "saturated_start_to_completed_p99_ms" in figures
 
 
