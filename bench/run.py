@@ -1,12 +1,14 @@
 """One benchmark run, end to end: the composition root of the harness.
 
 1. private topics (a unique prefix) and migrations on the given database;
-2. the raw-Kafka baseline on the idle services' machine;
-3. ``foldflow run orchestrator``, ``projector`` and ``worker`` (builtin.echo) as real
+2. ``foldflow run orchestrator``, ``projector`` and ``worker`` (builtin.echo) as real
    subprocesses with the private settings, ready when their ``/metrics`` answers;
-4. a definition of k sequential ``builtin.echo`` steps, a short warm-up, then the
-   throughput phase (closed loop, N in flight) and the latency phase (open loop at half
-   the target load, or half the measured throughput when that is lower);
+3. a definition of k sequential ``builtin.echo`` steps and a warm-up (a few workflows,
+   then ``--warm-up-load`` s of the throughput phase's load);
+4. the raw-Kafka baseline, on the broker the warm-up warmed, while the services idle (a
+   freshly started broker measured its first 100k messages a third slower than its
+   next), then the throughput phase (closed loop, N in flight) and the latency phase
+   (open loop at half the target load, or half the measured throughput when that is lower);
 5. the orchestrator alone at saturation (bench/alone.py: workers and projector stopped, a
    backlog of starts then of results; inputs/s, CPU per input, RSS with them all active);
 6. the topics read back for per-step timings, figures computed, optionally py-spy on the
@@ -311,7 +313,6 @@ def run_benchmark(
     run = Session(settings, config, progress)
     try:
         run.prepare()
-        baseline = run.baseline() if config.baseline_messages > 0 else None
         run.start_services()
         definition = bench_definition(config.steps)
         run.publisher = Publisher(run.settings, source="bench")
@@ -323,6 +324,7 @@ def run_benchmark(
         assert run.rss is not None and run.projection is not None
         _warm_up(run, driver)
         rss_idle, held_idle = run.rss.now() or 0.0, len(driver.starts)
+        baseline = run.baseline() if config.baseline_messages > 0 else None
 
         windows, cpu = _load_phases(run, driver)
         _await_projection(run, windows[-1][0].name)

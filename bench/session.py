@@ -180,7 +180,7 @@ class Session:
             self.notes.append(note)
 
     def baseline(self) -> BaselineResult:
-        """Measure raw Kafka on two more private topics (before any service runs)."""
+        """Measure raw Kafka on three more private topics (the services idle meanwhile)."""
         self.progress(f"raw Kafka baseline: {self.config.baseline_messages:,} messages")
         return run_baseline(
             self.settings,
