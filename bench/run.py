@@ -133,9 +133,7 @@ def _warm_up(run: Session, driver: Driver) -> None:
                      f"{config.warm_up_load:.0f}s, not measured")
         driver.closed_loop("warmload", concurrency=config.concurrency,
                            seconds=config.warm_up_load)
-        _drain(run, driver, "warm-up load")
-        _await_projection(run, "warm-up load")
-        run.check_alive()
+        _settle(run, driver, "warm-up load")
 
 
 def _drain(run: Session, driver: Driver, phase: str) -> None:
@@ -143,6 +141,13 @@ def _drain(run: Session, driver: Driver, phase: str) -> None:
         run.check_alive()
         run.notes.append(f"{phase}: {driver.in_flight():,} workflows still running "
                          f"{run.config.drain_timeout:.0f}s after the phase")
+
+
+def _settle(run: Session, driver: Driver, phase: str) -> None:
+    """After a loaded phase: its workflows ended and projected, every service alive."""
+    _drain(run, driver, phase)
+    _await_projection(run, phase)
+    run.check_alive()
 
 
 def _await_projection(run: Session, phase: str) -> None:
@@ -250,9 +255,7 @@ def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, 
         windows = [_measured(run, lambda: driver.closed_loop(
             "throughput", concurrency=config.concurrency, seconds=config.duration,
             total=config.total))]
-        _drain(run, driver, "throughput")
-        _await_projection(run, "throughput")
-        run.check_alive()
+        _settle(run, driver, "throughput")
         if config.latency_duration > 0:
             per_second, why = latency_rate(config, _first_look(run, windows[0][0]))
             run.notes.append(f"latency phase at {per_second:,.0f} starts/s: {why}")

@@ -83,7 +83,7 @@ def test_throughput_figures_are_judged_and_related_to_the_raw_ceiling() -> None:
     assert figures["kafka_messages_per_s"].ratio == pytest.approx(0.2)  # type: ignore[attr-defined]
 
 
-def test_latency_targets_apply_to_p99_at_half_load_only() -> None:
+def test_latency_targets_apply_to_one_quantile_at_half_load_only() -> None:
     figures = by_key(result())
     assert figures["dispatch_p99_ms"].verdict.text == "missed by 50%"  # type: ignore[attr-defined]
     assert figures["dispatch_p50_ms"].verdict is None  # type: ignore[attr-defined]
