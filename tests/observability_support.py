@@ -6,6 +6,7 @@ each a process on free loopback ports with its files under a test's temporary di
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import socket
 import subprocess
@@ -171,10 +172,12 @@ class Api:
         return list(body["data"]["result"])
 
     def value(self, expr: str) -> float | None:
-        """The single value of a query (None when it has no result)."""
+        """The single value of a query (None when it has no result, or NaN: a ratio of rates
+        whose denominator has not moved yet, before a second scrape, is 0/0)."""
         result = self.query(expr)
         assert len(result) <= 1, (expr, result)
-        return float(result[0]["value"][1]) if result else None
+        value = float(result[0]["value"][1]) if result else math.nan
+        return None if math.isnan(value) else value
 
     def alerts(self, name: str) -> list[dict[str, Any]]:
         """The alerts named ``name`` that Alertmanager holds."""
