@@ -119,7 +119,7 @@ def _measured(run: Session, phase: Callable[[], PhaseWindow]) -> tuple[PhaseWind
 
 def _warm_up(run: Session, driver: Driver) -> None:
     """20 workflows end to end, then ``--warm-up-load`` s of the throughput phase's load
-    (drained and projected before it begins)."""
+    (drained and projected before it begins), then an ANALYZE of the run's tables."""
     config = run.config
     count = max(1, min(20, config.concurrency))
     run.progress(f"warm-up: {count} workflows end to end")
@@ -134,6 +134,7 @@ def _warm_up(run: Session, driver: Driver) -> None:
         driver.closed_loop("warmload", concurrency=config.concurrency,
                            seconds=config.warm_up_load)
         _settle(run, driver, "warm-up load")
+    run.analyze()
 
 
 def _drain(run: Session, driver: Driver, phase: str) -> None:

@@ -359,6 +359,14 @@ def scratch_database(base_url: str) -> Iterator[str]:
             sql.Identifier(name)))
 
 
+def database_names(base_url: str) -> set[str]:
+    """The name of every database of ``base_url``'s server."""
+    url = make_url(base_url)
+    with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                         password=url.password, dbname=url.database) as conn:  # fmt: skip
+        return {name for (name,) in conn.execute("SELECT datname FROM pg_database")}
+
+
 TRUNCATE = ("TRUNCATE workflow_instances, step_executions, workflow_events, "
             "workflow_definitions, projection_offsets")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from confluent_kafka import Consumer
-from projection_support import scratch_database
+from projection_support import database_names, scratch_database
 
 from foldflow.admin import ensure_topics
 from foldflow.kafka import kafka_config
@@ -278,6 +278,11 @@ def test_the_wheel_alone_starts_a_fresh_stack_runs_the_demo_and_the_bench(
                      cwd=outside, env={**env, "FOLDFLOW_DATABASE_URL": bench_db}, timeout=900)
         report = json.loads(_ok(bench))
         assert report["figures"], report
+        # it projected into a database of its own, dropped at the end
+        own = "foldflow_" + report["run_id"].replace("-", "_")
+        assert re.search(rf"database\s+{own}_[0-9a-f]{{8}}", bench.stderr), bench.stderr
+        assert not [n for n in report["notes"] if n.startswith("ran in database")], report
+        assert not [n for n in database_names(bench_db) if n.startswith(own)]
         assert report["config"]["warm_up_load"] == 2.0, report["config"]
     finally:
         down = _run([foldflow, "down", "--stack"], cwd=outside, env=env, timeout=300)
