@@ -4,12 +4,9 @@ its history row (pure: no I/O, no clock)."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from foldflow.schemas import messages as m
 
@@ -103,25 +100,9 @@ def to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float.
-_LONG_DIGITS = re.compile(r"\d{19}")
-
-
 def loads(text: str | None) -> Any:
-    """A ``*_json`` field's value (None stays None), as the standard library reads it.
-
-    orjson reads it, several times faster, unless the text holds 19 digits in a row; what
-    orjson refuses (NaN, a lone surrogate, 1e400) goes to the standard library, as does
-    the long-digit text.
-    """
-    if text is None:
-        return None
-    if _LONG_DIGITS.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    """A ``*_json`` field's value (None stays None)."""
+    return None if text is None else m.load_json(text)
 
 
 def payload_document(payload: object) -> dict[str, Any]:

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote
+
+import orjson
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -70,6 +73,7 @@ __all__ = [
     "dump_json",
     "event_id_for",
     "kind_of",
+    "load_json",
     "own_workflow_id",
     "parse_definition_key",
     "split_workflow_key",
@@ -87,6 +91,25 @@ _NAMESPACE_BYTES = _NAMESPACE.bytes
 def dump_json(value: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, so equal values are equal strings."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def load_json(text: str) -> Any:
+    """``json.loads(text)``, the same value or the same error, several times faster.
+
+    orjson reads the text unless it holds 19 digits in a row (it would read an integer
+    beyond 64 bits as a float); the standard library reads that text and what orjson
+    refuses (NaN, a lone surrogate, 1e400, and text that is not JSON, for its error).
+    """
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _uuid5(name: str) -> str:

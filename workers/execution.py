@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from foldflow.schemas.messages import (
     TaskSucceeded,
     derived_id,
     dump_json,
+    load_json,
 )
 from foldflow.workers.registry import NonRetryableError, TaskContext, TaskSpec
 
@@ -85,7 +85,7 @@ async def run_attempt(
 
     clock = time.monotonic()
     try:
-        value = json.loads(task.input_json)
+        value = load_json(task.input_json)
     except ValueError as exc:
         return Outcome(failed(f"input_json is not valid JSON: {exc}", False), "failed", 0.0)
     timer = asyncio.timeout(timeout)

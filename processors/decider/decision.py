@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from foldflow.definitions import Definition
@@ -28,6 +29,7 @@ from foldflow.schemas.messages import (
     TerminateWorkflow,
     dump_json,
     event_id_for,
+    load_json,
     split_workflow_key,
 )
 
@@ -154,7 +156,7 @@ def child_reported(child: str, step_error: str) -> bool:
 def canonical(text: str) -> str:
     """Canonical JSON of a JSON text; text that is not JSON becomes a JSON string."""
     try:
-        return dump_json(json.loads(text))
+        return dump_json(load_json(text))
     except (ValueError, RecursionError):  # nested past what json parses is not JSON either
         return dump_json(text)
 
@@ -163,22 +165,50 @@ def _loads(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return load_json(text)
     except ValueError:
         return None
 
 
-def context(state: WorkflowState) -> dict[str, Any]:
+def _outputs(state: WorkflowState) -> dict[str, Any]:
+    return {sid: {"output": _loads(ss.output_json)}
+            for sid, ss in state.steps.items() if ss.output_json is not None}  # fmt: skip
+
+
+_PARTS: dict[str, Callable[[WorkflowState], Any]] = {
+    "input": lambda state: _loads(state.input_json),
+    "steps": _outputs,
+    "signals": lambda state: {name: _loads(data) for name, data in state.signals.items()},
+}
+
+
+class _Context(Mapping[str, Any]):
+    """The expression context of a state, each part parsed when an expression first reads
+    it: most inputs hold no expression, or read one part."""
+
+    __slots__ = ("_parsed", "_state")
+
+    def __init__(self, state: WorkflowState) -> None:
+        self._state = state
+        self._parsed: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._parsed[key]
+        except KeyError:
+            value = self._parsed[key] = _PARTS[key](self._state)
+            return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_PARTS)
+
+    def __len__(self) -> int:
+        return len(_PARTS)
+
+
+def context(state: WorkflowState) -> Mapping[str, Any]:
     """The expression context: workflow input, step outputs, delivered signals."""
-    return {
-        "input": _loads(state.input_json),
-        "steps": {
-            sid: {"output": _loads(ss.output_json)}
-            for sid, ss in state.steps.items()
-            if ss.output_json is not None
-        },
-        "signals": {name: _loads(data) for name, data in state.signals.items()},
-    }
+    return _Context(state)
 
 
 def render_json(mapping: Any, state: WorkflowState) -> str:

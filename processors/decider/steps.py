@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from foldflow.definitions import Definition, Step
 from foldflow.expressions import evaluate_condition, parse_condition
 from foldflow.input_schema import input_violation
@@ -31,6 +29,7 @@ from foldflow.schemas.messages import (
     WorkflowFailed,
     WorkflowStarted,
     dump_json,
+    load_json,
     task_id,
 )
 
@@ -62,7 +61,7 @@ def start_workflow(d: Decision, p: StartWorkflow, definition: Definition | None)
         )
     )
     try:
-        value = json.loads(p.input_json)
+        value = load_json(p.input_json)
     except ValueError as exc:
         d.emit(WorkflowFailed(error=f"input is not valid JSON: {exc}"))
         return
@@ -192,7 +191,7 @@ def _complete(d: Decision) -> None:
     output = d.definition.output
     if output is None:
         value = {
-            s.id: json.loads(d.state.step(s.id).output_json or "null")
+            s.id: load_json(d.state.step(s.id).output_json or "null")
             for s in d.definition.steps
             if d.state.step(s.id).status == "succeeded"
         }

@@ -1,14 +1,16 @@
-"""The projector's JSON reading (orjson where it reads as the standard library does)."""
+"""Reading JSON fields: orjson where it reads them as the standard library does."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from foldflow.projections.rows import loads
+from foldflow.schemas.messages import load_json
 
 _scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**80),
             max_value=2**80) | st.floats(allow_nan=False) | st.text())  # fmt: skip
@@ -21,7 +23,7 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
 def test_it_reads_every_json_text_exactly_as_the_standard_library(value: object,
                                                                  ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
-    assert repr(loads(text)) == repr(json.loads(text))  # repr: 1 and 1.0 differ
+    assert repr(load_json(text)) == repr(json.loads(text))  # repr: 1 and 1.0 differ
 
 
 @pytest.mark.parametrize("text", [
@@ -34,10 +36,16 @@ def test_it_reads_every_json_text_exactly_as_the_standard_library(value: object,
 def test_what_orjson_reads_otherwise_or_refuses_reads_as_the_standard_library(
     text: str,
 ) -> None:
-    assert repr(loads(text)) == repr(json.loads(text))
+    assert repr(load_json(text)) == repr(json.loads(text))
 
 
-def test_none_stays_none_and_bad_json_raises_as_before() -> None:
-    assert loads(None) is None
-    with pytest.raises(json.JSONDecodeError):
-        loads("[1,]")
+@pytest.mark.parametrize("text", ["[1,]", "", "{'a': 1}", "[" * 100_000])
+def test_text_that_is_not_json_raises_the_standard_librarys_error(text: str) -> None:
+    with pytest.raises((ValueError, RecursionError)) as expected:
+        json.loads(text)
+    with pytest.raises(expected.type, match=f"^{re.escape(str(expected.value))}$"):
+        load_json(text)
+
+
+def test_a_projected_field_none_stays_none() -> None:
+    assert loads(None) is None and loads('{"a": [1]}') == {"a": [1]}
