@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import make_url
 
 from foldflow.bench.alone import SINK_TASK_TYPE
 from foldflow.bench.baseline import RawTopics, run_baseline
@@ -196,7 +197,7 @@ class Session:
     @property
     def database(self) -> str:
         """The name of the database the run projects into."""
-        return self.settings.database_url.rsplit("/", 1)[-1]
+        return make_url(self.settings.database_url).database or ""
 
     def _own_database(self) -> None:
         configured = self.database
