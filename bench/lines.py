@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from foldflow.bench.figures import Figure, Target, targets_for
-from foldflow.bench.results import BenchResult
+from foldflow.bench.results import CPU_BUDGET_MS, BenchResult
 from foldflow.bench.stats import LatencySummary
 
 __all__ = ["build_figures", "messages_per_workflow"]
@@ -40,6 +40,23 @@ def _floors(result: BenchResult) -> tuple[Hops, str, Hops, str, Hops]:
         return hop, "1 hop", ((plain, 2 * k + 1),), f"{2 * k + 1} hops", hop
     workflow: Hops = ((txn, k + 1), (plain, k))
     return ((txn, 1),), "1 transactional hop", workflow, f"{k + 1} txn + {k} hops", hop
+
+
+def _cpu_figures(result: BenchResult, load: str) -> list[Figure]:
+    """Each service's CPU ms per workflow in the closed loop, against its budget (for
+    three steps, the budget's workflow); the projector's includes PostgreSQL's."""
+    spent = result.machine.closed_loop_cpu_ms_per_workflow
+    figures = []
+    for service, budget in CPU_BUDGET_MS.items():
+        if service not in spent:
+            continue
+        value, label = spent[service], f"{service} CPU ms per workflow"
+        if service == "projector":
+            value, label = value + spent.get("postgresql", 0.0), label + " (+ PostgreSQL)"
+        target = Target(budget, "lower", "budget") if result.steps == 3 else None
+        figures.append(Figure(f"{service}_cpu_ms_per_workflow", label, value, "ms", target,
+                              load=load))
+    return figures
 
 
 def _latency_figures(
@@ -109,6 +126,7 @@ def build_figures(result: BenchResult) -> list[Figure]:
         if throughput.workers is not None:
             figures.append(Figure("worker_ms_per_task", "worker ms per task (→ acked)",
                                   throughput.workers.mean_ms, "ms", load=load))
+        figures += _cpu_figures(result, load)
         figures += _latency_figures(
             "saturated_start_to_completed", "start→completed",
             throughput.start_to_completed_ms, quantiles=("p50", "p99"), load=load,

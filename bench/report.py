@@ -18,7 +18,7 @@ from rich.text import Text
 
 from foldflow.bench.figures import Figure
 from foldflow.bench.lines import build_figures
-from foldflow.bench.results import CPU_BUDGET_MS, BenchResult
+from foldflow.bench.results import BenchResult
 
 __all__ = [
     "Previous",
@@ -159,11 +159,10 @@ def _context_table(result: BenchResult) -> Table:
     if m.process_cores:
         table.add_row("CPU (cores)", ", ".join(f"{name} {cores:.2f}"
                                                for name, cores in m.process_cores.items()))
-    if m.cpu_ms_per_workflow:
-        table.add_row("CPU ms per workflow", ", ".join(
-            f"{name} {ms:.2f}" + (f" (budget {CPU_BUDGET_MS[name]:.1f})"
-                                  if name in CPU_BUDGET_MS else "")
-            for name, ms in m.cpu_ms_per_workflow.items()))  # fmt: skip
+    for label, spent in (("CPU ms per workflow, closed loop", m.closed_loop_cpu_ms_per_workflow),
+                         ("CPU ms per workflow, both phases", m.cpu_ms_per_workflow)):
+        if spent:
+            table.add_row(label, ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items()))
     b = result.baseline
     if b is not None:
         raw = (f"{b.messages:,} msgs of {b.message_bytes} B: produce {b.produce_per_s:,.0f}/s, "

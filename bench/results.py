@@ -55,7 +55,11 @@ class MachineLoad:
     harness, Kafka and PostgreSQL (the rest of ``busy_share`` is everyone else on the
     machine); ``process_cores`` the average number of cores each of them kept busy;
     ``cpu_ms_per_workflow`` what one completed workflow cost each service, Kafka and
-    PostgreSQL in CPU time over the phases (see :func:`cpu_ms_per_workflow`).
+    PostgreSQL in CPU time over the phases (see :func:`cpu_ms_per_workflow`);
+    ``closed_loop_cpu_ms_per_workflow`` the same over the throughput phase alone (its
+    drain and the projector's catching up included): the closed loop at saturation the
+    budgets (:data:`CPU_BUDGET_MS`) are for, where the latency phase's half load spreads
+    each service's fixed costs over half the workflows.
     """
 
     cpus: int
@@ -65,10 +69,12 @@ class MachineLoad:
     ours_share: float | None = None
     process_cores: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_workflow: dict[str, float] = field(default_factory=dict)
+    closed_loop_cpu_ms_per_workflow: dict[str, float] = field(default_factory=dict)
 
 
 #: CPU time per workflow each service may spend so that 500 three-step workflows/s fit on
-#: two cores next to Kafka and PostgreSQL (docs/architecture.md).
+#: two cores next to Kafka and PostgreSQL (docs/architecture.md); the projector's includes
+#: PostgreSQL's.
 CPU_BUDGET_MS = {"orchestrator": 1.0, "worker": 0.6, "projector": 0.6}
 
 

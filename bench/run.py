@@ -245,18 +245,21 @@ def _profile(run: Session, driver: Driver) -> ProfileResult | None:
                          summary.threads)
 
 
-def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, _Loads]],
-                                                        dict[str, float]]:
-    """The throughput phase, then the latency phase; each drained before the next."""
+def _load_phases(run: Session, driver: Driver) -> tuple[
+    list[tuple[PhaseWindow, _Loads]], dict[str, float], dict[str, float]
+]:
+    """The throughput phase, then the latency phase; each drained before the next. The CPU
+    both used, and the throughput phase's alone."""
     config = run.config
     with cpu_meter(run) as cpu:
         run.progress(f"throughput phase: {config.concurrency} in flight for "
                      f"{config.duration:.0f}s" + (f" or {config.total:,} starts"
                                                     if config.total else ""))
-        windows = [_measured(run, lambda: driver.closed_loop(
-            "throughput", concurrency=config.concurrency, seconds=config.duration,
-            total=config.total))]
-        _settle(run, driver, "throughput")
+        with cpu_meter(run) as closed_loop:
+            windows = [_measured(run, lambda: driver.closed_loop(
+                "throughput", concurrency=config.concurrency, seconds=config.duration,
+                total=config.total))]
+            _settle(run, driver, "throughput")
         if config.latency_duration > 0:
             per_second, why = latency_rate(config, _first_look(run, windows[0][0]))
             run.notes.append(f"latency phase at {per_second:,.0f} starts/s: {why}")
@@ -268,7 +271,12 @@ def _load_phases(run: Session, driver: Driver) -> tuple[list[tuple[PhaseWindow, 
             )))
             _drain(run, driver, "latency")
     run.check_alive()
-    return windows, cpu
+    return windows, cpu, closed_loop
+
+
+def _cores(cpu: dict[str, float]) -> dict[str, float]:
+    """The cores each process kept busy, from a :func:`cpu_meter` reading."""
+    return {k.split(":", 1)[1]: v for k, v in cpu.items() if k.startswith("cores:")}
 
 
 def _memory(run: Session, *, idle_mb: float, end_mb: float, held: int,
@@ -330,7 +338,7 @@ def run_benchmark(
         rss_idle, held_idle = run.rss.now() or 0.0, len(driver.starts)
         baseline = run.baseline() if config.baseline_messages > 0 else None
 
-        windows, cpu = _load_phases(run, driver)
+        windows, cpu, closed_loop = _load_phases(run, driver)
         _await_projection(run, windows[-1][0].name)
         rss_end = run.rss.now() or 0.0
         obs = _observations(run, driver)
@@ -341,7 +349,7 @@ def run_benchmark(
         phases = [replace(analyse_phase(w, obs, steps=config.steps, warmup_s=config.warmup),
                           agent=loads.orchestrator, workers=loads.workers)
                   for w, loads in windows]
-        cores = {k.split(":", 1)[1]: v for k, v in cpu.items() if k.startswith("cores:")}
+        cores, closed_cores = _cores(cpu), _cores(closed_loop)
         result = BenchResult(
             run_id=run.run_id,
             started_at=started_at,
@@ -357,6 +365,8 @@ def run_benchmark(
                 process_cores=cores,
                 cpu_ms_per_workflow=cpu_ms_per_workflow(
                     cores, cpu.get("seconds", 0.0), sum(p.completed for p in phases)),
+                closed_loop_cpu_ms_per_workflow=cpu_ms_per_workflow(
+                    closed_cores, closed_loop.get("seconds", 0.0), phases[0].completed),
             ),
             baseline=baseline,
             phases=phases,

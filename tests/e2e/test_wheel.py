@@ -284,6 +284,9 @@ def test_the_wheel_alone_starts_a_fresh_stack_runs_the_demo_and_the_bench(
         assert not [n for n in report["notes"] if n.startswith("ran in database")], report
         assert not [n for n in database_names(bench_db) if n.startswith(own)]
         assert report["config"]["warm_up_load"] == 2.0, report["config"]
+        judged = {f["key"] for f in report["figures"] if f.get("target") is not None}
+        assert {f"{service}_cpu_ms_per_workflow" for service in
+                ("orchestrator", "worker", "projector")} <= judged, judged  # fmt: skip
     finally:
         down = _run([foldflow, "down", "--stack"], cwd=outside, env=env, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
