@@ -7,6 +7,7 @@ import json
 from engine_harness import T0, Run, types
 
 from foldflow.processors.decider import react
+from foldflow.processors.decider.decision import context
 from foldflow.schemas.messages import (
     ChildFinished,
     ChildWorkflowRequested,
@@ -191,3 +192,17 @@ def test_a_child_with_an_unknown_definition_still_reports_to_its_parent() -> Non
     plain = Run(None, workflow_id="plain")
     plain.send(StartWorkflow("x", 1, "{}"))
     assert react(plain.state, plain.history[-1]) == []
+
+
+def test_the_expression_context_reads_input_outputs_and_signals_as_a_mapping() -> None:
+    run = Run(APPROVAL)
+    run.start()
+    run.succeed("submit")
+    run.send(SignalWorkflow("approve", '{"by": "ana"}'))
+    ctx = context(run.state)  # parsed part by part as expressions read it
+    assert len(ctx) == 3 and ctx.get("nothing") is None
+    assert dict(ctx) == {
+        "input": {},
+        "steps": {"submit": {"output": None}, "wait": {"output": {"by": "ana"}}},
+        "signals": {"approve": {"by": "ana"}},
+    }
