@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
+from foldflow.frozen import replace
 from foldflow.projections.rows import (
     DefinitionRow,
     EventRow,
@@ -291,7 +292,7 @@ def fold_batch(
                 new_steps[key] = _step(step, p, at)
             row = replace(row, last_sequence=seq, updated_at=at)
             last = seq
-            rows.append(event_row(env))
+            rows.append(event_row(env, at))
         stored = instances.get(workflow_id)
         if row is not None and row.last_sequence > (stored.last_sequence if stored else 0):
             new_instances[workflow_id] = row

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from foldflow.frozen import build, field_names
 from foldflow.schemas import messages as m
 
 __all__ = [
@@ -82,6 +83,9 @@ class EventRow:
     altered: dict[str, Any] | None = None
 
 
+_EVENT_ROW_FIELDS = field_names(EventRow)
+
+
 @dataclass(frozen=True)
 class DefinitionRow:
     """One row of ``workflow_definitions``."""
@@ -119,20 +123,22 @@ def payload_document(payload: object) -> dict[str, Any]:
     return doc
 
 
-def event_row(env: m.Envelope) -> EventRow:
-    """The history row of an event envelope (``sequence`` must be set)."""
+def event_row(env: m.Envelope, at: datetime) -> EventRow:
+    """The history row of an event envelope (``sequence`` must be set) whose timestamp is
+    ``at`` (``to_datetime(env.timestamp)``: the fold has it already)."""
     assert env.sequence is not None
-    return EventRow(
-        workflow_id=env.workflow_id,
-        sequence=env.sequence,
-        event_id=env.event_id,
-        event_type=env.event_type,
-        timestamp=to_datetime(env.timestamp),
-        source=env.source,
-        correlation_id=env.correlation_id,
-        causation_id=env.causation_id,
-        payload=payload_document(env.payload),
-    )
+    return build(EventRow, {  # without EventRow's __init__: one row per event projected
+        "workflow_id": env.workflow_id,
+        "sequence": env.sequence,
+        "event_id": env.event_id,
+        "event_type": env.event_type,
+        "timestamp": at,
+        "source": env.source,
+        "correlation_id": env.correlation_id,
+        "causation_id": env.causation_id,
+        "payload": payload_document(env.payload),
+        "altered": None,
+    }, _EVENT_ROW_FIELDS)
 
 
 def definition_row(env: m.Envelope) -> DefinitionRow:

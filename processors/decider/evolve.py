@@ -9,8 +9,9 @@ reproduces exactly the state the orchestrator stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
+from foldflow.frozen import replace
 from foldflow.processors.decider.state import TERMINAL_STATUSES, StepState, WorkflowState
 from foldflow.schemas.messages import (
     CompensationAttemptFailed,
@@ -65,22 +66,6 @@ def evolve(state: WorkflowState, event: Envelope) -> WorkflowState:
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-_S = TypeVar("_S", WorkflowState, StepState)
-
-
-def replace(obj: _S, **changes: Any) -> _S:
-    """``dataclasses.replace`` for the frozen state classes, without re-running ``__init__``.
-
-    Folding is the orchestrator's hot path and the classes have no ``__post_init__``, so
-    copying the instance dict is equivalent and an order of magnitude faster.
-    """
-    new = object.__new__(type(obj))
-    fields = new.__dict__
-    fields.update(obj.__dict__)
-    fields.update(changes)
-    return new
-
 
 def _step(state: WorkflowState, step_id: str, **changes: Any) -> WorkflowState:
     steps = dict(state.steps)
