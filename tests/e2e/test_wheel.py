@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,12 +78,29 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from the sdist of this checkout."""
+    """The wheel, built from the sdist of a snapshot of this checkout."""
     out = tmp_path_factory.mktemp("dist")
-    _ok(_run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)], cwd=REPO,
+    source = _snapshot(tmp_path_factory.mktemp("source"))
+    _ok(_run([sys.executable, "-m", "build", "--outdir", str(out), str(source)], cwd=source,
              env=os.environ, timeout=INSTALL_TIMEOUT))
     (found,) = out.glob("foldflow-*.whl")
     return found
+
+
+def _snapshot(where: Path) -> Path:
+    """A copy of the checkout's files (tracked, and new ones git does not ignore) and its
+    git metadata, for the sdist's version and file list. The build walks and copies the
+    package folders; in the checkout itself, another test's files appearing and vanishing
+    there meanwhile would fail it."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if src.is_symlink() or src.is_file():  # a tracked file deleted meanwhile is left out
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, where / name, follow_symlinks=False)
+    shutil.copytree(REPO / ".git", where / ".git", symlinks=True)
+    return where
 
 
 def _version_of(wheel: Path) -> str:
