@@ -9,6 +9,7 @@ constraints.txt), so the first run downloads them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -95,10 +96,9 @@ def _snapshot(where: Path) -> Path:
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=REPO, capture_output=True, check=True).stdout
     for name in filter(None, listed.decode().split("\0")):
-        src = REPO / name
-        if src.is_symlink() or src.is_file():  # a tracked file deleted meanwhile is left out
-            (where / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, where / name, follow_symlinks=False)
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # deleted since: left out, as by git
+            shutil.copy2(REPO / name, where / name, follow_symlinks=False)
     shutil.copytree(REPO / ".git", where / ".git", symlinks=True)
     return where
 
