@@ -58,11 +58,31 @@ def _workers_note(phase: PhaseResult) -> str | None:
     return line
 
 
+def _transactions_note(phase: PhaseResult, result: BenchResult) -> str | None:
+    """The orchestrator's transactions in a phase: how long one stays open, how much of
+    that is the commit (next to raw Kafka's commit of one record)."""
+    agent = phase.agent
+    if agent is None or agent.commits_per_s is None or agent.transaction_ms is None:
+        return None
+    line = (f"orchestrator transactions in the {phase.name} phase: "
+            f"{agent.commits_per_s:,.0f} commits/s, each {agent.transaction_ms:.1f} ms from "
+            "its first input to its commit's return")
+    if agent.commit_ms is not None:
+        line += f", {agent.commit_ms:.1f} ms of it committing"
+        raw = result.baseline.commit_ms if result.baseline is not None else None
+        if raw is not None:
+            line += f" (raw Kafka: p50 {raw.p50:.1f} ms)"
+    return line + ": every orchestrator hop of a workflow waits for a part of this"
+
+
 def diagnose(result: BenchResult) -> list[str]:
     """Plain-language readings of the run: where the time goes."""
     notes: list[str] = []
     for p in result.phases:
         note = _breakdown_note(p, result.steps)
+        if note is not None:
+            notes.append(note)
+        note = _transactions_note(p, result)
         if note is not None:
             notes.append(note)
     saturated = result.phase("throughput")

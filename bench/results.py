@@ -115,13 +115,18 @@ class AgentLoad:
     (Little's law: 1.0 for a serial agent that is never idle). ``PhaseResult.agent`` is
     the orchestrator's, ``PhaseResult.workers`` all workers' together. ``ran_share`` and
     ``waited_share``: the shares of the phase the orchestrator's loop thread ran on a CPU
-    and waited, runnable, for one (the rest it slept: polls, commits); None for workers."""
+    and waited, runnable, for one (the rest it slept: polls, commits); None for workers.
+    ``commits_per_s``, ``transaction_ms`` (mean, first input → commit returned) and
+    ``commit_ms`` (its offsets + commit calls): the orchestrator's transactions."""
 
     inputs_per_s: float
     mean_ms: float | None
     in_flight: float
     ran_share: float | None = None
     waited_share: float | None = None
+    commits_per_s: float | None = None
+    transaction_ms: float | None = None
+    commit_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
@@ -93,7 +93,8 @@ def _totals(run: Session, handler: str) -> HandlingTotals | None:
     present = [t for t in found if t is not None and t.count > 0]
     if not present:
         return None if all(t is None for t in found) else HandlingTotals(0.0, 0.0)
-    return HandlingTotals(sum(t.seconds for t in present), sum(t.count for t in present))
+    return HandlingTotals(*(sum(getattr(t, f.name) for t in present)
+                            for f in fields(HandlingTotals)))
 
 
 def _measured(run: Session, phase: Callable[[], PhaseWindow]) -> tuple[PhaseWindow, _Loads]:

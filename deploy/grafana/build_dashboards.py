@@ -229,6 +229,16 @@ KAFKA_CONSUMERS = [
     Panel("Dead letters by origin and reason", ((
         f"sum by (topic, reason_kind) (increase(foldflow_dlq_messages_total{{{INST}}}{RATE}))",
         "{{topic}} {{reason_kind}}"),), "none"),
+    Panel("Orchestrator transactions: first input to committed, and the commit (p95)", (
+        (f"histogram_quantile(0.95, sum by (le) (rate(foldflow_transaction_duration_seconds_bucket{{{INST}}}{RATE})))",
+         "open"),
+        (f"histogram_quantile(0.95, sum by (le) (rate(foldflow_transaction_commit_seconds_bucket{{{INST}}}{RATE})))",
+         "commit"),
+    ), "s"),
+    Panel("Orchestrator transactions committed and aborted", (
+        (f"sum(rate(foldflow_transaction_commits_total{{{INST}}}{RATE}))", "committed"),
+        (f"sum by (reason) (rate(foldflow_transaction_aborts_total{{{INST}}}{RATE}))", "aborted: {{reason}}"),
+    ), "ops"),
 ]
 
 PROJECTIONS = [

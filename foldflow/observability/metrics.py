@@ -46,6 +46,7 @@ __all__ = [
     "STEP_DURATION_SECONDS",
     "TRANSACTION_ABORTS",
     "TRANSACTION_COMMITS",
+    "TRANSACTION_COMMIT_SECONDS",
     "TRANSACTION_INPUTS",
     "TRANSACTION_SECONDS",
     "WORKFLOWS_FINISHED",
@@ -128,6 +129,12 @@ TRANSACTION_ABORTS = Counter(
 TRANSACTION_SECONDS = Histogram(
     "foldflow_transaction_duration_seconds",
     "A committed transaction's time from its first record to the broker's commit.",
+    buckets=_FAST,
+)
+TRANSACTION_COMMIT_SECONDS = Histogram(
+    "foldflow_transaction_commit_seconds",
+    "The broker's part of a committed transaction: send_offsets_to_transaction and "
+    "commit_transaction, from the first call to the last return.",
     buckets=_FAST,
 )
 TRANSACTION_INPUTS = Histogram(

@@ -62,6 +62,7 @@ from foldflow.observability.metrics import (
     MESSAGE_HANDLING_SECONDS,
     MESSAGES_HANDLED,
     TRANSACTION_ABORTS,
+    TRANSACTION_COMMIT_SECONDS,
     TRANSACTION_COMMITS,
     TRANSACTION_INPUTS,
     TRANSACTION_SECONDS,
@@ -527,6 +528,7 @@ class Orchestrator:
             flight.failed = True
             self._failed(failed.what, failed.cause)  # raises; an abort drops both
         self.committing = None
+        TRANSACTION_COMMIT_SECONDS.observe(commit_s)
         self._stretch_interval(commit_s)
         self._merge(flight.txn)
         log.debug("committed %d inputs (%s)", flight.txn.inputs, flight.reason)

@@ -290,6 +290,7 @@ def test_metrics_count_workflows_messages_and_lag(
     assert _value(samples, "foldflow_transaction_commits_total") >= 1
     assert _value(samples, "foldflow_transaction_inputs_count") >= 1
     assert _value(samples, "foldflow_transaction_duration_seconds_count") >= 1
+    assert _value(samples, "foldflow_transaction_commit_seconds_count") >= 1
 
 
 def test_one_trace_follows_the_workflow_through_orchestrator_and_worker(

@@ -142,17 +142,30 @@ foldflow_message_handling_seconds_sum{handler="orchestrator",topic="p.wf.results
 foldflow_message_handling_seconds_count{handler="orchestrator",topic="p.wf.commands"} 100.0
 foldflow_message_handling_seconds_sum{handler="orchestrator",topic="p.wf.commands"} 1.5
 foldflow_message_handling_seconds_sum{handler="worker",topic="p.wf.tasks.x"} 9.0
+foldflow_transaction_duration_seconds_count 50.0
+foldflow_transaction_duration_seconds_sum 1.25
+foldflow_transaction_commit_seconds_count 50.0
+foldflow_transaction_commit_seconds_sum 0.25
 """
 
 
 def test_agent_load_from_two_scrapes() -> None:
     after = handling_totals(METRICS)
-    assert after == HandlingTotals(seconds=4.0, count=400.0)
+    assert after == HandlingTotals(seconds=4.0, count=400.0, transactions=50.0, open_s=1.25,
+                                   commit_s=0.25)
     load = agent_load(HandlingTotals(1.0, 100.0), after, 5.0)
     assert load.inputs_per_s == pytest.approx(60.0)
     assert load.mean_ms == pytest.approx(10.0)
     assert load.in_flight == pytest.approx(0.6)
-    assert agent_load(after, after, 5.0).mean_ms is None
+    assert load.commits_per_s == pytest.approx(10.0)
+    assert load.transaction_ms == pytest.approx(25.0)
+    assert load.commit_ms == pytest.approx(5.0)
+    idle = agent_load(after, after, 5.0)
+    assert idle.mean_ms is None and idle.commits_per_s is None and idle.commit_ms is None
+
+
+def test_only_the_orchestrator_has_transactions() -> None:
+    assert handling_totals(METRICS, handler="worker") == HandlingTotals(seconds=9.0, count=0.0)
 
 
 def test_a_broker_crowded_with_other_partitions_gets_a_note_saying_what_to_do() -> None:

@@ -234,6 +234,20 @@ def test_an_orchestrator_waiting_for_a_cpu_is_short_of_cpu() -> None:
     assert "waited 5% for a CPU" in note and "short of CPU" not in note
 
 
+def test_the_orchestrator_transactions_of_each_phase_are_read_next_to_raw_kafka() -> None:
+    res = result()
+    phase = replace(res.phases[1], agent=AgentLoad(600.0, 0.7, 0.4, commits_per_s=45.0,
+                                                   transaction_ms=22.1, commit_ms=6.5))
+    res = replace(res, phases=[res.phases[0], phase],
+                  baseline=BaselineResult(100_000, 250, 60_000.0, 30_000.0, None, None,
+                                          commit_ms=lat(5, 7, 9)))
+    (note,) = [n for n in diagnose(res) if n.startswith("orchestrator transactions")]
+    assert f"in the {phase.name} phase: 45 commits/s, each 22.1 ms" in note
+    assert "6.5 ms of it committing (raw Kafka: p50 5.0 ms)" in note
+    assert not [n for n in diagnose(replace(res, phases=[res.phases[0]]))
+                if n.startswith("orchestrator transactions")]
+
+
 def test_a_cpu_bound_orchestrator() -> None:
     res = result()
     batched = replace(res.phases[0], agent=AgentLoad(900.0, 40.0, 36.0))

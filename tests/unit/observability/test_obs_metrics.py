@@ -37,6 +37,7 @@ EXPECTED = {
     "foldflow_transaction_commits": set(),
     "foldflow_transaction_aborts": {"reason"},
     "foldflow_transaction_duration_seconds": set(),
+    "foldflow_transaction_commit_seconds": set(),
     "foldflow_transaction_inputs": set(),
 }
 
