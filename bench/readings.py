@@ -60,7 +60,7 @@ def _workers_note(phase: PhaseResult) -> str | None:
 
 def _transactions_note(phase: PhaseResult, result: BenchResult) -> str | None:
     """The orchestrator's transactions in a phase: how long one stays open, how much of
-    that is the commit (next to raw Kafka's commit of one record)."""
+    that is the commit (means; next to raw Kafka's mean commit of one record)."""
     agent = phase.agent
     if agent is None or agent.commits_per_s is None or agent.transaction_ms is None:
         return None
@@ -71,7 +71,7 @@ def _transactions_note(phase: PhaseResult, result: BenchResult) -> str | None:
         line += f", {agent.commit_ms:.1f} ms of it committing"
         raw = result.baseline.commit_ms if result.baseline is not None else None
         if raw is not None:
-            line += f" (raw Kafka: p50 {raw.p50:.1f} ms)"
+            line += f" (raw Kafka, one record: {raw.mean:.1f} ms)"
     return line + ": every orchestrator hop of a workflow waits for a part of this"
 
 

@@ -243,7 +243,7 @@ def test_the_orchestrator_transactions_of_each_phase_are_read_next_to_raw_kafka(
                                           commit_ms=lat(5, 7, 9)))
     (note,) = [n for n in diagnose(res) if n.startswith("orchestrator transactions")]
     assert f"in the {phase.name} phase: 45 commits/s, each 22.1 ms" in note
-    assert "6.5 ms of it committing (raw Kafka: p50 5.0 ms)" in note
+    assert "6.5 ms of it committing (raw Kafka, one record: 5.0 ms)" in note
     assert not [n for n in diagnose(replace(res, phases=[res.phases[0]]))
                 if n.startswith("orchestrator transactions")]
 
