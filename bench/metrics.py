@@ -12,7 +12,7 @@ its commits/s, how long a transaction stays open and how much of that is the com
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -67,14 +67,16 @@ def agent_load(before: HandlingTotals, after: HandlingTotals, wall_s: float) -> 
     spent = after.seconds - before.seconds
     commits = after.transactions - before.transactions
     wall = max(wall_s, 1e-9)
-    return AgentLoad(
+    load = AgentLoad(
         inputs_per_s=inputs / wall,
         mean_ms=spent / inputs * 1000 if inputs > 0 else None,
         in_flight=spent / wall,
-        commits_per_s=commits / wall if commits > 0 else None,
-        transaction_ms=(after.open_s - before.open_s) / commits * 1000 if commits > 0 else None,
-        commit_ms=(after.commit_s - before.commit_s) / commits * 1000 if commits > 0 else None,
     )
+    if commits <= 0:
+        return load
+    return replace(load, commits_per_s=commits / wall,
+                   transaction_ms=(after.open_s - before.open_s) / commits * 1000,
+                   commit_ms=(after.commit_s - before.commit_s) / commits * 1000)
 
 
 def scrape(port: int, *, handler: str) -> HandlingTotals | None:

@@ -31,9 +31,6 @@ def test_it_gives_what_dataclasses_replace_gives(status: str, attempts: int,
         copied.status = "x"  # type: ignore[misc]
 
 
-def test_a_field_the_class_lacks_is_refused_as_dataclasses_replace_refuses_it() -> None:
-    step = StepState()
+def test_a_field_the_class_lacks_is_refused() -> None:
     with pytest.raises(TypeError, match="StepState has no field colour, size"):
-        replace(step, status="running", size=1, colour="red")
-    with pytest.raises(TypeError):
-        dataclasses.replace(step, colour="red")  # type: ignore[call-arg]
+        replace(StepState(), status="running", size=1, colour="red")
