@@ -110,8 +110,9 @@ HANDLER = "orchestrator"
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("foldflow.orchestrator")
 
-#: How long a fatal error waits for librdkafka's error event that says why (a fence, seen
-#: by a produce call a moment before the event is queued, would otherwise exit as fatal).
+#: How long a fatal error waits for librdkafka's fatal error that says why, raised by a
+#: producer poll (a fence, seen by a produce call a moment before librdkafka queued it,
+#: would otherwise exit as fatal).
 _FATAL_EVENT_WAIT_S = 1.0
 #: Records taken from the consumer per turn. The commit interval is checked between
 #: turns, so under a backlog a transaction holds a whole turn's inputs (fewer commits,
@@ -165,7 +166,6 @@ class Orchestrator:
             **transactional_producer_config(settings),
             "on_delivery": self._on_delivery,
             "delivery.report.only.error": True,
-            "error_cb": self._on_producer_error,
         })  # fmt: skip
         self.reader = reader
         self.definitions = definitions
@@ -272,7 +272,7 @@ class Orchestrator:
             # records are of the new one: nothing was assigned before it.)
             batch = []
             self._rewind(assign=True)
-        self.producer.poll(0)
+        self._poll_producer(0)
         try:
             if self.committing is not None and self.committing.future.done():
                 self._settle()
@@ -469,7 +469,7 @@ class Orchestrator:
                                           partition=part, headers=headers)  # fmt: skip
                 return
             except BufferError:  # the local queue is full: let librdkafka send some
-                self.producer.poll(0.05)
+                self._poll_producer(0.05)
             except KafkaException as exc:
                 self._failed("produce", exc)
 
@@ -478,12 +478,16 @@ class Orchestrator:
         if error is not None and record_rejected(error):
             self._rejections.append(error)
 
-    def _on_producer_error(self, error: KafkaError) -> None:
-        """librdkafka's error events; a fatal one (a fence) explains the calls that fail
-        after it with a mere "erroneous state"."""
-        if error.fatal():
-            self._producer_fatal = error
-            log.error("the producer failed for good: %s", error)
+    def _poll_producer(self, timeout: float) -> None:
+        """Serve the producer's events. confluent-kafka raises librdkafka's fatal error (a
+        fence) from ``poll``, never through ``error_cb``: it is classified like a failed
+        call's, and kept to explain the calls that fail after it with a mere "fatal
+        error"."""
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            self._producer_fatal = kafka_error(exc)
+            self._failed("poll", exc)
 
     def _commit(self, reason: str, *, wait: bool = True) -> None:
         """Commit the open transaction, if any: steps 1 here, 2 and 3 on the helper thread
@@ -676,14 +680,13 @@ class Orchestrator:
         """Handle a non-retriable error of ``what``; always raises."""
         error = kafka_error(exc)
         kind = classify(error) if error is not None else ErrorClass.FATAL
-        if kind is ErrorClass.FATAL:  # serve the error event that says why: a call can fail
+        if kind is ErrorClass.FATAL:  # serve the fatal error that says why: a call can fail
             deadline = time.monotonic() + _FATAL_EVENT_WAIT_S  # before librdkafka queued it
             while self._producer_fatal is None and time.monotonic() < deadline:
                 try:
                     self.producer.poll(0.05)
-                except KafkaException as pending:  # raised by a callback: it says why too
-                    error = kafka_error(pending) or error
-                    break
+                except KafkaException as raised:  # see _poll_producer
+                    self._producer_fatal = kafka_error(raised)
         fatal = self._producer_fatal
         if kind is ErrorClass.FATAL and fatal is not None and classify(fatal) is ErrorClass.FENCED:
             kind, error = ErrorClass.FENCED, fatal  # e.g. a produce refused after the fence
